@@ -1,0 +1,180 @@
+"""Synthetic shop behaviour in the canonical raw schema, vectorised with NumPy and written as Parquet.
+
+The world it simulates, so that the signal is learnable but not trivial:
+- users arrive over the period (40 % already exist on day 0) and churn after an exponential lifetime;
+- each user has a latent session rate, a cart propensity and a purchase propensity (heterogeneous intent);
+- sessions follow weekly seasonality and an evening peak; inside a session, views lead to carts, some carts are
+  removed, and some carts convert to a purchase of one to three units;
+- users prefer one category; items have category-specific log-normal prices.
+Nothing here is a label: the pipeline has to discover that recent, frequent carters who have not churned buy.
+
+Deterministic for a seed: users are generated in fixed-size chunks, each from its own seeded stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+EVENTS_PER_SESSION = 4.55  # mean of the session model below; used to size the population
+EVENTS_PER_USER = 60
+USERS_PER_CHUNK = 100_000
+N_CATEGORIES = 40
+DOW_WEIGHTS = np.array([1.0, 0.95, 0.95, 1.0, 1.1, 1.3, 1.25])  # Monday .. Sunday
+HOUR_WEIGHTS = np.array([1, 1, 1, 1, 1, 1, 2, 3, 4, 5, 5, 5, 6, 6, 5, 5, 6, 7, 9, 11, 12, 11, 8, 4], dtype=float)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    n_events: int = 1_000_000
+    seed: int = 42
+    end_date: date = date(2026, 11, 1)  # exclusive: the last day of events is end_date - 1
+    days: int = 120
+
+    @property
+    def start_date(self) -> date:
+        return self.end_date - timedelta(days=self.days)
+
+    @property
+    def n_users(self) -> int:
+        return max(50, self.n_events // EVENTS_PER_USER)
+
+    @property
+    def tag(self) -> str:
+        """Prefix of event ids: different data sets never share an id, the same config always does."""
+        return f"syn{self.seed}n{self.n_events}d{self.end_date:%Y%m%d}x{self.days}"
+
+    @property
+    def n_items(self) -> int:
+        return max(200, min(200_000, self.n_events // 100))
+
+
+@dataclass(frozen=True)
+class GeneratorResult:
+    files: list[Path]
+    n_events: int
+    n_users: int
+    start_date: date
+    end_date: date
+
+
+def _item_catalogue(cfg: GeneratorConfig) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([cfg.seed, 0])
+    item_category = rng.integers(0, N_CATEGORIES, cfg.n_items)
+    category_log_price = rng.normal(3.0, 0.8, N_CATEGORIES)
+    item_price = np.round(np.exp(category_log_price[item_category] + rng.normal(0, 0.35, cfg.n_items)), 2)
+    return item_category, item_price
+
+
+def _chunk_events(cfg: GeneratorConfig, chunk: int, first_user: int, n_users: int, catalogue) -> pa.Table:
+    """All events of users [first_user, first_user + n_users), from the chunk's own random stream."""
+    item_category, item_price = catalogue
+    rng = np.random.default_rng([cfg.seed, 1, chunk])
+    days = cfg.days
+
+    # Users: arrival, lifetime (churn), latent rates.
+    arrival = np.where(rng.random(n_users) < 0.4, 0.0, rng.uniform(0, days, n_users))
+    engagement = rng.gamma(2.0, 0.5, n_users)
+    lifetime = rng.exponential(45.0 * engagement + 5.0)
+    departure = np.minimum(arrival + lifetime, days)
+    active_days = np.maximum(departure - arrival, 0.0)
+    session_rate = rng.gamma(1.2, 1.0, n_users) * engagement
+    cart_prob = rng.beta(2.0, 5.0, n_users)
+    buy_prob = rng.beta(1.5, 4.0, n_users) * np.clip(engagement, 0.2, 1.5)
+    favourite_category = rng.integers(0, N_CATEGORIES, n_users)
+
+    # Sessions: Poisson counts scaled so that the whole population yields about n_events.
+    target_sessions = cfg.n_events / EVENTS_PER_SESSION * n_users / cfg.n_users
+    expected = session_rate * active_days
+    scale = target_sessions / max(expected.sum(), 1e-9)
+    n_sessions = rng.poisson(expected * scale * DOW_WEIGHTS.max() / DOW_WEIGHTS.mean())  # thinned below
+    s_user = np.repeat(np.arange(n_users), n_sessions)
+    s_time = arrival[s_user] + rng.random(s_user.size) * active_days[s_user]
+    s_day = np.floor(s_time).astype(np.int64)
+    start_dow = cfg.start_date.weekday()
+    keep = rng.random(s_user.size) < DOW_WEIGHTS[(s_day + start_dow) % 7] / DOW_WEIGHTS.max()
+    s_user, s_day = s_user[keep], s_day[keep]
+    s_hour = rng.choice(24, s_user.size, p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum())
+    s_start = s_day * 86_400 + s_hour * 3_600 + rng.integers(0, 3_600, s_user.size)
+    n_s = s_user.size
+
+    # Events per session: views, favourites, carts, removals, purchases.
+    n_view = 1 + rng.poisson(3.0, n_s)
+    n_fav = rng.binomial(1, 0.08, n_s)
+    carted = rng.random(n_s) < cart_prob[s_user]
+    n_cart = carted * (1 + rng.binomial(1, 0.3, n_s))
+    n_remove = rng.binomial(n_cart, 0.15)
+    n_purchase = (carted & (rng.random(n_s) < buy_prob[s_user])).astype(np.int64)
+    kinds = np.stack([n_view, n_fav, n_cart, n_remove, n_purchase], axis=1)
+    per_session = kinds.sum(axis=1)
+
+    e_session = np.repeat(np.arange(n_s), per_session)
+    # event type codes in funnel order within a session: view(0) fav(1) cart(2) remove(3) purchase(4)
+    e_kind = np.repeat(np.tile(np.arange(5), n_s), kinds.ravel())
+    e_user = s_user[e_session]
+    offsets = np.cumsum(rng.exponential(40.0, e_session.size)).astype(np.int64)
+    session_first = np.repeat(np.cumsum(per_session) - per_session, per_session)
+    e_ts = s_start[e_session] + offsets - offsets[session_first]
+
+    in_favourite = rng.random(e_session.size) < 0.7
+    random_item = rng.integers(0, cfg.n_items, e_session.size)
+    # an item of the favourite category: pick among items whose index maps to that category cheaply
+    fav_item = (favourite_category[e_user] + N_CATEGORIES * rng.integers(0, cfg.n_items // N_CATEGORIES,
+                                                                         e_session.size)) % cfg.n_items
+    e_item = np.where(in_favourite, fav_item, random_item)
+    # carts, removals and the purchase in a session concern the item the session started with
+    e_item = np.where(e_kind >= 2, e_item[session_first], e_item)
+    e_quantity = np.where(e_kind == 4, 1 + rng.binomial(2, 0.2, e_session.size), 1)
+
+    type_names = pa.array(["view", "fav", "cart", "remove_from_cart", "purchase"])
+    start_ts = datetime.combine(cfg.start_date, datetime.min.time())
+    ts = pa.array(
+        (np.datetime64(start_ts, "s") + e_ts.astype("timedelta64[s]")).astype("datetime64[us]"),
+        type=pa.timestamp("us"),
+    )
+    in_window = pc.less(e_ts, days * 86_400)
+    user_global = first_user + e_user
+    user_ids = _prefixed("u", user_global)
+    table = pa.table(
+        {
+            "event_id": _prefixed(f"{cfg.tag}-{chunk:04d}-", np.arange(e_ts.size)),
+            "user_id": user_ids,
+            "event_ts": ts,
+            "event_type": pc.take(type_names, pa.array(e_kind)),
+            "item_id": _prefixed("i", e_item),
+            "category_id": _prefixed("c", item_category[e_item]),
+            "price": pa.array(item_price[e_item]),
+            "quantity": pa.array(e_quantity.astype(np.int32)),
+            "session_id": pc.binary_join_element_wise(user_ids, pc.cast(pa.array(e_session), pa.string()), "-s"),
+        }
+    )
+    return table.filter(in_window)
+
+
+def _prefixed(prefix: str, values: np.ndarray) -> pa.Array:
+    as_text = pc.cast(pa.array(np.asarray(values, dtype=np.int64)), pa.string())
+    return pc.binary_join_element_wise(pa.scalar(prefix), as_text, "")
+
+
+def generate(cfg: GeneratorConfig, out_dir: Path, progress=None) -> GeneratorResult:
+    """Write the events as Parquet files (one per user chunk) under out_dir; return what was written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    catalogue = _item_catalogue(cfg)
+    files, total = [], 0
+    n_chunks = (cfg.n_users + USERS_PER_CHUNK - 1) // USERS_PER_CHUNK
+    for chunk in range(n_chunks):
+        first = chunk * USERS_PER_CHUNK
+        table = _chunk_events(cfg, chunk, first, min(USERS_PER_CHUNK, cfg.n_users - first), catalogue)
+        path = out_dir / f"synthetic_seed{cfg.seed}_{cfg.start_date:%Y%m%d}_{cfg.end_date:%Y%m%d}_part{chunk:04d}.parquet"
+        pq.write_table(table, path, compression="snappy")
+        files.append(path)
+        total += table.num_rows
+        if progress:
+            progress(chunk + 1, n_chunks, total)
+    return GeneratorResult(files, total, cfg.n_users, cfg.start_date, cfg.end_date)

@@ -1,0 +1,110 @@
+"""Where shopcast keeps its state, read from the environment.
+
+Everything a run writes lives under one folder, ``SHOPCAST_HOME`` (default ``./data``): the DuckDB warehouse, the
+MLflow store, the Dagster home, landing files and the Great Expectations results. No Dagster import here: the CLI,
+the tests and the Dagster resources all read their paths from this one place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt"
+
+# Telemetry off: the product runs offline and must not phone home.
+OFFLINE_ENV = {
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+    "GX_ANALYTICS_ENABLED": "False",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+}
+
+
+@dataclass(frozen=True)
+class ShopcastPaths:
+    home: Path
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def landing(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def gx_dir(self) -> Path:
+        return self.home / "gx"
+
+    @property
+    def serving(self) -> Path:
+        return self.home / "serving"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+
+def shopcast_home() -> Path:
+    return Path(os.environ.get("SHOPCAST_HOME", "data")).expanduser().resolve()
+
+
+def get_paths() -> ShopcastPaths:
+    return ShopcastPaths(shopcast_home())
+
+
+def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
+    """Export the derived variables the stack reads (Dagster, dbt, MLflow) and create the folders.
+
+    Called by the CLI and the Dagster definitions before anything else touches the stack, so that a bare
+    ``SHOPCAST_HOME`` is enough to point every component at the same state.
+    """
+    paths = paths or get_paths()
+    for folder in (paths.home, paths.dagster_home, paths.mlflow_artifacts, paths.landing, paths.logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ["SHOPCAST_HOME"] = str(paths.home)
+    os.environ["SHOPCAST_WAREHOUSE_PATH"] = str(paths.warehouse)
+    os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
+    os.environ["MLFLOW_TRACKING_URI"] = paths.mlflow_tracking_uri
+    os.environ.setdefault("DBT_LOG_PATH", str(paths.logs / "dbt"))
+    dagster_yaml = paths.dagster_home / "dagster.yaml"
+    if not dagster_yaml.exists():
+        dagster_yaml.write_text(DAGSTER_YAML)
+    return paths
+
+
+# One writer at a time on the DuckDB file: every asset that writes the warehouse declares pool "duckdb",
+# and the pool admits one step at a time across all runs.
+DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 1
+"""

@@ -1,0 +1,122 @@
+"""The DuckDB warehouse: raw-layer DDL and connection helpers.
+
+DuckDB allows one read-write process or many readers, never both. Writers open a read-write connection only for
+the duration of a write and close it; readers (status, checks, scoring inputs) open read-only connections.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+# The canonical raw layer. Event types are documented in docs/raw_schema.md; the list may grow.
+CANONICAL_EVENT_TYPES = ("view", "cart", "remove_from_cart", "fav", "purchase", "checkout", "return")
+
+RAW_DDL = """
+create schema if not exists raw;
+create table if not exists raw.events (
+    event_id      varchar   not null,
+    user_id       varchar   not null,
+    event_ts      timestamp not null,   -- UTC
+    event_type    varchar   not null,
+    item_id       varchar,
+    category_id   varchar,
+    price         double,               -- unit price, >= 0
+    quantity      integer   not null,   -- >= 1
+    session_id    varchar,
+    load_id       varchar   not null    -- the raw.load_audit row that brought it in
+);
+create table if not exists raw.items (
+    item_id     varchar not null,
+    category_id varchar,
+    brand       varchar,
+    price       double,
+    load_id     varchar not null
+);
+create table if not exists raw.users (
+    user_id   varchar not null,
+    signup_ts timestamp,
+    age       integer,
+    gender    varchar,
+    region    varchar,
+    load_id   varchar not null
+);
+create table if not exists raw.load_audit (
+    load_id            varchar   not null,
+    source_file        varchar   not null,
+    source_format      varchar   not null,
+    file_sha256        varchar   not null,
+    rows_read          bigint    not null,
+    rows_accepted      bigint    not null,
+    rows_rejected      bigint    not null,
+    rows_duplicate     bigint    not null,
+    rejected_by_reason json,
+    min_event_ts       timestamp,
+    max_event_ts       timestamp,
+    loaded_at          timestamp not null
+);
+create table if not exists raw.rejected_events (
+    load_id         varchar not null,
+    source_file     varchar not null,
+    row_number      bigint  not null,
+    reason_code     varchar not null,
+    original_values json
+);
+"""
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def quote_identifier(name: str) -> str:
+    """Validate a schema/table/column name before it is spliced into SQL; values always go as parameters."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a valid SQL identifier: {name!r}")
+    return f'"{name}"'
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{quote_identifier(schema)}.{quote_identifier(table)}"
+
+
+@contextmanager
+def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection; read-write only for the duration of a write."""
+    if read_only and not Path(path).exists():
+        raise FileNotFoundError(f"warehouse {path} does not exist yet: ingest events first (shopcast ingest)")
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_raw_schema(path: Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with connect(path) as con:
+        con.execute(RAW_DDL)
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    row = con.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def table_row_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
+    """(schema, table, rows) for every base table and view, views counted too."""
+    rows = con.execute(
+        "select table_schema, table_name from information_schema.tables "
+        "where table_catalog = current_database() and table_schema not in ('information_schema', 'pg_catalog') "
+        "order by 1, 2"
+    ).fetchall()
+    out = []
+    for schema, table in rows:
+        (count,) = con.execute(f"select count(*) from {qualified(schema, table)}").fetchone()
+        out.append((schema, table, int(count)))
+    return out
