@@ -1,0 +1,40 @@
+{#- The run's dates. Every date that reaches SQL is checked to be an ISO date first. -#}
+{% macro _iso_date(value, name) -%}
+    {%- set text = value | string -%}
+    {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', text) -%}
+        {{ exceptions.raise_compiler_error("var " ~ name ~ " must be an ISO date YYYY-MM-DD, got: " ~ text) }}
+    {%- endif -%}
+    cast('{{ text }}' as date)
+{%- endmacro %}
+
+{% macro as_of_date() -%}
+    {{ _iso_date(var('as_of_date'), 'as_of_date') }}
+{%- endmacro %}
+
+{% macro min_as_of_date() -%}
+    {{ _iso_date(var('min_as_of_date') or var('as_of_date'), 'min_as_of_date') }}
+{%- endmacro %}
+
+{#- One row per as-of date of the run. -#}
+{% macro as_of_date_spine() -%}
+    select cast(range as date) as as_of_date
+    from range({{ min_as_of_date() }}, {{ dbt.dateadd('day', 1, as_of_date()) }}, interval 1 day)
+{%- endmacro %}
+
+{#- Raw timestamps are UTC; business days follow var business_timezone. -#}
+{% macro to_business_time(column) -%}
+    {%- set tz = var('business_timezone') -%}
+    {%- if not modules.re.match('^[A-Za-z0-9_+/-]+$', tz) -%}
+        {{ exceptions.raise_compiler_error("var business_timezone is not a time zone name: " ~ tz) }}
+    {%- endif -%}
+    {%- if tz == 'UTC' -%}
+        {{ column }}
+    {%- else -%}
+        cast(({{ column }} at time zone 'UTC') at time zone '{{ tz }}' as timestamp)
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Whole days from an earlier date to a later one. -#}
+{% macro days_between(earlier, later) -%}
+    {{ dbt.datediff(earlier, later, 'day') }}
+{%- endmacro %}

@@ -1,0 +1,6 @@
+{#- The users to score for the run's as-of date(s): the feature rows of those dates, one per user and date. -#}
+{{ config(materialized='table') }}
+
+select *
+from {{ ref('feat_user_daily') }}
+where as_of_date between {{ min_as_of_date() }} and {{ as_of_date() }}
