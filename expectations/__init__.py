@@ -1,0 +1,8 @@
+"""Great Expectations suites for shopcast's tables and the runner that validates one bounded batch.
+
+No Dagster import: the Dagster asset checks in dagster_project/defs/quality.py call ``validate``.
+"""
+
+from expectations.runner import ValidationSummary, validate
+
+__all__ = ["ValidationSummary", "validate"]

@@ -1,0 +1,93 @@
+"""Validate one bounded pandas batch against a suite in a Great Expectations file context.
+
+The file context (results, Data Docs) lives under ``SHOPCAST_HOME/gx``: state, not source. The suites come from
+``expectations/suites.py`` and are written into the context on every run, so the code is the source of truth.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+import great_expectations as gx  # noqa: E402  (telemetry must be off before the import)
+
+from expectations.suites import build_suite  # noqa: E402
+
+DATASOURCE = "shopcast_batches"
+
+
+@dataclass
+class ValidationSummary:
+    suite: str
+    batch: str
+    success: bool
+    evaluated: int
+    failed: list[dict] = field(default_factory=list)
+    data_docs_url: str | None = None
+
+    def markdown(self) -> str:
+        lines = [f"**{self.suite}** on `{self.batch}`: {'passed' if self.success else 'FAILED'} "
+                 f"({self.evaluated - len(self.failed)}/{self.evaluated} expectations)"]
+        if self.failed:
+            lines += ["", "| expectation | column | observed |", "|---|---|---|"]
+            lines += [f"| {f['expectation']} | {f.get('column') or ''} | {f['observed']} |" for f in self.failed]
+        return "\n".join(lines)
+
+
+def _context(gx_dir: Path):
+    gx_dir.mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
+    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    return context
+
+
+def validate(gx_dir: Path, suite_name: str, df: pd.DataFrame, batch: str) -> ValidationSummary:
+    """Run ``suite_name`` on ``df`` (one partition or one mart batch), store the result and update Data Docs."""
+    context = _context(Path(gx_dir))
+    source = context.data_sources.add_or_update_pandas(DATASOURCE)
+    try:
+        asset = source.get_asset(suite_name)
+    except LookupError:
+        asset = source.add_dataframe_asset(suite_name)
+    try:
+        batch_definition = asset.get_batch_definition("whole_dataframe")
+    except KeyError:
+        batch_definition = asset.add_batch_definition_whole_dataframe("whole_dataframe")
+    suite = context.suites.add_or_update(build_suite(suite_name))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
+    )
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=suite_name,
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
+            result_format="SUMMARY",
+        )
+    )
+    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=gx.RunIdentifier(run_name=batch))
+    (validation,) = result.run_results.values()
+    failed = [
+        {
+            "expectation": r.expectation_config.type,
+            "column": r.expectation_config.kwargs.get("column")
+            or r.expectation_config.kwargs.get("column_list"),
+            "observed": r.result.get("observed_value", r.result.get("unexpected_count")),
+        }
+        for r in validation.results
+        if not r.success
+    ]
+    sites = context.get_docs_sites_urls()
+    return ValidationSummary(
+        suite=suite_name,
+        batch=batch,
+        success=bool(result.success),
+        evaluated=int(validation.statistics["evaluated_expectations"]),
+        failed=failed,
+        data_docs_url=sites[0]["site_url"] if sites else None,
+    )

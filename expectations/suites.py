@@ -1,0 +1,95 @@
+"""One Great Expectations suite per table, defined in code so that they are reviewed like code.
+
+Each suite validates a bounded batch: the raw events of one business day, or the mart rows of one as-of date,
+never a whole history.
+"""
+
+from __future__ import annotations
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+
+EVENT_TYPES = ["view", "cart", "remove_from_cart", "fav", "purchase", "checkout", "return"]
+FEATURE_WINDOWS = (1, 7, 28, 90)
+
+
+def raw_events() -> list:
+    """The events of one business day, as staged from raw.events."""
+    return [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=["event_id", "user_id", "event_ts_utc", "event_ts_local", "event_date", "event_type",
+                        "item_id", "category_id", "price", "quantity", "purchase_revenue", "return_value",
+                        "session_id", "load_id"],
+            exact_match=True,
+        ),
+        *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("event_id", "user_id", "event_ts_utc", "event_type")),
+        gxe.ExpectColumnValuesToBeUnique(column="event_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=EVENT_TYPES),
+        gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=1),
+        # a day's batch holds one business day only
+        gxe.ExpectColumnUniqueValueCountToBeBetween(column="event_date", min_value=1, max_value=1),
+    ]
+
+
+def feat_user_daily() -> list:
+    """The feature rows of one as-of date."""
+    counts = [f"{t}_count_{w}d" for w in FEATURE_WINDOWS for t in EVENT_TYPES]
+    return [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        *(gxe.ExpectColumnToExist(column=c) for c in ("as_of_date", "user_id", *counts)),
+        gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="as_of_date"),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "as_of_date"]),
+        gxe.ExpectColumnUniqueValueCountToBeBetween(column="as_of_date", min_value=1, max_value=1),
+        *(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in counts),
+        # the population is users active in the 28 days before, and features never see the as-of date itself
+        gxe.ExpectColumnValuesToBeBetween(column="days_since_last_event", min_value=1, max_value=28),
+        gxe.ExpectColumnValuesToBeBetween(column="events_28d", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="tenure_days", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="revenue_90d", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="cart_per_view_28d", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="purchase_per_cart_28d", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="active_days_28d", min_value=1, max_value=28),
+    ]
+
+
+def fct_training_set(min_cutoffs: int = 2) -> list:
+    """The training examples of one run: labels binary, rates within sane bounds, enough cutoffs."""
+    return [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "as_of_date"]),
+        gxe.ExpectColumnValuesToNotBeNull(column="cutoff_rank"),
+        # at least a validation cutoff and a training cutoff: otherwise features were not backfilled
+        gxe.ExpectColumnUniqueValueCountToBeBetween(column="as_of_date", min_value=min_cutoffs),
+        gxe.ExpectColumnValuesToBeInSet(column="purchase_next_7d", value_set=[0, 1]),
+        gxe.ExpectColumnValuesToBeInSet(column="churn_next_7d", value_set=[0, 1]),
+        gxe.ExpectColumnValuesToNotBeNull(column="purchase_next_7d"),
+        gxe.ExpectColumnValuesToBeBetween(column="revenue_next_28d", min_value=0),
+        # a label rate outside these bounds means a broken join or window, not a real shop
+        gxe.ExpectColumnMeanToBeBetween(column="purchase_next_7d", min_value=0.0005, max_value=0.8),
+        gxe.ExpectColumnMeanToBeBetween(column="churn_next_7d", min_value=0.01, max_value=0.99),
+    ]
+
+
+def fct_scoring_population() -> list:
+    return [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "as_of_date"]),
+    ]
+
+
+SUITES = {
+    "raw_events": raw_events,
+    "feat_user_daily": feat_user_daily,
+    "fct_training_set": fct_training_set,
+    "fct_scoring_population": fct_scoring_population,
+}
+
+
+def build_suite(name: str) -> gx.ExpectationSuite:
+    if name not in SUITES:
+        raise KeyError(f"no expectation suite named {name!r}; known: {', '.join(SUITES)}")
+    return gx.ExpectationSuite(name=name, expectations=SUITES[name]())
