@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
@@ -72,6 +73,16 @@ def get_paths() -> ShopcastPaths:
     return ShopcastPaths(shopcast_home())
 
 
+def business_timezone() -> str:
+    """The zone business days (and so daily partitions and feature windows) follow; raw timestamps stay UTC."""
+    name = os.environ.get("SHOPCAST_BUSINESS_TZ", "UTC")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"SHOPCAST_BUSINESS_TZ={name!r} is not a known IANA time zone") from exc
+    return name
+
+
 def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
     """Export the derived variables the stack reads (Dagster, dbt, MLflow) and create the folders.
 
@@ -88,6 +99,7 @@ def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
     os.environ["MLFLOW_TRACKING_URI"] = paths.mlflow_tracking_uri
     os.environ.setdefault("DBT_LOG_PATH", str(paths.logs / "dbt"))
+    os.environ["SHOPCAST_BUSINESS_TZ"] = business_timezone()
     dagster_yaml = paths.dagster_home / "dagster.yaml"
     if not dagster_yaml.exists():
         dagster_yaml.write_text(DAGSTER_YAML)
@@ -102,9 +114,6 @@ telemetry:
 concurrency:
   pools:
     default_limit: 1
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
+  runs:
     max_concurrent_runs: 1
 """

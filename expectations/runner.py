@@ -46,48 +46,63 @@ def _context(gx_dir: Path):
     return context
 
 
-def validate(gx_dir: Path, suite_name: str, df: pd.DataFrame, batch: str) -> ValidationSummary:
-    """Run ``suite_name`` on ``df`` (one partition or one mart batch), store the result and update Data Docs."""
-    context = _context(Path(gx_dir))
-    source = context.data_sources.add_or_update_pandas(DATASOURCE)
-    try:
-        asset = source.get_asset(suite_name)
-    except LookupError:
-        asset = source.add_dataframe_asset(suite_name)
-    try:
-        batch_definition = asset.get_batch_definition("whole_dataframe")
-    except KeyError:
-        batch_definition = asset.add_batch_definition_whole_dataframe("whole_dataframe")
-    suite = context.suites.add_or_update(build_suite(suite_name))
-    definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
-    )
-    checkpoint = context.checkpoints.add_or_update(
-        gx.Checkpoint(
-            name=suite_name,
-            validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
-            result_format="SUMMARY",
+class SuiteValidator:
+    """One suite, set up once in the file context, run on as many bounded batches as needed.
+
+    Data Docs are rebuilt once by ``finish`` rather than after every batch: rebuilding them is the slow part.
+    """
+
+    def __init__(self, gx_dir: Path, suite_name: str):
+        self.context = _context(Path(gx_dir))
+        self.suite_name = suite_name
+        source = self.context.data_sources.add_or_update_pandas(DATASOURCE)
+        try:
+            asset = source.get_asset(suite_name)
+        except LookupError:
+            asset = source.add_dataframe_asset(suite_name)
+        try:
+            batch_definition = asset.get_batch_definition("whole_dataframe")
+        except KeyError:
+            batch_definition = asset.add_batch_definition_whole_dataframe("whole_dataframe")
+        suite = self.context.suites.add_or_update(build_suite(suite_name))
+        definition = self.context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
         )
-    )
-    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=gx.RunIdentifier(run_name=batch))
-    (validation,) = result.run_results.values()
-    failed = [
-        {
-            "expectation": r.expectation_config.type,
-            "column": r.expectation_config.kwargs.get("column")
-            or r.expectation_config.kwargs.get("column_list"),
-            "observed": r.result.get("observed_value", r.result.get("unexpected_count")),
-        }
-        for r in validation.results
-        if not r.success
-    ]
-    sites = context.get_docs_sites_urls()
-    return ValidationSummary(
-        suite=suite_name,
-        batch=batch,
-        success=bool(result.success),
-        evaluated=int(validation.statistics["evaluated_expectations"]),
-        failed=failed,
-        data_docs_url=sites[0]["site_url"] if sites else None,
-    )
+        self.checkpoint = self.context.checkpoints.add_or_update(
+            gx.Checkpoint(name=suite_name, validation_definitions=[definition], result_format="SUMMARY")
+        )
+
+    def run(self, df: pd.DataFrame, batch: str) -> ValidationSummary:
+        result = self.checkpoint.run(batch_parameters={"dataframe": df}, run_id=gx.RunIdentifier(run_name=batch))
+        (validation,) = result.run_results.values()
+        failed = [
+            {
+                "expectation": r.expectation_config.type,
+                "column": r.expectation_config.kwargs.get("column")
+                or r.expectation_config.kwargs.get("column_list"),
+                "observed": r.result.get("observed_value", r.result.get("unexpected_count")),
+            }
+            for r in validation.results
+            if not r.success
+        ]
+        return ValidationSummary(
+            suite=self.suite_name,
+            batch=batch,
+            success=bool(result.success),
+            evaluated=int(validation.statistics["evaluated_expectations"]),
+            failed=failed,
+        )
+
+    def finish(self, summaries: list[ValidationSummary]) -> list[ValidationSummary]:
+        """Rebuild Data Docs and stamp their address on the summaries."""
+        self.context.build_data_docs()
+        sites = self.context.get_docs_sites_urls()
+        for summary in summaries:
+            summary.data_docs_url = sites[0]["site_url"] if sites else None
+        return summaries
+
+
+def validate(gx_dir: Path, suite_name: str, df: pd.DataFrame, batch: str) -> ValidationSummary:
+    """Run ``suite_name`` on one batch, store the result and update Data Docs."""
+    validator = SuiteValidator(gx_dir, suite_name)
+    return validator.finish([validator.run(df, batch)])[0]

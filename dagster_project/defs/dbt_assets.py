@@ -1,0 +1,53 @@
+"""dbt models as partitioned assets. Staging and the marts are two steps so that the raw-events suite, a
+blocking check on staging, can stop the marts from being built on a bad day of data."""
+
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from dagster_project.dbt_project import dbt_project
+from dagster_project.defs.partitions import as_of_daily
+from dagster_project.defs.resources import PipelineSettings, as_of_dates
+
+
+class ShopcastTranslator(DagsterDbtTranslator):
+    """Groups assets by dbt folder (staging, intermediate, marts); sources keep their schema as key prefix."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "model":
+            return dbt_resource_props["fqn"][1]
+        return super().get_group_name(dbt_resource_props)
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
+        return super().get_asset_key(dbt_resource_props)
+
+
+translator = ShopcastTranslator()
+BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]  # unit tests run in CI, not on every partition
+
+
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+    dates = as_of_dates(context)
+    dbt_vars = settings.dbt_vars(dates[0], dates[-1])
+    context.log.info(f"dbt build for as-of dates {dates[0]} .. {dates[-1]}")
+    yield from dbt.cli([*BUILD_ARGS, "--vars", json.dumps(dbt_vars)], context=context).stream()
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, select="staging", dagster_dbt_translator=translator,
+            partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
+            name="dbt_staging")
+def dbt_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+    yield from _build(context, dbt, settings)
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, select="intermediate marts", dagster_dbt_translator=translator,
+            partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
+            name="dbt_marts")
+def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+    yield from _build(context, dbt, settings)

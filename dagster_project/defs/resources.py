@@ -1,0 +1,91 @@
+"""Typed resources, configured from the environment (SHOPCAST_HOME and the variables derived from it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from dagster_dbt import DbtCliResource
+
+from dagster_project.dbt_project import dbt_project
+from dagster_project.warehouse import connect, ensure_raw_schema
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse file. Read-write connections are opened only to write, and closed at once."""
+
+    path: str
+
+    @property
+    def file(self) -> Path:
+        return Path(self.path)
+
+    @contextmanager
+    def writer(self):
+        ensure_raw_schema(self.file)
+        with connect(self.file) as con:
+            yield con
+
+    @contextmanager
+    def reader(self):
+        with connect(self.file, read_only=True) as con:
+            yield con
+
+    def query_df(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        with self.reader() as con:
+            return con.execute(sql, params or []).df()
+
+    def scalar(self, sql: str, params: list | None = None):
+        with self.reader() as con:
+            row = con.execute(sql, params or []).fetchone()
+        return row[0] if row else None
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Where state lives and the business rules every stage shares."""
+
+    home: str
+    business_timezone: str = "UTC"
+    training_cutoffs: int = 12
+    training_cadence_days: int = 7
+
+    @property
+    def gx_dir(self) -> Path:
+        return Path(self.home) / "gx"
+
+    def dbt_vars(self, first: dt.date, last: dt.date) -> dict:
+        return {
+            "min_as_of_date": first.isoformat(),
+            "as_of_date": last.isoformat(),
+            "business_timezone": self.business_timezone,
+            "training_cutoffs": self.training_cutoffs,
+            "training_cadence_days": self.training_cadence_days,
+        }
+
+
+def as_of_dates(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[dt.date]:
+    """The as-of dates of the run: one for a daily partition, several for a single-run backfill."""
+    window = context.partition_time_window
+    first, end = window.start.date(), window.end.date()
+    return [first + dt.timedelta(days=i) for i in range((end - first).days)]
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "warehouse": WarehouseResource(path=dg.EnvVar("SHOPCAST_WAREHOUSE_PATH")),
+            "settings": PipelineSettings(
+                home=dg.EnvVar("SHOPCAST_HOME"),
+                business_timezone=dg.EnvVar("SHOPCAST_BUSINESS_TZ"),
+            ),
+            "dbt": DbtCliResource(project_dir=dbt_project),
+        }
+    )
+
+
+__all__ = ["WarehouseResource", "PipelineSettings", "as_of_dates", "duckdb"]

@@ -1,0 +1,127 @@
+"""Start Dagster runs of the asset graph from Python (the CLI and the tests use these).
+
+Runs go through the Dagster instance in DAGSTER_HOME, so they appear in the UI's run history, and through
+the same job definitions the schedule uses: nothing here bypasses the graph.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import cache
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from dagster_project.settings import configure_environment, get_paths
+from dagster_project.warehouse import connect, table_exists
+
+
+class RunFailed(RuntimeError):
+    """A Dagster run did not succeed; the message names the failed steps and checks."""
+
+
+@cache
+def definitions() -> dg.Definitions:
+    configure_environment()
+    from dagster_project.definitions import defs
+
+    return defs()
+
+
+def instance() -> dg.DagsterInstance:
+    configure_environment()
+    return dg.DagsterInstance.get()
+
+
+def _execute(job_name: str, *, run_config: dict | None = None, partition_key: str | None = None,
+             partition_range: tuple[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    job = definitions().resolve_job_def(job_name)
+    tags = {}
+    if partition_range:
+        tags = {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}
+    with instance() as inst:
+        result = job.execute_in_process(run_config=run_config, instance=inst, partition_key=partition_key,
+                                        tags=tags, raise_on_error=False)
+    if not result.success:
+        raise RunFailed(_failure_message(job_name, result))
+    return result
+
+
+def _failure_message(job_name: str, result: dg.ExecuteInProcessResult) -> str:
+    lines = [f"run {result.run_id} of job {job_name} failed"]
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.step_failure_data.error
+            lines.append(f"  step {event.step_key}: {error.message.strip() if error else 'failed'}")
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                lines.append(f"  check {evaluation.asset_check_key.to_user_string()} failed")
+    return "\n".join(lines)
+
+
+def ingest(fmt: str, paths: list[str]) -> dg.ExecuteInProcessResult:
+    config = {"ops": {"raw__events": {"config": {"format": fmt, "paths": [str(p) for p in paths]}}}}
+    return _execute("ingest", run_config=config)
+
+
+@dataclass(frozen=True)
+class EventSpan:
+    first_date: dt.date
+    last_date: dt.date
+
+
+def event_span() -> EventSpan:
+    """First and last business day with events (in the business time zone)."""
+    import os
+
+    tz = os.environ.get("SHOPCAST_BUSINESS_TZ", "UTC")
+    paths = get_paths()
+    with connect(paths.warehouse, read_only=True) as con:
+        if not table_exists(con, "raw", "events"):
+            raise RunFailed("raw.events does not exist yet: load events first (shopcast ingest)")
+        con.execute("set TimeZone = 'UTC'")
+        first, last = con.execute(
+            "select cast(timezone(?, min(event_ts) at time zone 'UTC') as date), "
+            "cast(timezone(?, max(event_ts) at time zone 'UTC') as date) from raw.events",
+            [tz, tz],
+        ).fetchone()
+    if first is None:
+        raise RunFailed("raw.events is empty: load events first (shopcast ingest)")
+    return EventSpan(first, last)
+
+
+def feature_dates_present() -> set[dt.date]:
+    paths = get_paths()
+    with connect(paths.warehouse, read_only=True) as con:
+        if not table_exists(con, "marts", "feat_user_daily"):
+            return set()
+        return {row[0] for row in con.execute("select distinct as_of_date from marts.feat_user_daily").fetchall()}
+
+
+def history_needed(as_of: dt.date, cutoffs: int, cadence_days: int, first_event: dt.date) -> list[dt.date]:
+    """The as-of dates whose features the training set of ``as_of`` reads, and that have events before them."""
+    dates = [as_of - dt.timedelta(days=cadence_days * k) for k in range(1, cutoffs + 1)]
+    return sorted(d for d in dates if d > first_event)
+
+
+def run_graph(as_of: dt.date | None = None, *, cutoffs: int = 12, cadence_days: int = 7, progress=print) -> dict:
+    """Materialize the whole graph for ``as_of`` (default: the day after the latest event).
+
+    Features of earlier as-of dates that the training set needs are backfilled first, as one run over the
+    missing range, so that the first run on a fresh warehouse trains on a full history.
+    """
+    span = event_span()
+    as_of = as_of or span.last_date + dt.timedelta(days=1)
+    needed = history_needed(as_of, cutoffs, cadence_days, span.first_date)
+    missing = sorted(set(needed) - feature_dates_present())
+    runs = {}
+    if missing:
+        start, end = missing[0], as_of - dt.timedelta(days=1)
+        progress(f"backfilling features for as-of dates {start} .. {end} (one run)")
+        runs["feature_backfill"] = _execute("feature_backfill",
+                                            partition_range=(start.isoformat(), end.isoformat())).run_id
+    progress(f"materializing the whole graph for as-of date {as_of}")
+    runs["shopcast_graph"] = _execute("shopcast_graph", partition_key=as_of.isoformat()).run_id
+    return {"as_of_date": as_of.isoformat(), "runs": runs}
