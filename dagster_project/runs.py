@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+import os
 from functools import cache
 
 import dagster as dg
@@ -19,6 +20,10 @@ from dagster_project.warehouse import connect, table_exists
 
 class RunFailed(RuntimeError):
     """A Dagster run did not succeed; the message names the failed steps and checks."""
+
+    def __init__(self, message: str, result: dg.ExecuteInProcessResult | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 @cache
@@ -44,7 +49,7 @@ def _execute(job_name: str, *, run_config: dict | None = None, partition_key: st
         result = job.execute_in_process(run_config=run_config, instance=inst, partition_key=partition_key,
                                         tags=tags, raise_on_error=False)
     if not result.success:
-        raise RunFailed(_failure_message(job_name, result))
+        raise RunFailed(_failure_message(job_name, result), result)
     return result
 
 
@@ -74,8 +79,6 @@ class EventSpan:
 
 def event_span() -> EventSpan:
     """First and last business day with events (in the business time zone)."""
-    import os
-
     tz = os.environ.get("SHOPCAST_BUSINESS_TZ", "UTC")
     paths = get_paths()
     with connect(paths.warehouse, read_only=True) as con:
@@ -106,7 +109,17 @@ def history_needed(as_of: dt.date, cutoffs: int, cadence_days: int, first_event:
     return sorted(d for d in dates if d > first_event)
 
 
-def run_graph(as_of: dt.date | None = None, *, cutoffs: int = 12, cadence_days: int = 7, progress=print) -> dict:
+def run_partition(as_of: dt.date) -> dg.ExecuteInProcessResult:
+    """The whole graph for one as-of date (what the daily schedule runs)."""
+    return _execute("shopcast_graph", partition_key=as_of.isoformat())
+
+
+def backfill_features(first: dt.date, last: dt.date) -> dg.ExecuteInProcessResult:
+    """Features and their checks for the as-of dates first .. last, as one run."""
+    return _execute("feature_backfill", partition_range=(first.isoformat(), last.isoformat()))
+
+
+def run_graph(as_of: dt.date | None = None, *, progress=print) -> dict:
     """Materialize the whole graph for ``as_of`` (default: the day after the latest event).
 
     Features of earlier as-of dates that the training set needs are backfilled first, as one run over the
@@ -114,14 +127,14 @@ def run_graph(as_of: dt.date | None = None, *, cutoffs: int = 12, cadence_days: 
     """
     span = event_span()
     as_of = as_of or span.last_date + dt.timedelta(days=1)
-    needed = history_needed(as_of, cutoffs, cadence_days, span.first_date)
+    needed = history_needed(as_of, int(os.environ["SHOPCAST_TRAINING_CUTOFFS"]),
+                            int(os.environ["SHOPCAST_TRAINING_CADENCE_DAYS"]), span.first_date)
     missing = sorted(set(needed) - feature_dates_present())
     runs = {}
     if missing:
         start, end = missing[0], as_of - dt.timedelta(days=1)
         progress(f"backfilling features for as-of dates {start} .. {end} (one run)")
-        runs["feature_backfill"] = _execute("feature_backfill",
-                                            partition_range=(start.isoformat(), end.isoformat())).run_id
+        runs["feature_backfill"] = backfill_features(start, end).run_id
     progress(f"materializing the whole graph for as-of date {as_of}")
-    runs["shopcast_graph"] = _execute("shopcast_graph", partition_key=as_of.isoformat()).run_id
+    runs["shopcast_graph"] = run_partition(as_of).run_id
     return {"as_of_date": as_of.isoformat(), "runs": runs}

@@ -98,8 +98,10 @@ def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
     os.environ["SHOPCAST_WAREHOUSE_PATH"] = str(paths.warehouse)
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
     os.environ["MLFLOW_TRACKING_URI"] = paths.mlflow_tracking_uri
-    os.environ.setdefault("DBT_LOG_PATH", str(paths.logs / "dbt"))
+    os.environ["DBT_LOG_PATH"] = str(paths.logs / "dbt")
     os.environ["SHOPCAST_BUSINESS_TZ"] = business_timezone()
+    os.environ.setdefault("SHOPCAST_TRAINING_CUTOFFS", "12")
+    os.environ.setdefault("SHOPCAST_TRAINING_CADENCE_DAYS", "7")
     dagster_yaml = paths.dagster_home / "dagster.yaml"
     if not dagster_yaml.exists():
         dagster_yaml.write_text(DAGSTER_YAML)

@@ -42,4 +42,6 @@ def render(report: dict) -> str:
             continue
         verdict = {True: "passed", False: "FAILED", None: c["status"]}[c["passed"]]
         lines.append(f"  {c['check']:<60} {verdict:<8} {c['partition'] or ''}")
+    lines += ["", "open the Dagster UI: make ui  (then http://127.0.0.1:3000)",
+              f"query the warehouse: duckdb -readonly {report['warehouse']}"]
     return "\n".join(lines)

@@ -82,6 +82,8 @@ def resources() -> dg.Definitions:
             "settings": PipelineSettings(
                 home=dg.EnvVar("SHOPCAST_HOME"),
                 business_timezone=dg.EnvVar("SHOPCAST_BUSINESS_TZ"),
+                training_cutoffs=dg.EnvVar.int("SHOPCAST_TRAINING_CUTOFFS"),
+                training_cadence_days=dg.EnvVar.int("SHOPCAST_TRAINING_CADENCE_DAYS"),
             ),
             "dbt": DbtCliResource(project_dir=dbt_project),
         }

@@ -1,0 +1,53 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11, make and git:
+#   make demo   - environment, demo data, the whole asset graph through Dagster, a summary
+#   make test   - environment and the whole test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export SHOPCAST_HOME ?= $(CURDIR)/data
+export DBT_SEND_ANONYMOUS_USAGE_STATS := False
+export GX_ANALYTICS_ENABLED := False
+export MLFLOW_DISABLE_TELEMETRY := true
+EVENTS ?= 300000
+PYTEST_ARGS ?=
+
+.PHONY: install manifest demo test ui validate lint bench clean
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==0.13.8
+
+$(VENV)/.installed: $(BIN)/uv requirements.lock pyproject.toml
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+# The dbt manifest Dagster loads its dbt assets from (never committed; rebuilt when models change).
+manifest: install
+	$(BIN)/dagster-dbt project prepare-and-package --file dagster_project/dbt_project.py > /dev/null
+
+demo: manifest
+	$(BIN)/shopcast generate --events $(EVENTS)
+	$(BIN)/shopcast ingest $(SHOPCAST_HOME)/landing/canonical
+	$(BIN)/shopcast run
+	$(BIN)/shopcast status
+
+test: manifest
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+validate: manifest
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+ui: manifest
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: install
+	$(BIN)/ruff check dagster_project ml expectations tests benchmarks
+
+bench: manifest
+	$(BIN)/python benchmarks/foundation.py
+
+clean:
+	rm -rf $(SHOPCAST_HOME) dbt/target dbt/logs
