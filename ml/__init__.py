@@ -1,0 +1,1 @@
+"""shopcast's model library: plain scikit-learn and MLflow code, no Dagster import."""
