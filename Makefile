@@ -4,6 +4,8 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+# dbt and dagster run as subprocesses of each other: they must find the venv's executables
+export PATH := $(abspath $(BIN)):$(PATH)
 export SHOPCAST_HOME ?= $(CURDIR)/data
 export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 export GX_ANALYTICS_ENABLED := False

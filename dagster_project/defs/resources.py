@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,6 +75,12 @@ def as_of_dates(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContex
     return [first + dt.timedelta(days=i) for i in range((end - first).days)]
 
 
+def _dbt_executable() -> str:
+    """dbt from this interpreter's environment, so the UI and tests work without an activated venv."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else "dbt"
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
@@ -85,7 +92,7 @@ def resources() -> dg.Definitions:
                 training_cutoffs=dg.EnvVar.int("SHOPCAST_TRAINING_CUTOFFS"),
                 training_cadence_days=dg.EnvVar.int("SHOPCAST_TRAINING_CADENCE_DAYS"),
             ),
-            "dbt": DbtCliResource(project_dir=dbt_project),
+            "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
         }
     )
 
