@@ -1,0 +1,48 @@
+"""Model inputs: the documented numeric columns of marts.feat_user_daily, and unfitted preprocessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+# Keys, dates and labels of the training set: never model inputs.
+NON_FEATURES = {"user_id", "as_of_date", "cutoff_rank", "purchase_next_7d", "churn_next_7d", "revenue_next_28d"}
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    """Numeric feature columns, in the mart's order; keys, dates and labels excluded."""
+    return [c for c in frame.columns if c not in NON_FEATURES and pd.api.types.is_numeric_dtype(frame[c])]
+
+
+def to_matrix(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The model input frame: the given columns as float64 (NULLs become NaN), in that order."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"feature columns missing from the input: {', '.join(missing)}")
+    return frame[columns].astype("float64")
+
+
+def _signed_log1p(values):
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def scaled_preprocessor(columns: list[str]) -> ColumnTransformer:
+    """For linear models, SVMs and neural networks: impute (with missing indicators), compress heavy tails, scale."""
+    steps = Pipeline([
+        ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+        ("log", FunctionTransformer(_signed_log1p, feature_names_out="one-to-one")),
+        ("scale", StandardScaler()),
+    ])
+    return ColumnTransformer([("numeric", steps, columns)], verbose_feature_names_out=False)
+
+
+def tree_preprocessor(columns: list[str]) -> ColumnTransformer:
+    """For trees that cannot take NaN: a sentinel below every real value (recency NULL = 'never')."""
+    return ColumnTransformer(
+        [("numeric", SimpleImputer(strategy="constant", fill_value=-1.0, keep_empty_features=True), columns)],
+        verbose_feature_names_out=False,
+    )
