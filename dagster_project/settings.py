@@ -98,6 +98,9 @@ def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
     os.environ["SHOPCAST_WAREHOUSE_PATH"] = str(paths.warehouse)
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
     os.environ["MLFLOW_TRACKING_URI"] = paths.mlflow_tracking_uri
+    os.environ["SHOPCAST_MLFLOW_ARTIFACTS"] = str(paths.mlflow_artifacts)
+    os.environ.setdefault("SHOPCAST_GATE_MARGIN", "0.0")
+    os.environ.setdefault("SHOPCAST_TRAINING_BUDGET_SECONDS", "300")
     os.environ["DBT_LOG_PATH"] = str(paths.logs / "dbt")
     os.environ["SHOPCAST_BUSINESS_TZ"] = business_timezone()
     os.environ.setdefault("SHOPCAST_TRAINING_CUTOFFS", "12")

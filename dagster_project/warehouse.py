@@ -120,3 +120,26 @@ def table_row_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int
         (count,) = con.execute(f"select count(*) from {qualified(schema, table)}").fetchone()
         out.append((schema, table, int(count)))
     return out
+
+
+def replace_dates(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame, date_column: str = "as_of_date") -> int:
+    """Atomically replace the rows of the dates in ``frame`` with ``frame``: one transaction, other dates kept.
+
+    The table is created from the frame's columns on first write.
+    """
+    target = qualified(schema, table)
+    column = quote_identifier(date_column)
+    con.execute(f"create schema if not exists {quote_identifier(schema)}")
+    con.register("_incoming", frame)
+    try:
+        con.execute(f"create table if not exists {target} as select * from _incoming limit 0")
+        con.execute("begin transaction")
+        con.execute(f"delete from {target} where {column} in (select distinct {column} from _incoming)")
+        con.execute(f"insert into {target} by name select * from _incoming")
+        con.execute("commit")
+    except Exception:
+        con.execute("rollback")
+        raise
+    finally:
+        con.unregister("_incoming")
+    return len(frame)

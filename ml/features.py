@@ -14,8 +14,10 @@ NON_FEATURES = {"user_id", "as_of_date", "cutoff_rank", "purchase_next_7d", "chu
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
-    """Numeric feature columns, in the mart's order; keys, dates and labels excluded."""
-    return [c for c in frame.columns if c not in NON_FEATURES and pd.api.types.is_numeric_dtype(frame[c])]
+    """Numeric feature columns, in the mart's order; keys, dates and labels excluded, and so are columns with no
+    value at all in this data (a shop without checkout events has no recency of checkout)."""
+    return [c for c in frame.columns
+            if c not in NON_FEATURES and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
 
 
 def to_matrix(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
@@ -59,7 +60,8 @@ def _mlp(columns, params):
 
 
 def _boosting(columns, params):
-    return Pipeline([("prep", "passthrough"),  # NaN is handled natively
+    passthrough = ColumnTransformer([("numeric", "passthrough", columns)], verbose_feature_names_out=False)
+    return Pipeline([("prep", passthrough),  # NaN is handled natively
                      ("model", HistGradientBoostingClassifier(class_weight="balanced", random_state=SEED,
                                                               **params))])
 

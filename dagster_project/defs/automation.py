@@ -3,6 +3,7 @@
 import dagster as dg
 
 from dagster_project.defs.partitions import as_of_daily
+from ml.targets import TARGETS
 
 # Everything: ingest what has landed, then staging → checks → marts → checks (→ models and scores, later).
 shopcast_graph = dg.define_asset_job(
@@ -20,10 +21,38 @@ feature_backfill = dg.define_asset_job(
     description="Features (and their checks) for a range of as-of dates, as one run.",
 )
 
+TRAINING = dg.AssetSelection.assets(*[dg.AssetKey(["models", f"{t}_{step}"]) for t in TARGETS
+                                      for step in ("candidates", "champion")])
+
+# Daily: ingest, features, checks and scores with the current champion, no retraining.
+daily_scoring = dg.define_asset_job(
+    "daily_scoring",
+    selection=dg.AssetSelection.all() - TRAINING,
+    partitions_def=as_of_daily,
+    description="Ingest what landed, build the marts, score with the current champions.",
+)
+
+# Weekly: retrain the candidates on the latest training set and run the promotion gate.
+weekly_training = dg.define_asset_job(
+    "weekly_training",
+    selection=TRAINING | dg.AssetSelection.assets(["marts", "fct_training_set"]).upstream()
+    - dg.AssetSelection.groups("ingest"),
+    partitions_def=as_of_daily,
+    description="Rebuild the training set, train candidates, and let the gate decide on the champion.",
+)
+
 daily_schedule = dg.build_schedule_from_partitioned_job(
-    shopcast_graph, hour_of_day=2, minute_of_hour=0, name="shopcast_daily",
+    daily_scoring, hour_of_day=2, minute_of_hour=0, name="shopcast_daily",
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
+
+
+@dg.schedule(cron_schedule="0 1 * * 1", job=weekly_training, name="shopcast_weekly_training",
+             execution_timezone=as_of_daily.timezone, default_status=dg.DefaultScheduleStatus.STOPPED)
+def weekly_training_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Mondays: retrain for the as-of date of the tick (events up to Sunday)."""
+    as_of = context.scheduled_execution_time.date().isoformat()
+    return dg.RunRequest(run_key=f"weekly-training-{as_of}", partition_key=as_of)
 
 # Load landed files into the raw layer (the CLI's `shopcast ingest`, and the landing sensor later).
 ingest_job = dg.define_asset_job(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +69,23 @@ class PipelineSettings(dg.ConfigurableResource):
         }
 
 
+class MlflowStore(dg.ConfigurableResource):
+    """The MLflow tracking server and registry (a SQLite file under SHOPCAST_HOME by default)."""
+
+    tracking_uri: str
+    artifact_root: str
+    gate_margin: float = 0.0
+    training_budget_seconds: float = 300.0
+
+    def store(self):
+        from ml.registry import Store
+
+        return Store(self.tracking_uri, Path(self.artifact_root))
+
+    def run_link(self, run_id: str) -> str:
+        return f"http://127.0.0.1:5000/#/runs/{run_id}"  # make mlflow-ui
+
+
 def as_of_dates(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[dt.date]:
     """The as-of dates of the run: one for a daily partition, several for a single-run backfill."""
     window = context.partition_time_window
@@ -92,9 +110,15 @@ def resources() -> dg.Definitions:
                 training_cutoffs=dg.EnvVar.int("SHOPCAST_TRAINING_CUTOFFS"),
                 training_cadence_days=dg.EnvVar.int("SHOPCAST_TRAINING_CADENCE_DAYS"),
             ),
+            "mlflow": MlflowStore(
+                tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
+                artifact_root=dg.EnvVar("SHOPCAST_MLFLOW_ARTIFACTS"),
+                gate_margin=float(os.environ.get("SHOPCAST_GATE_MARGIN", "0.0")),
+                training_budget_seconds=float(os.environ.get("SHOPCAST_TRAINING_BUDGET_SECONDS", "300")),
+            ),
             "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
         }
     )
 
 
-__all__ = ["WarehouseResource", "PipelineSettings", "as_of_dates", "duckdb"]
+__all__ = ["MlflowStore", "PipelineSettings", "WarehouseResource", "as_of_dates", "duckdb"]

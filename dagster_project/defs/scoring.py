@@ -1,0 +1,61 @@
+"""Per target: score the population of the as-of date(s) with the champion, written back to the warehouse."""
+
+import dagster as dg
+
+from dagster_project.defs.partitions import as_of_daily
+from dagster_project.defs.resources import MlflowStore, WarehouseResource, as_of_dates
+from dagster_project.markdown import frame_to_markdown
+from dagster_project.warehouse import replace_dates
+from ml.predict import score
+from ml.registry import CHAMPION, load_by_alias
+from ml.targets import TARGETS, Target
+
+SCORING_POPULATION = dg.AssetKey(["marts", "fct_scoring_population"])
+POPULATION_SQL = "select * from marts.fct_scoring_population where as_of_date between ? and ?"
+
+
+def build_scoring_assets(target: Target) -> list:
+    key = dg.AssetKey(["predictions", target.name])
+
+    @dg.asset(key=key, deps=[SCORING_POPULATION, dg.AssetKey(["models", f"{target.name}_champion"])],
+              group_name=target.name, partitions_def=as_of_daily, pool="duckdb", kinds={"duckdb", "mlflow"},
+              description=f"predictions.{target.name}: {target.description} Scored by models:/{target.name}@champion.")
+    def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                    mlflow: MlflowStore) -> dg.MaterializeResult:
+        dates = as_of_dates(context)
+        population = warehouse.query_df(POPULATION_SQL, [dates[0], dates[-1]])
+        model, entry = load_by_alias(mlflow.store(), target.name, CHAMPION)
+        scored = score(population, model, target.name, entry.version)
+        with warehouse.writer() as con:
+            replace_dates(con, "predictions", target.name, scored)
+        top = scored.sort_values("probability", ascending=False).head(10)
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": len(scored), "model_version": entry.version,
+            "mean_probability": float(scored.probability.mean()),
+            "preview": dg.MetadataValue.md(frame_to_markdown(top)),
+        })
+
+    @dg.asset_check(asset=key, blocking=True, partitions_def=as_of_daily,
+                    description="Scores in [0, 1], one row per user of the scoring population, model version set.")
+    def predictions_are_complete(context: dg.AssetCheckExecutionContext,
+                                 warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        dates = as_of_dates(context)
+        found = warehouse.query_df(f"""
+            select
+                (select count(*) from predictions.{target.name} where as_of_date between $1 and $2) as predicted,
+                (select count(*) from marts.fct_scoring_population where as_of_date between $1 and $2) as population,
+                (select count(*) from predictions.{target.name} where as_of_date between $1 and $2
+                   and (probability < 0 or probability > 1 or probability is null)) as out_of_range,
+                (select count(*) from predictions.{target.name} where as_of_date between $1 and $2
+                   and (model_version is null or model_version = '')) as missing_version
+        """, [dates[0], dates[-1]]).iloc[0]
+        passed = found.predicted == found.population and found.out_of_range == 0 and found.missing_version == 0
+        return dg.AssetCheckResult(passed=bool(passed), metadata={k: int(v) for k, v in found.items()})
+
+    return [predictions, predictions_are_complete]
+
+
+@dg.definitions
+def scoring_defs() -> dg.Definitions:
+    built = [d for t in TARGETS.values() for d in build_scoring_assets(t)]
+    return dg.Definitions(assets=built[0::2], asset_checks=built[1::2])

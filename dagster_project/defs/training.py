@@ -1,0 +1,96 @@
+"""Per target: candidates (search, MLflow runs, registration) → champion (the promotion gate).
+
+The assets are thin: the work is in ml/ (train.py, gate.py). One asset group per target.
+"""
+
+import hashlib
+
+import dagster as dg
+
+from dagster_project.dbt_project import dbt_project
+from dagster_project.defs.partitions import as_of_daily
+from dagster_project.defs.resources import MlflowStore, WarehouseResource, as_of_dates
+from ml.gate import decide, register
+from ml.targets import TARGETS, Target
+from ml.train import time_split, train_candidates
+
+TRAINING_SET = dg.AssetKey(["marts", "fct_training_set"])
+
+
+def _manifest_checksum() -> str:
+    return hashlib.sha256(dbt_project.manifest_path.read_bytes()).hexdigest()[:16]
+
+
+def _metrics_table(rows: dict[str, dict]) -> str:
+    shown = ["roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "lift_top_decile"]
+    lines = ["| model | " + " | ".join(shown) + " |", "|---|" + "---:|" * len(shown)]
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in shown) + " |")
+    return "\n".join(lines)
+
+
+def build_target_assets(target: Target) -> list:
+    candidates_key = dg.AssetKey(["models", f"{target.name}_candidates"])
+    champion_key = dg.AssetKey(["models", f"{target.name}_champion"])
+
+    @dg.asset(key=candidates_key, deps=[TRAINING_SET], group_name=target.name, partitions_def=as_of_daily,
+              kinds={"scikit-learn", "mlflow"},
+              description=f"Candidate models for {target.name}: {target.description} Best one registered.")
+    def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                   mlflow: MlflowStore) -> dg.MaterializeResult:
+        as_of = as_of_dates(context)[-1].isoformat()
+        frame = warehouse.query_df("select * from marts.fct_training_set")
+        outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=mlflow.training_budget_seconds,
+                                   tags={"dagster_run_id": context.run_id, "as_of_date": as_of,
+                                         "dbt_manifest_checksum": _manifest_checksum()})
+        version = register(mlflow.store(), target, outcome.best.run_id,
+                           {"as_of_date": as_of, "family": outcome.best.family, "dagster_run_id": context.run_id,
+                            **{k: round(v, 6) for k, v in outcome.best.metrics.items()}})
+        table = {c.family: c.metrics for c in outcome.candidates} | {"baseline (recency/frequency)": outcome.baseline}
+        return dg.MaterializeResult(metadata={
+            "candidates": dg.MetadataValue.md(_metrics_table(table)),
+            "best_family": outcome.best.family,
+            "registered_version": version.version,
+            "validation_as_of_date": outcome.split.valid_as_of,
+            "training_rows": len(outcome.split.train),
+            "mlflow_run": dg.MetadataValue.url(mlflow.run_link(outcome.parent_run_id)),
+            **{f"best_{k}": float(v) for k, v in outcome.best.metrics.items()},
+        })
+
+    @dg.asset(key=champion_key, deps=[candidates_key], group_name=target.name, partitions_def=as_of_daily,
+              kinds={"mlflow"}, description=f"The promotion gate for {target.name}: champion or challenger.")
+    def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                 mlflow: MlflowStore) -> dg.MaterializeResult:
+        as_of = as_of_dates(context)[-1].isoformat()
+        store = mlflow.store()
+        candidate = latest_version_for(store, target, as_of)
+        valid = time_split(warehouse.query_df("select * from marts.fct_training_set"), target).valid
+        metrics = {target.primary_metric: float(candidate.tags[target.primary_metric])}
+        decision = decide(store, target, candidate, metrics, valid, mlflow.gate_margin)
+        context.log.info(decision.reason)
+        return dg.MaterializeResult(metadata={
+            "decision": decision.alias, "promoted": decision.promoted, "reason": decision.reason,
+            "candidate_version": decision.candidate_version, "incumbent": decision.incumbent,
+            "candidate_score": decision.candidate_score, "incumbent_score": decision.incumbent_score,
+        })
+
+    return [candidates, champion]
+
+
+def latest_version_for(store, target: Target, as_of: str):
+    """The version the candidates asset registered for this as-of date (the newest, if it ran twice)."""
+    from ml.registry import RegisteredModel
+
+    client = store.activate()
+    versions = client.search_model_versions(f"name = '{target.name}' and tags.as_of_date = '{as_of}'")
+    if not versions:
+        raise dg.Failure(f"no registered version of {target.name} for as-of date {as_of}: "
+                         "materialize its candidates first")
+    mv = max(versions, key=lambda v: int(v.version))
+    return RegisteredModel(target.name, str(mv.version), mv.run_id, dict(mv.tags))
+
+
+@dg.definitions
+def training_defs() -> dg.Definitions:
+    return dg.Definitions(assets=[a for t in TARGETS.values() for a in build_target_assets(t)])
+

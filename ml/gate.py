@@ -1,0 +1,73 @@
+"""The promotion gate: the candidate becomes `champion` only if it beats the current champion on the same
+validation data by a margin; a first model only if it beats the naive recency/frequency baseline.
+Otherwise it becomes `challenger`. The decision and its reason are recorded on the model version."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from ml.evaluate import classification_metrics, recency_frequency_scores
+from ml.features import to_matrix
+from ml.registry import CHALLENGER, CHAMPION, RegisteredModel, Store, load_by_alias, set_alias, tag_version, \
+    version_by_alias
+from ml.targets import Target
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    target: str
+    candidate_version: str
+    promoted: bool
+    alias: str
+    metric: str
+    candidate_score: float
+    incumbent: str           # "champion v3" or "baseline"
+    incumbent_score: float
+    margin: float
+    reason: str
+
+    def as_tags(self) -> dict:
+        return {f"gate_{k}": v for k, v in asdict(self).items()}
+
+
+def register(store: Store, target: Target, run_id: str, tags: dict) -> RegisteredModel:
+    store.activate()
+    mv = mlflow.register_model(f"runs:/{run_id}/model", target.name, tags={k: str(v) for k, v in tags.items()})
+    return RegisteredModel(target.name, str(mv.version), run_id, dict(tags))
+
+
+def champion_scores(store: Store, target: Target, valid: pd.DataFrame) -> tuple[RegisteredModel, np.ndarray] | None:
+    """The current champion's probabilities on ``valid``, or None when there is no champion yet."""
+    if version_by_alias(store, target.name, CHAMPION) is None:
+        return None
+    model, entry = load_by_alias(store, target.name, CHAMPION)
+    columns = list(model.feature_names_in_)
+    return entry, model.predict_proba(to_matrix(valid, columns))[:, 1]
+
+
+def decide(store: Store, target: Target, candidate: RegisteredModel, candidate_metrics: dict,
+           valid: pd.DataFrame, margin: float) -> GateDecision:
+    """Compare, move the alias, record the decision on the candidate version, and return it."""
+    metric = target.primary_metric
+    y = valid[target.label].astype(int).to_numpy()
+    incumbent = champion_scores(store, target, valid)
+    if incumbent is None:
+        name, score = "baseline", classification_metrics(y, recency_frequency_scores(valid), 0.5)[metric]
+    else:
+        entry, p = incumbent
+        name, score = f"champion v{entry.version}", classification_metrics(y, p, 0.5)[metric]
+    candidate_score = candidate_metrics[metric]
+    promoted = candidate_score >= score + margin
+    comparison = f"{metric} {candidate_score:.4f} vs {name} {score:.4f} (margin {margin})"
+    reason = (f"promoted: beats {name} on the same validation data: {comparison}" if promoted
+              else f"kept as challenger: does not beat {name} by the margin: {comparison}")
+    alias = CHAMPION if promoted else CHALLENGER
+    set_alias(store, target.name, alias, candidate.version)
+    decision = GateDecision(target.name, candidate.version, promoted, alias, metric, float(candidate_score), name,
+                            float(score), margin, reason)
+    tag_version(store, target.name, candidate.version, decision.as_tags())
+    return decision

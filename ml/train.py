@@ -1,0 +1,176 @@
+"""Train candidate models for a target with time-based validation, log everything to MLflow, register the best.
+
+Time-based validation, never a random split across time: the training set holds weekly cutoffs ranked from the
+newest closed one (rank 1). Rank 1 validates. Hyperparameters and the decision threshold are chosen by fitting on
+ranks >= 3 and scoring rank 2; the chosen configuration is then refit on ranks >= 2.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from sklearn.utils.class_weight import compute_sample_weight
+
+from ml.evaluate import best_f1_threshold, classification_metrics, plots, recency_frequency_scores
+from ml.features import feature_columns, to_matrix
+from ml.models import FAMILIES, Family
+from ml.registry import Store
+from ml.targets import Target
+
+
+# MLflow saves scikit-learn models with skops, which loads only types it is told to trust. These are the ones
+# our candidate families contain (reviewed: our transform, numpy dtypes, scikit-learn's fitted internals);
+# tests/test_models.py fails if a family starts to need another.
+SKOPS_TRUSTED_TYPES = [
+    "ml.features._signed_log1p",
+    "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.tree._tree.Tree",
+]
+
+
+class NotEligible(ValueError):
+    """The training data cannot support a model for this target (too few examples or cutoffs)."""
+
+
+@dataclass
+class Split:
+    fit: pd.DataFrame     # ranks >= 3 (or >= 2 when there is no rank 3)
+    tune: pd.DataFrame    # rank 2
+    train: pd.DataFrame   # ranks >= 2
+    valid: pd.DataFrame   # rank 1
+    valid_as_of: str
+    train_as_of: list[str]
+
+
+def time_split(frame: pd.DataFrame, target: Target) -> Split:
+    labelled = frame[frame[target.label].notna()]
+    ranks = sorted(labelled["cutoff_rank"].unique())
+    if len(ranks) < 2:
+        raise NotEligible(f"{target.name}: {len(ranks)} closed cutoff(s) in the training set; need at least 2 "
+                          "(one to validate, one to train): backfill features for earlier as-of dates")
+    valid = labelled[labelled.cutoff_rank == ranks[0]]
+    train = labelled[labelled.cutoff_rank != ranks[0]]
+    tune = labelled[labelled.cutoff_rank == ranks[1]]
+    fit = labelled[labelled.cutoff_rank > ranks[1]] if len(ranks) > 2 else tune
+    for name, part in (("training", train), ("validation", valid)):
+        y = part[target.label]
+        positives, negatives = int((y == 1).sum()), int((y == 0).sum())
+        needed = target.min_positives if name == "training" else 1
+        if positives < needed or negatives < needed:
+            raise NotEligible(f"{target.name}: the {name} data hold {positives} positive and {negatives} negative "
+                              f"examples; at least {needed} of each are needed")
+    as_of = lambda part: sorted(str(d)[:10] for d in part["as_of_date"].unique())  # noqa: E731
+    return Split(fit, tune, train, valid, as_of(valid)[0], as_of(train))
+
+
+@dataclass
+class Candidate:
+    family: str
+    params: dict
+    tuning_pr_auc: float
+    threshold: float
+    model: object
+    metrics: dict = field(default_factory=dict)
+    run_id: str | None = None
+    fit_seconds: float = 0.0
+
+
+def _fit(family: Family, columns, params, frame, label):
+    model = family.build(columns, params)
+    X, y = to_matrix(frame, columns), frame[label].astype(int).to_numpy()
+    if family.takes_sample_weight:
+        model.fit(X, y, model__sample_weight=compute_sample_weight("balanced", y))
+    else:
+        model.fit(X, y)
+    return model
+
+
+def search(family: Family, split: Split, columns: list[str], label: str, budget_seconds: float) -> Candidate:
+    """Try the family's grid (within the time budget, at least one configuration), keep the best on the tuning
+    cutoff, choose its F1-optimal threshold there, and refit it on all training cutoffs."""
+    started, best = time.perf_counter(), None
+    y_tune = split.tune[label].astype(int).to_numpy()
+    for params in family.grid:
+        if best is not None and time.perf_counter() - started > budget_seconds:
+            break
+        model = _fit(family, columns, params, split.fit, label)
+        p = model.predict_proba(to_matrix(split.tune, columns))[:, 1]
+        score = float(classification_metrics(y_tune, p, 0.5)["pr_auc"])
+        if best is None or score > best[0]:
+            best = (score, params, best_f1_threshold(y_tune, p))
+    score, params, threshold = best
+    fit_started = time.perf_counter()
+    model = _fit(family, columns, params, split.train, label)
+    return Candidate(family.name, params, score, threshold, model, fit_seconds=time.perf_counter() - fit_started)
+
+
+@dataclass
+class TrainingOutcome:
+    target: Target
+    parent_run_id: str
+    candidates: list[Candidate]
+    best: Candidate
+    baseline: dict
+    split: Split
+    columns: list[str]
+
+
+def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags: dict | None = None,
+                     families: list[str] | None = None, budget_seconds: float = 300.0) -> TrainingOutcome:
+    """Search every family, log a parent run with one nested run per candidate, and return them all."""
+    split = time_split(frame, target)
+    columns = feature_columns(frame)
+    chosen = [FAMILIES[f] for f in (families or FAMILIES)]
+    X_valid = to_matrix(split.valid, columns)
+    y_valid = split.valid[target.label].astype(int).to_numpy()
+    baseline_p = recency_frequency_scores(split.valid)
+    baseline = classification_metrics(y_valid, baseline_p, best_f1_threshold(
+        split.tune[target.label].astype(int).to_numpy(), recency_frequency_scores(split.tune)))
+    experiment_id = store.experiment_id(target.name)
+    all_tags = {"target": target.name, "label": target.label, "validation_as_of_date": split.valid_as_of,
+                "training_as_of_dates": ",".join(split.train_as_of), **(tags or {})}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{target.name} train {split.valid_as_of}",
+                          tags=all_tags) as parent:
+        mlflow.log_params({"families": ",".join(f.name for f in chosen), "features": len(columns),
+                           "training_rows": len(split.train), "validation_rows": len(split.valid),
+                           "budget_seconds": budget_seconds})
+        mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline.items() if np.isfinite(v)})
+        candidates = []
+        for family in chosen:
+            candidate = search(family, split, columns, target.label, budget_seconds / len(chosen))
+            p = candidate.model.predict_proba(X_valid)[:, 1]
+            candidate.metrics = classification_metrics(y_valid, p, candidate.threshold)
+            with mlflow.start_run(experiment_id=experiment_id, run_name=family.name, nested=True,
+                                  tags={**all_tags, "family": family.name}) as child:
+                mlflow.log_params({**candidate.params, "family": family.name})
+                mlflow.log_metrics({k: v for k, v in candidate.metrics.items() if np.isfinite(v)}
+                                   | {"tuning_pr_auc": candidate.tuning_pr_auc, "fit_seconds": candidate.fit_seconds})
+                for name, figure in plots(y_valid, p, candidate.threshold, candidate.model, X_valid).items():
+                    mlflow.log_figure(figure, f"plots/{name}")
+                import matplotlib.pyplot as plt
+
+                plt.close("all")
+                example = X_valid.head(5)
+                mlflow.sklearn.log_model(
+                    candidate.model, name="model", signature=infer_signature(example, p[:5]),
+                    input_example=example, pyfunc_predict_fn="predict_proba",
+                    skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                )
+                candidate.run_id = child.info.run_id
+            candidates.append(candidate)
+        best = max(candidates, key=lambda c: c.metrics[target.primary_metric])
+        mlflow.set_tags({"best_family": best.family, "best_run_id": best.run_id})
+        mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items() if np.isfinite(v)})
+    return TrainingOutcome(target, parent.info.run_id, candidates, best, baseline, split, columns)
+
+
+import mlflow.sklearn  # noqa: E402  (registers the flavour used above)
