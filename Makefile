@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 EVENTS ?= 300000
 PYTEST_ARGS ?=
 
-.PHONY: install manifest demo test ui validate lint bench clean
+.PHONY: install manifest demo test ui mlflow-ui validate lint bench clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ validate: manifest
 
 ui: manifest
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(SHOPCAST_HOME)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 lint: install
 	$(BIN)/ruff check dagster_project ml expectations tests benchmarks

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from dagster_project.settings import get_paths
-from dagster_project.warehouse import connect, table_row_counts
+from dagster_project.warehouse import connect, qualified, table_exists, table_row_counts
+from ml.targets import TARGETS
 
 
 def collect() -> dict:
@@ -16,6 +17,7 @@ def collect() -> dict:
     if paths.warehouse.exists():
         with connect(paths.warehouse, read_only=True) as con:
             report["tables"] = [{"table": f"{s}.{t}", "rows": n} for s, t, n in table_row_counts(con)]
+    report["targets"] = [_target_status(name, paths) for name in TARGETS]
     check_keys = list(definitions().resolve_asset_graph().asset_check_keys)
     with instance() as inst:
         latest = inst.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
@@ -33,6 +35,60 @@ def collect() -> dict:
     return report
 
 
+def _target_status(name: str, paths) -> dict:
+    """The champion (version, validation metrics, training dates) and the latest predictions of a target."""
+    from ml.registry import CHALLENGER, CHAMPION, Store, version_by_alias
+
+    store = Store(paths.mlflow_tracking_uri, paths.mlflow_artifacts)
+    out: dict = {"target": name, "champion": None, "challenger": None, "latest_predictions": None}
+    if (paths.mlflow_dir / "mlflow.db").exists():
+        for alias in (CHAMPION, CHALLENGER):
+            entry = version_by_alias(store, name, alias)
+            if entry is None:
+                continue
+            run = store.activate().get_run(entry.run_id)
+            out[alias] = {
+                "model_name": name, "version": entry.version, "family": entry.tags.get("family"),
+                "validation_as_of_date": run.data.tags.get("validation_as_of_date"),
+                "training_as_of_dates": run.data.tags.get("training_as_of_dates", "").split(","),
+                "validation_metrics": {k: round(v, 4) for k, v in run.data.metrics.items()
+                                       if k not in ("tuning_pr_auc", "fit_seconds")},
+                "gate_reason": entry.tags.get("gate_reason"),
+            }
+        out["latest_training"] = _latest_training(store, name)
+    if paths.warehouse.exists():
+        with connect(paths.warehouse, read_only=True) as con:
+            if table_exists(con, "predictions", name):
+                row = con.execute(
+                    f"select as_of_date, count(*), any_value(model_version) from {qualified('predictions', name)} "
+                    "group by 1 order by 1 desc limit 1").fetchone()
+                if row:
+                    out["latest_predictions"] = {"as_of_date": row[0].isoformat(), "rows": row[1],
+                                                 "model_version": row[2]}
+    return out
+
+
+def _latest_training(store, name: str) -> dict | None:
+    """The newest finished training run of a target: its candidates' validation metrics and the baseline's."""
+    client = store.activate()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return None
+    parents = client.search_runs([experiment.experiment_id], "tags.best_run_id LIKE '%' and attributes.status = 'FINISHED'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        return None
+    parent = parents[0]
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    keep = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1", "lift_top_decile",
+            "capture_top_decile")
+    candidates = {c.data.tags.get("family"): {k: round(c.data.metrics[k], 4) for k in keep if k in c.data.metrics}
+                  for c in children}
+    baseline = {k: round(parent.data.metrics[f"baseline_{k}"], 4) for k in keep if f"baseline_{k}" in parent.data.metrics}
+    return {"run_id": parent.info.run_id, "validation_as_of_date": parent.data.tags.get("validation_as_of_date"),
+            "best_family": parent.data.tags.get("best_family"), "candidates": candidates, "baseline": baseline}
+
+
 def render(report: dict) -> str:
     lines = [f"warehouse: {report['warehouse']}", "", "tables:"]
     lines += [f"  {t['table']:<45} {t['rows']:>12,}" for t in report["tables"]] or ["  (none yet)"]
@@ -42,6 +98,29 @@ def render(report: dict) -> str:
             continue
         verdict = {True: "passed", False: "FAILED", None: c["status"]}[c["passed"]]
         lines.append(f"  {c['check']:<60} {verdict:<8} {c['partition'] or ''}")
+    for t in report.get("targets", []):
+        lines += ["", f"target {t['target']}:"]
+        training = t.get("latest_training")
+        if training:
+            shown = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "lift_top_decile")
+            lines.append(f"  latest training, validated on {training['validation_as_of_date']}:")
+            lines.append("    " + f"{'model':<22}" + "".join(f"{k:>17}" for k in shown))
+            for family, m in {**training["candidates"], "baseline (rec/freq)": training["baseline"]}.items():
+                lines.append("    " + f"{family:<22}" + "".join(f"{m.get(k, float('nan')):>17.4f}" for k in shown))
+        for alias in ("champion", "challenger"):
+            entry = t[alias]
+            if entry:
+                m = entry["validation_metrics"]
+                lines.append(f"  {alias}: v{entry['version']} ({entry['family']}), validated on "
+                             f"{entry['validation_as_of_date']}: ROC-AUC {m.get('roc_auc', float('nan')):.3f}, "
+                             f"PR-AUC {m.get('pr_auc', float('nan')):.3f}, top-decile lift "
+                             f"{m.get('lift_top_decile', float('nan')):.2f}")
+                if entry["gate_reason"]:
+                    lines.append(f"    gate: {entry['gate_reason']}")
+        p = t["latest_predictions"]
+        lines.append(f"  predictions: {p['rows']:,} rows for {p['as_of_date']} (model v{p['model_version']})"
+                     if p else "  predictions: none yet")
     lines += ["", "open the Dagster UI: make ui  (then http://127.0.0.1:3000)",
+              "open the MLflow UI: make mlflow-ui  (then http://127.0.0.1:5000)",
               f"query the warehouse: duckdb -readonly {report['warehouse']}"]
     return "\n".join(lines)
