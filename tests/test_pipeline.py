@@ -131,3 +131,27 @@ def test_a_broken_batch_fails_its_check_and_blocks_downstream(pipeline):
     (record,) = check.values()
     assert record.run_id == failed_run and record.event.dagster_event.event_specific_data.passed is False
     pd.testing.assert_frame_equal(features_before, _read(pipeline, FEATURES_SQL, [DEMO_AS_OF]))
+
+
+def test_the_champion_scores_the_population_and_a_separate_client_can_read_it(pipeline):
+    import json
+    import subprocess
+    import sys
+
+    from dagster_project.status import collect
+
+    (target,) = collect()["targets"]
+    champion = target["champion"]
+    assert champion is not None and champion["validation_metrics"]["roc_auc"] > 0.7
+    assert champion["validation_as_of_date"] == (DEMO_AS_OF - dt.timedelta(days=7)).isoformat()
+    population = _read(pipeline, "select count(*) from marts.fct_scoring_population where as_of_date = ?",
+                       [DEMO_AS_OF]).iloc[0, 0]
+    assert target["latest_predictions"] == {"as_of_date": DEMO_AS_OF.isoformat(), "rows": population,
+                                            "model_version": champion["version"]}
+    reader = subprocess.run([sys.executable, "-c", (
+        "import duckdb, json, sys; con = duckdb.connect(sys.argv[1], read_only=True); "
+        "print(json.dumps(con.execute('select count(*), min(probability), max(probability), min(decile), "
+        "max(decile), count(distinct model_name) from predictions.purchase_propensity_7d').fetchone()))"),
+        str(pipeline.warehouse)], capture_output=True, text=True, check=True)
+    rows, low, high, best_decile, worst_decile, names = json.loads(reader.stdout)
+    assert rows == population and 0 <= low < high <= 1 and (best_decile, worst_decile, names) == (1, 10, 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,8 +73,17 @@ class MlflowStore(dg.ConfigurableResource):
 
     tracking_uri: str
     artifact_root: str
-    gate_margin: float = 0.0
-    training_budget_seconds: float = 300.0
+    # how much better (in the target's primary metric) a candidate must be than the champion; a string
+    # because Dagster's EnvVar reads text
+    gate_margin: str = "0.0"
+    training_budget_seconds: int = 300
+
+    @property
+    def margin(self) -> float:
+        try:
+            return float(self.gate_margin)
+        except ValueError as exc:
+            raise ValueError(f"SHOPCAST_GATE_MARGIN must be a number, got {self.gate_margin!r}") from exc
 
     def store(self):
         from ml.registry import Store
@@ -113,8 +121,8 @@ def resources() -> dg.Definitions:
             "mlflow": MlflowStore(
                 tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
                 artifact_root=dg.EnvVar("SHOPCAST_MLFLOW_ARTIFACTS"),
-                gate_margin=float(os.environ.get("SHOPCAST_GATE_MARGIN", "0.0")),
-                training_budget_seconds=float(os.environ.get("SHOPCAST_TRAINING_BUDGET_SECONDS", "300")),
+                gate_margin=dg.EnvVar("SHOPCAST_GATE_MARGIN"),
+                training_budget_seconds=dg.EnvVar.int("SHOPCAST_TRAINING_BUDGET_SECONDS"),
             ),
             "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
         }

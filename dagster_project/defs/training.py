@@ -66,7 +66,7 @@ def build_target_assets(target: Target) -> list:
         candidate = latest_version_for(store, target, as_of)
         valid = time_split(warehouse.query_df("select * from marts.fct_training_set"), target).valid
         metrics = {target.primary_metric: float(candidate.tags[target.primary_metric])}
-        decision = decide(store, target, candidate, metrics, valid, mlflow.gate_margin)
+        decision = decide(store, target, candidate, metrics, valid, mlflow.margin)
         context.log.info(decision.reason)
         return dg.MaterializeResult(metadata={
             "decision": decision.alias, "promoted": decision.promoted, "reason": decision.reason,

@@ -1,0 +1,148 @@
+"""The model library against a real MLflow SQLite store in a temporary folder: gate, aliases, scoring."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+from mlflow.models import infer_signature
+from sklearn.linear_model import LogisticRegression
+
+from dagster_project.warehouse import replace_dates
+from ml.evaluate import classification_metrics, top_decile
+from ml.gate import decide, register
+from ml.models import FAMILIES
+from ml.predict import score
+from ml.registry import CHALLENGER, CHAMPION, Store, load_by_alias, version_by_alias
+from ml.targets import PURCHASE_PROPENSITY_7D as TARGET
+from ml.train import SKOPS_TRUSTED_TYPES, time_split, train_candidates
+
+
+def _panel(n_per_cutoff=600, cutoffs=3, seed=0) -> pd.DataFrame:
+    """A training set whose label follows `cart_count_28d` strongly and `fav_count_28d` weakly, while the
+    baseline's inputs (events, recency) are noise."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for rank in range(1, cutoffs + 1):
+        strong, weak = rng.normal(size=n_per_cutoff), rng.normal(size=n_per_cutoff)
+        logit = -1.0 + 2.5 * strong + 0.4 * weak
+        frames.append(pd.DataFrame({
+            "cutoff_rank": rank,
+            "as_of_date": pd.Timestamp("2026-10-25") - pd.Timedelta(days=7 * (rank - 1)),
+            "user_id": [f"u{i}" for i in range(n_per_cutoff)],
+            "events_28d": rng.integers(1, 50, n_per_cutoff),
+            "days_since_last_event": rng.integers(1, 28, n_per_cutoff),
+            "cart_count_28d": strong,
+            "fav_count_28d": weak,
+            "purchase_next_7d": (rng.random(n_per_cutoff) < 1 / (1 + np.exp(-logit))).astype(int),
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+
+
+def _log(store: Store, model, frame: pd.DataFrame, columns: list[str]) -> str:
+    experiment = store.experiment_id(TARGET.name)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        X = frame[columns].astype(float)
+        mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X, model.predict_proba(X)[:, 1]),
+                                 pyfunc_predict_fn="predict_proba", skops_trusted_types=SKOPS_TRUSTED_TYPES)
+    return run.info.run_id
+
+
+def _registered(store, frame, columns):
+    split = time_split(frame, TARGET)
+    model = LogisticRegression().fit(split.train[columns].astype(float), split.train[TARGET.label])
+    run_id = _log(store, model, frame, columns)
+    p = model.predict_proba(split.valid[columns].astype(float))[:, 1]
+    metrics = classification_metrics(split.valid[TARGET.label], p, 0.5)
+    return register(store, TARGET, run_id, {"as_of_date": "2026-11-01"}), metrics, split.valid
+
+
+def test_every_family_saves_with_only_the_reviewed_skops_types():
+    frame = _panel(200, 1)
+    columns = ["events_28d", "days_since_last_event", "cart_count_28d", "fav_count_28d"]
+    for family in FAMILIES.values():
+        model = family.build(columns, family.grid[0]).fit(frame[columns].astype(float), frame[TARGET.label])
+        untrusted = sio.get_untrusted_types(data=sio.dumps(model))
+        assert set(untrusted) <= set(SKOPS_TRUSTED_TYPES), family.name
+
+
+def test_gate_promotes_only_a_better_model(store):
+    frame = _panel()
+    weak, weak_metrics, valid = _registered(store, frame, ["fav_count_28d"])
+    first = decide(store, TARGET, weak, weak_metrics, valid, margin=0.0)
+    assert first.promoted and first.incumbent == "baseline"  # the baseline's inputs are noise here
+    strong, strong_metrics, _ = _registered(store, frame, ["cart_count_28d", "fav_count_28d"])
+    second = decide(store, TARGET, strong, strong_metrics, valid, margin=0.01)
+    assert second.promoted and second.incumbent == f"champion v{weak.version}"
+    worse, worse_metrics, _ = _registered(store, frame, ["fav_count_28d"])
+    third = decide(store, TARGET, worse, worse_metrics, valid, margin=0.0)
+    assert not third.promoted and "does not beat champion v2" in third.reason
+    assert version_by_alias(store, TARGET.name, CHAMPION).version == strong.version
+    challenger = version_by_alias(store, TARGET.name, CHALLENGER)
+    assert challenger.version == worse.version and challenger.tags["gate_promoted"] == "False"
+
+
+def test_a_first_model_that_does_not_beat_the_baseline_is_not_champion(store):
+    frame = _panel()
+    frame["events_28d"] = frame["cart_count_28d"] * 10 + 100  # now the baseline sees the signal
+    noise, metrics, valid = _registered(store, frame, ["days_since_last_event"])
+    decision = decide(store, TARGET, noise, metrics, valid, margin=0.0)
+    assert not decision.promoted and decision.incumbent == "baseline"
+    assert version_by_alias(store, TARGET.name, CHAMPION) is None
+
+
+def test_training_logs_candidates_and_the_registered_model_predicts_the_same_after_loading(store):
+    frame = _panel()
+    outcome = train_candidates(frame, TARGET, store, families=["logistic_regression", "gradient_boosting"],
+                               budget_seconds=20, tags={"as_of_date": "2026-11-01"})
+    assert {c.family for c in outcome.candidates} == {"logistic_regression", "gradient_boosting"}
+    assert outcome.best.metrics["roc_auc"] > 0.8 > outcome.baseline["roc_auc"]
+    entry = register(store, TARGET, outcome.best.run_id, {"as_of_date": "2026-11-01"})
+    decide(store, TARGET, entry, outcome.best.metrics, outcome.split.valid, margin=0.0)
+    loaded, champion = load_by_alias(store, TARGET.name, CHAMPION)
+    assert champion.version == entry.version
+    X = outcome.split.valid[outcome.columns].astype(float)
+    np.testing.assert_allclose(loaded.predict_proba(X)[:, 1], outcome.best.model.predict_proba(X)[:, 1])
+    client = store.activate()
+    children = client.search_runs([store.experiment_id(TARGET.name)],
+                                  f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'")
+    artifacts = {a.path for a in client.list_artifacts(children[0].info.run_id, "plots")}
+    assert {"plots/roc.png", "plots/precision_recall.png", "plots/calibration.png", "plots/cumulative_gains.png",
+            "plots/confusion_matrix.png", "plots/permutation_importance.png"} <= artifacts
+
+
+def test_scores_carry_the_version_and_rescoring_a_date_replaces_only_it(store, tmp_path):
+    import duckdb
+
+    frame = _panel()
+    entry, metrics, valid = _registered(store, frame, ["cart_count_28d", "fav_count_28d"])
+    decide(store, TARGET, entry, metrics, valid, margin=0.0)
+    model, champion = load_by_alias(store, TARGET.name, CHAMPION)
+    day1 = score(valid.assign(as_of_date=pd.Timestamp("2026-11-01")), model, TARGET.name, champion.version)
+    day2 = score(valid.assign(as_of_date=pd.Timestamp("2026-11-02")), model, TARGET.name, champion.version)
+    assert set(day1.model_version) == {champion.version} and day1.probability.between(0, 1).all()
+    assert day1.decile.value_counts().sort_index().tolist() == [60] * 10  # 600 users: even deciles, 1 = highest
+    assert day1.loc[day1.decile == 1, "probability"].min() >= day1.loc[day1.decile == 2, "probability"].max()
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        replace_dates(con, "predictions", TARGET.name, day1)
+        replace_dates(con, "predictions", TARGET.name, day2)
+        replace_dates(con, "predictions", TARGET.name, day1)  # re-scoring day 1
+        counts = con.execute("select as_of_date, count(*) from predictions.purchase_propensity_7d group by 1 order by 1").fetchall()
+    assert counts == [(dt.date(2026, 11, 1), 600), (dt.date(2026, 11, 2), 600)]
+
+
+def test_top_decile_lift_and_capture_by_hand():
+    y = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+    p = np.array([0.9, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2])
+    lift, capture = top_decile(y, p)
+    assert lift == pytest.approx(1 / 0.2) and capture == pytest.approx(0.5)
