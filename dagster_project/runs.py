@@ -42,6 +42,10 @@ def instance() -> dg.DagsterInstance:
 def _execute(job_name: str, *, run_config: dict | None = None, partition_key: str | None = None,
              partition_range: tuple[str, str] | None = None) -> dg.ExecuteInProcessResult:
     job = definitions().resolve_job_def(job_name)
+    # The console shows INFO and above (step messages, dbt's progress, the gate's decision); the full event
+    # stream, DEBUG included, is in the Dagster UI's run view.
+    run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": os.environ.get(
+        "SHOPCAST_LOG_LEVEL", "INFO")}}}}
     tags = {}
     if partition_range:
         tags = {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}

@@ -41,6 +41,7 @@ def build_target_assets(target: Target) -> list:
         as_of = as_of_dates(context)[-1].isoformat()
         frame = warehouse.query_df("select * from marts.fct_training_set")
         outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=mlflow.training_budget_seconds,
+                                   progress=context.log.info,
                                    tags={"dagster_run_id": context.run_id, "as_of_date": as_of,
                                          "dbt_manifest_checksum": _manifest_checksum()})
         version = register(mlflow.store(), target, outcome.best.run_id,
