@@ -122,5 +122,7 @@ def render(report: dict) -> str:
                      if p else "  predictions: none yet")
     lines += ["", "open the Dagster UI: make ui  (then http://127.0.0.1:3000)",
               "open the MLflow UI: make mlflow-ui  (then http://127.0.0.1:5000)",
-              f"query the warehouse: duckdb -readonly {report['warehouse']}"]
+              f"query the warehouse (read-only, while no run writes): .venv/bin/python -c \"import duckdb; "
+              f"print(duckdb.connect('{report['warehouse']}', read_only=True).sql("
+              f"'select * from predictions.purchase_propensity_7d order by probability desc limit 10'))\""]
     return "\n".join(lines)
