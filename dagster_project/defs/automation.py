@@ -2,12 +2,17 @@
 
 import dagster as dg
 
+# Steps run one after another in the run's process: every step touches the one DuckDB file, which admits one
+# writer or several readers, and a process per step would re-import the code each time (seconds per step).
+EXECUTOR = dg.in_process_executor
+
 from dagster_project.defs.partitions import as_of_daily
 from ml.targets import TARGETS
 
 # Everything: ingest what has landed, then staging → checks → marts → checks (→ models and scores, later).
 shopcast_graph = dg.define_asset_job(
     "shopcast_graph",
+    executor_def=EXECUTOR,
     selection=dg.AssetSelection.all(),
     partitions_def=as_of_daily,
     description="The whole graph for one as-of date (or a range, as one run).",
@@ -16,6 +21,7 @@ shopcast_graph = dg.define_asset_job(
 # The history the training set needs: staging, daily activity and features over a range of as-of dates.
 feature_backfill = dg.define_asset_job(
     "feature_backfill",
+    executor_def=EXECUTOR,
     selection=dg.AssetSelection.assets(["marts", "feat_user_daily"]).upstream() - dg.AssetSelection.groups("ingest"),
     partitions_def=as_of_daily,
     description="Features (and their checks) for a range of as-of dates, as one run.",
@@ -27,6 +33,7 @@ TRAINING = dg.AssetSelection.assets(*[dg.AssetKey(["models", f"{t}_{step}"]) for
 # Daily: ingest, features, checks and scores with the current champion, no retraining.
 daily_scoring = dg.define_asset_job(
     "daily_scoring",
+    executor_def=EXECUTOR,
     selection=dg.AssetSelection.all() - TRAINING,
     partitions_def=as_of_daily,
     description="Ingest what landed, build the marts, score with the current champions.",
@@ -35,6 +42,7 @@ daily_scoring = dg.define_asset_job(
 # Weekly: retrain the candidates on the latest training set and run the promotion gate.
 weekly_training = dg.define_asset_job(
     "weekly_training",
+    executor_def=EXECUTOR,
     selection=TRAINING | dg.AssetSelection.assets(["marts", "fct_training_set"]).upstream()
     - dg.AssetSelection.groups("ingest"),
     partitions_def=as_of_daily,
@@ -57,6 +65,7 @@ def weekly_training_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReq
 # Load landed files into the raw layer (the CLI's `shopcast ingest`, and the landing sensor later).
 ingest_job = dg.define_asset_job(
     "ingest",
+    executor_def=EXECUTOR,
     selection=dg.AssetSelection.groups("ingest"),
     description="Load landed export files into raw.events.",
 )

@@ -53,7 +53,7 @@ def raw_events(config: IngestConfig, warehouse: WarehouseResource, settings: Pip
     )
 
 
-@dg.asset_check(asset=RAW_EVENTS, blocking=True, description="Every load's counts reconcile: read = accepted + rejected + duplicate.")
+@dg.asset_check(asset=RAW_EVENTS, blocking=True, pool="duckdb", description="Every load's counts reconcile: read = accepted + rejected + duplicate.")
 def raw_events_loads_reconcile(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     broken = warehouse.query_df(
         "select source_file, rows_read, rows_accepted, rows_rejected, rows_duplicate from raw.load_audit "

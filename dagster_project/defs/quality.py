@@ -38,7 +38,7 @@ def _validate_per_date(context, warehouse, settings, suite: str, sql: str, date_
     return _result(validator.finish(summaries))
 
 
-@dg.asset_check(asset=["staging", "stg_shop__events"], blocking=True, partitions_def=as_of_daily,
+@dg.asset_check(asset=["staging", "stg_shop__events"], blocking=True, partitions_def=as_of_daily, pool="duckdb",
                 description="raw_events suite on the last business day before each as-of date of the run.")
 def raw_events_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                      settings: PipelineSettings) -> dg.AssetCheckResult:
@@ -47,7 +47,7 @@ def raw_events_suite(context: dg.AssetCheckExecutionContext, warehouse: Warehous
                               lambda as_of: as_of - dt.timedelta(days=1))
 
 
-@dg.asset_check(asset=["marts", "feat_user_daily"], blocking=True, partitions_def=as_of_daily,
+@dg.asset_check(asset=["marts", "feat_user_daily"], blocking=True, partitions_def=as_of_daily, pool="duckdb",
                 description="feat_user_daily suite on the feature rows of each as-of date of the run.")
 def feat_user_daily_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                           settings: PipelineSettings) -> dg.AssetCheckResult:
@@ -55,7 +55,7 @@ def feat_user_daily_suite(context: dg.AssetCheckExecutionContext, warehouse: War
                               "select * from marts.feat_user_daily where as_of_date = ?", lambda as_of: as_of)
 
 
-@dg.asset_check(asset=["marts", "fct_scoring_population"], blocking=True, partitions_def=as_of_daily,
+@dg.asset_check(asset=["marts", "fct_scoring_population"], blocking=True, partitions_def=as_of_daily, pool="duckdb",
                 description="fct_scoring_population suite on the rows of each as-of date of the run.")
 def scoring_population_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                              settings: PipelineSettings) -> dg.AssetCheckResult:
@@ -64,7 +64,7 @@ def scoring_population_suite(context: dg.AssetCheckExecutionContext, warehouse: 
                               lambda as_of: as_of)
 
 
-@dg.asset_check(asset=["marts", "fct_training_set"], blocking=True, partitions_def=as_of_daily,
+@dg.asset_check(asset=["marts", "fct_training_set"], blocking=True, partitions_def=as_of_daily, pool="duckdb",
                 description="fct_training_set suite: labels binary, label rates sane, enough cutoffs.")
 def training_set_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                        settings: PipelineSettings) -> dg.AssetCheckResult:

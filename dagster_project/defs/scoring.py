@@ -35,7 +35,7 @@ def build_scoring_assets(target: Target) -> list:
             "preview": dg.MetadataValue.md(frame_to_markdown(top)),
         })
 
-    @dg.asset_check(asset=key, blocking=True, partitions_def=as_of_daily,
+    @dg.asset_check(asset=key, blocking=True, partitions_def=as_of_daily, pool="duckdb",
                     description="Scores in [0, 1], one row per user of the scoring population, model version set.")
     def predictions_are_complete(context: dg.AssetCheckExecutionContext,
                                  warehouse: WarehouseResource) -> dg.AssetCheckResult:

@@ -34,7 +34,7 @@ def build_target_assets(target: Target) -> list:
     champion_key = dg.AssetKey(["models", f"{target.name}_champion"])
 
     @dg.asset(key=candidates_key, deps=[TRAINING_SET], group_name=target.name, partitions_def=as_of_daily,
-              kinds={"scikit-learn", "mlflow"},
+              kinds={"scikit-learn", "mlflow"}, pool="duckdb",
               description=f"Candidate models for {target.name}: {target.description} Best one registered.")
     def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                    mlflow: MlflowStore) -> dg.MaterializeResult:
@@ -59,7 +59,7 @@ def build_target_assets(target: Target) -> list:
         })
 
     @dg.asset(key=champion_key, deps=[candidates_key], group_name=target.name, partitions_def=as_of_daily,
-              kinds={"mlflow"}, description=f"The promotion gate for {target.name}: champion or challenger.")
+              kinds={"mlflow"}, pool="duckdb", description=f"The promotion gate for {target.name}: champion or challenger.")
     def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                  mlflow: MlflowStore) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
