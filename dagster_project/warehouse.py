@@ -6,6 +6,7 @@ the duration of a write and close it; readers (status, checks, scoring inputs) o
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,12 +83,20 @@ def qualified(schema: str, table: str) -> str:
     return f"{quote_identifier(schema)}.{quote_identifier(table)}"
 
 
+def duckdb_config(path: Path) -> dict:
+    """Bounded memory (spilling to a folder beside the warehouse), the same bound dbt's profile sets."""
+    return {
+        "memory_limit": os.environ.get("SHOPCAST_DUCKDB_MEMORY_LIMIT", "6GB"),
+        "temp_directory": str(Path(path).parent / "tmp" / "duckdb"),
+    }
+
+
 @contextmanager
 def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived connection; read-write only for the duration of a write."""
     if read_only and not Path(path).exists():
         raise FileNotFoundError(f"warehouse {path} does not exist yet: ingest events first (shopcast ingest)")
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = duckdb.connect(str(path), read_only=read_only, config=duckdb_config(path))
     try:
         yield con
     finally:
