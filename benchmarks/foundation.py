@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import measure  # noqa: E402
+from benchmarks.common import measure
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

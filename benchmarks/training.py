@@ -26,7 +26,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import measure  # noqa: E402
+from benchmarks.common import measure
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -104,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from dagster_project.runs import RunFailed
     from dagster_project.ingest import IngestError
+    from dagster_project.runs import RunFailed
 
     try:
         return args.func(args)

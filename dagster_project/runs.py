@@ -7,8 +7,8 @@ the same job definitions the schedule uses: nothing here bypasses the graph.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from functools import cache
 
 import dagster as dg

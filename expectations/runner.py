@@ -14,9 +14,9 @@ import pandas as pd
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
-import great_expectations as gx  # noqa: E402  (telemetry must be off before the import)
+import great_expectations as gx
 
-from expectations.suites import build_suite  # noqa: E402
+from expectations.suites import build_suite
 
 DATASOURCE = "shopcast_batches"
 

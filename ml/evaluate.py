@@ -7,12 +7,12 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")  # no display: plots are files logged to MLflow
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.inspection import permutation_importance  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.calibration import calibration_curve
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import (
     ConfusionMatrixDisplay,
     accuracy_score,
     average_precision_score,
@@ -62,7 +62,7 @@ def classification_metrics(y, p, threshold: float) -> dict[str, float]:
         "lift_top_decile": lift,
         "capture_top_decile": capture,
         "base_rate": float(y.mean()),
-        "rows": int(len(y)),
+        "rows": len(y),
         "positives": int(y.sum()),
     }
 

@@ -12,8 +12,16 @@ import pandas as pd
 
 from ml.evaluate import classification_metrics, recency_frequency_scores
 from ml.features import to_matrix
-from ml.registry import CHALLENGER, CHAMPION, RegisteredModel, Store, load_by_alias, set_alias, tag_version, \
-    version_by_alias
+from ml.registry import (
+    CHALLENGER,
+    CHAMPION,
+    RegisteredModel,
+    Store,
+    load_by_alias,
+    set_alias,
+    tag_version,
+    version_by_alias,
+)
 from ml.targets import Target
 
 

@@ -33,5 +33,5 @@ def score(frame: pd.DataFrame, model, model_name: str, model_version: str,
     out["decile"] = out.groupby("as_of_date")["probability"].transform(deciles).astype(int)
     out["model_name"] = model_name
     out["model_version"] = str(model_version)
-    out["scored_at"] = (scored_at or dt.datetime.now(dt.timezone.utc)).replace(tzinfo=None)
+    out["scored_at"] = (scored_at or dt.datetime.now(dt.UTC)).replace(tzinfo=None)
     return out[PREDICTION_COLUMNS]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import mlflow
+import mlflow.sklearn
 import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
@@ -22,7 +23,6 @@ from ml.features import feature_columns, to_matrix
 from ml.models import FAMILIES, Family
 from ml.registry import Store
 from ml.targets import Target
-
 
 # MLflow saves scikit-learn models with skops, which loads only types it is told to trust. These are the ones
 # our candidate families contain (reviewed: our transform, numpy dtypes, scikit-learn's fitted internals);
@@ -69,7 +69,7 @@ def time_split(frame: pd.DataFrame, target: Target) -> Split:
         if positives < needed or negatives < needed:
             raise NotEligible(f"{target.name}: the {name} data hold {positives} positive and {negatives} negative "
                               f"examples; at least {needed} of each are needed")
-    as_of = lambda part: sorted(str(d)[:10] for d in part["as_of_date"].unique())  # noqa: E731
+    as_of = lambda part: sorted(str(d)[:10] for d in part["as_of_date"].unique())
     return Split(fit, tune, train, valid, as_of(valid)[0], as_of(train))
 
 
@@ -189,5 +189,3 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
         mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items() if np.isfinite(v)})
     return TrainingOutcome(target, parent.info.run_id, candidates, best, baseline, split, columns)
 
-
-import mlflow.sklearn  # noqa: E402  (registers the flavour used above)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -188,7 +188,7 @@ def load_file(warehouse: Path, path: Path, fmt: str = "canonical") -> LoadReport
             "insert into raw.load_audit select ?, ?, ?, ?, ?, ?, ?, ?, ?, null, null, ?",
             [load_id, report.source_file, fmt, report.file_sha256, report.rows_read, report.rows_accepted,
              report.rows_rejected, report.rows_duplicate, json.dumps(report.rejected_by_reason),
-             datetime.now(timezone.utc).replace(tzinfo=None)],
+             datetime.now(UTC).replace(tzinfo=None)],
         )
         if not report.reconciles():  # a bug, never bad input: refuse to commit counts that do not add up
             con.execute("rollback")
