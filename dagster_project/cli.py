@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     ing = sub.add_parser("ingest", help="load files into raw.events (a Dagster run)")
-    ing.add_argument("--format", default="canonical", choices=["canonical"])
+    ing.add_argument("--format", default="canonical", choices=["canonical", "taobao", "ga-merch", "online-retail"])
     ing.add_argument("paths", nargs="+", help="files or folders")
     ing.set_defaults(func=cmd_ingest)
 

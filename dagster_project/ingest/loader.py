@@ -55,16 +55,29 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _reader(path: Path) -> str:
+def _reader(path: Path, csv_columns: list[str] | None = None) -> str:
     """A DuckDB table function over the file; every CSV column read as text so that bad values are
-    quarantined row by row instead of failing the whole file."""
+    quarantined row by row instead of failing the whole file. ``csv_columns`` names a headerless CSV's columns."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise IngestError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .csv)")
     literal = "'" + str(path).replace("'", "''") + "'"
     if kind == "parquet":
         return f"read_parquet({literal})"
+    if csv_columns:
+        names = ", ".join("'" + c + "'" for c in csv_columns)
+        return (f"read_csv({literal}, header = false, names = [{names}], all_varchar = true, "
+                f"null_padding = true)")
     return f"read_csv({literal}, header = true, all_varchar = true, null_padding = true)"
+
+
+def require_columns(con: duckdb.DuckDBPyConnection, path: Path, reader: str, required: tuple[str, ...]) -> list[str]:
+    """The file's columns; an IngestError naming the file if a required one is missing."""
+    columns = _columns(con, path, reader)
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise IngestError(f"{path}: missing required column(s) {', '.join(missing)}; found {', '.join(columns)}")
+    return columns
 
 
 def _columns(con: duckdb.DuckDBPyConnection, path: Path, reader: str) -> list[str]:
@@ -77,10 +90,7 @@ def _columns(con: duckdb.DuckDBPyConnection, path: Path, reader: str) -> list[st
 def canonical_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
     """(reader, SELECT over ``_source`` producing the staged canonical columns) for a canonical-schema file."""
     reader = _reader(path)
-    columns = _columns(con, path, reader)
-    missing = [c for c in CANONICAL_REQUIRED if c not in columns]
-    if missing:
-        raise IngestError(f"{path}: missing required column(s) {', '.join(missing)}; found {', '.join(columns)}")
+    columns = require_columns(con, path, reader, CANONICAL_REQUIRED)
     optional = {c: (f'"{c}"' if c in columns else "null") for c in CANONICAL_OPTIONAL}
     return reader, f"""
         select
@@ -99,7 +109,14 @@ def canonical_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, s
     """
 
 
-FORMATS = {"canonical": canonical_select}
+from dagster_project.ingest.formats import ga_merch_select, online_retail_select, taobao_select  # noqa: E402
+
+FORMATS = {
+    "canonical": canonical_select,
+    "taobao": taobao_select,
+    "ga-merch": ga_merch_select,
+    "online-retail": online_retail_select,
+}
 
 # Reasons in the order they are tested: a row gets the first that applies.
 VALIDATED_SQL = """
