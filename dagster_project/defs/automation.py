@@ -71,23 +71,13 @@ ingest_job = dg.define_asset_job(
 )
 
 
-def _sha256(path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
            description="Each new file under SHOPCAST_HOME/landing/<format>/ is ingested once, keyed by its content.")
 def landing_sensor(context: dg.SensorEvaluationContext):
     from pathlib import Path
 
     from dagster_project.ingest import FORMATS
-    from dagster_project.ingest.loader import SUFFIXES
+    from dagster_project.ingest.loader import SUFFIXES, file_sha256
     from dagster_project.settings import get_paths
 
     landing = get_paths().landing
@@ -98,7 +88,7 @@ def landing_sensor(context: dg.SensorEvaluationContext):
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES):
             # the run key is the content: the same bytes are never requested twice, under any name
             yield dg.RunRequest(
-                run_key=f"{fmt}:{_sha256(path)}",
+                run_key=f"{fmt}:{file_sha256(path)}",
                 run_config={"ops": {"raw__events": {"config": {"format": fmt, "paths": [str(Path(path))]}}}},
                 tags={"shopcast/landing_file": str(path)},
             )

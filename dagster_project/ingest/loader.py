@@ -47,7 +47,7 @@ class LoadReport:
         return self.rows_read == self.rows_accepted + self.rows_rejected + self.rows_duplicate
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -177,7 +177,7 @@ def load_file(warehouse: Path, path: Path, fmt: str = "canonical") -> LoadReport
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
     ensure_raw_schema(warehouse)
-    report = LoadReport(str(path), fmt, _sha256(path))
+    report = LoadReport(str(path), fmt, file_sha256(path))
     with connect(warehouse) as con:
         con.execute("set TimeZone = 'UTC'")
         reader, mapped = FORMATS[fmt](con, path)
