@@ -4,9 +4,11 @@
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from dagster_project.defs.resources import PipelineSettings, WarehouseResource
 from dagster_project.ingest import FORMATS, LoadReport, load_path
+from dagster_project.markdown import frame_to_markdown
 from dagster_project.warehouse import ensure_raw_schema
 
 RAW_EVENTS = dg.AssetKey(["raw", "events"])
@@ -19,12 +21,11 @@ class IngestConfig(dg.Config):
 
 
 def _report_table(reports: list[LoadReport]) -> str:
-    rows = ["| file | read | accepted | rejected | duplicate | rejected by reason |", "|---|---|---|---|---|---|"]
-    for r in reports:
-        reasons = ", ".join(f"{k}: {v}" for k, v in r.rejected_by_reason.items()) or "-"
-        rows.append(f"| {Path(r.source_file).name} | {r.rows_read} | {r.rows_accepted} | {r.rows_rejected} "
-                    f"| {r.rows_duplicate} | {reasons} |")
-    return "\n".join(rows)
+    return frame_to_markdown(pd.DataFrame([{
+        "file": Path(r.source_file).name, "read": r.rows_read, "accepted": r.rows_accepted,
+        "rejected": r.rows_rejected, "duplicate": r.rows_duplicate,
+        "rejected by reason": ", ".join(f"{k}: {v}" for k, v in r.rejected_by_reason.items()) or "-",
+    } for r in reports], columns=["file", "read", "accepted", "rejected", "duplicate", "rejected by reason"]))
 
 
 @dg.asset(key=RAW_EVENTS, group_name="ingest", kinds={"duckdb", "python"}, pool="duckdb",

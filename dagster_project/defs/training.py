@@ -6,10 +6,12 @@ The assets are thin: the work is in ml/ (train.py, gate.py). One asset group per
 import hashlib
 
 import dagster as dg
+import pandas as pd
 
 from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, WarehouseResource, as_of_dates
+from dagster_project.markdown import frame_to_markdown
 from ml.gate import decide, register
 from ml.targets import TARGETS, Target
 from ml.train import time_split, train_candidates
@@ -23,10 +25,8 @@ def _manifest_checksum() -> str:
 
 def _metrics_table(rows: dict[str, dict]) -> str:
     shown = ["roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "lift_top_decile"]
-    lines = ["| model | " + " | ".join(shown) + " |", "|---|" + "---:|" * len(shown)]
-    for name, m in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in shown) + " |")
-    return "\n".join(lines)
+    return frame_to_markdown(pd.DataFrame.from_dict(rows, orient="index")[shown].rename_axis("model").reset_index(),
+                             float_format="{:.3f}")
 
 
 def build_target_assets(target: Target) -> list:

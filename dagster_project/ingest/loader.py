@@ -109,7 +109,7 @@ def canonical_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, s
     """
 
 
-from dagster_project.ingest.formats import ga_merch_select, online_retail_select, taobao_select  # noqa: E402
+from dagster_project.ingest.formats import ga_merch_select, online_retail_select, taobao_select
 
 FORMATS = {
     "canonical": canonical_select,
