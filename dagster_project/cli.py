@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,11 @@ def cmd_ingest(args) -> int:
     from dagster_project import runs
 
     configure_environment()
-    result = runs.ingest(args.format, [str(Path(p).resolve()) for p in args.paths])
+    if args.mapping and args.format != "mapped":
+        print("shopcast ingest: --mapping applies to --format mapped only", file=sys.stderr)
+        return 2
+    mapping = str(Path(args.mapping).resolve()) if args.mapping else None
+    result = runs.ingest(args.format, [str(Path(p).resolve()) for p in args.paths], mapping)
     (materialization,) = result.asset_materializations_for_node("raw__events")
     meta = {k: v.value for k, v in materialization.metadata.items()}
     print(f"ingest run {result.run_id}: files {meta['files']}, rows read {meta['rows_read']:,}, accepted "
@@ -62,6 +67,36 @@ def cmd_run(args) -> int:
     print(f"done in {time.perf_counter() - started:.0f}s: as-of date {outcome['as_of_date']}, runs "
           + ", ".join(f"{job} {run_id}" for job, run_id in outcome["runs"].items()))
     return 0
+
+
+def cmd_sample(args) -> int:
+    """Load a real public sample into this SHOPCAST_HOME with its settings, then run the whole graph."""
+    from dagster_project import samples
+    from dagster_project.settings import get_paths, write_home_settings
+    from dagster_project.warehouse import connect, table_exists
+
+    sample = samples.get(args.name)
+    source = sample.path(Path(args.datasets) if args.datasets else None)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: the {sample.name} sample is not there (set SHOPCAST_DATASETS or "
+                                "--datasets to the folder holding the shared datasets)")
+    paths = get_paths()
+    if paths.warehouse.exists():
+        with connect(paths.warehouse, read_only=True) as con:
+            formats = {r[0] for r in con.execute("select distinct source_format from raw.load_audit").fetchall()} \
+                if table_exists(con, "raw", "load_audit") else set()
+        if formats - {sample.format}:
+            print(f"shopcast sample: {paths.home} already holds {', '.join(sorted(formats))} data; load the "
+                  f"{sample.name} sample into its own SHOPCAST_HOME (make demo DATA={sample.name} uses "
+                  f"data/{sample.name})", file=sys.stderr)
+            return 2
+    write_home_settings(paths.home, sample.settings(), f"shopcast sample {sample.name}: {sample.why}")
+    os.environ.update(sample.settings())  # this process too, even if the shell set others
+    configure_environment()
+    print(f"sample {sample.name}: {source} ({sample.format}); business time zone {sample.business_timezone}, "
+          f"{sample.training_cutoffs} training cutoffs every {sample.training_cadence_days} day(s)")
+    cmd_ingest(argparse.Namespace(format=sample.format, paths=[str(source)], mapping=None))
+    return cmd_run(argparse.Namespace(as_of=args.as_of))
 
 
 def cmd_status(args) -> int:
@@ -87,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     ing = sub.add_parser("ingest", help="load files into raw.events (a Dagster run)")
-    ing.add_argument("--format", default="canonical", choices=["canonical", "taobao", "ga-merch", "online-retail"])
+    ing.add_argument("--format", default="canonical",
+                     choices=["canonical", "taobao", "ga-merch", "online-retail", "mapped"],
+                     help="the export layout (docs/raw_schema.md); mapped reads a YAML mapping")
+    ing.add_argument("--mapping", help="the YAML mapping of --format mapped (default: <file>.yaml or mapping.yaml "
+                                       "beside the file)")
     ing.add_argument("paths", nargs="+", help="files or folders")
     ing.set_defaults(func=cmd_ingest)
 
@@ -95,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--as-of", type=_date, default=None,
                      help="as-of date YYYY-MM-DD (default: the day after the latest event)")
     run.set_defaults(func=cmd_run)
+
+    smp = sub.add_parser("sample", help="load a real public sample (../shared/datasets) with its settings and run "
+                                        "the whole graph on it")
+    smp.add_argument("name", choices=["taobao", "ga-merch", "online-retail"])
+    smp.add_argument("--datasets", help="the folder holding the samples (default SHOPCAST_DATASETS or "
+                                        "../shared/datasets)")
+    smp.add_argument("--as-of", type=_date, default=None, help="as-of date (default: the day after the data)")
+    smp.set_defaults(func=cmd_sample)
 
     st = sub.add_parser("status", help="tables, row counts and the latest check results")
     st.add_argument("--json", action="store_true")

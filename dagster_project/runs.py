@@ -70,8 +70,9 @@ def _failure_message(job_name: str, result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(lines)
 
 
-def ingest(fmt: str, paths: list[str]) -> dg.ExecuteInProcessResult:
-    config = {"ops": {"raw__events": {"config": {"format": fmt, "paths": [str(p) for p in paths]}}}}
+def ingest(fmt: str, paths: list[str], mapping: str | None = None) -> dg.ExecuteInProcessResult:
+    config = {"ops": {"raw__events": {"config": {"format": fmt, "paths": [str(p) for p in paths],
+                                                 "mapping": str(mapping) if mapping else None}}}}
     return _execute("ingest", run_config=config)
 
 
@@ -107,9 +108,14 @@ def feature_dates_present() -> set[dt.date]:
         return {row[0] for row in con.execute("select distinct as_of_date from marts.feat_user_daily").fetchall()}
 
 
+# The longest 7-day label window (dbt vars purchase_horizon_days, churn_horizon_days): the newest training cutoff
+# is this many days before the as-of date (fct_training_set.sql).
+LABEL_HORIZON_DAYS = 7
+
+
 def history_needed(as_of: dt.date, cutoffs: int, cadence_days: int, first_event: dt.date) -> list[dt.date]:
     """The as-of dates whose features the training set of ``as_of`` reads, and that have events before them."""
-    dates = [as_of - dt.timedelta(days=cadence_days * k) for k in range(1, cutoffs + 1)]
+    dates = [as_of - dt.timedelta(days=LABEL_HORIZON_DAYS + cadence_days * (k - 1)) for k in range(1, cutoffs + 1)]
     return sorted(d for d in dates if d > first_event)
 
 

@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 
 def _run(args, env=None, cwd=REPO_ROOT, timeout=600):
     proc = subprocess.run(args, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -63,6 +63,22 @@ def test_cli_reports_a_bad_file_clearly(home, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("user,when\nu1,2026-01-01\n")
     proc = subprocess.run([str(BIN / "shopcast"), "ingest", str(bad)], capture_output=True, text=True,
-                          env=dict(os.environ), cwd=REPO_ROOT)
+                          env=dict(os.environ), cwd=REPO_ROOT, check=False)
     assert proc.returncode == 1
     assert "bad.csv: missing required column(s) user_id, event_ts, event_type" in proc.stderr
+
+
+def test_cli_ingests_a_mapped_export_and_refuses_a_mapping_for_other_formats(home, tmp_path):
+    export = tmp_path / "shop_export.csv"
+    export.write_text("visitor|when|what|sku\nv1|1767261600|PAGE|s1\nv1|1767265200|BUY|s1\nv2|1767265200|BUY|s2\n")
+    mapping = tmp_path / "shop.yaml"
+    mapping.write_text("file: {delimiter: '|'}\ncolumns: {user_id: visitor, event_ts: when, event_type: what, "
+                       "item_id: sku}\nevent_types: {page: view, buy: purchase}\ntimestamp: {format: epoch_seconds}\n")
+    proc = _run([str(BIN / "shopcast"), "ingest", "--format", "mapped", "--mapping", str(mapping), str(export)])
+    assert "rows read 3, accepted 3, rejected 0" in proc.stdout
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        assert con.execute("select event_type, count(*) from raw.events group by 1 order by 1").fetchall() == [
+            ("purchase", 2), ("view", 1)]
+    refused = subprocess.run([str(BIN / "shopcast"), "ingest", "--mapping", str(mapping), str(export)],
+                             capture_output=True, text=True, env=dict(os.environ), cwd=REPO_ROOT, check=False)
+    assert refused.returncode == 2 and "--mapping applies to --format mapped only" in refused.stderr

@@ -39,20 +39,22 @@ def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
     warehouse = tmp_path / "w.duckdb"
     path = tmp_path / "bad.csv"
     pd.DataFrame({
-        "user_id": ["ok", "", "u", "u", "u", "u", "u", "u", "ok"],
+        "user_id": ["ok", "", "u", "u", "u", "u", "u", "u", "ok", "u", "u", "u"],
         "event_ts": ["2026-01-01", "2026-01-01", "yesterday", "1999-12-31", "2026-01-01", "2026-01-01",
-                     "2026-01-01", "2026-01-01", "2026-01-01"],
-        "event_type": ["view", "view", "view", "view", "teleport", "view", "view", "view", "view"],
-        "price": ["1", "1", "1", "1", "1", "abc", "-2", "1", "1"],
-        "quantity": ["1", "1", "1", "1", "1", "1", "1", "0", "1"],
+                     "2026-01-01", "2026-01-01", "2026-01-01", "2099-01-01", "2026-01-01", "2026-01-01"],
+        "event_type": ["view", "view", "view", "view", "teleport", "view", "view", "view", "view", "view", "view",
+                       "view"],
+        "price": ["1", "1", "1", "1", "1", "abc", "-2", "1", "1", "1", "1", "1"],
+        "quantity": ["1", "1", "1", "1", "1", "1", "1", "0", "1", "1", "-3", "1.5"],
     }).to_csv(path, index=False)
     report = load_file(warehouse, path)
     assert report.rejected_by_reason == {
         "missing_user_id": 1, "bad_timestamp": 1, "timestamp_too_old": 1, "unknown_event_type": 1,
-        "non_numeric_price": 1, "negative_price": 1, "non_positive_quantity": 1,
+        "non_numeric_price": 1, "negative_price": 1, "non_positive_quantity": 2, "timestamp_in_future": 1,
+        "non_integer_quantity": 1,
     }
-    # the last row is an exact copy of the first: a duplicate, not a second event
-    assert (report.rows_read, report.rows_accepted, report.rows_duplicate) == (9, 1, 1)
+    # the ninth row is an exact copy of the first: a duplicate, not a second event
+    assert (report.rows_read, report.rows_accepted, report.rows_duplicate) == (12, 1, 1)
     assert report.reconciles()
     con = duckdb.connect(str(warehouse))
     rejected = con.execute(
@@ -105,3 +107,132 @@ def test_hostile_identifiers_are_refused(hostile):
     with pytest.raises(ValueError, match="not a valid SQL identifier"):
         quote_identifier(hostile)
     assert qualified("raw", "events") == '"raw"."events"'
+
+
+def _nothing_written(warehouse) -> bool:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute("select (select count(*) from raw.events) + (select count(*) from raw.load_audit) "
+                           "+ (select count(*) from raw.rejected_events)").fetchone()[0] == 0
+
+
+def test_a_wrongly_encoded_file_fails_with_a_hint_and_writes_nothing(tmp_path):
+    from dagster_project.warehouse import ensure_raw_schema
+
+    warehouse = tmp_path / "w.duckdb"
+    ensure_raw_schema(warehouse)
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("user_id,event_ts,event_type\nJosé,2026-01-01,view\n".encode("latin-1"))
+    with pytest.raises(IngestError, match=r"latin1.csv: .*not UTF-8 encoded.*file.encoding"):
+        load_file(warehouse, path)
+    assert _nothing_written(warehouse)
+
+
+def test_a_truncated_last_line_fails_the_file_but_a_short_line_is_quarantined(tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    cut = tmp_path / "cut.csv"
+    cut.write_text("user_id,event_ts,event_type,price\nu1,2026-01-01 10:00:00,view,1\nu2,2026-01-01 1")
+    with pytest.raises(IngestError, match=r"cut.csv: the file looks truncated: its last line has 2 of 4 fields"):
+        load_file(warehouse, cut)
+    assert _nothing_written(warehouse)
+    # the same short line with a proper line end is a bad row: quarantined, the rest loads
+    short = tmp_path / "short.csv"
+    short.write_text("user_id,event_ts,event_type,price\nu1,2026-01-01 10:00:00,view,1\nu2,2026-01-01\n")
+    report = load_file(warehouse, short)
+    assert (report.rows_accepted, report.rejected_by_reason) == (1, {"unknown_event_type": 1})
+    # a file without a final newline whose last line is complete is fine
+    whole = tmp_path / "whole.csv"
+    whole.write_text("user_id,event_ts,event_type,price\nu3,2026-01-01 10:00:00,view,1")
+    assert load_file(warehouse, whole).rows_accepted == 1
+
+
+def test_files_in_the_wrong_format_fail_with_the_reason(tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    canonical = tmp_path / "canonical.csv"
+    _events().to_csv(canonical, index=False)
+    with pytest.raises(IngestError, match=r"canonical.csv: not a Taobao UserBehavior file: it has 6 columns"):
+        load_file(warehouse, canonical, "taobao")
+    with pytest.raises(IngestError, match=r"missing required column\(s\) InvoiceNo, StockCode"):
+        load_file(warehouse, canonical, "online-retail")
+    # a headerless Taobao file read as canonical: its first line becomes a header, and no row is an event
+    taobao = tmp_path / "UserBehavior.csv"
+    taobao.write_text("1,2268318,2520377,pv,1511544070\n1,2333346,2520771,pv,1511561733\n")
+    with pytest.raises(IngestError, match="missing required column"):
+        load_file(warehouse, taobao, "canonical")
+    # right columns, wrong content: every row rejected means the wrong file, so nothing is loaded
+    names = tmp_path / "names.csv"
+    pd.DataFrame({"user_id": ["a", "b"], "event_ts": ["Jan", "Feb"], "event_type": ["x", "y"]}).to_csv(names, index=False)
+    with pytest.raises(IngestError, match=r"names.csv: not a canonical file, or a broken one: every one of its 2 rows"):
+        load_file(warehouse, names)
+    assert _nothing_written(warehouse)
+
+
+MAPPING = """
+file: {header: true, delimiter: ";", encoding: latin-1}
+columns: {user_id: Kunde, event_ts: Zeit, event_type: Aktion, item_id: Artikel, price: Preis, quantity: Menge}
+event_types: {ansicht: view, warenkorb: cart, kauf: purchase}
+timestamp: {format: "%d.%m.%Y %H:%M", timezone: Europe/Berlin}
+"""
+
+
+def test_a_mapped_csv_loads_with_codes_zone_and_encoding_applied(tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    path = tmp_path / "export.csv"
+    path.write_bytes(("Kunde;Zeit;Aktion;Artikel;Preis;Menge\n"
+                      "Jörg;15.01.2026 10:30;Ansicht;A1;9.5;1\n"
+                      "Jörg;15.07.2026 10:30;KAUF;A1;9.5;2\n"
+                      "Jörg;31.02.2026 10:30;kauf;A1;9.5;2\n"
+                      "Ute;15.01.2026 11:00;Retoure;A2;3;1\n").encode("latin-1"))
+    (tmp_path / "export.yaml").write_text(MAPPING)  # found beside the file
+    report = load_file(warehouse, path, "mapped")
+    assert (report.rows_read, report.rows_accepted) == (4, 2)
+    assert report.rejected_by_reason == {"bad_timestamp": 1, "unknown_event_type": 1}
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute("select user_id, cast(event_ts as varchar), event_type, price * quantity "
+                           "from raw.events order by event_ts").fetchall()
+        original = con.execute("select original_values ->> 'Aktion' from raw.rejected_events "
+                               "where reason_code = 'unknown_event_type'").fetchone()[0]
+    # Berlin is UTC+1 in January and UTC+2 in July
+    assert rows == [("Jörg", "2026-01-15 09:30:00", "view", 9.5), ("Jörg", "2026-07-15 08:30:00", "purchase", 19.0)]
+    assert original == "Retoure"
+
+
+def test_a_mapped_parquet_with_epoch_milliseconds_and_a_constant_event_type(tmp_path):
+    path = tmp_path / "orders.parquet"
+    pd.DataFrame({"customer": ["c1", "c2"], "ms": [1_767_261_600_000, 1_767_265_200_000],
+                  "total": [20.0, 5.0]}).to_parquet(path)
+    mapping = tmp_path / "orders_mapping.yaml"
+    mapping.write_text("columns: {user_id: customer, event_ts: ms, price: total}\n"
+                       "constants: {event_type: purchase}\ntimestamp: {format: epoch_milliseconds}\n")
+    report = load_file(tmp_path / "w.duckdb", path, "mapped", mapping)
+    assert report.rows_accepted == 2
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        assert con.execute("select min(cast(event_ts as varchar)), count(*) filter (where event_type = 'purchase') "
+                           "from raw.events").fetchone() == ("2026-01-01 10:00:00", 2)
+
+
+def test_a_mapping_that_names_absent_columns_or_breaks_the_schema_fails_before_loading(tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    path = tmp_path / "events.csv"
+    _events().to_csv(path, index=False)
+    absent = tmp_path / "absent.yaml"
+    absent.write_text("columns: {user_id: customer_id, event_ts: event_ts, event_type: action}\n")
+    with pytest.raises(IngestError, match=r"events.csv: the mapping absent.yaml names column\(s\) the file does not "
+                                          r"have: action, customer_id; the file has user_id, event_ts"):
+        load_file(warehouse, path, "mapped", absent)
+    zone = tmp_path / "zone.yaml"
+    zone.write_text("columns: {user_id: user_id, event_ts: event_ts, event_type: event_type}\n"
+                    "timestamp: {timezone: Mars/Olympus}\n")
+    with pytest.raises(IngestError, match=r"zone.yaml: invalid mapping: timestamp.timezone: .*'Mars/Olympus' is not"):
+        load_file(warehouse, path, "mapped", zone)
+    fields = tmp_path / "fields.yaml"
+    fields.write_text("columns: {user_id: user_id, event_ts: event_ts, colour: c}\n")
+    with pytest.raises(IngestError, match=r"fields.yaml: invalid mapping: .*unknown canonical field\(s\) colour"):
+        load_file(warehouse, path, "mapped", fields)
+    types = tmp_path / "types.yaml"
+    types.write_text("columns: {user_id: user_id, event_ts: event_ts, event_type: event_type}\n"
+                     "event_types: {pv: page_view}\n")
+    with pytest.raises(IngestError, match=r"types.yaml: invalid mapping: .*event type\(s\) page_view are not canonical"):
+        load_file(warehouse, path, "mapped", types)
+    with pytest.raises(IngestError, match="no mapping: pass --mapping FILE"):
+        load_file(warehouse, path, "mapped")
+    assert _nothing_written(warehouse)

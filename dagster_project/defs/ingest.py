@@ -18,6 +18,8 @@ class IngestConfig(dg.Config):
     format: str = "canonical"
     # files or folders to load; empty means every file under SHOPCAST_HOME/landing/<format>/
     paths: list[str] = []
+    # the YAML mapping of the mapped format; default: <file>.yaml or mapping.yaml beside each file
+    mapping: str | None = None
 
 
 def _report_table(reports: list[LoadReport]) -> str:
@@ -38,7 +40,8 @@ def raw_events(config: IngestConfig, warehouse: WarehouseResource, settings: Pip
     else:  # the landing folder; nothing landed is not an error for a scheduled run
         landing = Path(settings.home) / "landing" / config.format
         targets = [landing] if landing.is_dir() and any(landing.iterdir()) else []
-    reports = [r for target in targets for r in load_path(warehouse.file, target, config.format)]
+    mapping = Path(config.mapping) if config.mapping else None
+    reports = [r for target in targets for r in load_path(warehouse.file, target, config.format, mapping)]
     ensure_raw_schema(warehouse.file)  # downstream models read raw.* even when nothing has landed yet
     total = warehouse.scalar("select count(*) from raw.events")
     return dg.MaterializeResult(

@@ -26,7 +26,10 @@ def _case(column: str, mapping: dict[str, str]) -> str:
 
 def taobao_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
     reader = loader._reader(path, csv_columns=TAOBAO_COLUMNS)
-    loader.require_columns(con, path, reader, tuple(TAOBAO_COLUMNS))
+    columns = loader.require_columns(con, path, reader, tuple(TAOBAO_COLUMNS))
+    if len(columns) != len(TAOBAO_COLUMNS):
+        raise loader.IngestError(f"{path}: not a Taobao UserBehavior file: it has {len(columns)} columns, expected "
+                                 f"{len(TAOBAO_COLUMNS)} without a header ({','.join(TAOBAO_COLUMNS)})")
     return reader, f"""
         select
             _row_number,

@@ -55,20 +55,54 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _reader(path: Path, csv_columns: list[str] | None = None) -> str:
+def _reader(path: Path, csv_columns: list[str] | None = None, *, delimiter: str | None = None,
+            encoding: str = "utf-8") -> str:
     """A DuckDB table function over the file; every CSV column read as text so that bad values are
     quarantined row by row instead of failing the whole file. ``csv_columns`` names a headerless CSV's columns."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise IngestError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .csv)")
-    literal = "'" + str(path).replace("'", "''") + "'"
     if kind == "parquet":
-        return f"read_parquet({literal})"
+        return f"read_parquet({_literal(str(path))})"
+    _refuse_truncated_csv(path, csv_columns, delimiter)
+    options = ["all_varchar = true", "null_padding = true", f"encoding = {_literal(encoding)}"]
+    if delimiter:
+        options.append(f"delim = {_literal(delimiter)}")
     if csv_columns:
-        names = ", ".join("'" + c + "'" for c in csv_columns)
-        return (f"read_csv({literal}, header = false, names = [{names}], all_varchar = true, "
-                f"null_padding = true)")
-    return f"read_csv({literal}, header = true, all_varchar = true, null_padding = true)"
+        names = ", ".join(_literal(c) for c in csv_columns)
+        options += ["header = false", f"names = [{names}]"]
+    else:
+        options.append("header = true")
+    return f"read_csv({_literal(str(path))}, {', '.join(options)})"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _refuse_truncated_csv(path: Path, csv_columns: list[str] | None, delimiter: str | None) -> None:
+    """A CSV whose last line has no newline and fewer fields than the first line was cut off in transfer
+    (a short line that ends properly is a bad row, quarantined like any other)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise IngestError(f"{path}: the file is empty")
+    with path.open("rb") as handle:
+        first = handle.readline(1 << 16)
+        handle.seek(max(0, size - (1 << 16)))
+        tail = handle.read()
+    if tail.endswith((b"\n", b"\r")):
+        return
+    last = tail.rsplit(b"\n", 1)[-1]
+    sep = (delimiter or _guess_delimiter(first)).encode()
+    expected = len(csv_columns) if csv_columns else first.count(sep) + 1
+    found = last.count(sep) + 1
+    if found < expected and last != first:
+        raise IngestError(f"{path}: the file looks truncated: its last line has {found} of {expected} fields and "
+                          "no line end; re-export or re-send the whole file (nothing was loaded)")
+
+
+def _guess_delimiter(line: bytes) -> str:
+    return max((",", ";", "\t", "|"), key=lambda d: line.count(d.encode()))
 
 
 def require_columns(con: duckdb.DuckDBPyConnection, path: Path, reader: str, required: tuple[str, ...]) -> list[str]:
@@ -84,7 +118,7 @@ def _columns(con: duckdb.DuckDBPyConnection, path: Path, reader: str) -> list[st
     try:
         return [row[0] for row in con.execute(f"describe select * from {reader}").fetchall()]
     except duckdb.Error as exc:
-        raise IngestError(f"{path}: cannot be read as {path.suffix.lstrip('.')}: {exc}") from exc
+        raise IngestError(f"{path}: cannot be read as {path.suffix.lstrip('.')}: {_first_line(exc)}") from exc
 
 
 def canonical_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
@@ -110,12 +144,14 @@ def canonical_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, s
 
 
 from dagster_project.ingest.formats import ga_merch_select, online_retail_select, taobao_select
+from dagster_project.ingest.mapped import mapped_select
 
 FORMATS = {
     "canonical": canonical_select,
     "taobao": taobao_select,
     "ga-merch": ga_merch_select,
     "online-retail": online_retail_select,
+    "mapped": mapped_select,
 }
 
 # Reasons in the order they are tested: a row gets the first that applies.
@@ -127,7 +163,12 @@ with typed as (
         -- naive timestamps are UTC (the session time zone is UTC); aware ones are converted to UTC
         cast(try_cast(event_ts_raw as timestamptz) as timestamp) as event_ts,
         try_cast(price_raw as double) as price,
-        coalesce(try_cast(quantity_raw as integer), case when quantity_raw is null then 1 end) as quantity
+        -- a missing quantity is one item; a fractional one is an error, never rounded
+        case
+            when quantity_raw is null then 1
+            when try_cast(quantity_raw as double) = trunc(try_cast(quantity_raw as double))
+                then try_cast(try_cast(quantity_raw as double) as integer)
+        end as quantity
     from ({mapped})
 )
 select
@@ -169,22 +210,25 @@ where c._copy = 1
 """
 
 
-def load_file(warehouse: Path, path: Path, fmt: str = "canonical") -> LoadReport:
-    """Load one file; idempotent: the same file (by content) loads once, the same event once."""
+def load_file(warehouse: Path, path: Path, fmt: str = "canonical", mapping: Path | None = None) -> LoadReport:
+    """Load one file; idempotent: the same file (by content) loads once, the same event once.
+    ``mapping`` is the YAML mapping of the ``mapped`` format (default: found beside the file)."""
     path = Path(path).resolve()
     if fmt not in FORMATS:
         raise IngestError(f"unknown format {fmt!r}; expected one of {', '.join(sorted(FORMATS))}")
+    if mapping is not None and fmt != "mapped":
+        raise IngestError(f"a mapping file applies to the mapped format only, not to {fmt}")
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
     ensure_raw_schema(warehouse)
     report = LoadReport(str(path), fmt, file_sha256(path))
     with connect(warehouse) as con:
         con.execute("set TimeZone = 'UTC'")
-        reader, mapped = FORMATS[fmt](con, path)
+        reader, mapped = FORMATS[fmt](con, path, **({"mapping": mapping} if fmt == "mapped" else {}))
         try:
             con.execute(f"create temp table _source as select row_number() over () as _row_number, * from {reader}")
         except duckdb.Error as exc:
-            raise IngestError(f"{path}: cannot be parsed as {fmt}: {exc}") from exc
+            raise IngestError(f"{path}: cannot be parsed as {fmt}: {_first_line(exc)}") from exc
         (report.rows_read,) = con.execute("select count(*) from _source").fetchone()
         previous = con.execute(
             "select load_id from raw.load_audit where file_sha256 = ? and rows_accepted + rows_rejected > 0",
@@ -207,11 +251,25 @@ def load_file(warehouse: Path, path: Path, fmt: str = "canonical") -> LoadReport
              report.rows_rejected, report.rows_duplicate, json.dumps(report.rejected_by_reason),
              datetime.now(UTC).replace(tzinfo=None)],
         )
+        if report.rows_read and not report.rows_accepted and not report.rows_duplicate:
+            con.execute("rollback")
+            reasons = ", ".join(f"{k}: {v}" for k, v in report.rejected_by_reason.items())
+            raise IngestError(f"{path}: not a {fmt} file, or a broken one: every one of its {report.rows_read:,} "
+                              f"rows was rejected ({reasons}); nothing was loaded")
         if not report.reconciles():  # a bug, never bad input: refuse to commit counts that do not add up
             con.execute("rollback")
             raise RuntimeError(f"{path}: counts do not reconcile: {report}")
         con.execute("commit")
     return report
+
+
+def _first_line(exc: duckdb.Error) -> str:
+    """DuckDB's CSV errors run over many lines; the first ones say what and where, plus a plain hint."""
+    text = str(exc)
+    if "Invalid unicode" in text:
+        return ("it is not UTF-8 encoded (" + text.splitlines()[0].strip() + "); re-export it as UTF-8, or load it "
+                "with the mapped format and file.encoding: latin-1 or utf-16")
+    return " ".join(line.strip() for line in text.splitlines()[:3] if line.strip())
 
 
 def _load_rows(con: duckdb.DuckDBPyConnection, report: LoadReport, load_id: str, mapped: str) -> None:
@@ -249,12 +307,12 @@ def _load_rows(con: duckdb.DuckDBPyConnection, report: LoadReport, load_id: str,
     report.rows_duplicate = report.rows_read - report.rows_accepted - report.rows_rejected
 
 
-def load_path(warehouse: Path, path: Path, fmt: str = "canonical") -> list[LoadReport]:
+def load_path(warehouse: Path, path: Path, fmt: str = "canonical", mapping: Path | None = None) -> list[LoadReport]:
     """A file, or every supported file in a folder (sorted, so loads are reproducible)."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
         if not files:
             raise IngestError(f"{path}: no .parquet or .csv files in this folder")
-        return [load_file(warehouse, f, fmt) for f in files]
-    return [load_file(warehouse, path, fmt)]
+        return [load_file(warehouse, f, fmt, mapping) for f in files]
+    return [load_file(warehouse, path, fmt, mapping)]
