@@ -1,12 +1,19 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11, make and git:
 #   make demo   - environment, demo data, the whole asset graph through Dagster, a summary
 #   make test   - environment and the whole test suite
+# make demo DATA=taobao|ga-merch|online-retail runs a real public sample (../shared/datasets) instead, in its own
+# home data/<DATA>; `make ui DATA=...` then opens that home.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 # dbt and dagster run as subprocesses of each other: they must find the venv's executables
 export PATH := $(abspath $(BIN)):$(PATH)
+DATA ?= generated
+ifeq ($(DATA),generated)
 export SHOPCAST_HOME ?= $(CURDIR)/data
+else
+export SHOPCAST_HOME ?= $(CURDIR)/data/$(DATA)
+endif
 export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 export GX_ANALYTICS_ENABLED := False
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -31,9 +38,13 @@ manifest: install
 	$(BIN)/dagster-dbt project prepare-and-package --file dagster_project/dbt_project.py > /dev/null
 
 demo: manifest
+ifeq ($(DATA),generated)
 	$(BIN)/shopcast generate --events $(EVENTS)
 	$(BIN)/shopcast ingest $(SHOPCAST_HOME)/landing/canonical
 	$(BIN)/shopcast run
+else
+	$(BIN)/shopcast sample $(DATA)
+endif
 	$(BIN)/shopcast status
 
 test: manifest

@@ -83,6 +83,39 @@ def business_timezone() -> str:
     return name
 
 
+# Settings a SHOPCAST_HOME keeps for every process that opens it (the CLI, `make ui`, the daemon): KEY=VALUE
+# lines, written by `shopcast sample`. A variable set in the environment wins over the file.
+HOME_SETTINGS_FILE = "settings.env"
+HOME_SETTINGS_KEYS = ("SHOPCAST_BUSINESS_TZ", "SHOPCAST_TRAINING_CUTOFFS", "SHOPCAST_TRAINING_CADENCE_DAYS",
+                      "SHOPCAST_TRAINING_BUDGET_SECONDS", "SHOPCAST_GATE_MARGIN", "SHOPCAST_PARTITIONS_START")
+
+
+def read_home_settings(home: Path) -> dict[str, str]:
+    file = home / HOME_SETTINGS_FILE
+    if not file.is_file():
+        return {}
+    settings = {}
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = (part.strip() for part in line.partition("="))
+        if not sep or key not in HOME_SETTINGS_KEYS:
+            raise ValueError(f"{file}:{number}: expected KEY=VALUE with KEY one of {', '.join(HOME_SETTINGS_KEYS)}")
+        settings[key] = value
+    return settings
+
+
+def write_home_settings(home: Path, settings: dict[str, str], comment: str) -> Path:
+    unknown = sorted(set(settings) - set(HOME_SETTINGS_KEYS))
+    if unknown:
+        raise ValueError(f"not a home setting: {', '.join(unknown)}")
+    home.mkdir(parents=True, exist_ok=True)
+    file = home / HOME_SETTINGS_FILE
+    file.write_text(f"# {comment}\n" + "".join(f"{k}={v}\n" for k, v in settings.items()), encoding="utf-8")
+    return file
+
+
 def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
     """Export the derived variables the stack reads (Dagster, dbt, MLflow) and create the folders.
 
@@ -93,6 +126,8 @@ def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
     for folder in (paths.home, paths.dagster_home, paths.mlflow_artifacts, paths.landing, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
     for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    for key, value in read_home_settings(paths.home).items():
         os.environ.setdefault(key, value)
     os.environ["SHOPCAST_HOME"] = str(paths.home)
     os.environ["SHOPCAST_WAREHOUSE_PATH"] = str(paths.warehouse)

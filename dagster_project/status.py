@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 
 from dagster_project.settings import get_paths
 from dagster_project.warehouse import connect, qualified, table_exists, table_row_counts
@@ -17,6 +19,7 @@ def collect() -> dict:
     if paths.warehouse.exists():
         with connect(paths.warehouse, read_only=True) as con:
             report["tables"] = [{"table": f"{s}.{t}", "rows": n} for s, t, n in table_row_counts(con)]
+            report["loads"] = _loads(con)
     report["targets"] = [_target_status(name, paths) for name in TARGETS]
     check_keys = list(definitions().resolve_asset_graph().asset_check_keys)
     with instance() as inst:
@@ -33,6 +36,18 @@ def collect() -> dict:
             "at": dt.datetime.fromtimestamp(record.create_timestamp).isoformat(timespec="seconds") if record else None,
         })
     return report
+
+
+def _loads(con) -> list[dict]:
+    """Per loaded file: rows read, accepted, rejected by reason, duplicates (raw.load_audit)."""
+    if not table_exists(con, "raw", "load_audit"):
+        return []
+    rows = con.execute(
+        "select source_file, source_format, rows_read, rows_accepted, rows_rejected, rows_duplicate, "
+        "cast(rejected_by_reason as varchar), loaded_at from raw.load_audit order by loaded_at").fetchall()
+    return [{"file": f, "format": fmt, "read": r, "accepted": a, "rejected": j, "duplicate": d,
+             "rejected_by_reason": json.loads(reasons) if reasons else {}, "loaded_at": str(at)}
+            for f, fmt, r, a, j, d, reasons, at in rows]
 
 
 def _target_status(name: str, paths) -> dict:
@@ -92,6 +107,13 @@ def _latest_training(store, name: str) -> dict | None:
 def render(report: dict) -> str:
     lines = [f"warehouse: {report['warehouse']}", "", "tables:"]
     lines += [f"  {t['table']:<45} {t['rows']:>12,}" for t in report["tables"]] or ["  (none yet)"]
+    if report.get("loads"):
+        lines += ["", "loads (rows read = accepted + rejected + duplicate):"]
+        for load in report["loads"]:
+            reasons = ", ".join(f"{k} {v:,}" for k, v in load["rejected_by_reason"].items()) or "none"
+            lines.append(f"  {Path(load['file']).name} ({load['format']}): read {load['read']:,}, accepted "
+                         f"{load['accepted']:,}, rejected {load['rejected']:,}, duplicate {load['duplicate']:,}; "
+                         f"rejected by reason: {reasons}")
     lines += ["", "checks (latest):"]
     for c in report["checks"]:
         if c["status"] == "never run":

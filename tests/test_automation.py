@@ -31,3 +31,36 @@ def test_jobs_and_schedules_are_defined():
     selected = defs.resolve_job_def("daily_scoring").asset_layer.executable_asset_keys
     assert dg.AssetKey(["predictions", "purchase_propensity_7d"]) in selected
     assert dg.AssetKey(["models", "purchase_propensity_7d_candidates"]) not in selected
+
+
+def test_the_landing_sensor_picks_up_mapped_exports_but_not_their_mappings(home):
+    folder = home.landing / "mapped"
+    folder.mkdir(parents=True)
+    (folder / "shop.csv").write_text("who,when,what\nu1,2026-01-01,view\n")
+    (folder / "shop.yaml").write_text("columns: {user_id: who, event_ts: when, event_type: what}\n")
+    (requested,) = list(landing_sensor(dg.build_sensor_context()))
+    assert requested.run_key.startswith("mapped:")
+    assert requested.run_config["ops"]["raw__events"]["config"]["paths"] == [str(folder / "shop.csv")]
+    runs.ingest("mapped", [str(folder / "shop.csv")])  # the mapping is found beside the file
+    with runs.connect(home.warehouse, read_only=True) as con:
+        assert con.execute("select user_id, event_type from raw.events").fetchall() == [("u1", "view")]
+
+
+def test_a_homes_settings_file_applies_unless_the_environment_says_otherwise(tmp_path, monkeypatch):
+    import pytest
+
+    from dagster_project.settings import ShopcastPaths, configure_environment, write_home_settings
+
+    home = tmp_path / "sample_home"
+    write_home_settings(home, {"SHOPCAST_BUSINESS_TZ": "Asia/Shanghai", "SHOPCAST_TRAINING_CUTOFFS": "2"}, "test")
+    monkeypatch.delenv("SHOPCAST_BUSINESS_TZ", raising=False)
+    monkeypatch.setenv("SHOPCAST_TRAINING_CUTOFFS", "5")
+    for key in ("SHOPCAST_HOME", "SHOPCAST_WAREHOUSE_PATH", "DAGSTER_HOME", "MLFLOW_TRACKING_URI", "DBT_LOG_PATH",
+                "SHOPCAST_MLFLOW_ARTIFACTS"):
+        monkeypatch.setenv(key, "")
+    configure_environment(ShopcastPaths(home))
+    import os
+    assert os.environ["SHOPCAST_BUSINESS_TZ"] == "Asia/Shanghai" and os.environ["SHOPCAST_TRAINING_CUTOFFS"] == "5"
+    (home / "settings.env").write_text("SHOPCAST_HOME=/elsewhere\n")
+    with pytest.raises(ValueError, match=r"settings.env:1: expected KEY=VALUE"):
+        configure_environment(ShopcastPaths(home))

@@ -55,3 +55,57 @@ def test_ga_merch_maps_product_clicks_to_views_and_skips_duplicated_hits(tmp_pat
     types = _types(warehouse)
     assert set(types) == {"view", "cart", "remove_from_cart", "checkout", "purchase"}
     assert types["view"] > 156_798  # product clicks and views together
+
+
+# Each sample end to end through `shopcast sample` (a subprocess, as a user runs it): load, features over the
+# sample's windows in its business time zone, checks, training, the gate, scoring. Short training budget.
+EXPECTED_LOADS = {
+    # name: (rows read, accepted, rejected by reason, duplicates)
+    "taobao": (84_474, 84_474, {}, 0),
+    "ga-merch": (420_737, 420_347, {"non_integer_quantity": 2}, 388),
+    "online-retail": (541_909, 399_687, {"missing_customer": 135_080, "non_product_code": 1_920}, 5_222),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXPECTED_LOADS))
+def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from dagster_project.samples import get
+
+    home = tmp_path / name
+    env = {**os.environ, "SHOPCAST_HOME": str(home), "SHOPCAST_TRAINING_BUDGET_SECONDS": "20",
+           "SHOPCAST_GATE_MARGIN": "0.0", "SHOPCAST_LOG_LEVEL": "WARNING"}
+    for key in ("SHOPCAST_WAREHOUSE_PATH", "DAGSTER_HOME", "MLFLOW_TRACKING_URI", "SHOPCAST_BUSINESS_TZ",
+                "SHOPCAST_TRAINING_CUTOFFS", "SHOPCAST_TRAINING_CADENCE_DAYS"):
+        env.pop(key, None)
+    shopcast = str(Path(sys.executable).parent / "shopcast")
+    proc = subprocess.run([shopcast, "sample", name, "--datasets", str(DATASETS)], env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sample = get(name)
+    assert f"SHOPCAST_BUSINESS_TZ={sample.business_timezone}" in (home / "settings.env").read_text()
+
+    read, accepted, rejected, duplicate = EXPECTED_LOADS[name]
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        audit = con.execute("select rows_read, rows_accepted, rows_duplicate, cast(rejected_by_reason as varchar) "
+                            "from raw.load_audit").fetchall()
+        population, predicted, as_of, in_range, versions = con.execute("""
+            select (select count(*) from marts.fct_scoring_population where as_of_date = p.as_of_date),
+                   count(*), any_value(p.as_of_date), count(*) filter (where probability between 0 and 1),
+                   count(distinct model_version)
+            from predictions.purchase_propensity_7d p group by p.as_of_date""").fetchone()
+        by_reason = dict(con.execute("select reason_code, count(*) from raw.rejected_events group by 1").fetchall())
+    assert len(audit) == 1 and audit[0][:3] == (read, accepted, duplicate)
+    assert json.loads(audit[0][3]) == rejected and by_reason == rejected
+    # the scores are for the day after the sample ends, one per user active in the 28 days before it
+    assert predicted == population == in_range > 0 and versions == 1
+    status = json.loads(subprocess.run([shopcast, "status", "--json"], env=env, capture_output=True, text=True,
+                                       check=True).stdout)
+    (target,) = [t for t in status["targets"] if t["target"] == "purchase_propensity_7d"]
+    champion = target["champion"]
+    assert champion is not None and 0.5 < champion["validation_metrics"]["roc_auc"] <= 1
+    assert target["latest_predictions"]["as_of_date"] == as_of.isoformat()

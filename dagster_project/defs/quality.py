@@ -13,12 +13,13 @@ from dagster_project.defs.resources import PipelineSettings, WarehouseResource, 
 from expectations import SuiteValidator, ValidationSummary, validate
 
 
-def _result(summaries: list[ValidationSummary]) -> dg.AssetCheckResult:
+def _result(summaries: list[ValidationSummary], **extra) -> dg.AssetCheckResult:
     failed = [s for s in summaries if not s.success]
     return dg.AssetCheckResult(
         passed=not failed,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
+            **extra,
             "batches_validated": len(summaries),
             "batches_failed": len(failed),
             "expectations_evaluated": sum(s.evaluated for s in summaries),
@@ -45,14 +46,26 @@ def _batches(days: list[dt.date], rows_per_day: dict[dt.date, int]) -> list[list
     return batches + ([current] if current else [])
 
 
-def _validate_days(context, warehouse, settings, suite: str, table: str, date_column: str,
-                   days: list[dt.date]) -> dg.AssetCheckResult:
-    """Validate ``table`` for the given days, batch by batch; a day without rows fails the suite too."""
+def _rows_per_day(warehouse, table: str, date_column: str, days: list[dt.date]) -> dict[dt.date, int]:
     counts = warehouse.query_df(
         f"select {date_column} as day, count(*) as n from {table} where {date_column} between ? and ? group by 1",
         [days[0], days[-1]],
     )
-    rows_per_day = {d.date() if hasattr(d, "date") else d: int(n) for d, n in zip(counts.day, counts.n)}
+    return {d.date() if hasattr(d, "date") else d: int(n) for d, n in zip(counts.day, counts.n)}
+
+
+def _validate_days(context, warehouse, settings, suite: str, table: str, date_column: str,
+                   days: list[dt.date], empty_days_fail: bool = True) -> dg.AssetCheckResult:
+    """Validate ``table`` for the given days, batch by batch. A day without rows fails the suite, unless
+    ``empty_days_fail`` is off (shops close on some days): then empty days are listed, and only a run whose days
+    are all empty fails."""
+    rows_per_day = _rows_per_day(warehouse, table, date_column, days)
+    extra = {}
+    if not empty_days_fail:
+        empty = [d for d in days if rows_per_day.get(d, 0) == 0]
+        extra = {"days_without_rows": len(empty),
+                 "days_without_rows_list": ", ".join(d.isoformat() for d in empty[:30]) or "-"}
+        days = [d for d in days if d not in set(empty)] or days
     validator = SuiteValidator(settings.gx_dir, suite)
     summaries = []
     for batch in _batches(days, rows_per_day):
@@ -64,7 +77,7 @@ def _validate_days(context, warehouse, settings, suite: str, table: str, date_co
         frame = warehouse.query_df(f"select * from {table} where {date_column} between ? and ?", [batch[0], batch[-1]])
         name = batch[0].isoformat() + (f"..{batch[-1].isoformat()}" if len(batch) > 1 else "")
         summaries.append(validator.run(frame, batch=f"{suite}-{name}"))
-    return _result(validator.finish(summaries))
+    return _result(validator.finish(summaries), **extra)
 
 
 @dg.asset_check(asset=["staging", "stg_shop__events"], blocking=True, partitions_def=as_of_daily, pool="duckdb",
@@ -72,7 +85,20 @@ def _validate_days(context, warehouse, settings, suite: str, table: str, date_co
 def raw_events_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                      settings: PipelineSettings) -> dg.AssetCheckResult:
     days = [as_of - dt.timedelta(days=1) for as_of in as_of_dates(context)]
-    return _validate_days(context, warehouse, settings, "raw_events", "staging.stg_shop__events", "event_date", days)
+    return _validate_days(context, warehouse, settings, "raw_events", "staging.stg_shop__events", "event_date", days,
+                          empty_days_fail=False)
+
+
+@dg.asset_check(asset=["staging", "stg_shop__events"], partitions_def=as_of_daily, pool="duckdb",
+                description="Warns (does not block) when a business day of the run has no events: a closed day, "
+                            "or a feed that stopped.")
+def events_every_day(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    days = [as_of - dt.timedelta(days=1) for as_of in as_of_dates(context)]
+    rows = _rows_per_day(warehouse, "staging.stg_shop__events", "event_date", days)
+    empty = [d.isoformat() for d in days if rows.get(d, 0) == 0]
+    return dg.AssetCheckResult(passed=not empty, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"days": len(days), "days_without_events": len(empty),
+                                         "first_empty_days": ", ".join(empty[:30]) or "-"})
 
 
 @dg.asset_check(asset=["marts", "feat_user_daily"], blocking=True, partitions_def=as_of_daily, pool="duckdb",

@@ -1,10 +1,14 @@
 {#-
-    Training examples for the run's as_of_date: features at the weekly cutoffs
-    as_of_date - k * training_cadence_days (k = 1 .. training_cutoffs) with their labels.
-    Cutoff 1 is the latest one whose 7-day windows have closed: models validate on it and train on the others.
+    Training examples for the run's as_of_date: features at the cutoffs
+    as_of_date - label_horizon - (k - 1) * training_cadence_days (k = 1 .. training_cutoffs) with their labels,
+    where label_horizon is the longest 7-day label window. Cutoff 1 is the latest one whose 7-day windows have
+    closed: models validate on it and train on the others. With the default weekly cadence the cutoffs are
+    as_of_date - 7, - 14, ...; a daily cadence suits short histories (the 9-day Taobao sample).
     The 28-day revenue label is NULL at cutoffs whose window is still open.
 -#}
 {{ config(materialized='table') }}
+
+{%- set label_horizon = [var('purchase_horizon_days'), var('churn_horizon_days')] | max -%}
 
 with
 
@@ -12,7 +16,8 @@ cutoffs as (
 
     select
         k as cutoff_rank,
-        cast({{ dbt.dateadd('day', '-k * ' ~ var('training_cadence_days'), as_of_date()) }} as date) as as_of_date
+        cast({{ dbt.dateadd('day', '-(' ~ label_horizon ~ ' + (k - 1) * ' ~ var('training_cadence_days') ~ ')',
+                            as_of_date()) }} as date) as as_of_date
     from range(1, {{ var('training_cutoffs') }} + 1) as t(k)
 
 ),
