@@ -38,6 +38,17 @@ SKOPS_TRUSTED_TYPES = [
 ]
 
 
+# What a logged model needs to load, pinned to this environment's versions. Given explicitly because MLflow's
+# inference starts a subprocess per model (seconds each) and picks up test tools (pytest, rich) besides.
+MODEL_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")
+
+
+def model_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
+
+
 class NotEligible(ValueError):
     """The training data cannot support a model for this target (too few examples or cutoffs)."""
 
@@ -178,7 +189,7 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                 mlflow.sklearn.log_model(
                     candidate.model, name="model", signature=infer_signature(example, p[:5]),
                     input_example=example, pyfunc_predict_fn="predict_proba",
-                    skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                    skops_trusted_types=SKOPS_TRUSTED_TYPES, pip_requirements=model_requirements(),
                 )
                 candidate.run_id = child.info.run_id
             candidates.append(candidate)
