@@ -22,25 +22,27 @@ class Sample:
     business_timezone: str
     training_cadence_days: int
     training_cutoffs: int
+    min_class_examples: int  # the samples are small: GA has ~20 buyers per validation week
     why: str
 
     def settings(self) -> dict[str, str]:
         return {"SHOPCAST_BUSINESS_TZ": self.business_timezone,
                 "SHOPCAST_TRAINING_CADENCE_DAYS": str(self.training_cadence_days),
-                "SHOPCAST_TRAINING_CUTOFFS": str(self.training_cutoffs)}
+                "SHOPCAST_TRAINING_CUTOFFS": str(self.training_cutoffs),
+                "SHOPCAST_MIN_CLASS_EXAMPLES": str(self.min_class_examples)}
 
     def path(self, datasets: Path | None = None) -> Path:
         return (datasets or datasets_dir()) / self.relative_path
 
 
 SAMPLES = {s.name: s for s in (
-    Sample("taobao", "taobao_userbehavior/UserBehavior_head.csv", "taobao", "Asia/Shanghai", 1, 2,
+    Sample("taobao", "taobao_userbehavior/UserBehavior_head.csv", "taobao", "Asia/Shanghai", 1, 2, 50,
            "9 days (2017-11-25 .. 12-03, China time): daily cutoffs; only the two newest have 7-day windows that "
            "close inside the data"),
-    Sample("ga-merch", "ga_merch_store/product_events.parquet", "ga-merch", "America/Los_Angeles", 7, 12,
+    Sample("ga-merch", "ga_merch_store/product_events.parquet", "ga-merch", "America/Los_Angeles", 7, 12, 100,
            "92 days of web analytics; GA's reporting day is US Pacific; weekly cutoffs"),
     Sample("online-retail", "uci_online_retail/online_retail_2010_2011.parquet", "online-retail", "Europe/London",
-           7, 12, "a year of UK invoice lines; weekly cutoffs"),
+           7, 12, 200, "a year of UK invoice lines; weekly cutoffs"),
 )}
 
 

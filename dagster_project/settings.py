@@ -86,8 +86,16 @@ def business_timezone() -> str:
 # Settings a SHOPCAST_HOME keeps for every process that opens it (the CLI, `make ui`, the daemon): KEY=VALUE
 # lines, written by `shopcast sample`. A variable set in the environment wins over the file.
 HOME_SETTINGS_FILE = "settings.env"
+# Eligibility and quality floors of a published target (ml.targets.Eligibility), and which families are searched.
+TRAINING_POLICY_DEFAULTS = {
+    "SHOPCAST_MODEL_FAMILIES": "all",            # or a comma-separated list (ml.models.FAMILIES)
+    "SHOPCAST_MIN_CLASS_EXAMPLES": "1000",
+    "SHOPCAST_MIN_ROC_AUC": "0.6",
+    "SHOPCAST_MIN_PR_AUC_SKILL": "0.05",
+}
 HOME_SETTINGS_KEYS = ("SHOPCAST_BUSINESS_TZ", "SHOPCAST_TRAINING_CUTOFFS", "SHOPCAST_TRAINING_CADENCE_DAYS",
-                      "SHOPCAST_TRAINING_BUDGET_SECONDS", "SHOPCAST_GATE_MARGIN", "SHOPCAST_PARTITIONS_START")
+                      "SHOPCAST_TRAINING_BUDGET_SECONDS", "SHOPCAST_GATE_MARGIN", "SHOPCAST_PARTITIONS_START",
+                      *TRAINING_POLICY_DEFAULTS)
 
 
 def read_home_settings(home: Path) -> dict[str, str]:
@@ -140,6 +148,8 @@ def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
     os.environ["SHOPCAST_BUSINESS_TZ"] = business_timezone()
     os.environ.setdefault("SHOPCAST_TRAINING_CUTOFFS", "12")
     os.environ.setdefault("SHOPCAST_TRAINING_CADENCE_DAYS", "7")
+    for key, value in TRAINING_POLICY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     dagster_yaml = paths.dagster_home / "dagster.yaml"
     if not dagster_yaml.exists():
         dagster_yaml.write_text(DAGSTER_YAML)

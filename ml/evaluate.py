@@ -1,4 +1,4 @@
-"""Metrics and plots for a binary propensity model, and the naive baseline a first model must beat."""
+"""Metrics and plots for a binary propensity model."""
 
 from __future__ import annotations
 
@@ -65,14 +65,6 @@ def classification_metrics(y, p, threshold: float) -> dict[str, float]:
         "rows": len(y),
         "positives": int(y.sum()),
     }
-
-
-def recency_frequency_scores(frame: pd.DataFrame) -> np.ndarray:
-    """The naive baseline: the mean percentile rank of frequency (events in 28 days) and recency (fewer days
-    since the last event is better). What a marketer would sort by without a model."""
-    frequency = frame["events_28d"].rank(pct=True)
-    recency = (-frame["days_since_last_event"]).rank(pct=True)
-    return ((frequency + recency) / 2).to_numpy(dtype=float)
 
 
 def plots(y, p, threshold: float, model=None, X: pd.DataFrame | None = None, max_rows: int = 4000,

@@ -1,6 +1,7 @@
-"""The promotion gate: the candidate becomes `champion` only if it beats the current champion on the same
-validation data by a margin; a first model only if it beats the naive recency/frequency baseline.
-Otherwise it becomes `challenger`. The decision and its reason are recorded on the model version."""
+"""The promotion gate: the candidate becomes `champion` only if it meets the target's quality floor and beats
+the current champion on the same validation data by a margin; a first model only if it beats the target's naive
+baseline. Otherwise it becomes `challenger` and the champion (if any) keeps scoring. The decision and its reason are
+recorded on the model version."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from ml.evaluate import classification_metrics, recency_frequency_scores
+from ml.evaluate import classification_metrics
 from ml.features import to_matrix
 from ml.registry import (
     CHALLENGER,
@@ -58,21 +59,26 @@ def champion_scores(store: Store, target: Target, valid: pd.DataFrame) -> tuple[
 
 
 def decide(store: Store, target: Target, candidate: RegisteredModel, candidate_metrics: dict,
-           valid: pd.DataFrame, margin: float) -> GateDecision:
+           valid: pd.DataFrame, margin: float, quality_problems: list[str] | None = None) -> GateDecision:
     """Compare, move the alias, record the decision on the candidate version, and return it."""
     metric = target.primary_metric
     y = valid[target.label].astype(int).to_numpy()
     incumbent = champion_scores(store, target, valid)
     if incumbent is None:
-        name, score = "baseline", classification_metrics(y, recency_frequency_scores(valid), 0.5)[metric]
+        name, score = "baseline", classification_metrics(y, target.naive_scores(valid), 0.5)[metric]
     else:
         entry, p = incumbent
         name, score = f"champion v{entry.version}", classification_metrics(y, p, 0.5)[metric]
     candidate_score = candidate_metrics[metric]
-    promoted = candidate_score >= score + margin
+    beats = candidate_score >= score + margin
+    promoted = beats and not quality_problems
     comparison = f"{metric} {candidate_score:.4f} vs {name} {score:.4f} (margin {margin})"
-    reason = (f"promoted: beats {name} on the same validation data: {comparison}" if promoted
-              else f"kept as challenger: does not beat {name} by the margin: {comparison}")
+    if promoted:
+        reason = f"promoted: beats {name} on the same validation data: {comparison}"
+    elif quality_problems:
+        reason = f"not published: below the quality floor ({'; '.join(quality_problems)}); {comparison}"
+    else:
+        reason = f"kept as challenger: does not beat {name} by the margin: {comparison}"
     alias = CHAMPION if promoted else CHALLENGER
     set_alias(store, target.name, alias, candidate.version)
     decision = GateDecision(target.name, candidate.version, promoted, alias, metric, float(candidate_score), name,

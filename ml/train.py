@@ -18,11 +18,11 @@ import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.utils.class_weight import compute_sample_weight
 
-from ml.evaluate import best_f1_threshold, classification_metrics, plots, recency_frequency_scores
+from ml.evaluate import best_f1_threshold, classification_metrics, plots
 from ml.features import feature_columns, to_matrix
 from ml.models import FAMILIES, Family
 from ml.registry import Store
-from ml.targets import Target
+from ml.targets import Eligibility, Target
 
 # MLflow saves scikit-learn models with skops, which loads only types it is told to trust. These are the ones
 # our candidate families contain (reviewed: our transform, numpy dtypes, scikit-learn's fitted internals);
@@ -63,12 +63,14 @@ class Split:
     train_as_of: list[str]
 
 
-def time_split(frame: pd.DataFrame, target: Target) -> Split:
-    labelled = frame[frame[target.label].notna()]
+def time_split(frame: pd.DataFrame, target: Target, min_examples_per_class: int = 20) -> Split:
+    """Rank 1 (the newest cutoff with a closed label) validates; the older ones train. NotEligible when the
+    training data hold fewer than ``min_examples_per_class`` of either class, or validation a tenth of that."""
+    labelled = target.select(frame[frame[target.label].notna()])
     ranks = sorted(labelled["cutoff_rank"].unique())
     if len(ranks) < 2:
-        raise NotEligible(f"{target.name}: {len(ranks)} closed cutoff(s) in the training set; need at least 2 "
-                          "(one to validate, one to train): backfill features for earlier as-of dates")
+        raise NotEligible(f"{target.name}: {len(ranks)} cutoff(s) with a closed label in the training set; need at "
+                          "least 2 (one to validate, one to train): backfill features for earlier as-of dates")
     valid = labelled[labelled.cutoff_rank == ranks[0]]
     train = labelled[labelled.cutoff_rank != ranks[0]]
     tune = labelled[labelled.cutoff_rank == ranks[1]]
@@ -76,7 +78,7 @@ def time_split(frame: pd.DataFrame, target: Target) -> Split:
     for name, part in (("training", train), ("validation", valid)):
         y = part[target.label]
         positives, negatives = int((y == 1).sum()), int((y == 0).sum())
-        needed = target.min_positives if name == "training" else 1
+        needed = min_examples_per_class if name == "training" else max(1, min_examples_per_class // 10)
         if positives < needed or negatives < needed:
             raise NotEligible(f"{target.name}: the {name} data hold {positives} positive and {negatives} negative "
                               f"examples; at least {needed} of each are needed")
@@ -142,14 +144,16 @@ class TrainingOutcome:
     baseline: dict
     split: Split
     columns: list[str]
+    quality_problems: list[str] = field(default_factory=list)  # why the best may not be published (empty: fine)
 
 
 def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags: dict | None = None,
                      families: list[str] | None = None, budget_seconds: float = 300.0,
+                     eligibility: Eligibility = Eligibility(),
                      max_training_rows: int = 300_000,
                      progress: Callable[[str], None] = lambda _: None) -> TrainingOutcome:
     """Search every family, log a parent run with one nested run per candidate, and return them all."""
-    split = time_split(frame, target)
+    split = time_split(frame, target, eligibility.min_examples_per_class)
     split.train = bounded(split.train, max_training_rows)
     split.fit = bounded(split.fit, max_training_rows)
     split.tune = bounded(split.tune, max_training_rows)
@@ -157,9 +161,9 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
     chosen = [FAMILIES[f] for f in (families or FAMILIES)]
     X_valid = to_matrix(split.valid, columns)
     y_valid = split.valid[target.label].astype(int).to_numpy()
-    baseline_p = recency_frequency_scores(split.valid)
+    baseline_p = target.naive_scores(split.valid)
     baseline = classification_metrics(y_valid, baseline_p, best_f1_threshold(
-        split.tune[target.label].astype(int).to_numpy(), recency_frequency_scores(split.tune)))
+        split.tune[target.label].astype(int).to_numpy(), target.naive_scores(split.tune)))
     experiment_id = store.experiment_id(target.name)
     all_tags = {"target": target.name, "label": target.label, "validation_as_of_date": split.valid_as_of,
                 "training_as_of_dates": ",".join(split.train_as_of), **(tags or {})}
@@ -196,7 +200,9 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
             progress(f"{family.name}: ROC-AUC {candidate.metrics['roc_auc']:.3f}, PR-AUC "
                      f"{candidate.metrics['pr_auc']:.3f} ({candidate.params})")
         best = max(candidates, key=lambda c: c.metrics[target.primary_metric])
-        mlflow.set_tags({"best_family": best.family, "best_run_id": best.run_id})
+        problems = eligibility.quality_problems(best.metrics)
+        mlflow.set_tags({"best_family": best.family, "best_run_id": best.run_id,
+                         "quality_problems": "; ".join(problems) or "none"})
         mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items() if np.isfinite(v)})
-    return TrainingOutcome(target, parent.info.run_id, candidates, best, baseline, split, columns)
+    return TrainingOutcome(target, parent.info.run_id, candidates, best, baseline, split, columns, problems)
 

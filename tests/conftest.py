@@ -15,8 +15,11 @@ DERIVED = ("SHOPCAST_WAREHOUSE_PATH", "DAGSTER_HOME", "MLFLOW_TRACKING_URI", "DB
 # Small but real: 70 days of synthetic behaviour, 3 weekly training cutoffs.
 DEMO = {"n_events": 40_000, "seed": 7, "days": 70, "end_date": dt.date(2026, 11, 1)}
 DEMO_AS_OF = dt.date(2026, 11, 1)
+# Small data: low eligibility floor; two model families end to end (every family is tested in test_models.py).
 TEST_ENV = {"SHOPCAST_TRAINING_CUTOFFS": "3", "SHOPCAST_TRAINING_CADENCE_DAYS": "7", "SHOPCAST_BUSINESS_TZ": "UTC",
-            "SHOPCAST_TRAINING_BUDGET_SECONDS": "30", "SHOPCAST_GATE_MARGIN": "0.0"}
+            "SHOPCAST_TRAINING_BUDGET_SECONDS": "30", "SHOPCAST_GATE_MARGIN": "0.0",
+            "SHOPCAST_MIN_CLASS_EXAMPLES": "20", "SHOPCAST_MODEL_FAMILIES": "logistic_regression,gradient_boosting",
+            "SHOPCAST_MIN_ROC_AUC": "0.6", "SHOPCAST_MIN_PR_AUC_SKILL": "0.05"}
 
 
 def _point_at(home: Path) -> ShopcastPaths:

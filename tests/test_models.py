@@ -19,6 +19,7 @@ from ml.gate import decide, register
 from ml.models import FAMILIES
 from ml.predict import score
 from ml.registry import CHALLENGER, CHAMPION, Store, load_by_alias, version_by_alias
+from ml.targets import CHURN_PROBABILITY_7D, Eligibility
 from ml.targets import PURCHASE_PROPENSITY_7D as TARGET
 from ml.train import SKOPS_TRUSTED_TYPES, time_split, train_candidates
 
@@ -104,6 +105,7 @@ def test_a_first_model_that_does_not_beat_the_baseline_is_not_champion(store):
 def test_training_logs_candidates_and_the_registered_model_predicts_the_same_after_loading(store):
     frame = _panel()
     outcome = train_candidates(frame, TARGET, store, families=["logistic_regression", "gradient_boosting"],
+                               eligibility=Eligibility(min_examples_per_class=20),
                                budget_seconds=20, tags={"as_of_date": "2026-11-01"})
     assert {c.family for c in outcome.candidates} == {"logistic_regression", "gradient_boosting"}
     assert outcome.best.metrics["roc_auc"] > 0.8 > outcome.baseline["roc_auc"]
@@ -146,3 +148,40 @@ def test_top_decile_lift_and_capture_by_hand():
     p = np.array([0.9, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2])
     lift, capture = top_decile(y, p)
     assert lift == pytest.approx(1 / 0.2) and capture == pytest.approx(0.5)
+
+
+def test_too_few_examples_of_a_class_make_a_target_not_eligible(store):
+    from ml.train import NotEligible
+
+    frame = _panel(n_per_cutoff=300)
+    positives = int(frame[frame.cutoff_rank > 1]["purchase_next_7d"].sum())
+    with pytest.raises(NotEligible, match=rf"the training data hold {positives} positive and \d+ negative examples; "
+                                          r"at least 1000 of each are needed"):
+        train_candidates(frame, TARGET, store, eligibility=Eligibility(min_examples_per_class=1000))
+    assert time_split(frame, TARGET, min_examples_per_class=20).valid_as_of == "2026-10-25"
+
+
+def test_the_quality_floor_keeps_a_weak_candidate_from_being_published(store):
+    weak_metrics = {"roc_auc": 0.58, "pr_auc": 0.30, "base_rate": 0.29}
+    problems = Eligibility(min_roc_auc=0.6, min_pr_auc_skill=0.05).quality_problems(weak_metrics)
+    assert problems == ["ROC-AUC 0.580 < 0.6", "PR-AUC 0.300 is 0.014 of the way from the base rate 0.290 to 1 (< 0.05)"]
+    # a rare outcome with a small PR-AUC far above its base rate passes (GA: 0.2 % buyers)
+    assert Eligibility().quality_problems({"roc_auc": 0.87, "pr_auc": 0.069, "base_rate": 0.0024}) == []
+    frame = _panel()
+    columns = ["cart_count_28d", "fav_count_28d", "events_28d", "days_since_last_event"]
+    entry, metrics, valid = _registered(store, frame, columns)
+    decision = decide(store, TARGET, entry, metrics, valid, margin=0.0, quality_problems=problems)
+    assert not decision.promoted and decision.reason.startswith("not published: below the quality floor (ROC-AUC")
+    assert version_by_alias(store, TARGET.name, CHAMPION) is None
+
+
+def test_churn_trains_and_scores_only_users_active_in_the_last_7_days():
+    frame = _panel().assign(events_7d=lambda f: np.arange(len(f)) % 3, churn_next_7d=lambda f: f.purchase_next_7d)
+    frame.loc[frame.events_7d == 0, "churn_next_7d"] = np.nan  # the label is NULL for inactive users
+    selected = CHURN_PROBABILITY_7D.select(frame)
+    assert len(selected) == (frame.events_7d > 0).sum() and selected.churn_next_7d.notna().all()
+    split = time_split(frame, CHURN_PROBABILITY_7D)
+    assert (split.train.events_7d > 0).all() and (split.valid.events_7d > 0).all()
+    # the naive churn ranking puts the least active first
+    users = pd.DataFrame({"events_28d": [40, 5, 1], "days_since_last_event": [1, 10, 27]})
+    assert list(np.argsort(-CHURN_PROBABILITY_7D.naive_scores(users))) == [2, 1, 0]

@@ -140,7 +140,8 @@ def test_the_champion_scores_the_population_and_a_separate_client_can_read_it(pi
 
     from dagster_project.status import collect
 
-    (target,) = collect()["targets"]
+    targets = {t["target"]: t for t in collect()["targets"]}
+    target = targets["purchase_propensity_7d"]
     champion = target["champion"]
     assert champion is not None and champion["validation_metrics"]["roc_auc"] > 0.7
     assert champion["validation_as_of_date"] == (DEMO_AS_OF - dt.timedelta(days=7)).isoformat()
@@ -155,3 +156,21 @@ def test_the_champion_scores_the_population_and_a_separate_client_can_read_it(pi
         str(pipeline.warehouse)], capture_output=True, text=True, check=True)
     rows, low, high, best_decile, worst_decile, names = json.loads(reader.stdout)
     assert rows == population and 0 <= low < high <= 1 and (best_decile, worst_decile, names) == (1, 10, 1)
+
+
+def test_churn_is_scored_for_users_active_in_the_last_7_days_only(pipeline):
+    from dagster_project.status import collect
+
+    churn = {t["target"]: t for t in collect()["targets"]}["churn_probability_7d"]
+    assert churn["champion"] is not None, churn
+    assert churn["champion"]["validation_metrics"]["roc_auc"] > 0.6
+    counts = _read(pipeline, """
+        select
+            (select count(*) from marts.fct_scoring_population where as_of_date = $1 and events_7d > 0) as active,
+            (select count(*) from marts.fct_scoring_population where as_of_date = $1) as everyone,
+            (select count(*) from predictions.churn_probability_7d where as_of_date = $1) as scored,
+            (select count(*) from predictions.churn_probability_7d c
+               join marts.fct_scoring_population p using (user_id, as_of_date)
+             where c.as_of_date = $1 and p.events_7d = 0) as inactive_scored
+    """, [DEMO_AS_OF]).iloc[0]
+    assert counts.scored == counts.active < counts.everyone and counts.inactive_scored == 0

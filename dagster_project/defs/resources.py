@@ -73,17 +73,6 @@ class MlflowStore(dg.ConfigurableResource):
 
     tracking_uri: str
     artifact_root: str
-    # how much better (in the target's primary metric) a candidate must be than the champion; a string
-    # because Dagster's EnvVar reads text
-    gate_margin: str = "0.0"
-    training_budget_seconds: int = 300
-
-    @property
-    def margin(self) -> float:
-        try:
-            return float(self.gate_margin)
-        except ValueError as exc:
-            raise ValueError(f"SHOPCAST_GATE_MARGIN must be a number, got {self.gate_margin!r}") from exc
 
     def store(self):
         from ml.registry import Store
@@ -92,6 +81,48 @@ class MlflowStore(dg.ConfigurableResource):
 
     def run_link(self, run_id: str) -> str:
         return f"http://127.0.0.1:5000/#/runs/{run_id}"  # make mlflow-ui
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {text!r}") from exc
+
+
+class TrainingPolicy(dg.ConfigurableResource):
+    """How candidates are searched and when one may be published. Numbers that may be fractional are strings,
+    because Dagster's EnvVar reads text."""
+
+    budget_seconds: int = 300
+    families: str = "all"               # comma-separated model families, or all
+    gate_margin: str = "0.0"            # how much better (primary metric) a candidate must be than the champion
+    min_examples_per_class: int = 1000  # eligibility: positives and negatives in the training cutoffs
+    min_roc_auc: str = "0.6"            # quality floor
+    min_pr_auc_skill: str = "0.05"      # (PR-AUC - base rate) / (1 - base rate)
+
+    @property
+    def margin(self) -> float:
+        return _number("SHOPCAST_GATE_MARGIN", self.gate_margin)
+
+    @property
+    def family_list(self) -> list[str] | None:
+        from ml.models import FAMILIES
+
+        if self.families.strip() in ("", "all"):
+            return None
+        chosen = [f.strip() for f in self.families.split(",") if f.strip()]
+        unknown = sorted(set(chosen) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"SHOPCAST_MODEL_FAMILIES: unknown famil(ies) {', '.join(unknown)}; "
+                             f"expected some of {', '.join(FAMILIES)}")
+        return chosen
+
+    def eligibility(self):
+        from ml.targets import Eligibility
+
+        return Eligibility(self.min_examples_per_class, _number("SHOPCAST_MIN_ROC_AUC", self.min_roc_auc),
+                           _number("SHOPCAST_MIN_PR_AUC_SKILL", self.min_pr_auc_skill))
 
 
 def as_of_dates(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[dt.date]:
@@ -121,12 +152,18 @@ def resources() -> dg.Definitions:
             "mlflow": MlflowStore(
                 tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
                 artifact_root=dg.EnvVar("SHOPCAST_MLFLOW_ARTIFACTS"),
+            ),
+            "training_policy": TrainingPolicy(
+                budget_seconds=dg.EnvVar.int("SHOPCAST_TRAINING_BUDGET_SECONDS"),
+                families=dg.EnvVar("SHOPCAST_MODEL_FAMILIES"),
                 gate_margin=dg.EnvVar("SHOPCAST_GATE_MARGIN"),
-                training_budget_seconds=dg.EnvVar.int("SHOPCAST_TRAINING_BUDGET_SECONDS"),
+                min_examples_per_class=dg.EnvVar.int("SHOPCAST_MIN_CLASS_EXAMPLES"),
+                min_roc_auc=dg.EnvVar("SHOPCAST_MIN_ROC_AUC"),
+                min_pr_auc_skill=dg.EnvVar("SHOPCAST_MIN_PR_AUC_SKILL"),
             ),
             "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
         }
     )
 
 
-__all__ = ["MlflowStore", "PipelineSettings", "WarehouseResource", "as_of_dates", "duckdb"]
+__all__ = ["MlflowStore", "PipelineSettings", "TrainingPolicy", "WarehouseResource", "as_of_dates", "duckdb"]

@@ -1,4 +1,6 @@
-"""Per target: score the population of the as-of date(s) with the champion, written back to the warehouse."""
+"""Per target: score the population of the as-of date(s) with the champion, written back to the warehouse.
+
+A target without a champion (never eligible, or never good enough) publishes nothing: the asset says why."""
 
 import dagster as dg
 
@@ -7,11 +9,11 @@ from dagster_project.defs.resources import MlflowStore, WarehouseResource, as_of
 from dagster_project.markdown import frame_to_markdown
 from dagster_project.warehouse import replace_dates
 from ml.predict import score
-from ml.registry import CHAMPION, load_by_alias
+from ml.registry import CHAMPION, load_by_alias, version_by_alias
 from ml.targets import TARGETS, Target
 
 SCORING_POPULATION = dg.AssetKey(["marts", "fct_scoring_population"])
-POPULATION_SQL = "select * from marts.fct_scoring_population where as_of_date between ? and ?"
+POPULATION_SQL = "select * from marts.fct_scoring_population where as_of_date between ? and ? and ({population})"
 
 
 def build_scoring_assets(target: Target) -> list:
@@ -23,27 +25,34 @@ def build_scoring_assets(target: Target) -> list:
     def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                     mlflow: MlflowStore) -> dg.MaterializeResult:
         dates = as_of_dates(context)
-        population = warehouse.query_df(POPULATION_SQL, [dates[0], dates[-1]])
+        if version_by_alias(mlflow.store(), target.name, CHAMPION) is None:
+            reason = "no champion: no candidate has been eligible and good enough yet (see the champion asset)"
+            context.log.warning(f"{target.name} not published: {reason}")
+            return dg.MaterializeResult(metadata={"published": False, "reason": reason, "dagster/row_count": 0})
+        population = warehouse.query_df(POPULATION_SQL.format(population=target.population_sql), [dates[0], dates[-1]])
         model, entry = load_by_alias(mlflow.store(), target.name, CHAMPION)
         scored = score(population, model, target.name, entry.version)
         with warehouse.writer() as con:
             replace_dates(con, "predictions", target.name, scored)
         top = scored.sort_values("probability", ascending=False).head(10)
         return dg.MaterializeResult(metadata={
-            "dagster/row_count": len(scored), "model_version": entry.version,
+            "published": True, "dagster/row_count": len(scored), "model_version": entry.version,
             "mean_probability": float(scored.probability.mean()),
             "preview": dg.MetadataValue.md(frame_to_markdown(top)),
         })
 
     @dg.asset_check(asset=key, blocking=True, partitions_def=as_of_daily, pool="duckdb",
                     description="Scores in [0, 1], one row per user of the scoring population, model version set.")
-    def predictions_are_complete(context: dg.AssetCheckExecutionContext,
-                                 warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    def predictions_are_complete(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                                 mlflow: MlflowStore) -> dg.AssetCheckResult:
         dates = as_of_dates(context)
+        if version_by_alias(mlflow.store(), target.name, CHAMPION) is None:
+            return dg.AssetCheckResult(passed=True, metadata={"published": False})
         found = warehouse.query_df(f"""
             select
                 (select count(*) from predictions.{target.name} where as_of_date between $1 and $2) as predicted,
-                (select count(*) from marts.fct_scoring_population where as_of_date between $1 and $2) as population,
+                (select count(*) from marts.fct_scoring_population where as_of_date between $1 and $2
+                   and ({target.population_sql})) as population,
                 (select count(*) from predictions.{target.name} where as_of_date between $1 and $2
                    and (probability < 0 or probability > 1 or probability is null)) as out_of_range,
                 (select count(*) from predictions.{target.name} where as_of_date between $1 and $2

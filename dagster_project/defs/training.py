@@ -1,6 +1,8 @@
 """Per target: candidates (search, MLflow runs, registration) → champion (the promotion gate).
 
-The assets are thin: the work is in ml/ (train.py, gate.py). One asset group per target.
+The assets are thin: the work is in ml/ (train.py, gate.py). One asset group per target. A target whose training
+data are not eligible (too few examples of a class) is not trained: the candidates asset says why, and the champion
+(if any) keeps scoring.
 """
 
 import hashlib
@@ -10,11 +12,11 @@ import pandas as pd
 
 from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.partitions import as_of_daily
-from dagster_project.defs.resources import MlflowStore, WarehouseResource, as_of_dates
+from dagster_project.defs.resources import MlflowStore, TrainingPolicy, WarehouseResource, as_of_dates
 from dagster_project.markdown import frame_to_markdown
 from ml.gate import decide, register
 from ml.targets import TARGETS, Target
-from ml.train import time_split, train_candidates
+from ml.train import NotEligible, time_split, train_candidates
 
 TRAINING_SET = dg.AssetKey(["marts", "fct_training_set"])
 
@@ -36,22 +38,30 @@ def build_target_assets(target: Target) -> list:
     @dg.asset(key=candidates_key, deps=[TRAINING_SET], group_name=target.name, partitions_def=as_of_daily,
               kinds={"scikit-learn", "mlflow"}, pool="duckdb",
               description=f"Candidate models for {target.name}: {target.description} Best one registered.")
-    def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                   mlflow: MlflowStore) -> dg.MaterializeResult:
+    def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
+                   training_policy: TrainingPolicy) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
         frame = warehouse.query_df("select * from marts.fct_training_set")
-        outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=mlflow.training_budget_seconds,
-                                   progress=context.log.info,
-                                   tags={"dagster_run_id": context.run_id, "as_of_date": as_of,
-                                         "dbt_manifest_checksum": _manifest_checksum()})
+        try:
+            outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=training_policy.budget_seconds,
+                                       families=training_policy.family_list,
+                                       eligibility=training_policy.eligibility(), progress=context.log.info,
+                                       tags={"dagster_run_id": context.run.run_id, "as_of_date": as_of,
+                                             "dbt_manifest_checksum": _manifest_checksum()})
+        except NotEligible as not_eligible:  # an expected outcome on small or young data, not an error
+            context.log.warning(f"{target.name} not trained: {not_eligible}")
+            return dg.MaterializeResult(metadata={"eligible": False, "reason": str(not_eligible)})
         version = register(mlflow.store(), target, outcome.best.run_id,
-                           {"as_of_date": as_of, "family": outcome.best.family, "dagster_run_id": context.run_id,
+                           {"as_of_date": as_of, "family": outcome.best.family, "dagster_run_id": context.run.run_id,
+                            "quality_problems": "; ".join(outcome.quality_problems),
                             **{k: round(v, 6) for k, v in outcome.best.metrics.items()}})
-        table = {c.family: c.metrics for c in outcome.candidates} | {"baseline (recency/frequency)": outcome.baseline}
+        table = {c.family: c.metrics for c in outcome.candidates} | {f"baseline ({target.naive_name})": outcome.baseline}
         return dg.MaterializeResult(metadata={
+            "eligible": True,
             "candidates": dg.MetadataValue.md(_metrics_table(table)),
             "best_family": outcome.best.family,
             "registered_version": version.version,
+            "quality_problems": "; ".join(outcome.quality_problems) or "none",
             "validation_as_of_date": outcome.split.valid_as_of,
             "training_rows": len(outcome.split.train),
             "mlflow_run": dg.MetadataValue.url(mlflow.run_link(outcome.parent_run_id)),
@@ -60,14 +70,20 @@ def build_target_assets(target: Target) -> list:
 
     @dg.asset(key=champion_key, deps=[candidates_key], group_name=target.name, partitions_def=as_of_daily,
               kinds={"mlflow"}, pool="duckdb", description=f"The promotion gate for {target.name}: champion or challenger.")
-    def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                 mlflow: MlflowStore) -> dg.MaterializeResult:
+    def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
+                 training_policy: TrainingPolicy) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
         store = mlflow.store()
-        candidate = latest_version_for(store, target, as_of)
-        valid = time_split(warehouse.query_df("select * from marts.fct_training_set"), target).valid
+        candidate = version_for(store, target, as_of)
+        if candidate is None:
+            reason = f"no candidate for {as_of}: the training data were not eligible (see the candidates asset)"
+            context.log.warning(f"{target.name}: {reason}; the champion, if any, stays")
+            return dg.MaterializeResult(metadata={"decision": "none", "promoted": False, "reason": reason})
+        valid = time_split(warehouse.query_df("select * from marts.fct_training_set"), target,
+                           training_policy.eligibility().min_examples_per_class).valid
         metrics = {target.primary_metric: float(candidate.tags[target.primary_metric])}
-        decision = decide(store, target, candidate, metrics, valid, mlflow.margin)
+        problems = [p for p in candidate.tags.get("quality_problems", "").split("; ") if p]
+        decision = decide(store, target, candidate, metrics, valid, training_policy.margin, problems)
         context.log.info(decision.reason)
         return dg.MaterializeResult(metadata={
             "decision": decision.alias, "promoted": decision.promoted, "reason": decision.reason,
@@ -78,15 +94,14 @@ def build_target_assets(target: Target) -> list:
     return [candidates, champion]
 
 
-def latest_version_for(store, target: Target, as_of: str):
-    """The version the candidates asset registered for this as-of date (the newest, if it ran twice)."""
+def version_for(store, target: Target, as_of: str):
+    """The version the candidates asset registered for this as-of date (the newest, if it ran twice), or None."""
     from ml.registry import RegisteredModel
 
     client = store.activate()
     versions = client.search_model_versions(f"name = '{target.name}' and tags.as_of_date = '{as_of}'")
     if not versions:
-        raise dg.Failure(f"no registered version of {target.name} for as-of date {as_of}: "
-                         "materialize its candidates first")
+        return None
     mv = max(versions, key=lambda v: int(v.version))
     return RegisteredModel(target.name, str(mv.version), mv.run_id, dict(mv.tags))
 
