@@ -24,6 +24,8 @@ def collect() -> dict:
     check_keys = list(definitions().resolve_asset_graph().asset_check_keys)
     with instance() as inst:
         latest = inst.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
+        for target in report["targets"]:
+            target["not_published_reason"] = _publication(inst, target["target"])
     for key in sorted(check_keys, key=lambda k: k.to_user_string()):
         record = latest.get(key)
         evaluation = record.event.dagster_event.event_specific_data if record and record.event and \
@@ -36,6 +38,23 @@ def collect() -> dict:
             "at": dt.datetime.fromtimestamp(record.create_timestamp).isoformat(timespec="seconds") if record else None,
         })
     return report
+
+
+CLASSIFICATION_SHOWN = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "lift_top_decile")
+REGRESSION_SHOWN = ("normalized_gini", "spearman", "mae", "rmse", "decile_calibration_error", "capture_top_decile")
+
+
+def _publication(inst, name: str) -> str | None:
+    """Why a target published nothing in its latest run (not eligible, or no champion), from the assets' metadata."""
+    import dagster as dg
+
+    for key in (["models", f"{name}_candidates"], ["models", f"{name}_champion"], ["predictions", name]):
+        event = inst.get_latest_materialization_event(dg.AssetKey(key))
+        metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+        if metadata.get("eligible") and not metadata["eligible"].value or \
+                metadata.get("published") and not metadata["published"].value:
+            return str(metadata["reason"].value)
+    return None
 
 
 def _loads(con) -> list[dict]:
@@ -67,7 +86,7 @@ def _target_status(name: str, paths) -> dict:
                 "validation_as_of_date": run.data.tags.get("validation_as_of_date"),
                 "training_as_of_dates": run.data.tags.get("training_as_of_dates", "").split(","),
                 "validation_metrics": {k: round(v, 4) for k, v in run.data.metrics.items()
-                                       if k not in ("tuning_pr_auc", "fit_seconds")},
+                                       if k not in ("tuning_score", "tuning_pr_auc", "fit_seconds")},
                 "gate_reason": entry.tags.get("gate_reason"),
             }
         out["latest_training"] = _latest_training(store, name)
@@ -96,7 +115,7 @@ def _latest_training(store, name: str) -> dict | None:
     parent = parents[0]
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     keep = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1", "lift_top_decile",
-            "capture_top_decile")
+            "capture_top_decile", *REGRESSION_SHOWN, "base_rate")
     candidates = {c.data.tags.get("family"): {k: round(c.data.metrics[k], 4) for k in keep if k in c.data.metrics}
                   for c in children}
     baseline = {k: round(parent.data.metrics[f"baseline_{k}"], 4) for k in keep if f"baseline_{k}" in parent.data.metrics}
@@ -122,21 +141,26 @@ def render(report: dict) -> str:
         lines.append(f"  {c['check']:<60} {verdict:<8} {c['partition'] or ''}")
     for t in report.get("targets", []):
         lines += ["", f"target {t['target']}:"]
+        target = TARGETS[t["target"]]
+        shown = REGRESSION_SHOWN if target.is_regression else CLASSIFICATION_SHOWN
+        if t.get("not_published_reason"):
+            lines.append(f"  not published in the latest run: {t['not_published_reason']}")
         training = t.get("latest_training")
         if training:
-            shown = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "lift_top_decile")
             lines.append(f"  latest training, validated on {training['validation_as_of_date']}:")
-            lines.append("    " + f"{'model':<22}" + "".join(f"{k:>17}" for k in shown))
-            for family, m in {**training["candidates"], "baseline (rec/freq)": training["baseline"]}.items():
-                lines.append("    " + f"{family:<22}" + "".join(f"{m.get(k, float('nan')):>17.4f}" for k in shown))
+            lines.append("    " + f"{'model':<26}" + "".join(f"{k:>{max(len(k) + 2, 10)}}" for k in shown))
+            for family, m in {**training["candidates"], f"baseline ({target.naive_name})": training["baseline"]}.items():
+                lines.append("    " + f"{family[:26]:<26}" + "".join(f"{m.get(k, float('nan')):>{max(len(k) + 2, 10)}.4f}"
+                                                                for k in shown))
         for alias in ("champion", "challenger"):
             entry = t[alias]
             if entry:
                 m = entry["validation_metrics"]
+                headline = (("normalized_gini", "spearman", "mae") if target.is_regression
+                            else ("roc_auc", "pr_auc", "lift_top_decile"))
                 lines.append(f"  {alias}: v{entry['version']} ({entry['family']}), validated on "
-                             f"{entry['validation_as_of_date']}: ROC-AUC {m.get('roc_auc', float('nan')):.3f}, "
-                             f"PR-AUC {m.get('pr_auc', float('nan')):.3f}, top-decile lift "
-                             f"{m.get('lift_top_decile', float('nan')):.2f}")
+                             f"{entry['validation_as_of_date']}: "
+                             + ", ".join(f"{k} {m.get(k, float('nan')):.3f}" for k in headline))
                 if entry["gate_reason"]:
                     lines.append(f"    gate: {entry['gate_reason']}")
         p = t["latest_predictions"]

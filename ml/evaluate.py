@@ -1,4 +1,4 @@
-"""Metrics and plots for a binary propensity model."""
+"""Metrics and plots: binary propensity models (purchase, churn) and amount models (revenue)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,77 @@ def classification_metrics(y, p, threshold: float) -> dict[str, float]:
     }
 
 
+def normalized_gini(y, predicted) -> float:
+    """How well the prediction orders the actual amounts, from 0 (random) to 1 (the actual order itself):
+    the Gini of the prediction's cumulative-capture curve over the Gini of the perfect one."""
+    y, predicted = np.asarray(y, dtype=float), np.asarray(predicted, dtype=float)
+
+    def gini(order_by):
+        ordered = y[np.argsort(-order_by, kind="stable")]
+        captured = np.cumsum(ordered) / ordered.sum()
+        return captured.mean() - (len(y) + 1) / (2 * len(y))
+
+    if y.sum() <= 0:
+        return float("nan")
+    return float(gini(predicted) / gini(y))
+
+
+def decile_table(y, predicted) -> pd.DataFrame:
+    """Per decile of the prediction (1 = highest): users, mean predicted and mean actual amount."""
+    frame = pd.DataFrame({"y": np.asarray(y, dtype=float), "p": np.asarray(predicted, dtype=float)})
+    frame["decile"] = np.ceil(frame.p.rank(method="first", ascending=False) * 10 / len(frame)).clip(1, 10)
+    return frame.groupby("decile").agg(users=("y", "size"), mean_predicted=("p", "mean"),
+                                       mean_actual=("y", "mean")).reset_index()
+
+
+def regression_metrics(y, predicted) -> dict[str, float]:
+    """Normalized Gini (ranking), Spearman, MAE, RMSE and decile calibration (the share of the actual total that
+    the deciles' mean predictions miss), plus the top decile's share of the actual amount."""
+    from scipy.stats import spearmanr
+
+    y, predicted = np.asarray(y, dtype=float), np.asarray(predicted, dtype=float)
+    deciles = decile_table(y, predicted)
+    total = max(float(y.sum()), 1e-12)
+    calibration_error = float((deciles.users * (deciles.mean_predicted - deciles.mean_actual).abs()).sum() / total)
+    return {
+        "normalized_gini": normalized_gini(y, predicted),
+        "spearman": float(spearmanr(y, predicted).statistic),
+        "mae": float(np.mean(np.abs(y - predicted))),
+        "rmse": float(np.sqrt(np.mean((y - predicted) ** 2))),
+        "decile_calibration_error": calibration_error,
+        "capture_top_decile": float(deciles.users.iloc[0] * deciles.mean_actual.iloc[0] / total),
+        "mean_actual": float(y.mean()),
+        "mean_predicted": float(predicted.mean()),
+        "base_rate": float((y > 0).mean()),
+        "rows": len(y),
+        "positives": int((y > 0).sum()),
+    }
+
+
+def regression_plots(y, predicted) -> dict[str, plt.Figure]:
+    """Decile calibration (mean predicted vs actual per decile) and cumulative capture of the actual amount."""
+    y, predicted = np.asarray(y, dtype=float), np.asarray(predicted, dtype=float)
+    figures = {}
+    deciles = decile_table(y, predicted)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.bar(deciles.decile - 0.2, deciles.mean_predicted, width=0.4, label="predicted")
+    ax.bar(deciles.decile + 0.2, deciles.mean_actual, width=0.4, label="actual")
+    ax.set(xlabel="decile of the prediction (1 = highest)", ylabel="mean amount", title="Decile calibration")
+    ax.legend()
+    figures["decile_calibration.png"] = fig
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, order_by in (("model", predicted), ("perfect", y)):
+        ordered = y[np.argsort(-order_by, kind="stable")]
+        ax.plot(np.linspace(0, 1, len(y) + 1), np.concatenate([[0], np.cumsum(ordered) / max(y.sum(), 1e-12)]),
+                label=name)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="random")
+    ax.set(xlabel="share of users (highest predictions first)", ylabel="share of the actual amount",
+           title=f"Capture (normalized Gini {normalized_gini(y, predicted):.3f})")
+    ax.legend()
+    figures["cumulative_capture.png"] = fig
+    return figures
+
+
 def plots(y, p, threshold: float, model=None, X: pd.DataFrame | None = None, max_rows: int = 4000,
           seed: int = 0) -> dict[str, plt.Figure]:
     """ROC, PR, calibration, cumulative gains, confusion matrix and (given the model) permutation importance."""
@@ -122,3 +193,12 @@ def plots(y, p, threshold: float, model=None, X: pd.DataFrame | None = None, max
         fig.tight_layout()
         figures["permutation_importance.png"] = fig
     return figures
+
+
+def predict_scores(model, X: pd.DataFrame, regression: bool) -> np.ndarray:
+    """What a model publishes: an amount for regression, the positive class's probability otherwise."""
+    return model.predict(X) if regression else model.predict_proba(X)[:, 1]
+
+
+def target_metrics(regression: bool, y, scores, threshold: float = 0.5) -> dict[str, float]:
+    return regression_metrics(y, scores) if regression else classification_metrics(y, scores, threshold)

@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from ml.evaluate import classification_metrics
+from ml.evaluate import predict_scores, target_metrics
 from ml.features import to_matrix
 from ml.registry import (
     CHALLENGER,
@@ -55,20 +55,21 @@ def champion_scores(store: Store, target: Target, valid: pd.DataFrame) -> tuple[
         return None
     model, entry = load_by_alias(store, target.name, CHAMPION)
     columns = list(model.feature_names_in_)
-    return entry, model.predict_proba(to_matrix(valid, columns))[:, 1]
+    return entry, predict_scores(model, to_matrix(valid, columns), target.is_regression)
 
 
 def decide(store: Store, target: Target, candidate: RegisteredModel, candidate_metrics: dict,
            valid: pd.DataFrame, margin: float, quality_problems: list[str] | None = None) -> GateDecision:
     """Compare, move the alias, record the decision on the candidate version, and return it."""
     metric = target.primary_metric
-    y = valid[target.label].astype(int).to_numpy()
+    y = valid[target.label].to_numpy(dtype=float)
     incumbent = champion_scores(store, target, valid)
     if incumbent is None:
-        name, score = "baseline", classification_metrics(y, target.naive_scores(valid), 0.5)[metric]
+        name, scores = "baseline", target.naive_scores(valid)
     else:
-        entry, p = incumbent
-        name, score = f"champion v{entry.version}", classification_metrics(y, p, 0.5)[metric]
+        entry, scores = incumbent
+        name = f"champion v{entry.version}"
+    score = target_metrics(target.is_regression, y, scores)[metric]
     candidate_score = candidate_metrics[metric]
     beats = candidate_score >= score + margin
     promoted = beats and not quality_problems

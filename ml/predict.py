@@ -1,4 +1,4 @@
-"""Batch scoring: probabilities and deciles, each row stamped with the model that made it."""
+"""Batch scoring: a probability (or an amount) and its decile, each row stamped with the model that made it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from ml.evaluate import predict_scores
 from ml.features import to_matrix
 
-PREDICTION_COLUMNS = ["user_id", "as_of_date", "probability", "decile", "model_name", "model_version", "scored_at"]
+
+def prediction_columns(score_column: str = "probability") -> list[str]:
+    return ["user_id", "as_of_date", score_column, "decile", "model_name", "model_version", "scored_at"]
+
+
+PREDICTION_COLUMNS = prediction_columns()
 
 
 def deciles(probability: pd.Series) -> pd.Series:
@@ -19,19 +25,20 @@ def deciles(probability: pd.Series) -> pd.Series:
 
 
 def score(frame: pd.DataFrame, model, model_name: str, model_version: str,
-          scored_at: dt.datetime | None = None) -> pd.DataFrame:
-    """One row per input row: user_id, as_of_date, probability, decile (per as_of_date), model name/version."""
+          scored_at: dt.datetime | None = None, *, score_column: str = "probability",
+          regression: bool = False) -> pd.DataFrame:
+    """One row per input row: user_id, as_of_date, the score (probability, or an amount for regression), its
+    decile (per as_of_date, 1 = highest), model name and version, scored_at."""
     if frame.empty:
         raise ValueError("nothing to score: the scoring population is empty")
     columns = list(model.feature_names_in_)
-    probability = model.predict_proba(to_matrix(frame, columns))[:, 1]
     out = pd.DataFrame({
         "user_id": frame["user_id"].to_numpy(),
         "as_of_date": pd.to_datetime(frame["as_of_date"]).dt.date.to_numpy(),
-        "probability": probability,
+        score_column: predict_scores(model, to_matrix(frame, columns), regression),
     })
-    out["decile"] = out.groupby("as_of_date")["probability"].transform(deciles).astype(int)
+    out["decile"] = out.groupby("as_of_date")[score_column].transform(deciles).astype(int)
     out["model_name"] = model_name
     out["model_version"] = str(model_version)
     out["scored_at"] = (scored_at or dt.datetime.now(dt.UTC)).replace(tzinfo=None)
-    return out[PREDICTION_COLUMNS]
+    return out[prediction_columns(score_column)]

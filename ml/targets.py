@@ -20,6 +20,11 @@ def recency_frequency_scores(frame: pd.DataFrame) -> np.ndarray:
     return ((frequency + recency) / 2).to_numpy(dtype=float)
 
 
+def revenue_run_rate(frame: pd.DataFrame) -> np.ndarray:
+    """The naive revenue forecast: the last 90 days' purchase revenue, scaled to 28 days."""
+    return (frame["revenue_90d"].fillna(0) * 28 / 90).to_numpy(dtype=float)
+
+
 def inactivity_scores(frame: pd.DataFrame) -> np.ndarray:
     """The naive churn ranking: the reverse of the recency/frequency ranking (least active first)."""
     return 1.0 - recency_frequency_scores(frame)
@@ -36,6 +41,18 @@ class Target:
     population: str | None = None
     naive_scores: Callable[[pd.DataFrame], np.ndarray] = recency_frequency_scores
     naive_name: str = "recency/frequency"
+    kind: str = "classification"     # or "regression" (an amount)
+    score_column: str = "probability"  # the column of predictions.<name>
+
+    @property
+    def is_regression(self) -> bool:
+        return self.kind == "regression"
+
+    @property
+    def score_bounds_sql(self) -> str:
+        """A SQL condition every published score meets."""
+        column = self.score_column
+        return f"{column} >= 0" if self.is_regression else f"{column} between 0 and 1"
 
     def select(self, frame: pd.DataFrame) -> pd.DataFrame:
         return frame.query(self.population) if self.population else frame
@@ -55,8 +72,13 @@ class Eligibility:
     # PR-AUC over the base rate, as a skill score: (PR-AUC - base rate) / (1 - base rate). A random ranking scores
     # 0, a perfect one 1. Unlike a ratio it works for rare (GA: 0.2 %) and common (Taobao: 64 %) outcomes alike.
     min_pr_auc_skill: float = 0.05
+    min_normalized_gini: float = 0.2  # amounts (revenue): how well the prediction orders what users then spent
 
     def quality_problems(self, metrics: dict) -> list[str]:
+        if "normalized_gini" in metrics:
+            gini = metrics["normalized_gini"]
+            return [] if gini >= self.min_normalized_gini else [
+                f"normalized Gini {gini:.3f} < {self.min_normalized_gini}"]
         problems = []
         if metrics["roc_auc"] < self.min_roc_auc:
             problems.append(f"ROC-AUC {metrics['roc_auc']:.3f} < {self.min_roc_auc}")
@@ -84,4 +106,16 @@ CHURN_PROBABILITY_7D = Target(
     naive_name="inactivity (reverse recency/frequency)",
 )
 
-TARGETS = {t.name: t for t in (PURCHASE_PROPENSITY_7D, CHURN_PROBABILITY_7D)}
+PREDICTED_REVENUE_28D = Target(
+    name="predicted_revenue_28d",
+    label="revenue_next_28d",
+    description="Expected purchase revenue of the user in the 28 days from the as-of date (GA4's predicted "
+                "revenue): P(buys) x E[revenue | buys].",
+    primary_metric="normalized_gini",
+    naive_scores=revenue_run_rate,
+    naive_name="90-day revenue run rate",
+    kind="regression",
+    score_column="predicted_revenue",
+)
+
+TARGETS = {t.name: t for t in (PURCHASE_PROPENSITY_7D, CHURN_PROBABILITY_7D, PREDICTED_REVENUE_28D)}

@@ -18,9 +18,9 @@ import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.utils.class_weight import compute_sample_weight
 
-from ml.evaluate import best_f1_threshold, classification_metrics, plots
+from ml.evaluate import best_f1_threshold, plots, predict_scores, regression_plots, target_metrics
 from ml.features import feature_columns, to_matrix
-from ml.models import FAMILIES, Family
+from ml.models import FAMILIES, REGRESSION_FAMILIES, Family
 from ml.registry import Store
 from ml.targets import Eligibility, Target
 
@@ -29,6 +29,7 @@ from ml.targets import Eligibility, Target
 # tests/test_models.py fails if a family starts to need another.
 SKOPS_TRUSTED_TYPES = [
     "ml.features._signed_log1p",
+    "ml.models.HurdleRegressor",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
@@ -77,7 +78,7 @@ def time_split(frame: pd.DataFrame, target: Target, min_examples_per_class: int 
     fit = labelled[labelled.cutoff_rank > ranks[1]] if len(ranks) > 2 else tune
     for name, part in (("training", train), ("validation", valid)):
         y = part[target.label]
-        positives, negatives = int((y == 1).sum()), int((y == 0).sum())
+        positives, negatives = int((y > 0).sum()), int((y == 0).sum())  # revenue: spenders and non-spenders
         needed = min_examples_per_class if name == "training" else max(1, min_examples_per_class // 10)
         if positives < needed or negatives < needed:
             raise NotEligible(f"{target.name}: the {name} data hold {positives} positive and {negatives} negative "
@@ -98,7 +99,7 @@ def bounded(frame: pd.DataFrame, max_rows: int, seed: int = 0) -> pd.DataFrame:
 class Candidate:
     family: str
     params: dict
-    tuning_pr_auc: float
+    tuning_score: float  # the target's primary metric on the tuning cutoff
     threshold: float
     model: object
     metrics: dict = field(default_factory=dict)
@@ -106,9 +107,12 @@ class Candidate:
     fit_seconds: float = 0.0
 
 
-def _fit(family: Family, columns, params, frame, label):
+def _fit(family: Family, columns, params, frame, target: Target):
     model = family.build(columns, params)
-    X, y = to_matrix(frame, columns), frame[label].astype(int).to_numpy()
+    X = to_matrix(frame, columns)
+    if target.is_regression:
+        return model.fit(X, frame[target.label].astype(float).to_numpy())
+    y = frame[target.label].astype(int).to_numpy()
     if family.takes_sample_weight:
         model.fit(X, y, model__sample_weight=compute_sample_weight("balanced", y))
     else:
@@ -116,22 +120,31 @@ def _fit(family: Family, columns, params, frame, label):
     return model
 
 
-def search(family: Family, split: Split, columns: list[str], label: str, budget_seconds: float) -> Candidate:
+def families_for(target: Target, names: list[str] | None = None) -> list[Family]:
+    """The target's families, restricted to ``names`` where any of them is one (a list may name families of
+    both kinds; a kind none of whose families is named gets all of its own)."""
+    pool = REGRESSION_FAMILIES if target.is_regression else FAMILIES
+    chosen = [pool[n] for n in (names or []) if n in pool]
+    return chosen or list(pool.values())
+
+
+def search(family: Family, split: Split, columns: list[str], target: Target, budget_seconds: float) -> Candidate:
     """Try the family's grid (within the time budget, at least one configuration), keep the best on the tuning
-    cutoff, choose its F1-optimal threshold there, and refit it on all training cutoffs."""
+    cutoff, choose its F1-optimal threshold there (classification), and refit it on all training cutoffs."""
     started, best = time.perf_counter(), None
-    y_tune = split.tune[label].astype(int).to_numpy()
+    y_tune = split.tune[target.label].to_numpy(dtype=float)
     for params in family.grid:
         if best is not None and time.perf_counter() - started > budget_seconds:
             break
-        model = _fit(family, columns, params, split.fit, label)
-        p = model.predict_proba(to_matrix(split.tune, columns))[:, 1]
-        score = float(classification_metrics(y_tune, p, 0.5)["pr_auc"])
+        model = _fit(family, columns, params, split.fit, target)
+        p = predict_scores(model, to_matrix(split.tune, columns), target.is_regression)
+        score = float(target_metrics(target.is_regression, y_tune, p)[target.primary_metric])
         if best is None or score > best[0]:
-            best = (score, params, best_f1_threshold(y_tune, p))
+            threshold = 0.0 if target.is_regression else best_f1_threshold(y_tune.astype(int), p)
+            best = (score, params, threshold)
     score, params, threshold = best
     fit_started = time.perf_counter()
-    model = _fit(family, columns, params, split.train, label)
+    model = _fit(family, columns, params, split.train, target)
     return Candidate(family.name, params, score, threshold, model, fit_seconds=time.perf_counter() - fit_started)
 
 
@@ -158,12 +171,13 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
     split.fit = bounded(split.fit, max_training_rows)
     split.tune = bounded(split.tune, max_training_rows)
     columns = feature_columns(frame)
-    chosen = [FAMILIES[f] for f in (families or FAMILIES)]
+    chosen = families_for(target, families)
+    regression = target.is_regression
     X_valid = to_matrix(split.valid, columns)
-    y_valid = split.valid[target.label].astype(int).to_numpy()
-    baseline_p = target.naive_scores(split.valid)
-    baseline = classification_metrics(y_valid, baseline_p, best_f1_threshold(
-        split.tune[target.label].astype(int).to_numpy(), target.naive_scores(split.tune)))
+    y_valid = split.valid[target.label].to_numpy(dtype=float)
+    baseline_threshold = 0.0 if regression else best_f1_threshold(
+        split.tune[target.label].astype(int).to_numpy(), target.naive_scores(split.tune))
+    baseline = target_metrics(regression, y_valid, target.naive_scores(split.valid), baseline_threshold)
     experiment_id = store.experiment_id(target.name)
     all_tags = {"target": target.name, "label": target.label, "validation_as_of_date": split.valid_as_of,
                 "training_as_of_dates": ",".join(split.train_as_of), **(tags or {})}
@@ -176,15 +190,17 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
         mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline.items() if np.isfinite(v)})
         candidates = []
         for family in chosen:
-            candidate = search(family, split, columns, target.label, budget_seconds / len(chosen))
-            p = candidate.model.predict_proba(X_valid)[:, 1]
-            candidate.metrics = classification_metrics(y_valid, p, candidate.threshold)
+            candidate = search(family, split, columns, target, budget_seconds / len(chosen))
+            p = predict_scores(candidate.model, X_valid, regression)
+            candidate.metrics = target_metrics(regression, y_valid, p, candidate.threshold)
             with mlflow.start_run(experiment_id=experiment_id, run_name=family.name, nested=True,
                                   tags={**all_tags, "family": family.name}) as child:
                 mlflow.log_params({**candidate.params, "family": family.name})
                 mlflow.log_metrics({k: v for k, v in candidate.metrics.items() if np.isfinite(v)}
-                                   | {"tuning_pr_auc": candidate.tuning_pr_auc, "fit_seconds": candidate.fit_seconds})
-                for name, figure in plots(y_valid, p, candidate.threshold, candidate.model, X_valid).items():
+                                   | {"tuning_score": candidate.tuning_score, "fit_seconds": candidate.fit_seconds})
+                figures = (regression_plots(y_valid, p) if regression
+                           else plots(y_valid.astype(int), p, candidate.threshold, candidate.model, X_valid))
+                for name, figure in figures.items():
                     mlflow.log_figure(figure, f"plots/{name}")
                 import matplotlib.pyplot as plt
 
@@ -192,13 +208,14 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                 example = X_valid.head(5)
                 mlflow.sklearn.log_model(
                     candidate.model, name="model", signature=infer_signature(example, p[:5]),
-                    input_example=example, pyfunc_predict_fn="predict_proba",
+                    input_example=example, pyfunc_predict_fn="predict" if regression else "predict_proba",
                     skops_trusted_types=SKOPS_TRUSTED_TYPES, pip_requirements=model_requirements(),
                 )
                 candidate.run_id = child.info.run_id
             candidates.append(candidate)
-            progress(f"{family.name}: ROC-AUC {candidate.metrics['roc_auc']:.3f}, PR-AUC "
-                     f"{candidate.metrics['pr_auc']:.3f} ({candidate.params})")
+            shown = ("normalized_gini", "spearman", "mae") if regression else ("roc_auc", "pr_auc")
+            progress(f"{target.name} {family.name}: "
+                     + ", ".join(f"{k} {candidate.metrics[k]:.3f}" for k in shown) + f" ({candidate.params})")
         best = max(candidates, key=lambda c: c.metrics[target.primary_metric])
         problems = eligibility.quality_problems(best.metrics)
         mlflow.set_tags({"best_family": best.family, "best_run_id": best.run_id,

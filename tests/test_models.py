@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from dagster_project.warehouse import replace_dates
 from ml.evaluate import classification_metrics, top_decile
 from ml.gate import decide, register
-from ml.models import FAMILIES
+from ml.models import FAMILIES, REGRESSION_FAMILIES
 from ml.predict import score
 from ml.registry import CHALLENGER, CHAMPION, Store, load_by_alias, version_by_alias
 from ml.targets import CHURN_PROBABILITY_7D, Eligibility
@@ -73,6 +73,12 @@ def test_every_family_saves_with_only_the_reviewed_skops_types():
     columns = ["events_28d", "days_since_last_event", "cart_count_28d", "fav_count_28d"]
     for family in FAMILIES.values():
         model = family.build(columns, family.grid[0]).fit(frame[columns].astype(float), frame[TARGET.label])
+        untrusted = sio.get_untrusted_types(data=sio.dumps(model))
+        assert set(untrusted) <= set(SKOPS_TRUSTED_TYPES), family.name
+    revenue = _revenue_panel(300, 1)
+    for family in REGRESSION_FAMILIES.values():
+        model = family.build(columns[:3] + ["revenue_90d"], family.grid[0])
+        model.fit(revenue[columns[:3] + ["revenue_90d"]].astype(float), revenue["revenue_next_28d"])
         untrusted = sio.get_untrusted_types(data=sio.dumps(model))
         assert set(untrusted) <= set(SKOPS_TRUSTED_TYPES), family.name
 
@@ -185,3 +191,58 @@ def test_churn_trains_and_scores_only_users_active_in_the_last_7_days():
     # the naive churn ranking puts the least active first
     users = pd.DataFrame({"events_28d": [40, 5, 1], "days_since_last_event": [1, 10, 27]})
     assert list(np.argsort(-CHURN_PROBABILITY_7D.naive_scores(users))) == [2, 1, 0]
+
+
+def _revenue_panel(n_per_cutoff=800, cutoffs=3, seed=1) -> pd.DataFrame:
+    """Who buys follows `cart_count_28d`; how much follows `revenue_90d` (the naive run rate sees only the latter)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for rank in range(1, cutoffs + 1):
+        carts, past = rng.normal(size=n_per_cutoff), rng.gamma(2.0, 50.0, n_per_cutoff)
+        buys = rng.random(n_per_cutoff) < 1 / (1 + np.exp(-(-1.5 + 2.0 * carts)))
+        amount = past * rng.lognormal(0, 0.3, n_per_cutoff)
+        frames.append(pd.DataFrame({
+            "cutoff_rank": rank, "as_of_date": pd.Timestamp("2026-10-04") - pd.Timedelta(days=7 * (rank - 1)),
+            "user_id": [f"u{i}" for i in range(n_per_cutoff)], "events_28d": rng.integers(1, 50, n_per_cutoff),
+            "days_since_last_event": rng.integers(1, 28, n_per_cutoff), "cart_count_28d": carts,
+            "revenue_90d": past, "revenue_next_28d": np.where(buys, amount, 0.0),
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_normalized_gini_and_decile_calibration_match_a_hand_computation():
+    from ml.evaluate import decile_table, normalized_gini, regression_metrics
+
+    y = np.array([0.0, 0.0, 10.0, 0.0, 5.0])
+    assert normalized_gini(y, y) == pytest.approx(1.0)
+    assert normalized_gini(y, np.array([0.1, 0.2, 0.9, 0.3, 0.5])) == pytest.approx(1.0)  # the same order
+    # reversed order: the capture curve of [0, 0, 0, 5, 10] vs the perfect [10, 5, 0, 0, 0]
+    # gini = mean(cumsum/total) - (n+1)/2n: perfect (10/15+1+1+1+1)/5 - 0.6 = 0.3333, reversed (0+0+0+1/3+1)/5 - 0.6
+    assert normalized_gini(y, -np.array([0.1, 0.2, 0.9, 0.3, 0.5])) == pytest.approx((4 / 15 - 0.6) / (14 / 15 - 0.6))
+    table = decile_table(np.arange(20.0), np.arange(20.0))
+    assert list(table.users) == [2] * 10 and table.mean_actual.iloc[0] == 18.5 and table.mean_predicted.iloc[-1] == 0.5
+    metrics = regression_metrics(np.array([0.0, 10.0]), np.array([1.0, 9.0]))
+    assert metrics["mae"] == 1.0 and metrics["decile_calibration_error"] == pytest.approx(0.2)
+
+
+def test_the_revenue_hurdle_model_beats_the_run_rate_and_reloads_identically(store):
+    from ml.models import REGRESSION_FAMILIES
+    from ml.targets import PREDICTED_REVENUE_28D as REVENUE
+
+    frame = _revenue_panel()
+    outcome = train_candidates(frame, REVENUE, store, budget_seconds=20, eligibility=Eligibility(min_examples_per_class=50),
+                               families=["logistic_regression", "hurdle_gradient_boosting"])
+    assert [c.family for c in outcome.candidates] == ["hurdle_gradient_boosting"]  # only the named regression family
+    best = outcome.best.metrics
+    assert best["normalized_gini"] > outcome.baseline["normalized_gini"] + 0.1 and best["spearman"] > 0.3
+    assert outcome.quality_problems == []
+    entry = register(store, REVENUE, outcome.best.run_id, {"as_of_date": "2026-10-04"})
+    decision = decide(store, REVENUE, entry, best, outcome.split.valid, margin=0.0)
+    assert decision.promoted and decision.incumbent == "baseline" and decision.metric == "normalized_gini"
+    model, champion = load_by_alias(store, REVENUE.name, CHAMPION)
+    scored = score(outcome.split.valid, model, REVENUE.name, champion.version, score_column="predicted_revenue",
+                   regression=True)
+    expected = outcome.best.model.predict(outcome.split.valid[list(model.feature_names_in_)].astype(float))
+    np.testing.assert_allclose(scored.predicted_revenue.to_numpy(), expected)
+    assert (scored.predicted_revenue >= 0).all() and set(scored.decile) == set(range(1, 11))
+    assert set(REGRESSION_FAMILIES) == {"hurdle_linear", "hurdle_gradient_boosting"}

@@ -174,3 +174,14 @@ def test_churn_is_scored_for_users_active_in_the_last_7_days_only(pipeline):
              where c.as_of_date = $1 and p.events_7d = 0) as inactive_scored
     """, [DEMO_AS_OF]).iloc[0]
     assert counts.scored == counts.active < counts.everyone and counts.inactive_scored == 0
+
+
+def test_revenue_is_not_published_without_a_closed_28_day_window_and_says_why(pipeline):
+    from dagster_project.status import collect, render
+
+    report = collect()
+    revenue = {t["target"]: t for t in report["targets"]}["predicted_revenue_28d"]
+    # 3 weekly cutoffs (7, 14, 21 days back): no 28-day revenue window has closed, so there is nothing to learn from
+    assert revenue["champion"] is None and revenue["latest_predictions"] is None
+    assert "0 cutoff(s) with a closed label" in revenue["not_published_reason"]
+    assert "predicted_revenue_28d:\n  not published in the latest run: predicted_revenue_28d: 0 cutoff(s)" in render(report)

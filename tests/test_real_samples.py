@@ -78,9 +78,11 @@ def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
 
     home = tmp_path / name
     env = {**os.environ, "SHOPCAST_HOME": str(home), "SHOPCAST_TRAINING_BUDGET_SECONDS": "20",
-           "SHOPCAST_GATE_MARGIN": "0.0", "SHOPCAST_LOG_LEVEL": "WARNING"}
+           "SHOPCAST_GATE_MARGIN": "0.0", "SHOPCAST_LOG_LEVEL": "WARNING",
+           "SHOPCAST_MODEL_FAMILIES": "logistic_regression,gradient_boosting"}
     for key in ("SHOPCAST_WAREHOUSE_PATH", "DAGSTER_HOME", "MLFLOW_TRACKING_URI", "SHOPCAST_BUSINESS_TZ",
-                "SHOPCAST_TRAINING_CUTOFFS", "SHOPCAST_TRAINING_CADENCE_DAYS"):
+                "SHOPCAST_TRAINING_CUTOFFS", "SHOPCAST_TRAINING_CADENCE_DAYS", "SHOPCAST_MIN_CLASS_EXAMPLES",
+                "SHOPCAST_MIN_ROC_AUC", "SHOPCAST_MIN_PR_AUC_SKILL"):
         env.pop(key, None)
     shopcast = str(Path(sys.executable).parent / "shopcast")
     proc = subprocess.run([shopcast, "sample", name, "--datasets", str(DATASETS)], env=env, capture_output=True,
@@ -105,7 +107,12 @@ def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
     assert predicted == population == in_range > 0 and versions == 1
     status = json.loads(subprocess.run([shopcast, "status", "--json"], env=env, capture_output=True, text=True,
                                        check=True).stdout)
-    (target,) = [t for t in status["targets"] if t["target"] == "purchase_propensity_7d"]
-    champion = target["champion"]
-    assert champion is not None and 0.5 < champion["validation_metrics"]["roc_auc"] <= 1
-    assert target["latest_predictions"]["as_of_date"] == as_of.isoformat()
+    targets = {t["target"]: t for t in status["targets"]}
+    champion = targets["purchase_propensity_7d"]["champion"]
+    assert champion is not None and 0.6 <= champion["validation_metrics"]["roc_auc"] <= 1
+    assert targets["purchase_propensity_7d"]["latest_predictions"]["as_of_date"] == as_of.isoformat()
+    churn = targets["churn_probability_7d"]
+    if name == "taobao":  # every user of the 9 days stays active: no churner to learn from, so nothing is published
+        assert churn["champion"] is None and churn["latest_predictions"] is None
+    else:
+        assert churn["champion"] is not None and churn["latest_predictions"]["as_of_date"] == as_of.isoformat()

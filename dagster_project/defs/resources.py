@@ -100,6 +100,7 @@ class TrainingPolicy(dg.ConfigurableResource):
     min_examples_per_class: int = 1000  # eligibility: positives and negatives in the training cutoffs
     min_roc_auc: str = "0.6"            # quality floor
     min_pr_auc_skill: str = "0.05"      # (PR-AUC - base rate) / (1 - base rate)
+    min_normalized_gini: str = "0.2"    # amount targets
 
     @property
     def margin(self) -> float:
@@ -107,22 +108,24 @@ class TrainingPolicy(dg.ConfigurableResource):
 
     @property
     def family_list(self) -> list[str] | None:
-        from ml.models import FAMILIES
+        from ml.models import FAMILIES, REGRESSION_FAMILIES
 
         if self.families.strip() in ("", "all"):
             return None
         chosen = [f.strip() for f in self.families.split(",") if f.strip()]
-        unknown = sorted(set(chosen) - set(FAMILIES))
+        known = [*FAMILIES, *REGRESSION_FAMILIES]
+        unknown = sorted(set(chosen) - set(known))
         if unknown:
             raise ValueError(f"SHOPCAST_MODEL_FAMILIES: unknown famil(ies) {', '.join(unknown)}; "
-                             f"expected some of {', '.join(FAMILIES)}")
+                             f"expected some of {', '.join(known)}")
         return chosen
 
     def eligibility(self):
         from ml.targets import Eligibility
 
         return Eligibility(self.min_examples_per_class, _number("SHOPCAST_MIN_ROC_AUC", self.min_roc_auc),
-                           _number("SHOPCAST_MIN_PR_AUC_SKILL", self.min_pr_auc_skill))
+                           _number("SHOPCAST_MIN_PR_AUC_SKILL", self.min_pr_auc_skill),
+                           _number("SHOPCAST_MIN_NORMALIZED_GINI", self.min_normalized_gini))
 
 
 def as_of_dates(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[dt.date]:
@@ -160,6 +163,7 @@ def resources() -> dg.Definitions:
                 min_examples_per_class=dg.EnvVar.int("SHOPCAST_MIN_CLASS_EXAMPLES"),
                 min_roc_auc=dg.EnvVar("SHOPCAST_MIN_ROC_AUC"),
                 min_pr_auc_skill=dg.EnvVar("SHOPCAST_MIN_PR_AUC_SKILL"),
+                min_normalized_gini=dg.EnvVar("SHOPCAST_MIN_NORMALIZED_GINI"),
             ),
             "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
         }

@@ -31,18 +31,20 @@ def build_scoring_assets(target: Target) -> list:
             return dg.MaterializeResult(metadata={"published": False, "reason": reason, "dagster/row_count": 0})
         population = warehouse.query_df(POPULATION_SQL.format(population=target.population_sql), [dates[0], dates[-1]])
         model, entry = load_by_alias(mlflow.store(), target.name, CHAMPION)
-        scored = score(population, model, target.name, entry.version)
+        scored = score(population, model, target.name, entry.version, score_column=target.score_column,
+                       regression=target.is_regression)
         with warehouse.writer() as con:
             replace_dates(con, "predictions", target.name, scored)
-        top = scored.sort_values("probability", ascending=False).head(10)
+        top = scored.sort_values(target.score_column, ascending=False).head(10)
         return dg.MaterializeResult(metadata={
             "published": True, "dagster/row_count": len(scored), "model_version": entry.version,
-            "mean_probability": float(scored.probability.mean()),
+            f"mean_{target.score_column}": float(scored[target.score_column].mean()),
             "preview": dg.MetadataValue.md(frame_to_markdown(top)),
         })
 
     @dg.asset_check(asset=key, blocking=True, partitions_def=as_of_daily, pool="duckdb",
-                    description="Scores in [0, 1], one row per user of the scoring population, model version set.")
+                    description="Scores within bounds (probabilities in [0, 1], amounts >= 0), one row per user of the "
+                                "target's population, model version set.")
     def predictions_are_complete(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                                  mlflow: MlflowStore) -> dg.AssetCheckResult:
         dates = as_of_dates(context)
@@ -54,7 +56,7 @@ def build_scoring_assets(target: Target) -> list:
                 (select count(*) from marts.fct_scoring_population where as_of_date between $1 and $2
                    and ({target.population_sql})) as population,
                 (select count(*) from predictions.{target.name} where as_of_date between $1 and $2
-                   and (probability < 0 or probability > 1 or probability is null)) as out_of_range,
+                   and not coalesce({target.score_bounds_sql}, false)) as out_of_range,
                 (select count(*) from predictions.{target.name} where as_of_date between $1 and $2
                    and (model_version is null or model_version = '')) as missing_version
         """, [dates[0], dates[-1]]).iloc[0]
