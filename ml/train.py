@@ -162,10 +162,11 @@ class TrainingOutcome:
 
 def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags: dict | None = None,
                      families: list[str] | None = None, budget_seconds: float = 300.0,
-                     eligibility: Eligibility = Eligibility(),
+                     eligibility: Eligibility | None = None,
                      max_training_rows: int = 300_000,
                      progress: Callable[[str], None] = lambda _: None) -> TrainingOutcome:
     """Search every family, log a parent run with one nested run per candidate, and return them all."""
+    eligibility = eligibility or Eligibility()
     split = time_split(frame, target, eligibility.min_examples_per_class)
     split.train = bounded(split.train, max_training_rows)
     split.fit = bounded(split.fit, max_training_rows)

@@ -25,8 +25,10 @@ def _manifest_checksum() -> str:
     return hashlib.sha256(dbt_project.manifest_path.read_bytes()).hexdigest()[:16]
 
 
-def _metrics_table(rows: dict[str, dict]) -> str:
-    shown = ["roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "lift_top_decile"]
+def _metrics_table(rows: dict[str, dict], regression: bool) -> str:
+    shown = (["normalized_gini", "spearman", "mae", "rmse", "decile_calibration_error", "capture_top_decile"]
+             if regression else ["roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1",
+                                 "lift_top_decile"])
     return frame_to_markdown(pd.DataFrame.from_dict(rows, orient="index")[shown].rename_axis("model").reset_index(),
                              float_format="{:.3f}")
 
@@ -58,7 +60,7 @@ def build_target_assets(target: Target) -> list:
         table = {c.family: c.metrics for c in outcome.candidates} | {f"baseline ({target.naive_name})": outcome.baseline}
         return dg.MaterializeResult(metadata={
             "eligible": True,
-            "candidates": dg.MetadataValue.md(_metrics_table(table)),
+            "candidates": dg.MetadataValue.md(_metrics_table(table, target.is_regression)),
             "best_family": outcome.best.family,
             "registered_version": version.version,
             "quality_problems": "; ".join(outcome.quality_problems) or "none",
