@@ -14,7 +14,7 @@ from functools import cache
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from dagster_project.settings import configure_environment, get_paths
+from dagster_project.settings import configure_environment, get_paths, training_cutoff_dates
 from dagster_project.warehouse import connect, table_exists
 
 
@@ -108,15 +108,9 @@ def feature_dates_present() -> set[dt.date]:
         return {row[0] for row in con.execute("select distinct as_of_date from marts.feat_user_daily").fetchall()}
 
 
-# The longest 7-day label window (dbt vars purchase_horizon_days, churn_horizon_days): the newest training cutoff
-# is this many days before the as-of date (fct_training_set.sql).
-LABEL_HORIZON_DAYS = 7
-
-
 def history_needed(as_of: dt.date, cutoffs: int, cadence_days: int, first_event: dt.date) -> list[dt.date]:
     """The as-of dates whose features the training set of ``as_of`` reads, and that have events before them."""
-    dates = [as_of - dt.timedelta(days=LABEL_HORIZON_DAYS + cadence_days * (k - 1)) for k in range(1, cutoffs + 1)]
-    return sorted(d for d in dates if d > first_event)
+    return sorted(d for d in training_cutoff_dates(as_of, cutoffs, cadence_days) if d > first_event)
 
 
 def run_partition(as_of: dt.date) -> dg.ExecuteInProcessResult:

@@ -83,6 +83,18 @@ def business_timezone() -> str:
     return name
 
 
+# The longest 7-day label window (dbt vars purchase_horizon_days, churn_horizon_days): the newest training cutoff
+# is this many days before the as-of date (fct_training_set.sql).
+LABEL_HORIZON_DAYS = 7
+
+
+def training_cutoff_dates(as_of, cutoffs: int, cadence_days: int) -> list:
+    """The as-of dates of the training examples of a run at ``as_of``, newest first (fct_training_set.sql)."""
+    import datetime as dt
+
+    return [as_of - dt.timedelta(days=LABEL_HORIZON_DAYS + cadence_days * (k - 1)) for k in range(1, cutoffs + 1)]
+
+
 # Settings a SHOPCAST_HOME keeps for every process that opens it (the CLI, `make ui`, the daemon): KEY=VALUE
 # lines, written by `shopcast sample`. A variable set in the environment wins over the file.
 HOME_SETTINGS_FILE = "settings.env"

@@ -120,7 +120,8 @@ def _latest_training(store, name: str) -> dict | None:
                   for c in children}
     baseline = {k: round(parent.data.metrics[f"baseline_{k}"], 4) for k in keep if f"baseline_{k}" in parent.data.metrics}
     return {"run_id": parent.info.run_id, "validation_as_of_date": parent.data.tags.get("validation_as_of_date"),
-            "best_family": parent.data.tags.get("best_family"), "candidates": candidates, "baseline": baseline}
+            "best_family": parent.data.tags.get("best_family"), "candidates": candidates, "baseline": baseline,
+            "baseline_name": parent.data.tags.get("baseline_name", "naive")}
 
 
 def render(report: dict) -> str:
@@ -149,7 +150,7 @@ def render(report: dict) -> str:
         if training:
             lines.append(f"  latest training, validated on {training['validation_as_of_date']}:")
             lines.append("    " + f"{'model':<26}" + "".join(f"{k:>{max(len(k) + 2, 10)}}" for k in shown))
-            for family, m in {**training["candidates"], f"baseline ({target.naive_name})": training["baseline"]}.items():
+            for family, m in {**training["candidates"], f"baseline ({training['baseline_name']})": training["baseline"]}.items():
                 lines.append("    " + f"{family[:26]:<26}" + "".join(f"{m.get(k, float('nan')):>{max(len(k) + 2, 10)}.4f}"
                                                                 for k in shown))
         for alias in ("champion", "challenger"):

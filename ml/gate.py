@@ -65,7 +65,8 @@ def decide(store: Store, target: Target, candidate: RegisteredModel, candidate_m
     y = valid[target.label].to_numpy(dtype=float)
     incumbent = champion_scores(store, target, valid)
     if incumbent is None:
-        name, scores = "baseline", target.naive_scores(valid)
+        baseline_name, scores = target.baseline(valid)
+        name = f"baseline ({baseline_name})"
     else:
         entry, scores = incumbent
         name = f"champion v{entry.version}"

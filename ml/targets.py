@@ -41,8 +41,20 @@ class Target:
     population: str | None = None
     naive_scores: Callable[[pd.DataFrame], np.ndarray] = recency_frequency_scores
     naive_name: str = "recency/frequency"
+    # BG/NBD's prediction of this target (a column of predictions.clv): the baseline a candidate must beat where
+    # it exists for every validation row; the naive ranking otherwise
+    clv_column: str | None = None
+    clv_reverse: bool = False        # churn: 1 - P(alive)
     kind: str = "classification"     # or "regression" (an amount)
     score_column: str = "probability"  # the column of predictions.<name>
+
+    def baseline(self, frame: pd.DataFrame) -> tuple[str, np.ndarray]:
+        """(name, scores) of the baseline on ``frame``: BG/NBD where fitted for every row, else the naive one."""
+        column = self.clv_column
+        if column and column in frame.columns and len(frame) and frame[column].notna().all():
+            values = frame[column].to_numpy(dtype=float)
+            return "BG/NBD", (1.0 - values) if self.clv_reverse else values
+        return self.naive_name, self.naive_scores(frame)
 
     @property
     def is_regression(self) -> bool:
@@ -94,6 +106,7 @@ PURCHASE_PROPENSITY_7D = Target(
     name="purchase_propensity_7d",
     label="purchase_next_7d",
     description="Probability that the user buys in the 7 days from the as-of date (GA4's purchase probability).",
+    clv_column="clv_p_purchase_7d",
 )
 
 CHURN_PROBABILITY_7D = Target(
@@ -102,6 +115,8 @@ CHURN_PROBABILITY_7D = Target(
     description="Probability that a user active in the last 7 days is not active in the next 7 (GA4's churn "
                 "probability).",
     population="events_7d > 0",
+    clv_column="clv_p_alive",
+    clv_reverse=True,
     naive_scores=inactivity_scores,
     naive_name="inactivity (reverse recency/frequency)",
 )
@@ -112,6 +127,7 @@ PREDICTED_REVENUE_28D = Target(
     description="Expected purchase revenue of the user in the 28 days from the as-of date (GA4's predicted "
                 "revenue): P(buys) x E[revenue | buys].",
     primary_metric="normalized_gini",
+    clv_column="clv_expected_revenue_28d",
     naive_scores=revenue_run_rate,
     naive_name="90-day revenue run rate",
     kind="regression",

@@ -158,6 +158,7 @@ class TrainingOutcome:
     split: Split
     columns: list[str]
     quality_problems: list[str] = field(default_factory=list)  # why the best may not be published (empty: fine)
+    baseline_name: str = ""
 
 
 def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags: dict | None = None,
@@ -176,11 +177,13 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
     regression = target.is_regression
     X_valid = to_matrix(split.valid, columns)
     y_valid = split.valid[target.label].to_numpy(dtype=float)
+    baseline_name, baseline_scores = target.baseline(split.valid)
     baseline_threshold = 0.0 if regression else best_f1_threshold(
-        split.tune[target.label].astype(int).to_numpy(), target.naive_scores(split.tune))
-    baseline = target_metrics(regression, y_valid, target.naive_scores(split.valid), baseline_threshold)
+        split.tune[target.label].astype(int).to_numpy(), target.baseline(split.tune)[1])
+    baseline = target_metrics(regression, y_valid, baseline_scores, baseline_threshold)
     experiment_id = store.experiment_id(target.name)
     all_tags = {"target": target.name, "label": target.label, "validation_as_of_date": split.valid_as_of,
+                "baseline_name": baseline_name,
                 "training_as_of_dates": ",".join(split.train_as_of), **(tags or {})}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{target.name} train {split.valid_as_of}",
                           tags=all_tags) as parent:
@@ -222,5 +225,6 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
         mlflow.set_tags({"best_family": best.family, "best_run_id": best.run_id,
                          "quality_problems": "; ".join(problems) or "none"})
         mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items() if np.isfinite(v)})
-    return TrainingOutcome(target, parent.info.run_id, candidates, best, baseline, split, columns, problems)
+    return TrainingOutcome(target, parent.info.run_id, candidates, best, baseline, split, columns, problems,
+                           baseline_name)
 

@@ -87,7 +87,7 @@ def test_gate_promotes_only_a_better_model(store):
     frame = _panel()
     weak, weak_metrics, valid = _registered(store, frame, ["fav_count_28d"])
     first = decide(store, TARGET, weak, weak_metrics, valid, margin=0.0)
-    assert first.promoted and first.incumbent == "baseline"  # the baseline's inputs are noise here
+    assert first.promoted and first.incumbent == "baseline (recency/frequency)"  # the baseline's inputs are noise here
     strong, strong_metrics, _ = _registered(store, frame, ["cart_count_28d", "fav_count_28d"])
     second = decide(store, TARGET, strong, strong_metrics, valid, margin=0.01)
     assert second.promoted and second.incumbent == f"champion v{weak.version}"
@@ -104,7 +104,7 @@ def test_a_first_model_that_does_not_beat_the_baseline_is_not_champion(store):
     frame["events_28d"] = frame["cart_count_28d"] * 10 + 100  # now the baseline sees the signal
     noise, metrics, valid = _registered(store, frame, ["days_since_last_event"])
     decision = decide(store, TARGET, noise, metrics, valid, margin=0.0)
-    assert not decision.promoted and decision.incumbent == "baseline"
+    assert not decision.promoted and decision.incumbent == "baseline (recency/frequency)"
     assert version_by_alias(store, TARGET.name, CHAMPION) is None
 
 
@@ -238,7 +238,7 @@ def test_the_revenue_hurdle_model_beats_the_run_rate_and_reloads_identically(sto
     assert outcome.quality_problems == []
     entry = register(store, REVENUE, outcome.best.run_id, {"as_of_date": "2026-10-04"})
     decision = decide(store, REVENUE, entry, best, outcome.split.valid, margin=0.0)
-    assert decision.promoted and decision.incumbent == "baseline" and decision.metric == "normalized_gini"
+    assert decision.promoted and decision.incumbent == "baseline (90-day revenue run rate)" and decision.metric == "normalized_gini"
     model, champion = load_by_alias(store, REVENUE.name, CHAMPION)
     scored = score(outcome.split.valid, model, REVENUE.name, champion.version, score_column="predicted_revenue",
                    regression=True)

@@ -185,3 +185,24 @@ def test_revenue_is_not_published_without_a_closed_28_day_window_and_says_why(pi
     assert revenue["champion"] is None and revenue["latest_predictions"] is None
     assert "0 cutoff(s) with a closed label" in revenue["not_published_reason"]
     assert "predicted_revenue_28d:\n  not published in the latest run: predicted_revenue_28d: 0 cutoff(s)" in render(report)
+
+
+def test_bgnbd_is_fitted_per_date_registered_and_is_the_baseline_to_beat(pipeline):
+    from dagster_project.status import collect
+    from ml.registry import CHAMPION, Store, version_by_alias
+
+    counts = _read(pipeline, """
+        select c.as_of_date, count(*) as users, count(c.clv_p_alive) as fitted, any_value(c.model_version) as version,
+               (select count(*) from marts.feat_user_rfm r where r.as_of_date = c.as_of_date) as rfm_users
+        from predictions.clv c group by 1 order by 1
+    """)
+    # the run's date and its 3 training cutoffs, each fitted on its own history, every user of feat_user_rfm
+    expected_dates = [DEMO_AS_OF - dt.timedelta(days=d) for d in (21, 14, 7, 0)]
+    assert [d.date() for d in counts.as_of_date] == expected_dates
+    assert (counts.users == counts.fitted).all() and (counts.users == counts.rfm_users).all()
+    registered = version_by_alias(Store(pipeline.mlflow_tracking_uri, pipeline.mlflow_artifacts), "clv_bgnbd", CHAMPION)
+    assert registered is not None and counts.version.iloc[-1] == registered.version
+    assert set(counts.version.iloc[:-1]) == {"refit per cutoff"}
+    purchase = {t["target"]: t for t in collect()["targets"]}["purchase_propensity_7d"]
+    assert purchase["latest_training"]["baseline_name"] == "BG/NBD"
+    assert purchase["latest_training"]["baseline"]["roc_auc"] > 0.6  # a real baseline, not noise

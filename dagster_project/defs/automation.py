@@ -22,7 +22,8 @@ shopcast_graph = dg.define_asset_job(
 feature_backfill = dg.define_asset_job(
     "feature_backfill",
     executor_def=EXECUTOR,
-    selection=dg.AssetSelection.assets(["marts", "feat_user_daily"]).upstream() - dg.AssetSelection.groups("ingest"),
+    selection=dg.AssetSelection.assets(["marts", "feat_user_daily"], ["marts", "feat_user_rfm"]).upstream()
+    - dg.AssetSelection.groups("ingest"),
     partitions_def=as_of_daily,
     description="Features (and their checks) for a range of as-of dates, as one run.",
 )

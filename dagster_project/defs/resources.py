@@ -58,6 +58,11 @@ class PipelineSettings(dg.ConfigurableResource):
     def gx_dir(self) -> Path:
         return Path(self.home) / "gx"
 
+    def training_cutoff_dates(self, as_of: dt.date) -> list[dt.date]:
+        from dagster_project.settings import training_cutoff_dates
+
+        return training_cutoff_dates(as_of, self.training_cutoffs, self.training_cadence_days)
+
     def dbt_vars(self, first: dt.date, last: dt.date) -> dict:
         return {
             "min_as_of_date": first.isoformat(),

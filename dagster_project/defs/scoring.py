@@ -6,6 +6,7 @@ import dagster as dg
 
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, WarehouseResource, as_of_dates
+from dagster_project.defs.training import with_clv
 from dagster_project.markdown import frame_to_markdown
 from dagster_project.warehouse import replace_dates
 from ml.predict import score
@@ -13,13 +14,14 @@ from ml.registry import CHAMPION, load_by_alias, version_by_alias
 from ml.targets import TARGETS, Target
 
 SCORING_POPULATION = dg.AssetKey(["marts", "fct_scoring_population"])
-POPULATION_SQL = "select * from marts.fct_scoring_population where as_of_date between ? and ? and ({population})"
+CLV = dg.AssetKey(["predictions", "clv"])
+POPULATION_SQL = with_clv("marts.fct_scoring_population", "t.as_of_date between ? and ? and ({population})")
 
 
 def build_scoring_assets(target: Target) -> list:
     key = dg.AssetKey(["predictions", target.name])
 
-    @dg.asset(key=key, deps=[SCORING_POPULATION, dg.AssetKey(["models", f"{target.name}_champion"])],
+    @dg.asset(key=key, deps=[SCORING_POPULATION, CLV, dg.AssetKey(["models", f"{target.name}_champion"])],
               group_name=target.name, partitions_def=as_of_daily, pool="duckdb", kinds={"duckdb", "mlflow"},
               description=f"predictions.{target.name}: {target.description} Scored by models:/{target.name}@champion.")
     def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,

@@ -19,6 +19,16 @@ from ml.targets import TARGETS, Target
 from ml.train import NotEligible, time_split, train_candidates
 
 TRAINING_SET = dg.AssetKey(["marts", "fct_training_set"])
+CLV = dg.AssetKey(["predictions", "clv"])
+
+
+def with_clv(table: str, where: str = "true") -> str:
+    """Rows of a mart with the BG/NBD outputs of the same user and as-of date as extra columns (NULL where no fit)."""
+    return (f"select t.*, c.* exclude (user_id, as_of_date, model_name, model_version, scored_at) from {table} t "
+            f"left join predictions.clv c on c.user_id = t.user_id and c.as_of_date = t.as_of_date where {where}")
+
+
+TRAINING_SQL = with_clv("marts.fct_training_set")
 
 
 def _manifest_checksum() -> str:
@@ -37,13 +47,13 @@ def build_target_assets(target: Target) -> list:
     candidates_key = dg.AssetKey(["models", f"{target.name}_candidates"])
     champion_key = dg.AssetKey(["models", f"{target.name}_champion"])
 
-    @dg.asset(key=candidates_key, deps=[TRAINING_SET], group_name=target.name, partitions_def=as_of_daily,
+    @dg.asset(key=candidates_key, deps=[TRAINING_SET, CLV], group_name=target.name, partitions_def=as_of_daily,
               kinds={"scikit-learn", "mlflow"}, pool="duckdb",
               description=f"Candidate models for {target.name}: {target.description} Best one registered.")
     def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
                    training_policy: TrainingPolicy) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
-        frame = warehouse.query_df("select * from marts.fct_training_set")
+        frame = warehouse.query_df(TRAINING_SQL)
         try:
             outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=training_policy.budget_seconds,
                                        families=training_policy.family_list,
@@ -57,7 +67,7 @@ def build_target_assets(target: Target) -> list:
                            {"as_of_date": as_of, "family": outcome.best.family, "dagster_run_id": context.run.run_id,
                             "quality_problems": "; ".join(outcome.quality_problems),
                             **{k: round(v, 6) for k, v in outcome.best.metrics.items()}})
-        table = {c.family: c.metrics for c in outcome.candidates} | {f"baseline ({target.naive_name})": outcome.baseline}
+        table = {c.family: c.metrics for c in outcome.candidates} | {f"baseline ({outcome.baseline_name})": outcome.baseline}
         return dg.MaterializeResult(metadata={
             "eligible": True,
             "candidates": dg.MetadataValue.md(_metrics_table(table, target.is_regression)),
@@ -81,7 +91,7 @@ def build_target_assets(target: Target) -> list:
             reason = f"no candidate for {as_of}: the training data were not eligible (see the candidates asset)"
             context.log.warning(f"{target.name}: {reason}; the champion, if any, stays")
             return dg.MaterializeResult(metadata={"decision": "none", "promoted": False, "reason": reason})
-        valid = time_split(warehouse.query_df("select * from marts.fct_training_set"), target,
+        valid = time_split(warehouse.query_df(TRAINING_SQL), target,
                            training_policy.eligibility().min_examples_per_class).valid
         metrics = {target.primary_metric: float(candidate.tags[target.primary_metric])}
         problems = [p for p in candidate.tags.get("quality_problems", "").split("; ") if p]

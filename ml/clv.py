@@ -1,0 +1,196 @@
+"""The statistical baseline: BG/NBD (how often a customer buys, and whether they are still "alive") with Gamma-Gamma
+(how much they spend per purchase), from pymc-marketing.
+
+Why pymc-marketing: it is the maintained home of these models (lifetimes, their former home, has been archived
+since 2020 and its successor btyd is a 2022 beta); 0.18.2 is the last release for Python 3.11 and installs with
+the pinned stack. Fitted by MAP (a point estimate, deterministic, seconds), not MCMC.
+
+Inputs are per user and as-of date, in days, from marts.feat_user_rfm: ``frequency`` (repeat purchase days after
+the first), ``recency`` (first to last purchase day), ``t_days`` (first purchase, or first visit for users who never
+bought, to the as-of date) and ``monetary_value`` (mean revenue per purchase day). Nothing after the as-of date.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+RFM_COLUMNS = ["frequency", "recency", "t_days", "monetary_value"]
+CLV_COLUMNS = ["clv_p_alive", "clv_expected_purchases_7d", "clv_expected_purchases_28d", "clv_expected_purchases_90d",
+               "clv_p_purchase_7d", "clv_expected_spend", "clv_expected_revenue_28d"]
+MIN_REPEAT_BUYERS = 20  # BG/NBD and Gamma-Gamma need repeat buyers; fewer and there is nothing to fit
+
+
+class NotEnoughHistory(ValueError):
+    """Too few repeat buyers before this date to fit BG/NBD (young or tiny data)."""
+
+
+@dataclass
+class ClvModels:
+    bgnbd: object                   # pymc_marketing.clv.BetaGeoModel
+    gamma_gamma: object | None      # pymc_marketing.clv.GammaGammaModel, or None (too few repeat buyers)
+    mean_spend: float               # the fallback spend per purchase day
+
+    def save(self, folder: Path) -> dict[str, str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {"bgnbd": str(folder / "bgnbd.nc")}
+        self.bgnbd.save(paths["bgnbd"])
+        if self.gamma_gamma is not None:
+            paths["gamma_gamma"] = str(folder / "gamma_gamma.nc")
+            self.gamma_gamma.save(paths["gamma_gamma"])
+        (folder / "mean_spend.txt").write_text(repr(self.mean_spend))
+        paths["mean_spend"] = str(folder / "mean_spend.txt")
+        return paths
+
+    @classmethod
+    def load(cls, paths: dict[str, str]) -> ClvModels:
+        from pymc_marketing import clv
+
+        bgnbd = clv.BetaGeoModel.load(paths["bgnbd"])
+        bgnbd.build_model()  # a loaded model has its fitted values but not its graph
+        gamma_gamma = None
+        if "gamma_gamma" in paths:
+            gamma_gamma = clv.GammaGammaModel.load(paths["gamma_gamma"])
+            gamma_gamma.build_model()
+        return cls(bgnbd, gamma_gamma, float(Path(paths["mean_spend"]).read_text()))
+
+
+def _quiet():
+    """pymc and pytensor warn about BLAS and experimental APIs on every call; they say nothing about the fit."""
+    warnings.filterwarnings("ignore", module=r"(pymc|pytensor|pymc_marketing|arviz|preliz).*")
+    for name in ("pymc", "pytensor", "pymc_marketing", "arviz"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _inputs(rfm: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in ["user_id", *RFM_COLUMNS] if c not in rfm.columns]
+    if missing:
+        raise KeyError(f"RFM columns missing: {', '.join(missing)}")
+    data = pd.DataFrame({
+        "customer_id": np.arange(len(rfm)),  # positions: user ids are text, pymc-marketing wants one coordinate
+        "frequency": rfm["frequency"].to_numpy(dtype=float),
+        "recency": rfm["recency"].to_numpy(dtype=float),
+        "T": rfm["t_days"].to_numpy(dtype=float),
+        "monetary_value": rfm["monetary_value"].fillna(0).to_numpy(dtype=float),
+    })
+    bad = data[(data["T"] <= 0) | (data.recency > data["T"]) | (data.frequency < 0)]
+    if not bad.empty:
+        raise ValueError(f"{len(bad)} RFM rows break 0 <= recency <= T, T > 0, frequency >= 0 "
+                         f"(first: {rfm.iloc[bad.index[0]].to_dict()})")
+    return data
+
+
+def fit(rfm: pd.DataFrame) -> ClvModels:
+    """Fit BG/NBD on every user, and Gamma-Gamma on the repeat buyers with a positive spend."""
+    _quiet()
+    from pymc_marketing import clv
+
+    data = _inputs(rfm)
+    if (data.frequency > 0).sum() < MIN_REPEAT_BUYERS:
+        raise NotEnoughHistory(f"BG/NBD needs repeat buyers: {(data.frequency > 0).sum()} of {len(data)} users have "
+                         f"bought on more than one day (at least {MIN_REPEAT_BUYERS} needed)")
+    bgnbd = clv.BetaGeoModel(data=data[["customer_id", "frequency", "recency", "T"]])
+    bgnbd.fit(fit_method="map", progressbar=False)
+    repeat = data[(data.frequency > 0) & (data.monetary_value > 0)]
+    mean_spend = float(data.loc[data.monetary_value > 0, "monetary_value"].mean()) if (data.monetary_value > 0).any() else 0.0
+    gamma_gamma = None
+    if len(repeat) >= MIN_REPEAT_BUYERS:
+        gamma_gamma = clv.GammaGammaModel(data=repeat[["customer_id", "frequency", "monetary_value"]])
+        gamma_gamma.fit(fit_method="map", progressbar=False)
+    return ClvModels(bgnbd, gamma_gamma, mean_spend)
+
+
+def _point(values) -> np.ndarray:
+    """A MAP fit gives one chain of one draw: the per-customer values."""
+    array = values.mean(dim=[d for d in ("chain", "draw") if d in values.dims]) if hasattr(values, "dims") else values
+    return np.asarray(array, dtype=float).ravel()
+
+
+def predict(models: ClvModels, rfm: pd.DataFrame) -> pd.DataFrame:
+    """Per row of ``rfm``: P(alive), expected purchase days in 7/28/90 days, P(any purchase in 7 days), expected
+    spend per purchase day and expected revenue in 28 days (purchases x spend)."""
+    _quiet()
+    data = _inputs(rfm)
+    bg = models.bgnbd
+    frame = data[["customer_id", "frequency", "recency", "T"]]
+    out = pd.DataFrame(index=rfm.index)
+    out["clv_p_alive"] = _point(bg.expected_probability_alive(data=frame))
+    for days in (7, 28, 90):
+        out[f"clv_expected_purchases_{days}d"] = _point(bg.expected_purchases(data=frame, future_t=days))
+    out["clv_p_purchase_7d"] = 1.0 - _point(bg.expected_probability_no_purchase(data=frame, t=7))
+    if models.gamma_gamma is not None:
+        spend = _point(models.gamma_gamma.expected_customer_spend(
+            data=data[["customer_id", "frequency", "monetary_value"]]))
+    else:
+        spend = np.full(len(data), models.mean_spend)
+    out["clv_expected_spend"] = spend
+    out["clv_expected_revenue_28d"] = out["clv_expected_purchases_28d"] * spend
+    return out[CLV_COLUMNS]
+
+
+class ClvPyfunc(mlflow.pyfunc.PythonModel):
+    """The MLflow model: loads both fitted models and predicts the CLV columns from RFM inputs."""
+
+    def load_context(self, context):
+        self.models = ClvModels.load(context.artifacts)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return predict(self.models, model_input)
+
+
+CLV_MODEL_NAME = "clv_bgnbd"
+
+
+def fitted_parameters(models: ClvModels) -> dict[str, float]:
+    """The MAP estimates (BG/NBD: r, alpha, a, b; Gamma-Gamma: p, q, v), for the MLflow run."""
+    params = {}
+    for prefix, model in (("bgnbd", models.bgnbd), ("gamma_gamma", models.gamma_gamma)):
+        if model is None:
+            continue
+        posterior = model.idata.posterior
+        for name in posterior.data_vars:
+            values = posterior[name].values
+            if values.size == 1:
+                params[f"{prefix}_{name}"] = float(values.ravel()[0])
+    return params
+
+
+def log_and_register(store, models: ClvModels, rfm: pd.DataFrame, tags: dict):
+    """Log the fitted pair as one MLflow pyfunc model, register it as `clv_bgnbd` and point `champion` at it: the
+    statistical baseline is refit on every run, it is not gated."""
+    import tempfile
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from ml.registry import CHAMPION, RegisteredModel, set_alias
+    from ml.train import model_requirements
+
+    store.activate()
+    example = rfm[["user_id", *RFM_COLUMNS]].head(5)
+    with tempfile.TemporaryDirectory() as folder, mlflow.start_run(
+            experiment_id=store.experiment_id(CLV_MODEL_NAME), run_name=f"clv fit {tags.get('as_of_date')}",
+            tags={k: str(v) for k, v in tags.items()}) as run:
+        artifacts = models.save(Path(folder))
+        mlflow.log_params({"fit_method": "map", "users": len(rfm), "repeat_buyers": int((rfm.frequency > 0).sum()),
+                           "gamma_gamma": models.gamma_gamma is not None})
+        mlflow.log_metrics(fitted_parameters(models))
+        mlflow.pyfunc.log_model(name="model", python_model=ClvPyfunc(), artifacts=artifacts,
+                                signature=infer_signature(example, predict(models, example)),
+                                pip_requirements=[*model_requirements(), _requirement("pymc-marketing")])
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", CLV_MODEL_NAME,
+                                    tags={k: str(v) for k, v in tags.items()})
+    set_alias(store, CLV_MODEL_NAME, CHAMPION, str(version.version))
+    return RegisteredModel(CLV_MODEL_NAME, str(version.version), run.info.run_id, dict(tags))
+
+
+def _requirement(name: str) -> str:
+    from importlib.metadata import version
+
+    return f"{name}=={version(name)}"

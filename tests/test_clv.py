@@ -1,0 +1,71 @@
+"""The BG/NBD + Gamma-Gamma baseline (pymc-marketing), fitted for real on simulated purchase histories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml import clv
+
+
+def _histories(n=2000, seed=3) -> pd.DataFrame:
+    """Buy-till-you-die histories: each user buys at a Poisson rate until dropping out after some purchase."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        rate, dropout, age = rng.gamma(1.5, 1 / 20), rng.beta(1, 4), rng.uniform(60, 200)
+        days, t = [], rng.exponential(1 / rate)
+        while t < age:
+            days.append(t)
+            if rng.random() < dropout:
+                break
+            t += rng.exponential(1 / rate)
+        first = days[0] if days else rng.uniform(0, age - 1)
+        rows.append({"user_id": f"u{i}", "frequency": max(len(days) - 1, 0),
+                     "recency": (days[-1] - days[0]) if len(days) > 1 else 0.0,
+                     "t_days": age - first, "monetary_value": rng.gamma(3, 20) if days else 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_p_alive_and_expected_purchases_follow_recency_and_frequency():
+    models = clv.fit(_histories())
+    probes = pd.DataFrame({
+        "user_id": ["loyal_recent", "loyal_lapsed", "one_off", "never"],
+        "frequency": [8, 8, 1, 0], "recency": [118, 20, 5, 0], "t_days": [120, 120, 120, 120],
+        "monetary_value": [50.0, 50.0, 50.0, 0.0],
+    })
+    out = clv.predict(models, probes).set_index(probes.user_id)
+    assert out.loc["loyal_recent", "clv_p_alive"] > 0.8 > out.loc["loyal_lapsed", "clv_p_alive"]
+    assert out.loc["loyal_recent", "clv_expected_purchases_90d"] > out.loc["one_off", "clv_expected_purchases_90d"]
+    assert out.loc["never", "clv_p_alive"] == pytest.approx(1.0)  # BG/NBD: no repeat purchase, no evidence of death
+    assert (out.clv_expected_purchases_7d < out.clv_expected_purchases_28d).all()
+    assert (out.clv_p_purchase_7d.between(0, 1)).all()
+    np.testing.assert_allclose(out.clv_expected_revenue_28d, out.clv_expected_purchases_28d * out.clv_expected_spend)
+
+
+def test_the_fit_is_logged_registered_and_reloads_through_mlflow(tmp_path):
+    import mlflow.pyfunc
+
+    from ml.registry import CHAMPION, Store, version_by_alias
+
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    rfm = _histories(800)
+    models = clv.fit(rfm)
+    entry = clv.log_and_register(store, models, rfm, {"as_of_date": "2026-11-01"})
+    assert version_by_alias(store, clv.CLV_MODEL_NAME, CHAMPION).version == entry.version == "1"
+    loaded = mlflow.pyfunc.load_model(f"models:/{clv.CLV_MODEL_NAME}@{CHAMPION}")
+    pd.testing.assert_frame_equal(loaded.predict(rfm[["user_id", *clv.RFM_COLUMNS]]).reset_index(drop=True),
+                                  clv.predict(models, rfm).reset_index(drop=True))
+    run = store.activate().get_run(entry.run_id)
+    assert {"bgnbd_r", "bgnbd_alpha", "bgnbd_a", "bgnbd_b"} <= set(run.data.metrics)
+
+
+def test_too_few_repeat_buyers_or_impossible_histories_are_refused():
+    rfm = _histories(300).assign(frequency=0, recency=0.0)
+    with pytest.raises(clv.NotEnoughHistory, match="0 of 300 users have bought on more than one day"):
+        clv.fit(rfm)
+    broken = _histories(300)
+    broken.loc[0, "recency"] = broken.loc[0, "t_days"] + 1
+    with pytest.raises(ValueError, match="1 RFM rows break 0 <= recency <= T"):
+        clv.fit(broken)
