@@ -142,6 +142,11 @@ def replace_dates(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame
     con.register("_incoming", frame)
     try:
         con.execute(f"create table if not exists {target} as select * from _incoming limit 0")
+        # a newer release may add columns (reason codes, say): existing tables grow, old rows get NULL
+        existing = {row[0] for row in con.execute(f"describe {target}").fetchall()}
+        for name, kind, *_ in con.execute("describe select * from _incoming").fetchall():
+            if name not in existing:
+                con.execute(f"alter table {target} add column {quote_identifier(name)} {kind}")
         con.execute("begin transaction")
         con.execute(f"delete from {target} where {column} in (select distinct {column} from _incoming)")
         con.execute(f"insert into {target} by name select * from _incoming")

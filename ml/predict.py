@@ -8,11 +8,16 @@ import numpy as np
 import pandas as pd
 
 from ml.evaluate import predict_scores
+from ml.explain import TOP_REASONS, reason_codes
 from ml.features import to_matrix
 
 
-def prediction_columns(score_column: str = "probability") -> list[str]:
-    return ["user_id", "as_of_date", score_column, "decile", "model_name", "model_version", "scored_at"]
+REASON_COLUMNS = [f"reason_{k}{suffix}" for k in range(1, TOP_REASONS + 1) for suffix in ("", "_value", "_effect")]
+
+
+def prediction_columns(score_column: str = "probability", reasons: bool = True) -> list[str]:
+    return ["user_id", "as_of_date", score_column, "decile", *(REASON_COLUMNS if reasons else []),
+            "model_name", "model_version", "scored_at"]
 
 
 PREDICTION_COLUMNS = prediction_columns()
@@ -26,19 +31,23 @@ def deciles(probability: pd.Series) -> pd.Series:
 
 def score(frame: pd.DataFrame, model, model_name: str, model_version: str,
           scored_at: dt.datetime | None = None, *, score_column: str = "probability",
-          regression: bool = False) -> pd.DataFrame:
+          regression: bool = False, reasons: bool = True) -> pd.DataFrame:
     """One row per input row: user_id, as_of_date, the score (probability, or an amount for regression), its
-    decile (per as_of_date, 1 = highest), model name and version, scored_at."""
+    decile (per as_of_date, 1 = highest), the three reason codes (ml/explain.py), model name and version,
+    scored_at."""
     if frame.empty:
         raise ValueError("nothing to score: the scoring population is empty")
     columns = list(model.feature_names_in_)
+    X = to_matrix(frame, columns)
     out = pd.DataFrame({
         "user_id": frame["user_id"].to_numpy(),
         "as_of_date": pd.to_datetime(frame["as_of_date"]).dt.date.to_numpy(),
-        score_column: predict_scores(model, to_matrix(frame, columns), regression),
+        score_column: predict_scores(model, X, regression),
     })
     out["decile"] = out.groupby("as_of_date")[score_column].transform(deciles).astype(int)
+    if reasons:
+        out = pd.concat([out, reason_codes(model, X, regression).reset_index(drop=True)], axis=1)
     out["model_name"] = model_name
     out["model_version"] = str(model_version)
     out["scored_at"] = (scored_at or dt.datetime.now(dt.UTC)).replace(tzinfo=None)
-    return out[prediction_columns(score_column)]
+    return out[prediction_columns(score_column, reasons)]

@@ -19,6 +19,7 @@ from mlflow.models import infer_signature
 from sklearn.utils.class_weight import compute_sample_weight
 
 from ml.evaluate import best_f1_threshold, plots, predict_scores, regression_plots, target_metrics
+from ml.explain import global_importance
 from ml.features import feature_columns, to_matrix
 from ml.models import FAMILIES, REGRESSION_FAMILIES, Family
 from ml.registry import Store
@@ -172,7 +173,8 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
     split.train = bounded(split.train, max_training_rows)
     split.fit = bounded(split.fit, max_training_rows)
     split.tune = bounded(split.tune, max_training_rows)
-    columns = feature_columns(frame)
+    # features with a value in the rows models are fitted on (BG/NBD outputs are missing at cutoffs too young to fit)
+    columns = [c for c in feature_columns(split.train) if split.fit[c].notna().any()]
     chosen = families_for(target, families)
     regression = target.is_regression
     X_valid = to_matrix(split.valid, columns)
@@ -204,6 +206,8 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                                    | {"tuning_score": candidate.tuning_score, "fit_seconds": candidate.fit_seconds})
                 figures = (regression_plots(y_valid, p) if regression
                            else plots(y_valid.astype(int), p, candidate.threshold, candidate.model, X_valid))
+                importance = global_importance(candidate.model, X_valid, regression)
+                mlflow.log_dict({k: float(v) for k, v in importance.items()}, "global_importance.json")
                 for name, figure in figures.items():
                     mlflow.log_figure(figure, f"plots/{name}")
                 import matplotlib.pyplot as plt

@@ -246,3 +246,36 @@ def test_the_revenue_hurdle_model_beats_the_run_rate_and_reloads_identically(sto
     np.testing.assert_allclose(scored.predicted_revenue.to_numpy(), expected)
     assert (scored.predicted_revenue >= 0).all() and set(scored.decile) == set(range(1, 11))
     assert set(REGRESSION_FAMILIES) == {"hurdle_linear", "hurdle_gradient_boosting"}
+
+
+def test_reason_codes_name_the_features_that_raise_each_score():
+    from sklearn.linear_model import LinearRegression
+
+    from ml.explain import global_importance, reason_codes
+
+    X = pd.DataFrame({"carts": [0.0, 5.0, 1.0, 9.0, 2.0], "views": [3.0, 1.0, 8.0, 2.0, 2.0],
+                      "noise": [1.0, 1.0, 1.0, 1.0, 1.0]})
+    model = LinearRegression().fit(X, 2.0 * X.carts + 0.5 * X.views)  # exact: score = 2 carts + 0.5 views
+    reasons = reason_codes(model, X, regression=True)
+    # medians: carts 2, views 2; user 1 (carts 5, views 1): carts raise the score by 2 x 3 = 6, views lower it
+    assert reasons.loc[1, ["reason_1", "reason_1_value"]].tolist() == ["carts", 5.0]
+    assert reasons.loc[1, "reason_1_effect"] == pytest.approx(6.0) and reasons.loc[1, "reason_2"] is None
+    # user 2 (carts 1, views 8): only views raise it, by 0.5 x 6 = 3
+    assert reasons.loc[2, ["reason_1", "reason_1_effect"]].tolist() == ["views", pytest.approx(3.0)]
+    # user 3: views at the median and a constant feature have no effect: never reasons
+    assert reasons.loc[3, "reason_1"] == "carts" and reasons.loc[3, "reason_2"] is None
+    importance = global_importance(model, X, regression=True)
+    assert importance.index[0] == "carts" and importance["noise"] == 0.0
+
+
+def test_scored_rows_carry_reason_codes_from_the_model(store):
+    frame = _panel()
+    columns = ["cart_count_28d", "fav_count_28d", "events_28d", "days_since_last_event"]
+    entry, _, valid = _registered(store, frame, columns)
+    decide(store, TARGET, entry, {"pr_auc": 1.0}, valid, margin=0.0)
+    model, champion = load_by_alias(store, TARGET.name, CHAMPION)
+    scored = score(valid, model, TARGET.name, champion.version)
+    top = scored.sort_values("probability", ascending=False).head(20)
+    # the label follows cart_count_28d: it is the first reason of the highest scores
+    assert (top.reason_1 == "cart_count_28d").mean() >= 0.9
+    assert (top.reason_1_effect > 0).all() and top.reason_1_value.notna().all()

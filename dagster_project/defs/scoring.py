@@ -9,13 +9,24 @@ from dagster_project.defs.resources import MlflowStore, WarehouseResource, as_of
 from dagster_project.defs.training import with_clv
 from dagster_project.markdown import frame_to_markdown
 from dagster_project.warehouse import replace_dates
-from ml.predict import score
+from ml.predict import REASON_COLUMNS, score
 from ml.registry import CHAMPION, load_by_alias, version_by_alias
 from ml.targets import TARGETS, Target
 
 SCORING_POPULATION = dg.AssetKey(["marts", "fct_scoring_population"])
 CLV = dg.AssetKey(["predictions", "clv"])
 POPULATION_SQL = with_clv("marts.fct_scoring_population", "t.as_of_date between ? and ? and ({population})")
+
+
+def _ensure_table(warehouse: WarehouseResource, target: Target) -> None:
+    """The predictions table exists with its columns even before the target is first published, so that BI and
+    the audience models can always query it."""
+    reasons = ", ".join(f"{c} {'varchar' if c.count('_') == 1 else 'double'}" for c in REASON_COLUMNS)
+    with warehouse.writer() as con:
+        con.execute("create schema if not exists predictions")
+        con.execute(f"create table if not exists predictions.{target.name} (user_id varchar, as_of_date date, "
+                    f"{target.score_column} double, decile integer, {reasons}, model_name varchar, "
+                    "model_version varchar, scored_at timestamp)")
 
 
 def build_scoring_assets(target: Target) -> list:
@@ -27,6 +38,7 @@ def build_scoring_assets(target: Target) -> list:
     def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                     mlflow: MlflowStore) -> dg.MaterializeResult:
         dates = as_of_dates(context)
+        _ensure_table(warehouse, target)
         if version_by_alias(mlflow.store(), target.name, CHAMPION) is None:
             reason = "no champion: no candidate has been eligible and good enough yet (see the champion asset)"
             context.log.warning(f"{target.name} not published: {reason}")
@@ -50,6 +62,7 @@ def build_scoring_assets(target: Target) -> list:
     def predictions_are_complete(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                                  mlflow: MlflowStore) -> dg.AssetCheckResult:
         dates = as_of_dates(context)
+        _ensure_table(warehouse, target)
         if version_by_alias(mlflow.store(), target.name, CHAMPION) is None:
             return dg.AssetCheckResult(passed=True, metadata={"published": False})
         found = warehouse.query_df(f"""
