@@ -20,6 +20,7 @@ def collect() -> dict:
         with connect(paths.warehouse, read_only=True) as con:
             report["tables"] = [{"table": f"{s}.{t}", "rows": n} for s, t, n in table_row_counts(con)]
             report["loads"] = _loads(con)
+            report["audiences"] = _audiences(con)
     report["targets"] = [_target_status(name, paths) for name in TARGETS]
     check_keys = list(definitions().resolve_asset_graph().asset_check_keys)
     with instance() as inst:
@@ -67,6 +68,17 @@ def _loads(con) -> list[dict]:
     return [{"file": f, "format": fmt, "read": r, "accepted": a, "rejected": j, "duplicate": d,
              "rejected_by_reason": json.loads(reasons) if reasons else {}, "loaded_at": str(at)}
             for f, fmt, r, a, j, d, reasons, at in rows]
+
+
+def _audiences(con) -> list[dict]:
+    """The size of each marketing audience at its latest as-of date (audiences.audience_sizes)."""
+    if not table_exists(con, "audiences", "audience_sizes"):
+        return []
+    rows = con.execute("""
+        select audience, as_of_date, users, scored_users from audiences.audience_sizes
+        qualify as_of_date = max(as_of_date) over (partition by audience) order by audience
+    """).fetchall()
+    return [{"audience": a, "as_of_date": d.isoformat(), "users": u, "scored_users": s} for a, d, u, s in rows]
 
 
 def _target_status(name: str, paths) -> dict:
@@ -167,6 +179,10 @@ def render(report: dict) -> str:
         p = t["latest_predictions"]
         lines.append(f"  predictions: {p['rows']:,} rows for {p['as_of_date']} (model v{p['model_version']})"
                      if p else "  predictions: none yet")
+    if report.get("audiences"):
+        lines += ["", "audiences (latest as-of date):"]
+        lines += [f"  {a['audience']:<30} {a['users']:>8,} of {a['scored_users']:>8,} scored users ({a['as_of_date']})"
+                  for a in report["audiences"]]
     lines += ["", "open the Dagster UI: make ui  (then http://127.0.0.1:3000)",
               "open the MLflow UI: make mlflow-ui  (then http://127.0.0.1:5000)",
               f"query the warehouse (read-only, while no run writes): .venv/bin/python -c \"import duckdb; "

@@ -44,7 +44,7 @@ class Target:
     # BG/NBD's prediction of this target (a column of predictions.clv): the baseline a candidate must beat where
     # it exists for every validation row; the naive ranking otherwise
     clv_column: str | None = None
-    clv_reverse: bool = False        # churn: 1 - P(alive)
+    clv_reverse: bool = False        # churn: 1 - P(purchase in 7 days)
     kind: str = "classification"     # or "regression" (an amount)
     score_column: str = "probability"  # the column of predictions.<name>
 
@@ -115,7 +115,9 @@ CHURN_PROBABILITY_7D = Target(
     description="Probability that a user active in the last 7 days is not active in the next 7 (GA4's churn "
                 "probability).",
     population="events_7d > 0",
-    clv_column="clv_p_alive",
+    # BG/NBD models purchases, not visits: its P(no purchase in 7 days) is the closest churn score it has
+    # (P(alive) is ~1 for everyone active last week, so it does not rank them)
+    clv_column="clv_p_purchase_7d",
     clv_reverse=True,
     naive_scores=inactivity_scores,
     naive_name="inactivity (reverse recency/frequency)",

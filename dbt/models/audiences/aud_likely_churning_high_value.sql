@@ -1,0 +1,34 @@
+{#-
+    Likely churning high-value users: users whose purchase revenue in the last 90 days is in the top quarter of the
+    buyers' and whose churn probability is above the median of the scored users (deciles 1-5). Who to win back first.
+-#}
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='as_of_date') }}
+
+with
+
+buyer_value as (
+
+    select
+        user_id,
+        as_of_date,
+        revenue_90d,
+        percent_rank() over (partition by as_of_date order by revenue_90d) as value_rank
+    from {{ ref('feat_user_daily') }}
+    where revenue_90d > 0
+      and as_of_date between {{ min_as_of_date() }} and {{ as_of_date() }}
+
+)
+
+select
+    c.user_id,
+    c.as_of_date,
+    c.probability as churn_probability_7d,
+    v.revenue_90d,
+    c.reason_1 as top_reason,
+    c.model_version
+from {{ source('predictions', 'churn_probability_7d') }} as c
+inner join buyer_value as v
+    on v.user_id = c.user_id and v.as_of_date = c.as_of_date
+where c.decile <= 5
+  and v.value_rank >= 0.75
+  and c.as_of_date between {{ min_as_of_date() }} and {{ as_of_date() }}

@@ -1,0 +1,61 @@
+{#-
+    One row per user with the latest score of every target (each at its own latest as-of date) and its reason codes,
+    and the BG/NBD outputs: what a CRM sync or a BI tool reads. Users appear if any target scored them.
+-#}
+{{ config(materialized='table', schema='predictions') }}
+
+{%- set targets = [
+    ('purchase', 'purchase_propensity_7d', 'probability'),
+    ('churn', 'churn_probability_7d', 'probability'),
+    ('revenue', 'predicted_revenue_28d', 'predicted_revenue'),
+] -%}
+
+with
+
+{% for prefix, table, score in targets %}
+{{ prefix }} as (
+
+    select *
+    from {{ source('predictions', table) }}
+    where as_of_date = (select max(as_of_date) from {{ source('predictions', table) }})
+
+),
+{% endfor %}
+
+clv as (
+
+    select *
+    from {{ source('predictions', 'clv') }}
+    where as_of_date = (select max(as_of_date) from {{ source('predictions', 'clv') }})
+
+),
+
+users as (
+
+    select user_id from purchase
+    union select user_id from churn
+    union select user_id from revenue
+    union select user_id from clv
+
+)
+
+select
+    u.user_id,
+    {% for prefix, table, score in targets %}
+    {{ prefix }}.as_of_date as {{ prefix }}_as_of_date,
+    {{ prefix }}.{{ score }} as {{ table }},
+    {{ prefix }}.decile as {{ prefix }}_decile,
+    {{ prefix }}.reason_1 as {{ prefix }}_reason_1,
+    {{ prefix }}.reason_2 as {{ prefix }}_reason_2,
+    {{ prefix }}.reason_3 as {{ prefix }}_reason_3,
+    {{ prefix }}.model_version as {{ prefix }}_model_version,
+    {% endfor %}
+    clv.as_of_date as clv_as_of_date,
+    clv.clv_p_alive as p_alive,
+    clv.clv_expected_purchases_90d as expected_purchases_90d,
+    clv.clv_expected_spend as expected_spend_per_purchase_day
+from users as u
+left join purchase on purchase.user_id = u.user_id
+left join churn on churn.user_id = u.user_id
+left join revenue on revenue.user_id = u.user_id
+left join clv on clv.user_id = u.user_id
