@@ -101,11 +101,16 @@ def event_span() -> EventSpan:
 
 
 def feature_dates_present() -> set[dt.date]:
+    """As-of dates whose features (feat_user_daily and the BG/NBD inputs feat_user_rfm) are both built."""
     paths = get_paths()
     with connect(paths.warehouse, read_only=True) as con:
-        if not table_exists(con, "marts", "feat_user_daily"):
-            return set()
-        return {row[0] for row in con.execute("select distinct as_of_date from marts.feat_user_daily").fetchall()}
+        present = None
+        for table in ("feat_user_daily", "feat_user_rfm"):
+            if not table_exists(con, "marts", table):
+                return set()
+            dates = {row[0] for row in con.execute(f"select distinct as_of_date from marts.{table}").fetchall()}
+            present = dates if present is None else present & dates
+        return present
 
 
 def history_needed(as_of: dt.date, cutoffs: int, cadence_days: int, first_event: dt.date) -> list[dt.date]:

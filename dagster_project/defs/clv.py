@@ -66,3 +66,24 @@ def clv_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResou
                                                          .rename(columns={"index": "column"}), float_format="{:.3f}")
                                        if len(latest) else "no fit for the run's as-of date"),
     })
+
+
+@dg.asset_check(asset=["predictions", "clv"], blocking=True, partitions_def=as_of_daily, pool="duckdb",
+                description="Every user of feat_user_rfm at the run's date has BG/NBD outputs in range (when the date "
+                            "could be fitted): P(alive) and P(purchase) in [0, 1], expectations >= 0.")
+def clv_predictions_are_complete(context: dg.AssetCheckExecutionContext,
+                                 warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    as_of = as_of_dates(context)[-1]
+    found = warehouse.query_df("""
+        select
+            (select count(*) from marts.feat_user_rfm where as_of_date = $1) as rfm_users,
+            (select count(*) from predictions.clv where as_of_date = $1) as scored,
+            (select count(*) from predictions.clv where as_of_date = $1 and not (
+                clv_p_alive between 0 and 1 and clv_p_purchase_7d between 0 and 1
+                and clv_expected_purchases_7d >= 0 and clv_expected_purchases_90d >= clv_expected_purchases_28d
+                and clv_expected_purchases_28d >= clv_expected_purchases_7d and clv_expected_spend >= 0)) as out_of_range
+    """, [as_of]).iloc[0]
+    fitted = found.scored > 0
+    passed = (not fitted or found.scored == found.rfm_users) and found.out_of_range == 0
+    return dg.AssetCheckResult(passed=bool(passed), metadata={"fitted": bool(fitted),
+                                                               **{k: int(v) for k, v in found.items()}})
