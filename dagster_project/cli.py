@@ -25,7 +25,8 @@ def cmd_generate(args) -> int:
     from dagster_project.generate.synthetic import GeneratorConfig, generate
 
     paths = configure_environment()
-    cfg = GeneratorConfig(n_events=args.events, seed=args.seed, end_date=args.end_date, days=args.days)
+    cfg = GeneratorConfig(n_events=args.events, seed=args.seed, end_date=args.end_date, days=args.days,
+                          drift_from=args.drift_from)
     out = Path(args.out) if args.out else paths.landing / "canonical"
     started = time.perf_counter()
 
@@ -99,6 +100,33 @@ def cmd_sample(args) -> int:
     return cmd_run(argparse.Namespace(as_of=args.as_of))
 
 
+def cmd_backfill(args) -> int:
+    from dagster_project import runs
+
+    configure_environment()
+    started = time.perf_counter()
+    run_ids = runs.backfill(args.job, args.first, args.last, per_day=args.per_day,
+                            progress=lambda m: print(f"-> {m}", flush=True))
+    print(f"done in {time.perf_counter() - started:.0f}s: {len(run_ids)} run(s) of {args.job}: {', '.join(run_ids)}")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from dagster_project.simulate import SimulationConfig, simulate
+    from dagster_project.status import collect, render
+
+    configure_environment()
+    cfg = SimulationConfig(weeks=args.weeks, start=args.start, events=args.events, seed=args.seed,
+                           drift_from=args.drift_from)
+    started = time.perf_counter()
+    print(f"simulating {cfg.weeks} weeks of daily runs, as-of dates {cfg.start} .. {cfg.end}"
+          + (f", behaviour drifting from {cfg.drift_from}" if cfg.drift_from else ""), flush=True)
+    simulate(cfg, progress=lambda m: print(f"-> {m}", flush=True))
+    print(f"simulation done in {time.perf_counter() - started:.0f}s")
+    print(render(collect()))
+    return 0
+
+
 def cmd_status(args) -> int:
     from dagster_project.status import collect, render
 
@@ -118,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--days", type=int, default=120, help="days of history (default 120)")
     gen.add_argument("--end-date", type=_date, default=dt.date(2026, 11, 1),
                      help="first day after the data (default 2026-11-01)")
+    gen.add_argument("--drift-from", type=_date, default=None,
+                     help="from this day on, behaviour shifts (3x views per session, half the carts): a drift for "
+                          "the monitoring to catch")
     gen.add_argument("--out", help="output folder (default SHOPCAST_HOME/landing/canonical)")
     gen.set_defaults(func=cmd_generate)
 
@@ -142,6 +173,26 @@ def build_parser() -> argparse.ArgumentParser:
                                         "../shared/datasets)")
     smp.add_argument("--as-of", type=_date, default=None, help="as-of date (default: the day after the data)")
     smp.set_defaults(func=cmd_sample)
+
+    bf = sub.add_parser("backfill", help="a job over a range of as-of dates: one run (default) or one per date")
+    bf.add_argument("first", type=_date, help="first as-of date YYYY-MM-DD")
+    bf.add_argument("last", type=_date, help="last as-of date YYYY-MM-DD (inclusive)")
+    bf.add_argument("--job", default="daily_scoring",
+                    choices=["daily_scoring", "feature_backfill", "shopcast_graph", "weekly_training"],
+                    help="daily_scoring (default): features, checks, scores with the current champions, outcomes, "
+                         "drift")
+    bf.add_argument("--per-day", action="store_true", help="one run per date, in date order, instead of one run")
+    bf.set_defaults(func=cmd_backfill)
+
+    sim = sub.add_parser("simulate", help="weeks of daily runs on generated data (in an empty SHOPCAST_HOME): "
+                                          "scores, realised performance, drift, retrains and gate decisions")
+    sim.add_argument("--weeks", type=int, default=8)
+    sim.add_argument("--start", type=_date, default=dt.date(2026, 9, 7), help="first simulated as-of date")
+    sim.add_argument("--events", type=int, default=300_000, help="events over history and simulation")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--drift-from", type=_date, default=None,
+                     help="inject a behaviour drift from this day (the drift checks should fail, a retrain follow)")
+    sim.set_defaults(func=cmd_simulate)
 
     st = sub.add_parser("status", help="tables, row counts and the latest check results")
     st.add_argument("--json", action="store_true")

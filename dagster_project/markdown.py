@@ -15,3 +15,16 @@ def frame_to_markdown(frame: pd.DataFrame, float_format: str = "{:.4f}") -> str:
     rule = "|" + "---|" * len(frame.columns)
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
+
+
+def figure_to_markdown(figure, alt: str) -> str:
+    """A matplotlib figure as an inline PNG image, which the Dagster UI shows in a Markdown metadata entry."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')})"

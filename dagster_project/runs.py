@@ -40,18 +40,19 @@ def instance() -> dg.DagsterInstance:
 
 
 def _execute(job_name: str, *, run_config: dict | None = None, partition_key: str | None = None,
-             partition_range: tuple[str, str] | None = None) -> dg.ExecuteInProcessResult:
+             partition_range: tuple[str, str] | None = None, tags: dict | None = None,
+             asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
     job = definitions().resolve_job_def(job_name)
     # The console shows INFO and above (step messages, dbt's progress, the gate's decision); the full event
     # stream, DEBUG included, is in the Dagster UI's run view.
     run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": os.environ.get(
         "SHOPCAST_LOG_LEVEL", "INFO")}}}}
-    tags = {}
+    tags = dict(tags or {})
     if partition_range:
-        tags = {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}
+        tags |= {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}
     with instance() as inst:
         result = job.execute_in_process(run_config=run_config, instance=inst, partition_key=partition_key,
-                                        tags=tags, raise_on_error=False)
+                                        tags=tags, raise_on_error=False, asset_selection=asset_selection)
     if not result.success:
         raise RunFailed(_failure_message(job_name, result), result)
     return result
@@ -126,6 +127,43 @@ def run_partition(as_of: dt.date) -> dg.ExecuteInProcessResult:
 def backfill_features(first: dt.date, last: dt.date) -> dg.ExecuteInProcessResult:
     """Features and their checks for the as-of dates first .. last, as one run."""
     return _execute("feature_backfill", partition_range=(first.isoformat(), last.isoformat()))
+
+
+def run_job(job_name: str, as_of: dt.date) -> dg.ExecuteInProcessResult:
+    """One job (daily_scoring, weekly_training, shopcast_graph) for one as-of date, as the schedules run it."""
+    return _execute(job_name, partition_key=as_of.isoformat())
+
+
+def backfill(job_name: str, first: dt.date, last: dt.date, *, per_day: bool = False, progress=print) -> list[str]:
+    """A job over the as-of dates first .. last: one run over the range (the default; every asset handles a
+    range and gives the same rows as the daily runs), or one run per date, in date order (per_day)."""
+    if last < first:
+        raise RunFailed(f"backfill: the last date {last} is before the first {first}")
+    if not per_day:
+        progress(f"{job_name} for as-of dates {first} .. {last} (one run)")
+        return [_execute(job_name, partition_range=(first.isoformat(), last.isoformat())).run_id]
+    run_ids = []
+    for offset in range((last - first).days + 1):
+        day = first + dt.timedelta(days=offset)
+        progress(f"{job_name} for as-of date {day}")
+        run_ids.append(run_job(job_name, day).run_id)
+    return run_ids
+
+
+def evaluate_retraining_sensor(cursor: str | None = None) -> tuple[list[dg.RunRequest], str | None]:
+    """One tick of the retraining sensor, as the daemon would evaluate it: (its run requests, its new cursor)."""
+    from dagster_project.defs.automation import retraining_sensor
+
+    with instance() as inst:
+        context = dg.build_sensor_context(instance=inst, cursor=cursor, definitions=definitions())
+        requests = list(retraining_sensor(context))
+        return requests, context.cursor
+
+
+def launch(request: dg.RunRequest, job_name: str = "weekly_training") -> dg.ExecuteInProcessResult:
+    """Carry out a sensor's run request in this process (what the daemon would launch)."""
+    return _execute(job_name, partition_key=request.partition_key, tags=dict(request.tags),
+                    asset_selection=list(request.asset_selection) if request.asset_selection else None)
 
 
 def run_graph(as_of: dt.date | None = None, *, progress=print) -> dict:

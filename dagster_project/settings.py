@@ -105,10 +105,18 @@ TRAINING_POLICY_DEFAULTS = {
     "SHOPCAST_MIN_ROC_AUC": "0.6",
     "SHOPCAST_MIN_PR_AUC_SKILL": "0.05",
     "SHOPCAST_MIN_NORMALIZED_GINI": "0.2",
+    "SHOPCAST_BACKTEST_CUTOFFS": "3",            # a retrain is backtested against the champion on this many cutoffs
+}
+MONITORING_POLICY_DEFAULTS = {
+    "SHOPCAST_PSI_WARN": "0.1",                  # drift checks warn above this population stability index ...
+    "SHOPCAST_PSI_FAIL": "0.25",                 # ... and fail above this one (and request a retrain)
+    "SHOPCAST_NULL_RATE_JUMP": "0.1",            # a feature's share of missing values rising by more than this warns
+    "SHOPCAST_PERFORMANCE_DROP": "0.05",         # realised primary metric this far below validation: retrain
+    "SHOPCAST_RETRAIN_COOLDOWN_DAYS": "7",       # the retraining sensor asks at most once per target in this time
 }
 HOME_SETTINGS_KEYS = ("SHOPCAST_BUSINESS_TZ", "SHOPCAST_TRAINING_CUTOFFS", "SHOPCAST_TRAINING_CADENCE_DAYS",
                       "SHOPCAST_TRAINING_BUDGET_SECONDS", "SHOPCAST_GATE_MARGIN", "SHOPCAST_PARTITIONS_START",
-                      *TRAINING_POLICY_DEFAULTS)
+                      *TRAINING_POLICY_DEFAULTS, *MONITORING_POLICY_DEFAULTS)
 
 
 def read_home_settings(home: Path) -> dict[str, str]:
@@ -161,7 +169,7 @@ def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
     os.environ["SHOPCAST_BUSINESS_TZ"] = business_timezone()
     os.environ.setdefault("SHOPCAST_TRAINING_CUTOFFS", "12")
     os.environ.setdefault("SHOPCAST_TRAINING_CADENCE_DAYS", "7")
-    for key, value in TRAINING_POLICY_DEFAULTS.items():
+    for key, value in {**TRAINING_POLICY_DEFAULTS, **MONITORING_POLICY_DEFAULTS}.items():
         os.environ.setdefault(key, value)
     dagster_yaml = paths.dagster_home / "dagster.yaml"
     if not dagster_yaml.exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
 from dagster_project.settings import get_paths
@@ -21,6 +22,8 @@ def collect() -> dict:
             report["tables"] = [{"table": f"{s}.{t}", "rows": n} for s, t, n in table_row_counts(con)]
             report["loads"] = _loads(con)
             report["audiences"] = _audiences(con)
+            report["realised_by_week"] = _realised_by_week(con)
+            report["decisions"] = _decisions(con)
     report["targets"] = [_target_status(name, paths) for name in TARGETS]
     check_keys = list(definitions().resolve_asset_graph().asset_check_keys)
     with instance() as inst:
@@ -68,6 +71,30 @@ def _loads(con) -> list[dict]:
     return [{"file": f, "format": fmt, "read": r, "accepted": a, "rejected": j, "duplicate": d,
              "rejected_by_reason": json.loads(reasons) if reasons else {}, "loaded_at": str(at)}
             for f, fmt, r, a, j, d, reasons, at in rows]
+
+
+def _realised_by_week(con) -> list[dict]:
+    """Realised performance of past predictions, averaged per target and week of as-of date."""
+    if not table_exists(con, "monitoring", "prediction_performance"):
+        return []
+    rows = con.execute("""
+        select target, cast(date_trunc('week', as_of_date) as date) as week, count(*) as dates,
+               string_agg(distinct model_version, ',' order by model_version) as versions, sum(users) as predictions,
+               avg(roc_auc) as roc_auc, avg(pr_auc) as pr_auc, avg(lift_top_decile) as lift_top_decile,
+               avg(normalized_gini) as normalized_gini, avg(calibration_error) as calibration_error
+        from monitoring.prediction_performance group by all order by target, week
+    """).fetchall()
+    names = ["target", "week", "dates", "versions", "predictions", "roc_auc", "pr_auc", "lift_top_decile",
+             "normalized_gini", "calibration_error"]
+    return [dict(zip(names, r)) for r in rows]
+
+
+def _decisions(con, limit: int = 15) -> list[dict]:
+    if not table_exists(con, "monitoring", "model_decisions"):
+        return []
+    rows = con.execute("select as_of_date, target, trigger, decision, reason from monitoring.model_decisions "
+                       "order by decided_at desc limit ?", [limit]).fetchall()
+    return [dict(zip(["as_of_date", "target", "trigger", "decision", "reason"], r)) for r in reversed(rows)]
 
 
 def _audiences(con) -> list[dict]:
@@ -183,6 +210,18 @@ def render(report: dict) -> str:
         lines += ["", "audiences (latest as-of date):"]
         lines += [f"  {a['audience']:<30} {a['users']:>8,} of {a['scored_users']:>8,} scored users ({a['as_of_date']})"
                   for a in report["audiences"]]
+    if report.get("realised_by_week"):
+        lines += ["", "realised performance of past predictions (per week of as-of date; docs/feedback_loop.md):",
+                  (f"  {'target':<24} {'week':<10} {'dates':>5} {'versions':<9} {'users':>8} {'roc_auc':>8} "
+                   f"{'pr_auc':>8} {'lift@10%':>8} {'gini':>8} {'calib.err':>9}")]
+        fmt = lambda v: f"{v:8.3f}" if v is not None and not math.isnan(v) else f"{'-':>8}"
+        lines += [f"  {r['target']:<24} {r['week']!s:<10} {r['dates']:>5} {r['versions']:<9} {r['predictions']:>8,} "
+                  f"{fmt(r['roc_auc'])} {fmt(r['pr_auc'])} {fmt(r['lift_top_decile'])} {fmt(r['normalized_gini'])} "
+                  f"{fmt(r['calibration_error']):>9}" for r in report["realised_by_week"]]
+    if report.get("decisions"):
+        lines += ["", "model decisions (latest; monitoring.model_decisions):"]
+        lines += [f"  {d['as_of_date']} {d['target']:<24} {d['trigger']:<34} {d['decision']:<10} {d['reason']}"
+                  for d in report["decisions"]]
     lines += ["", "open the Dagster UI: make ui  (then http://127.0.0.1:3000)",
               "open the MLflow UI: make mlflow-ui  (then http://127.0.0.1:5000)",
               f"query the warehouse (read-only, while no run writes): .venv/bin/python -c \"import duckdb; "

@@ -37,7 +37,9 @@ def reason_codes(model, X: pd.DataFrame, regression: bool, top: int = TOP_REASON
     """reason_k (feature name), reason_k_value (the user's value) and reason_k_effect (how much it raises the
     score), k = 1 .. top, strongest first; NULL where fewer features raise the score."""
     contributions = effects(model, X, regression)
-    values = contributions.to_numpy()
+    # rounded, so that effects equal but for floating-point noise (which varies with the batch's size in BLAS)
+    # rank the same way in every batch: a range of dates gets the reasons the days one by one would
+    values = np.round(contributions.to_numpy(), 9)
     order = np.argsort(-values, axis=1, kind="stable")[:, :min(top, X.shape[1])]
     names = np.asarray(X.columns)
     rows = np.arange(len(X))[:, None]

@@ -1,16 +1,19 @@
 """The promotion gate: the candidate becomes `champion` only if it meets the target's quality floor and beats
-the current champion on the same validation data by a margin; a first model only if it beats the target's naive
-baseline. Otherwise it becomes `challenger` and the champion (if any) keeps scoring. The decision and its reason are
-recorded on the model version."""
+the current champion on the same data by a margin; a first model only if it beats the target's baseline. The data
+are the backtest's folds (ml/backtest.py: the last N closed cutoffs) when one is given, the validation cutoff
+otherwise. Otherwise it becomes `challenger` and the champion (if any) keeps scoring. The decision and its reason
+are recorded on the model version (and by the pipeline in monitoring.model_decisions)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, field
 
 import mlflow
 import numpy as np
 import pandas as pd
 
+from ml.backtest import Backtest
 from ml.evaluate import predict_scores, target_metrics
 from ml.features import to_matrix
 from ml.registry import (
@@ -38,9 +41,10 @@ class GateDecision:
     incumbent_score: float
     margin: float
     reason: str
+    folds: list[dict] = field(default_factory=list)  # the backtest's folds (empty: the validation cutoff alone)
 
     def as_tags(self) -> dict:
-        return {f"gate_{k}": v for k, v in asdict(self).items()}
+        return {f"gate_{k}": json.dumps(v) if k == "folds" else v for k, v in asdict(self).items()}
 
 
 def register(store: Store, target: Target, run_id: str, tags: dict) -> RegisteredModel:
@@ -59,24 +63,32 @@ def champion_scores(store: Store, target: Target, valid: pd.DataFrame) -> tuple[
 
 
 def decide(store: Store, target: Target, candidate: RegisteredModel, candidate_metrics: dict,
-           valid: pd.DataFrame, margin: float, quality_problems: list[str] | None = None) -> GateDecision:
+           valid: pd.DataFrame, margin: float, quality_problems: list[str] | None = None,
+           backtest: Backtest | None = None) -> GateDecision:
     """Compare, move the alias, record the decision on the candidate version, and return it."""
     metric = target.primary_metric
-    y = valid[target.label].to_numpy(dtype=float)
-    incumbent = champion_scores(store, target, valid)
-    if incumbent is None:
-        baseline_name, scores = target.baseline(valid)
-        name = f"baseline ({baseline_name})"
+    folds = []
+    if backtest is not None:
+        name, score, candidate_score = backtest.incumbent_name, backtest.incumbent_score, backtest.candidate_score
+        folds = [f.as_dict() for f in backtest.folds]
+        where = f"mean over the backtest: {backtest.summary}"
     else:
-        entry, scores = incumbent
-        name = f"champion v{entry.version}"
-    score = target_metrics(target.is_regression, y, scores)[metric]
-    candidate_score = candidate_metrics[metric]
+        y = valid[target.label].to_numpy(dtype=float)
+        incumbent = champion_scores(store, target, valid)
+        if incumbent is None:
+            baseline_name, scores = target.baseline(valid)
+            name = f"baseline ({baseline_name})"
+        else:
+            entry, scores = incumbent
+            name = f"champion v{entry.version}"
+        score = target_metrics(target.is_regression, y, scores)[metric]
+        candidate_score = candidate_metrics[metric]
+        where = "on the validation cutoff"
     beats = candidate_score >= score + margin
     promoted = beats and not quality_problems
-    comparison = f"{metric} {candidate_score:.4f} vs {name} {score:.4f} (margin {margin})"
+    comparison = f"{metric} {candidate_score:.4f} vs {name} {score:.4f} (margin {margin}), {where}"
     if promoted:
-        reason = f"promoted: beats {name} on the same validation data: {comparison}"
+        reason = f"promoted: beats {name} on the same data: {comparison}"
     elif quality_problems:
         reason = f"not published: below the quality floor ({'; '.join(quality_problems)}); {comparison}"
     else:
@@ -84,6 +96,6 @@ def decide(store: Store, target: Target, candidate: RegisteredModel, candidate_m
     alias = CHAMPION if promoted else CHALLENGER
     set_alias(store, target.name, alias, candidate.version)
     decision = GateDecision(target.name, candidate.version, promoted, alias, metric, float(candidate_score), name,
-                            float(score), margin, reason)
+                            float(score), margin, reason, folds)
     tag_version(store, target.name, candidate.version, decision.as_tags())
     return decision

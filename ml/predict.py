@@ -11,7 +11,6 @@ from ml.evaluate import predict_scores
 from ml.explain import TOP_REASONS, reason_codes
 from ml.features import to_matrix
 
-
 REASON_COLUMNS = [f"reason_{k}{suffix}" for k in range(1, TOP_REASONS + 1) for suffix in ("", "_value", "_effect")]
 
 
@@ -45,8 +44,11 @@ def score(frame: pd.DataFrame, model, model_name: str, model_version: str,
         score_column: predict_scores(model, X, regression),
     })
     out["decile"] = out.groupby("as_of_date")[score_column].transform(deciles).astype(int)
-    if reasons:
-        out = pd.concat([out, reason_codes(model, X, regression).reset_index(drop=True)], axis=1)
+    if reasons:  # against each date's own median user, so a range of dates scores as the days one by one would
+        X = X.reset_index(drop=True)
+        per_date = [reason_codes(model, X.loc[rows.index], regression).set_axis(rows.index)
+                    for _, rows in out.groupby("as_of_date", sort=False)]
+        out = pd.concat([out, pd.concat(per_date).sort_index()], axis=1)
     out["model_name"] = model_name
     out["model_version"] = str(model_version)
     out["scored_at"] = (scored_at or dt.datetime.now(dt.UTC)).replace(tzinfo=None)

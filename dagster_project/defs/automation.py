@@ -1,4 +1,9 @@
-"""Jobs and schedules: the whole graph for an as-of date, a feature backfill, and the daily run."""
+"""Jobs, schedules and sensors: the whole graph for an as-of date, a feature backfill, the daily scoring run, the
+weekly retrain, the landing sensor, and the retraining sensor that reacts to drift and to falling performance."""
+
+import datetime as dt
+import json
+import os
 
 import dagster as dg
 
@@ -93,3 +98,39 @@ def landing_sensor(context: dg.SensorEvaluationContext):
                 run_config={"ops": {"raw__events": {"config": {"format": fmt, "paths": [str(Path(path))]}}}},
                 tags={"shopcast/landing_file": str(path)},
             )
+
+
+def _cooldown_days() -> int:
+    return int(os.environ.get("SHOPCAST_RETRAIN_COOLDOWN_DAYS", "7"))
+
+
+@dg.sensor(job=weekly_training, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED,
+           description="Requests a retrain of a target (candidates, backtest, gate) when the drift check of the "
+                       "latest scoring date fails or the champion's realised performance fell by more than "
+                       "SHOPCAST_PERFORMANCE_DROP; at most once per target every SHOPCAST_RETRAIN_COOLDOWN_DAYS.")
+def retraining_sensor(context: dg.SensorEvaluationContext):
+    from dagster_project.decisions import TRIGGER_TAG
+    from dagster_project.defs.monitoring import DRIFT, PERFORMANCE, RETRAIN_METADATA
+
+    last_requested = json.loads(context.cursor) if context.cursor else {}  # target -> as-of date of its last request
+    for key, trigger in ((DRIFT, "drift"), (PERFORMANCE, "performance")):
+        event = context.instance.get_latest_materialization_event(key)
+        if event is None or event.asset_materialization.partition is None:
+            continue
+        materialization = event.asset_materialization
+        as_of = materialization.partition
+        signals = materialization.metadata[RETRAIN_METADATA].value if RETRAIN_METADATA in materialization.metadata \
+            else {}
+        for target, reason in sorted(signals.items()):
+            previous = last_requested.get(target)
+            if previous and (dt.date.fromisoformat(as_of) - dt.date.fromisoformat(previous)).days < _cooldown_days():
+                continue
+            last_requested[target] = as_of
+            context.log.info(f"retrain {target} for {as_of}: {reason}")
+            yield dg.RunRequest(
+                run_key=f"retrain:{target}:{as_of}", partition_key=as_of,
+                asset_selection=[dg.AssetKey(["models", f"{target}_candidates"]),
+                                 dg.AssetKey(["models", f"{target}_champion"])],
+                tags={TRIGGER_TAG: trigger, "shopcast/retrain_reason": reason[:500]},
+            )
+    context.update_cursor(json.dumps(last_requested))

@@ -27,13 +27,19 @@ create table if not exists predictions.clv (
 
 
 @dg.asset(key=["predictions", "clv"], deps=[dg.AssetKey(["marts", "feat_user_rfm"])], group_name="clv",
-          partitions_def=as_of_daily, pool="duckdb", kinds={"pymc", "mlflow", "duckdb"},
+          partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"pymc", "mlflow", "duckdb"},
           description="BG/NBD + Gamma-Gamma per as-of date: P(alive), expected purchases (7/28/90 days), expected "
                       "spend and 28-day revenue; the baseline every ML target must beat, and features of the ML models.")
 def clv_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: PipelineSettings,
                     mlflow: MlflowStore) -> dg.MaterializeResult:
     run_dates = as_of_dates(context)
-    dates = sorted(set(run_dates) | set(settings.training_cutoff_dates(run_dates[-1])))
+    # Each cutoff's fit uses only data before its date, so a cutoff fitted by an earlier run is final: refit only
+    # the run's own dates and the cutoffs not fitted yet.
+    fitted = set(warehouse.query_df("select distinct as_of_date from predictions.clv").as_of_date.dt.date) \
+        if warehouse.scalar("select count(*) from information_schema.tables where table_schema = 'predictions' "
+                            "and table_name = 'clv'") else set()
+    cutoffs = {d for run_date in run_dates for d in settings.training_cutoff_dates(run_date)} - fitted
+    dates = sorted(set(run_dates) | cutoffs)
     rfm = warehouse.query_df("select * from marts.feat_user_rfm where as_of_date in (select unnest(?))", [dates])
     frames, skipped, registered = [], {}, None
     for as_of, users in rfm.groupby("as_of_date"):
@@ -43,7 +49,7 @@ def clv_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResou
             skipped[str(as_of.date())] = str(too_little)
             continue
         version = "refit per cutoff"
-        if as_of.date() == run_dates[-1]:
+        if as_of.date() in run_dates:  # a published date: its fit is registered, as the daily run would
             registered = clv.log_and_register(mlflow.store(), models, users, {"as_of_date": str(as_of.date()),
                                                                                "dagster_run_id": context.run.run_id})
             version = registered.version

@@ -1,6 +1,7 @@
 """dbt models as partitioned assets. Staging and the marts are two steps so that the raw-events suite, a
-blocking check on staging, can stop the marts from being built on a bad day of data. The audiences are a third
-step: they read the prediction tables the scoring assets write, downstream of the marts."""
+blocking check on staging, can stop the marts from being built on a bad day of data. The audiences and the
+monitoring models are a third step: they read the prediction tables the scoring assets write, downstream of the
+marts."""
 
 
 import json
@@ -54,7 +55,7 @@ def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: 
     yield from _build(context, dbt, settings)
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, select="audiences", dagster_dbt_translator=translator,
+@dbt_assets(manifest=dbt_project.manifest_path, select="audiences monitoring", dagster_dbt_translator=translator,
             partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
             name="dbt_audiences")
 def dbt_audiences(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):

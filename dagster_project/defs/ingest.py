@@ -41,7 +41,9 @@ def raw_events(config: IngestConfig, warehouse: WarehouseResource, settings: Pip
         landing = Path(settings.home) / "landing" / config.format
         targets = [landing] if landing.is_dir() and any(landing.iterdir()) else []
     mapping = Path(config.mapping) if config.mapping else None
-    reports = [r for target in targets for r in load_path(warehouse.file, target, config.format, mapping)]
+    # a landing-folder scan loads only files not loaded before (they accumulate there day after day)
+    reports = [r for target in targets
+               for r in load_path(warehouse.file, target, config.format, mapping, new_files_only=not config.paths)]
     ensure_raw_schema(warehouse.file)  # downstream models read raw.* even when nothing has landed yet
     total = warehouse.scalar("select count(*) from raw.events")
     return dg.MaterializeResult(

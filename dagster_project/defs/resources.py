@@ -106,6 +106,7 @@ class TrainingPolicy(dg.ConfigurableResource):
     min_roc_auc: str = "0.6"            # quality floor
     min_pr_auc_skill: str = "0.05"      # (PR-AUC - base rate) / (1 - base rate)
     min_normalized_gini: str = "0.2"    # amount targets
+    backtest_cutoffs: int = 3           # the gate compares candidate and champion on this many closed cutoffs
 
     @property
     def margin(self) -> float:
@@ -131,6 +132,25 @@ class TrainingPolicy(dg.ConfigurableResource):
         return Eligibility(self.min_examples_per_class, _number("SHOPCAST_MIN_ROC_AUC", self.min_roc_auc),
                            _number("SHOPCAST_MIN_PR_AUC_SKILL", self.min_pr_auc_skill),
                            _number("SHOPCAST_MIN_NORMALIZED_GINI", self.min_normalized_gini))
+
+
+class MonitoringPolicy(dg.ConfigurableResource):
+    """When drift or realised performance calls for a retrain (numbers as text: EnvVar reads text)."""
+
+    psi_warn: str = "0.1"
+    psi_fail: str = "0.25"
+    null_rate_jump: str = "0.1"
+    performance_drop: str = "0.05"   # realised primary metric below the validation figure by more than this
+
+    def limits(self):
+        from ml.monitoring import DriftLimits
+
+        return DriftLimits(_number("SHOPCAST_PSI_WARN", self.psi_warn), _number("SHOPCAST_PSI_FAIL", self.psi_fail),
+                           _number("SHOPCAST_NULL_RATE_JUMP", self.null_rate_jump))
+
+    @property
+    def drop(self) -> float:
+        return _number("SHOPCAST_PERFORMANCE_DROP", self.performance_drop)
 
 
 def as_of_dates(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[dt.date]:
@@ -169,10 +189,17 @@ def resources() -> dg.Definitions:
                 min_roc_auc=dg.EnvVar("SHOPCAST_MIN_ROC_AUC"),
                 min_pr_auc_skill=dg.EnvVar("SHOPCAST_MIN_PR_AUC_SKILL"),
                 min_normalized_gini=dg.EnvVar("SHOPCAST_MIN_NORMALIZED_GINI"),
+                backtest_cutoffs=dg.EnvVar.int("SHOPCAST_BACKTEST_CUTOFFS"),
+            ),
+            "monitoring_policy": MonitoringPolicy(
+                psi_warn=dg.EnvVar("SHOPCAST_PSI_WARN"),
+                psi_fail=dg.EnvVar("SHOPCAST_PSI_FAIL"),
+                null_rate_jump=dg.EnvVar("SHOPCAST_NULL_RATE_JUMP"),
+                performance_drop=dg.EnvVar("SHOPCAST_PERFORMANCE_DROP"),
             ),
             "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
         }
     )
 
 
-__all__ = ["MlflowStore", "PipelineSettings", "TrainingPolicy", "WarehouseResource", "as_of_dates", "duckdb"]
+__all__ = ["MlflowStore", "MonitoringPolicy", "PipelineSettings", "TrainingPolicy", "WarehouseResource", "as_of_dates", "duckdb"]

@@ -33,7 +33,8 @@ def build_scoring_assets(target: Target) -> list:
     key = dg.AssetKey(["predictions", target.name])
 
     @dg.asset(key=key, deps=[SCORING_POPULATION, CLV, dg.AssetKey(["models", f"{target.name}_champion"])],
-              group_name=target.name, partitions_def=as_of_daily, pool="duckdb", kinds={"duckdb", "mlflow"},
+              group_name=target.name, partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(),
+              pool="duckdb", kinds={"duckdb", "mlflow"},
               description=f"predictions.{target.name}: {target.description} Scored by models:/{target.name}@champion.")
     def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                     mlflow: MlflowStore) -> dg.MaterializeResult:

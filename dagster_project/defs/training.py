@@ -10,13 +10,16 @@ import hashlib
 import dagster as dg
 import pandas as pd
 
+from dagster_project import decisions
 from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, TrainingPolicy, WarehouseResource, as_of_dates
 from dagster_project.markdown import frame_to_markdown
+from ml.backtest import backtest
 from ml.gate import decide, register
+from ml.registry import CHAMPION, load_by_alias, version_by_alias
 from ml.targets import TARGETS, Target
-from ml.train import NotEligible, time_split, train_candidates
+from ml.train import NotEligible, train_candidates
 
 TRAINING_SET = dg.AssetKey(["marts", "fct_training_set"])
 CLV = dg.AssetKey(["predictions", "clv"])
@@ -81,29 +84,60 @@ def build_target_assets(target: Target) -> list:
         })
 
     @dg.asset(key=champion_key, deps=[candidates_key], group_name=target.name, partitions_def=as_of_daily,
-              kinds={"mlflow"}, pool="duckdb", description=f"The promotion gate for {target.name}: champion or challenger.")
+              kinds={"mlflow"}, pool="duckdb",
+              description=f"The promotion gate for {target.name}: the candidate is backtested against the champion "
+                          "(or the baseline) on the last closed cutoffs; champion or challenger. Every decision is "
+                          "appended to monitoring.model_decisions.")
     def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
                  training_policy: TrainingPolicy) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
-        store = mlflow.store()
+        store, trigger = mlflow.store(), decisions.trigger_of(context.run.tags)
         candidate = version_for(store, target, as_of)
         if candidate is None:
             reason = f"no candidate for {as_of}: the training data were not eligible (see the candidates asset)"
             context.log.warning(f"{target.name}: {reason}; the champion, if any, stays")
+            with warehouse.writer() as con:
+                decisions.record(con, as_of_date=as_of, target=target.name, trigger=trigger, promoted=False,
+                                 dagster_run_id=context.run.run_id, decision="none", reason=reason)
             return dg.MaterializeResult(metadata={"decision": "none", "promoted": False, "reason": reason})
-        valid = time_split(warehouse.query_df(TRAINING_SQL), target,
-                           training_policy.eligibility().min_examples_per_class).valid
-        metrics = {target.primary_metric: float(candidate.tags[target.primary_metric])}
+        frame = warehouse.query_df(TRAINING_SQL)
+        tested = run_backtest(store, target, candidate, frame, training_policy)
         problems = [p for p in candidate.tags.get("quality_problems", "").split("; ") if p]
-        decision = decide(store, target, candidate, metrics, valid, training_policy.margin, problems)
+        decision = decide(store, target, candidate, {}, frame.iloc[:0], training_policy.margin, problems,
+                          backtest=tested)
         context.log.info(decision.reason)
+        with warehouse.writer() as con:
+            decisions.record(con, as_of_date=as_of, target=target.name, trigger=trigger,
+                             dagster_run_id=context.run.run_id, decision=decision.alias, promoted=decision.promoted,
+                             candidate_version=decision.candidate_version, candidate_family=candidate.tags["family"],
+                             incumbent=decision.incumbent, metric=decision.metric,
+                             candidate_score=decision.candidate_score, incumbent_score=decision.incumbent_score,
+                             margin=decision.margin, backtest_folds=decision.folds, reason=decision.reason)
         return dg.MaterializeResult(metadata={
             "decision": decision.alias, "promoted": decision.promoted, "reason": decision.reason,
-            "candidate_version": decision.candidate_version, "incumbent": decision.incumbent,
+            "trigger": trigger, "candidate_version": decision.candidate_version, "incumbent": decision.incumbent,
             "candidate_score": decision.candidate_score, "incumbent_score": decision.incumbent_score,
+            "backtest": dg.MetadataValue.md(frame_to_markdown(pd.DataFrame(decision.folds), float_format="{:.4f}")),
         })
 
     return [candidates, champion]
+
+
+def run_backtest(store, target: Target, candidate, frame: pd.DataFrame, policy: TrainingPolicy):
+    """The candidate (refit per fold) against the champion as it is, or the baseline, on the last closed cutoffs."""
+    import mlflow.sklearn
+
+    store.activate()
+    model = mlflow.sklearn.load_model(candidate.uri)
+    incumbent, name, trained_on = None, None, set()
+    entry = version_by_alias(store, target.name, CHAMPION)
+    if entry is not None:
+        incumbent, entry = load_by_alias(store, target.name, CHAMPION)
+        name = f"champion v{entry.version}"
+        trained_on = set(store.activate().get_run(entry.run_id).data.tags.get("training_as_of_dates", "").split(","))
+    return backtest(frame, target, model, candidate.tags["family"], incumbent_model=incumbent, incumbent_name=name,
+                    incumbent_training_dates=trained_on, folds=policy.backtest_cutoffs,
+                    min_examples_per_class=max(1, policy.eligibility().min_examples_per_class // 10))
 
 
 def version_for(store, target: Target, as_of: str):

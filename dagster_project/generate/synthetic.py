@@ -38,6 +38,9 @@ class GeneratorConfig:
     seed: int = 42
     end_date: date = date(2026, 11, 1)  # exclusive: the last day of events is end_date - 1
     days: int = 120
+    # from this day on, behaviour shifts (three times the views per session, half the carts, more favourites),
+    # as after a redesign or a new traffic source: the drift the monitoring must notice
+    drift_from: date | None = None
 
     @property
     def start_date(self) -> date:
@@ -50,7 +53,8 @@ class GeneratorConfig:
     @property
     def tag(self) -> str:
         """Prefix of event ids: different data sets never share an id, the same config always does."""
-        return f"syn{self.seed}n{self.n_events}d{self.end_date:%Y%m%d}x{self.days}"
+        drift = f"drift{self.drift_from:%Y%m%d}" if self.drift_from else ""
+        return f"syn{self.seed}n{self.n_events}d{self.end_date:%Y%m%d}x{self.days}{drift}"
 
     @property
     def n_items(self) -> int:
@@ -107,9 +111,10 @@ def _chunk_events(cfg: GeneratorConfig, chunk: int, first_user: int, n_users: in
     n_s = s_user.size
 
     # Events per session: views, favourites, carts, removals, purchases.
-    n_view = 1 + rng.poisson(3.0, n_s)
-    n_fav = rng.binomial(1, 0.08, n_s)
-    carted = rng.random(n_s) < cart_prob[s_user]
+    drifted = (s_day >= (cfg.drift_from - cfg.start_date).days) if cfg.drift_from else np.zeros(n_s, dtype=bool)
+    n_view = 1 + rng.poisson(np.where(drifted, 9.0, 3.0))
+    n_fav = rng.binomial(1, np.where(drifted, 0.3, 0.08))
+    carted = rng.random(n_s) < cart_prob[s_user] * np.where(drifted, 0.5, 1.0)
     n_cart = carted * (1 + rng.binomial(1, 0.3, n_s))
     n_remove = rng.binomial(n_cart, 0.15)
     n_purchase = (carted & (rng.random(n_s) < buy_prob[s_user])).astype(np.int64)

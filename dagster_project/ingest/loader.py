@@ -307,12 +307,28 @@ def _load_rows(con: duckdb.DuckDBPyConnection, report: LoadReport, load_id: str,
     report.rows_duplicate = report.rows_read - report.rows_accepted - report.rows_rejected
 
 
-def load_path(warehouse: Path, path: Path, fmt: str = "canonical", mapping: Path | None = None) -> list[LoadReport]:
-    """A file, or every supported file in a folder (sorted, so loads are reproducible)."""
+def loaded_checksums(warehouse: Path) -> set[str]:
+    """SHA-256 of every file loaded so far (with at least one row accepted or rejected)."""
+    ensure_raw_schema(warehouse)
+    with connect(warehouse, read_only=True) as con:
+        return {r[0] for r in con.execute(
+            "select distinct file_sha256 from raw.load_audit where rows_accepted + rows_rejected > 0").fetchall()}
+
+
+def load_path(warehouse: Path, path: Path, fmt: str = "canonical", mapping: Path | None = None,
+              *, new_files_only: bool = False) -> list[LoadReport]:
+    """A file, or every supported file in a folder (sorted, so loads are reproducible). ``new_files_only``
+    (the scheduled scan of a landing folder, where files accumulate) passes over files already loaded without
+    reading them, so a daily run costs the new day, not the history; an explicit load of a known file still
+    records it as a duplicate."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
         if not files:
             raise IngestError(f"{path}: no .parquet or .csv files in this folder")
-        return [load_file(warehouse, f, fmt, mapping) for f in files]
-    return [load_file(warehouse, path, fmt, mapping)]
+    else:
+        files = [path]
+    if new_files_only:
+        known = loaded_checksums(warehouse)
+        files = [f for f in files if file_sha256(f) not in known]
+    return [load_file(warehouse, f, fmt, mapping) for f in files]

@@ -1,0 +1,227 @@
+"""The feedback loop's measurements: realised performance of past predictions, and drift of the features and
+scores from the champion's training data. Both say, in their metadata, which targets need a retrain; the
+retraining sensor (automation.py) reads that and requests the training run."""
+
+import dagster as dg
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from dagster_project.defs.partitions import as_of_daily
+from dagster_project.defs.resources import MlflowStore, MonitoringPolicy, WarehouseResource, as_of_dates
+from dagster_project.defs.training import with_clv
+from dagster_project.markdown import figure_to_markdown, frame_to_markdown
+from dagster_project.warehouse import replace_dates
+from ml.evaluate import predict_scores
+from ml.features import to_matrix
+from ml.monitoring import SCORE_FEATURE, drift_table, realised_performance
+from ml.registry import CHAMPION, load_by_alias, version_by_alias
+from ml.targets import TARGETS
+
+OUTCOMES = dg.AssetKey(["monitoring", "fct_prediction_outcomes"])
+PERFORMANCE = dg.AssetKey(["monitoring", "prediction_performance"])
+DRIFT = dg.AssetKey(["monitoring", "feature_drift"])
+RETRAIN_METADATA = "retrain_requested"   # {target: reason}: what the retraining sensor reads
+REFERENCE_ROWS = 50_000                  # the training-data sample drift is measured against
+REGRESSION = {t.name for t in TARGETS.values() if t.is_regression}
+
+
+def _performance_plot(table: pd.DataFrame):
+    figure, axes = plt.subplots(1, len(TARGETS), figsize=(5 * len(TARGETS), 3.2), squeeze=False)
+    for ax, target in zip(axes[0], TARGETS.values()):
+        rows = table[table.target == target.name]
+        for version, part in rows.groupby("model_version"):
+            ax.plot(pd.to_datetime(part.as_of_date), part[target.primary_metric], marker=".", label=f"v{version}")
+        ax.set_title(f"{target.name}: realised {target.primary_metric}", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        if len(rows):
+            ax.legend(fontsize=7)
+    return figure
+
+
+def performance_drops(table: pd.DataFrame, store, drop: float, window_days: int = 7) -> dict[str, str]:
+    """Targets whose champion's realised primary metric, averaged over its last ``window_days`` closed dates,
+    is more than ``drop`` below the figure it was promoted on."""
+    signals = {}
+    for target in TARGETS.values():
+        entry = version_by_alias(store, target.name, CHAMPION)
+        promised = entry.tags.get(target.primary_metric) if entry else None
+        rows = table[(table.target == target.name) & (table.model_version == (entry.version if entry else None))]
+        if promised is None or rows.empty:
+            continue
+        recent = rows[pd.to_datetime(rows.as_of_date) > pd.to_datetime(rows.as_of_date).max()
+                      - pd.Timedelta(days=window_days)]
+        realised = float(recent[target.primary_metric].mean())
+        if realised < float(promised) - drop:
+            signals[target.name] = (f"realised {target.primary_metric} {realised:.3f} over {len(recent)} closed "
+                                    f"date(s) is below the validation figure {float(promised):.3f} by more than "
+                                    f"{drop}")
+    return signals
+
+
+@dg.asset(key=PERFORMANCE, deps=[OUTCOMES], group_name="monitoring", partitions_def=as_of_daily,
+          backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"python", "duckdb"},
+          description="Realised ROC-AUC, PR-AUC, top-decile lift and calibration (normalized Gini, Spearman and MAE "
+                      "for amounts) per target, as-of date and model version, once the label windows have closed.")
+def prediction_performance(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
+                           monitoring_policy: MonitoringPolicy) -> dg.MaterializeResult:
+    outcomes = warehouse.query_df("select target, as_of_date, model_name, model_version, score, outcome "
+                                  "from monitoring.fct_prediction_outcomes")
+    table = realised_performance(outcomes, REGRESSION).assign(computed_at=pd.Timestamp.now(tz="UTC").tz_localize(None))
+    with warehouse.writer() as con:  # recomputed whole from the outcomes: the table always matches them
+        con.register("performance", table)
+        con.execute("create schema if not exists monitoring")
+        con.execute("create or replace table monitoring.prediction_performance as select * from performance")
+        con.unregister("performance")
+    signals = performance_drops(table, mlflow.store(), monitoring_policy.drop)
+    for target, reason in signals.items():
+        context.log.warning(f"{target}: {reason}: a retrain will be requested")
+    latest = table.sort_values("as_of_date").groupby("target").tail(1)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(table), "closed_predictions": len(outcomes),
+        RETRAIN_METADATA: dg.MetadataValue.json(signals),
+        "latest": dg.MetadataValue.md(frame_to_markdown(latest.drop(columns=["computed_at"]), "{:.3f}")
+                                      if len(latest) else "no closed label window yet"),
+        "performance_over_time": dg.MetadataValue.md(figure_to_markdown(_performance_plot(table), "realised")),
+    })
+
+
+def _psi_plot(latest: pd.DataFrame, limits):
+    targets = sorted(latest.target.unique())
+    figure, axes = plt.subplots(1, max(1, len(targets)), figsize=(5 * max(1, len(targets)), 4), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        rows = latest[latest.target == target].nlargest(15, "psi").iloc[::-1]
+        colours = rows.status.map({"ok": "tab:green", "warn": "tab:orange", "fail": "tab:red"})
+        ax.barh(rows.feature, rows.psi, color=colours)
+        ax.axvline(limits.psi_warn, color="tab:orange", linestyle="--")
+        ax.axvline(limits.psi_fail, color="tab:red", linestyle="--")
+        ax.set_title(f"{target}: PSI, top 15", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    return figure
+
+
+def _champion_reference(warehouse: WarehouseResource, store, target):
+    """(model, version, reference rows): the champion and a sample of the training rows it was fitted on."""
+    model, entry = load_by_alias(store, target.name, CHAMPION)
+    dates = store.activate().get_run(entry.run_id).data.tags["training_as_of_dates"].split(",")
+    # the features of those dates (feat_user_daily keeps every date; fct_training_set holds today's cutoffs only)
+    reference = target.select(warehouse.query_df(
+        with_clv("marts.feat_user_daily", "t.as_of_date in (select cast(unnest(?) as date))"), [dates]))
+    if reference.empty:
+        raise ValueError(f"{target.name}: no feature rows for the champion v{entry.version}'s training dates "
+                         f"{', '.join(dates)}: were they deleted from marts.feat_user_daily?")
+    if len(reference) > REFERENCE_ROWS:
+        reference = reference.sample(n=REFERENCE_ROWS, random_state=0)
+    return model, entry.version, reference
+
+
+@dg.asset(key=DRIFT, group_name="monitoring", partitions_def=as_of_daily,
+          deps=[dg.AssetKey(["marts", "fct_scoring_population"]), dg.AssetKey(["marts", "feat_user_daily"]),
+                dg.AssetKey(["predictions", "clv"]), *[dg.AssetKey(["predictions", t]) for t in TARGETS]],
+          backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"python", "duckdb"},
+          description="Population stability index of every model feature and of the score, between each champion's "
+                      "training data and the scoring population of each as-of date; null rates on both sides.")
+def feature_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
+                  monitoring_policy: MonitoringPolicy) -> dg.MaterializeResult:
+    dates, limits, store = as_of_dates(context), monitoring_policy.limits(), mlflow.store()
+    tables, signals = [], {}
+    for target in TARGETS.values():
+        if version_by_alias(store, target.name, CHAMPION) is None:
+            continue  # nothing published, nothing to drift from
+        model, version, reference = _champion_reference(warehouse, store, target)
+        columns = list(model.feature_names_in_)
+        current = warehouse.query_df(with_clv("marts.fct_scoring_population",
+                                              f"t.as_of_date between ? and ? and ({target.population_sql})"),
+                                     [dates[0], dates[-1]])
+        reference_scores = predict_scores(model, to_matrix(reference, columns), target.is_regression)
+        for as_of, rows in current.groupby("as_of_date"):
+            scores = (predict_scores(model, to_matrix(rows, columns), target.is_regression)
+                      if set(columns) <= set(rows.columns) else None)
+            table = drift_table(reference, rows, columns, limits, reference_scores, scores)
+            tables.append(table.assign(as_of_date=pd.Timestamp(as_of).date(), target=target.name,
+                                       model_version=version))
+            failed = table[table.status == "fail"]
+            if len(failed) and pd.Timestamp(as_of).date() == dates[-1]:
+                signals[target.name] = "drift: " + "; ".join(f"{f.feature} {f.problem}" for f in failed.head(5).itertuples())
+    drift = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[
+        "feature", "psi", "null_rate_reference", "null_rate_current", "status", "problem", "reference_rows",
+        "current_rows", "as_of_date", "target", "model_version"])
+    drift["computed_at"] = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    if len(drift):
+        with warehouse.writer() as con:
+            replace_dates(con, "monitoring", "feature_drift", drift)
+    for target, reason in signals.items():
+        context.log.warning(f"{target}: {reason}: a retrain will be requested")
+    latest = drift[drift.as_of_date == dates[-1]] if len(drift) else drift
+    summary = (latest.groupby("target").agg(features=("feature", "size"), max_psi=("psi", "max"),
+                                            warn=("status", lambda s: int((s == "warn").sum())),
+                                            fail=("status", lambda s: int((s == "fail").sum())),
+                                            score_psi=("psi", lambda s: float(s[latest.loc[s.index, "feature"]
+                                                                               == SCORE_FEATURE].max())))
+               .reset_index() if len(latest) else pd.DataFrame())
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(drift), RETRAIN_METADATA: dg.MetadataValue.json(signals),
+        "summary": dg.MetadataValue.md(frame_to_markdown(summary, "{:.3f}") if len(summary) else "no champion yet"),
+        "psi_bars": dg.MetadataValue.md(figure_to_markdown(_psi_plot(latest, limits), "PSI") if len(latest)
+                                        else "no champion yet"),
+    })
+
+
+def _latest_drift(warehouse: WarehouseResource, dates) -> pd.DataFrame:
+    return warehouse.query_df("select * from monitoring.feature_drift where as_of_date = ?", [dates[-1]]) \
+        if warehouse.scalar("select count(*) from information_schema.tables where table_schema = 'monitoring' "
+                            "and table_name = 'feature_drift'") else pd.DataFrame(columns=["feature", "status", "psi",
+                                                                                          "problem", "target"])
+
+
+@dg.asset_check(asset=DRIFT, partitions_def=as_of_daily, pool="duckdb",
+                description="No model feature, and no score distribution, has a PSI above the warn limit "
+                            "(SHOPCAST_PSI_WARN: WARN) or the fail limit (SHOPCAST_PSI_FAIL: ERROR).")
+def feature_drift_within_limits(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                                monitoring_policy: MonitoringPolicy) -> dg.AssetCheckResult:
+    limits = monitoring_policy.limits()
+    rows = _latest_drift(warehouse, as_of_dates(context))
+    rows = rows[rows.psi.notna()]
+    worst = rows[rows.psi > limits.psi_warn].sort_values("psi", ascending=False)
+    severity = dg.AssetCheckSeverity.ERROR if (worst.psi > limits.psi_fail).any() else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(passed=worst.empty, severity=severity, metadata={
+        "max_psi": float(rows.psi.max()) if len(rows) else 0.0, "above_warn": len(worst),
+        "above_fail": int((worst.psi > limits.psi_fail).sum()),
+        "worst": dg.MetadataValue.md(frame_to_markdown(worst[["target", "feature", "psi"]].head(10), "{:.3f}")
+                                     if len(worst) else "none"),
+    })
+
+
+@dg.asset_check(asset=DRIFT, partitions_def=as_of_daily, pool="duckdb",
+                description="Every model feature is present in the scoring data (ERROR if not) and no feature's "
+                            "share of missing values jumped by more than SHOPCAST_NULL_RATE_JUMP (WARN).")
+def features_present_and_null_rates_stable(context: dg.AssetCheckExecutionContext,
+                                           warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    rows = _latest_drift(warehouse, as_of_dates(context))
+    missing = rows[rows.problem.fillna("").str.contains("missing from the scoring data")]
+    jumps = rows[rows.problem.fillna("").str.contains("null rate")]
+    severity = dg.AssetCheckSeverity.ERROR if len(missing) else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(passed=missing.empty and jumps.empty, severity=severity, metadata={
+        "missing_features": dg.MetadataValue.json(sorted(set(missing.feature))),
+        "null_rate_jumps": dg.MetadataValue.json(sorted(set(jumps.feature))),
+    })
+
+
+@dg.asset_check(asset=PERFORMANCE, partitions_def=as_of_daily, pool="duckdb",
+                description="Each champion's realised primary metric (last 7 closed dates) is within "
+                            "SHOPCAST_PERFORMANCE_DROP of the figure it was promoted on (WARN otherwise).")
+def realised_performance_holds(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                               mlflow: MlflowStore, monitoring_policy: MonitoringPolicy) -> dg.AssetCheckResult:
+    table = warehouse.query_df("select * from monitoring.prediction_performance")
+    drops = performance_drops(table, mlflow.store(), monitoring_policy.drop)
+    return dg.AssetCheckResult(passed=not drops, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"drops": dg.MetadataValue.json(drops)})
+
+
+@dg.definitions
+def monitoring_defs() -> dg.Definitions:
+    return dg.Definitions(assets=[prediction_performance, feature_drift],
+                          asset_checks=[feature_drift_within_limits, features_present_and_null_rates_stable,
+                                        realised_performance_holds])

@@ -1,0 +1,129 @@
+"""The feedback loop's library parts: realised metrics and PSI against hand computations, drift statuses, the
+backtest's folds, and the decision log."""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from dagster_project import decisions
+from ml.backtest import backtest
+from ml.monitoring import SCORE_FEATURE, DriftLimits, drift_table, psi, realised_performance
+from ml.targets import PURCHASE_PROPENSITY_7D as TARGET
+from tests.test_models import _panel
+
+Y = [1, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+P = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
+
+
+def test_realised_metrics_equal_a_hand_computation():
+    outcomes = pd.DataFrame({"target": TARGET.name, "as_of_date": pd.Timestamp("2026-10-01"), "model_name": "m",
+                             "model_version": "3", "score": P, "outcome": Y})
+    (row,) = realised_performance(outcomes, regression_targets=set()).to_dict("records")
+    # ROC-AUC: of the 2 x 8 (positive, negative) pairs, the 0.9 positive outranks all 8, the 0.7 one 7 of 8
+    assert row["roc_auc"] == pytest.approx(15 / 16)
+    # average precision: positives at ranks 1 and 3, precisions 1/1 and 2/3
+    assert row["pr_auc"] == pytest.approx((1 + 2 / 3) / 2)
+    # top decile = the first user (a buyer): rate 1 over the base rate 0.2; it holds 1 of the 2 buyers
+    assert row["lift_top_decile"] == pytest.approx(5.0) and row["capture_top_decile"] == pytest.approx(0.5)
+    # ten deciles of one user: mean |p - y| = (0.1 + 0.8 + 0.3 + 0.6 + 0.5 + 0.4 + 0.3 + 0.2 + 0.1 + 0.05) / 10
+    assert row["calibration_error"] == pytest.approx(3.35 / 10)
+    assert row["mean_predicted"] == pytest.approx(0.455) and row["observed_rate"] == pytest.approx(0.2)
+    assert (row["users"], row["positives"], row["model_version"]) == (10, 2, "3")
+
+
+def test_realised_metrics_are_grouped_by_date_and_version_and_amounts_use_regression_metrics():
+    rows = []
+    for version, date in (("1", "2026-10-01"), ("2", "2026-10-01"), ("2", "2026-10-02")):
+        rows += [{"target": "predicted_revenue_28d", "as_of_date": pd.Timestamp(date), "model_name": "r",
+                  "model_version": version, "score": s, "outcome": o}
+                 for s, o in ((30.0, 40.0), (10.0, 8.0), (5.0, 5.0), (1.0, 0.0))]
+    table = realised_performance(pd.DataFrame(rows), regression_targets={"predicted_revenue_28d"})
+    assert len(table) == 3 and table.roc_auc.isna().all()
+    # the prediction orders the amounts perfectly: normalized Gini 1; MAE = (10 + 2 + 0 + 1) / 4
+    assert table.normalized_gini.tolist() == pytest.approx([1.0] * 3)
+    assert table.mae.tolist() == pytest.approx([13 / 4] * 3)
+
+
+def test_psi_equals_a_hand_computation():
+    reference = np.arange(100)  # ten equal bins at the reference's deciles
+    current = np.array([0] * 50 + [99] * 50)  # half in the first bin, half in the last
+    eps = 1e-4  # an empty bin counts as this share (the missing-values bin is empty on both sides: no term)
+    expected = 2 * (0.5 - 0.1) * math.log(0.5 / 0.1) + 8 * (eps - 0.1) * math.log(eps / 0.1)
+    assert psi(reference, current) == pytest.approx(expected)
+    assert psi(reference, reference) == pytest.approx(0.0)
+    # missing values are a bin of their own: a fifth of the current values missing
+    with_nulls = np.concatenate([np.arange(80), [np.nan] * 20]).astype(float)
+    assert psi(reference, with_nulls) > 0.25
+
+
+def test_drift_statuses_warn_fail_missing_feature_and_null_jump():
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"stable": rng.normal(size=2000), "shifted": rng.normal(size=2000),
+                              "nullier": rng.normal(size=2000), "gone": rng.normal(size=2000)})
+    current = pd.DataFrame({"stable": rng.normal(size=2000), "shifted": rng.normal(2.0, 1.0, 2000),
+                            "nullier": np.where(rng.random(2000) < 0.3, np.nan, rng.normal(size=2000))})
+    table = drift_table(reference, current, ["stable", "shifted", "nullier", "gone"], DriftLimits(),
+                        reference_scores=rng.random(2000), current_scores=rng.random(2000)).set_index("feature")
+    assert table.loc["stable", "status"] == "ok" and table.loc["stable", "psi"] < 0.1
+    assert table.loc["shifted", "status"] == "fail" and table.loc["shifted", "psi"] > 0.25
+    assert table.loc["gone", "status"] == "fail" and "missing" in table.loc["gone", "problem"]
+    assert table.loc["nullier", "status"] in ("warn", "fail") and "null rate 0.00 -> " in table.loc["nullier", "problem"]
+    assert table.loc["nullier", "null_rate_current"] == pytest.approx(0.3, abs=0.05)
+    assert table.loc[SCORE_FEATURE, "status"] == "ok"
+    assert (table.reference_rows == 2000).all() and (table.current_rows == 2000).all()
+    strict = drift_table(reference, current, ["stable"], DriftLimits(psi_warn=0.0001, psi_fail=0.5))
+    assert strict.status.tolist() == ["warn"]
+
+
+def test_backtest_refits_per_fold_and_leaves_out_folds_the_champion_was_trained_on():
+    frame = _panel(600, 4)
+    columns = ["cart_count_28d", "fav_count_28d"]
+    from ml.models import FAMILIES
+
+    candidate = FAMILIES["logistic_regression"].build(columns, {"C": 1.0}).fit(
+        frame[columns].astype(float), frame[TARGET.label])
+    weak = FAMILIES["logistic_regression"].build(["fav_count_28d"], {"C": 1.0}).fit(
+        frame[["fav_count_28d"]].astype(float), frame[TARGET.label])
+    result = backtest(frame, TARGET, candidate, "logistic_regression", incumbent_model=weak,
+                      incumbent_name="champion v1", incumbent_training_dates={"2026-10-11", "2026-10-04"},
+                      folds=3, min_examples_per_class=20)
+    assert [f.as_of_date for f in result.folds] == ["2026-10-25", "2026-10-18", "2026-10-11"]
+    assert [f.training_rows for f in result.folds] == [1800, 1200, 600]  # only the cutoffs older than the fold
+    assert [f.incumbent_in_sample for f in result.folds] == [False, False, True]
+    assert [f.as_of_date for f in result.compared] == ["2026-10-25", "2026-10-18"]
+    assert result.candidate_score > result.incumbent_score
+    assert result.candidate_score == pytest.approx(np.mean([f.candidate for f in result.folds[:2]]))
+    # the newest fold's score is that of a model refit on the older cutoffs, as the candidate was trained
+    fold, older = frame[frame.cutoff_rank == 1], frame[frame.cutoff_rank > 1]
+    refit = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit(
+        older[columns].astype(float), older[TARGET.label])
+    from sklearn.metrics import average_precision_score
+
+    expected = average_precision_score(fold[TARGET.label], refit.predict_proba(fold[columns].astype(float))[:, 1])
+    assert result.folds[0].candidate == pytest.approx(expected, abs=1e-3)
+    no_champion = backtest(frame, TARGET, candidate, "logistic_regression", folds=2, min_examples_per_class=20)
+    assert no_champion.incumbent_name == "baseline (recency/frequency)" and len(no_champion.folds) == 2
+    assert not any(f.incumbent_in_sample for f in no_champion.folds) and len(fold) == 600
+
+
+def test_decisions_are_appended_with_their_trigger(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    decisions.record(con, as_of_date="2026-11-01", target="t", trigger=decisions.trigger_of({}), decision="none",
+                     promoted=False, reason="not eligible")
+    decisions.record(con, as_of_date="2026-11-08", target="t",
+                     trigger=decisions.trigger_of({decisions.TRIGGER_TAG: "drift"}), decision="champion",
+                     promoted=True, candidate_version="2", candidate_score=0.6, incumbent_score=0.5,
+                     backtest_folds=[{"as_of_date": "2026-11-01", "candidate": 0.6}], reason="promoted")
+    rows = con.execute("select as_of_date::varchar, trigger, decision, promoted, candidate_version, backtest_folds "
+                       "from monitoring.model_decisions order by decided_at").fetchall()
+    assert rows == [("2026-11-01", "manual", "none", False, None, None),
+                    ("2026-11-08", "drift", "champion", True, "2",
+                     '[{"as_of_date": "2026-11-01", "candidate": 0.6}]')]
+    assert decisions.trigger_of({decisions.SCHEDULE_TAG: "shopcast_weekly_training"}) == \
+        "schedule:shopcast_weekly_training"
