@@ -84,7 +84,7 @@ def decide(store: Store, target: Target, candidate: RegisteredModel, candidate_m
         score = target_metrics(target.is_regression, y, scores)[metric]
         candidate_score = candidate_metrics[metric]
         where = "on the validation cutoff"
-    beats = candidate_score >= score + margin
+    beats = candidate_score > score + margin  # a tie keeps the incumbent: no churn of versions for nothing
     promoted = beats and not quality_problems
     comparison = f"{metric} {candidate_score:.4f} vs {name} {score:.4f} (margin {margin}), {where}"
     if promoted:

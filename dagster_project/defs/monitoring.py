@@ -75,7 +75,10 @@ def prediction_performance(context: dg.AssetExecutionContext, warehouse: Warehou
         con.execute("create schema if not exists monitoring")
         con.execute("create or replace table monitoring.prediction_performance as select * from performance")
         con.unregister("performance")
-    signals = performance_drops(table, mlflow.store(), monitoring_policy.drop)
+    store = mlflow.store()
+    signals = {target: reason for target, reason in performance_drops(table, store, monitoring_policy.drop).items()
+               if monitoring_policy.may_retrain(version_by_alias(store, target, CHAMPION),
+                                                as_of_dates(context)[-1])}
     for target, reason in signals.items():
         context.log.warning(f"{target}: {reason}: a retrain will be requested")
     latest = table.sort_values("as_of_date").groupby("target").tail(1)
@@ -103,18 +106,20 @@ def _psi_plot(latest: pd.DataFrame, limits):
 
 
 def _champion_reference(warehouse: WarehouseResource, store, target):
-    """(model, version, reference rows): the champion and a sample of the training rows it was fitted on."""
+    """(model, registry entry, reference rows): the champion and a sample of the rows of its newest training
+    cutoff. The newest one, not all of them pooled: features that trend with time (tenure, the BG/NBD outputs of a
+    young history) would make a pool of twelve weeks look drifted against any single day, the training day too."""
     model, entry = load_by_alias(store, target.name, CHAMPION)
-    dates = store.activate().get_run(entry.run_id).data.tags["training_as_of_dates"].split(",")
+    dates = [max(store.activate().get_run(entry.run_id).data.tags["training_as_of_dates"].split(","))]
     # the features of those dates (feat_user_daily keeps every date; fct_training_set holds today's cutoffs only)
     reference = target.select(warehouse.query_df(
         with_clv("marts.feat_user_daily", "t.as_of_date in (select cast(unnest(?) as date))"), [dates]))
     if reference.empty:
-        raise ValueError(f"{target.name}: no feature rows for the champion v{entry.version}'s training dates "
-                         f"{', '.join(dates)}: were they deleted from marts.feat_user_daily?")
+        raise ValueError(f"{target.name}: no feature rows for the champion v{entry.version}'s training date "
+                         f"{dates[0]}: were they deleted from marts.feat_user_daily?")
     if len(reference) > REFERENCE_ROWS:
         reference = reference.sample(n=REFERENCE_ROWS, random_state=0)
-    return model, entry.version, reference
+    return model, entry, reference
 
 
 @dg.asset(key=DRIFT, group_name="monitoring", partitions_def=as_of_daily,
@@ -130,7 +135,8 @@ def feature_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     for target in TARGETS.values():
         if version_by_alias(store, target.name, CHAMPION) is None:
             continue  # nothing published, nothing to drift from
-        model, version, reference = _champion_reference(warehouse, store, target)
+        model, entry, reference = _champion_reference(warehouse, store, target)
+        version = entry.version
         columns = list(model.feature_names_in_)
         current = warehouse.query_df(with_clv("marts.fct_scoring_population",
                                               f"t.as_of_date between ? and ? and ({target.population_sql})"),
@@ -143,7 +149,7 @@ def feature_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             tables.append(table.assign(as_of_date=pd.Timestamp(as_of).date(), target=target.name,
                                        model_version=version))
             failed = table[table.status == "fail"]
-            if len(failed) and pd.Timestamp(as_of).date() == dates[-1]:
+            if len(failed) and pd.Timestamp(as_of).date() == dates[-1] and monitoring_policy.may_retrain(entry, as_of):
                 signals[target.name] = "drift: " + "; ".join(f"{f.feature} {f.problem}" for f in failed.head(5).itertuples())
     drift = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[
         "feature", "psi", "null_rate_reference", "null_rate_current", "status", "problem", "reference_rows",

@@ -141,6 +141,15 @@ class MonitoringPolicy(dg.ConfigurableResource):
     psi_fail: str = "0.25"
     null_rate_jump: str = "0.1"
     performance_drop: str = "0.05"   # realised primary metric below the validation figure by more than this
+    retrain_cooldown_days: int = 7   # no retrain request for a champion trained fewer days ago than this
+
+    def may_retrain(self, champion, as_of) -> bool:
+        """A retrain signal counts only once the champion is old enough: a model trained for this week is not
+        retrained for drift between its own training data and today (nor before its first label window closed)."""
+        if champion is None or not champion.tags.get("as_of_date"):
+            return True
+        trained_for = dt.date.fromisoformat(champion.tags["as_of_date"])
+        return (pd.Timestamp(as_of).date() - trained_for).days >= self.retrain_cooldown_days
 
     def limits(self):
         from ml.monitoring import DriftLimits
@@ -196,6 +205,7 @@ def resources() -> dg.Definitions:
                 psi_fail=dg.EnvVar("SHOPCAST_PSI_FAIL"),
                 null_rate_jump=dg.EnvVar("SHOPCAST_NULL_RATE_JUMP"),
                 performance_drop=dg.EnvVar("SHOPCAST_PERFORMANCE_DROP"),
+                retrain_cooldown_days=dg.EnvVar.int("SHOPCAST_RETRAIN_COOLDOWN_DAYS"),
             ),
             "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
         }

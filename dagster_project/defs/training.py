@@ -51,6 +51,7 @@ def build_target_assets(target: Target) -> list:
     champion_key = dg.AssetKey(["models", f"{target.name}_champion"])
 
     @dg.asset(key=candidates_key, deps=[TRAINING_SET, CLV], group_name=target.name, partitions_def=as_of_daily,
+              backfill_policy=dg.BackfillPolicy.single_run(),
               kinds={"scikit-learn", "mlflow"}, pool="duckdb",
               description=f"Candidate models for {target.name}: {target.description} Best one registered.")
     def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
@@ -84,6 +85,7 @@ def build_target_assets(target: Target) -> list:
         })
 
     @dg.asset(key=champion_key, deps=[candidates_key], group_name=target.name, partitions_def=as_of_daily,
+              backfill_policy=dg.BackfillPolicy.single_run(),
               kinds={"mlflow"}, pool="duckdb",
               description=f"The promotion gate for {target.name}: the candidate is backtested against the champion "
                           "(or the baseline) on the last closed cutoffs; champion or challenger. Every decision is "
