@@ -30,6 +30,8 @@ class SimulationConfig:
     events: int = 300_000                  # over history and simulation together
     seed: int = 7
     drift_from: dt.date | None = None
+    days_per_run: int = 1                  # >1: the days between Mondays scored as ranges of this many dates, one
+                                           # run each (equal to daily runs: tests/test_feedback_loop.py), faster
 
     @property
     def end(self) -> dt.date:              # the last simulated as-of date
@@ -86,24 +88,43 @@ def simulate(cfg: SimulationConfig, progress=print) -> SimulationLog:
     log, cursor = SimulationLog(), None
     land_before(cfg.start)
     runs.ingest("canonical", [str(landing)])
-    for offset in range(7 * cfg.weeks):
-        as_of = cfg.start + dt.timedelta(days=offset)
+    for first, last in _batches(cfg):
         started, done = time.perf_counter(), []
-        land_before(as_of)
-        if offset == 0:
-            runs.run_graph(as_of, progress=lambda m: None)
+        land_before(last)
+        if first == cfg.start:
+            runs.run_graph(first, progress=lambda m: None)
             done.append("shopcast_graph")
-        else:
-            runs.run_job("daily_scoring", as_of)
+        elif first == last:
+            runs.run_job("daily_scoring", first)
             done.append("daily_scoring")
-            if as_of.weekday() == WEEKLY_TRAINING_WEEKDAY:
-                runs.run_job("weekly_training", as_of)
-                done.append("weekly_training")
+        else:
+            runs.backfill("daily_scoring", first, last, progress=lambda m: None)
+            done.append(f"daily_scoring x{(last - first).days + 1} (one run)")
+        if first != cfg.start and first.weekday() == WEEKLY_TRAINING_WEEKDAY:
+            runs.run_job("weekly_training", first)
+            done.append("weekly_training")
         requests, cursor = runs.evaluate_retraining_sensor(cursor)
         for request in requests:
             runs.launch(request)
-            done.append(f"retrain {request.tags.get('shopcast/trigger')}")
+            done.append(f"retrain {request.asset_selection[0].path[-1].removesuffix('_candidates')} "
+                        f"({request.tags.get('shopcast/trigger')})")
         seconds = time.perf_counter() - started
-        log.days.append({"as_of_date": as_of, "runs": done, "seconds": round(seconds, 1)})
-        progress(f"{as_of} ({as_of:%a}): {', '.join(done)} in {seconds:.0f}s")
+        log.days.append({"as_of_date": first, "last_as_of_date": last, "runs": done, "seconds": round(seconds, 1)})
+        span = f"{first} ({first:%a})" + (f" .. {last} ({last:%a})" if last != first else "")
+        progress(f"{span}: {', '.join(done)} in {seconds:.0f}s")
     return log
+
+
+def _batches(cfg: SimulationConfig) -> list[tuple[dt.date, dt.date]]:
+    """(first, last) as-of dates per step: the start and every Monday alone (they train), the days between in
+    ranges of at most days_per_run."""
+    days = [cfg.start + dt.timedelta(days=i) for i in range(7 * cfg.weeks)]
+    batches: list[list[dt.date]] = []
+    for day in days:
+        alone = day == cfg.start or day.weekday() == WEEKLY_TRAINING_WEEKDAY
+        if alone or not batches or len(batches[-1]) >= cfg.days_per_run or batches[-1][0] == cfg.start \
+                or batches[-1][0].weekday() == WEEKLY_TRAINING_WEEKDAY:
+            batches.append([day])
+        else:
+            batches[-1].append(day)
+    return [(b[0], b[-1]) for b in batches]
