@@ -35,6 +35,7 @@ def test_dbt_unit_tests_pin_the_window_logic(pipeline, tmp_path):
         "features_use_only_events_strictly_before_as_of_date": "pass",
         "labels_close_only_when_their_window_has_passed": "pass",
         "rfm_counts_repeat_purchase_days_before_the_as_of_date_only": "pass",
+        "outcomes_only_for_closed_windows_and_matching_users": "pass",
     }
 
 
