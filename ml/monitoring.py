@@ -67,7 +67,10 @@ def realised_performance(outcomes: pd.DataFrame, regression_targets: set[str]) -
     columns = [*PERFORMANCE_KEYS, "users", "positives", "roc_auc", "pr_auc", "lift_top_decile",
                "capture_top_decile", "normalized_gini", "spearman", "mae", "rmse", "mean_predicted",
                "observed_rate", "calibration_error"]
-    return pd.DataFrame(rows, columns=columns)
+    # typed even when no window has closed yet, so the table written from it has its real column types
+    dtypes = {"target": "string", "as_of_date": "datetime64[ns]", "model_name": "string", "model_version": "string",
+              "users": "int64", "positives": "int64", **{c: "float64" for c in columns[6:]}}
+    return pd.DataFrame(rows, columns=columns).astype(dtypes)
 
 
 def psi(reference, current, bins: int = PSI_BINS) -> float:

@@ -30,6 +30,7 @@ def loop(tmp_path_factory):
     home = tmp_path_factory.mktemp("loop") / "home"
     try:
         paths = _point_at(home)
+        os.environ["SHOPCAST_BACKTEST_CUTOFFS"] = "3"  # every retrain is backtested on up to 3 closed cutoffs
         generate(GeneratorConfig(n_events=40_000, seed=7, days=80, end_date=dt.date(2026, 11, 15),
                                  drift_from=DRIFT_FROM), paths.landing / "canonical")
         runs.ingest("canonical", [str(paths.landing / "canonical")])

@@ -73,7 +73,8 @@ def prediction_performance(context: dg.AssetExecutionContext, warehouse: Warehou
     with warehouse.writer() as con:  # recomputed whole from the outcomes: the table always matches them
         con.register("performance", table)
         con.execute("create schema if not exists monitoring")
-        con.execute("create or replace table monitoring.prediction_performance as select * from performance")
+        con.execute("create or replace table monitoring.prediction_performance as "
+                    "select * replace (cast(as_of_date as date) as as_of_date) from performance")
         con.unregister("performance")
     store = mlflow.store()
     signals = {target: reason for target, reason in performance_drops(table, store, monitoring_policy.drop).items()
