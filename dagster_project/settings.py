@@ -114,9 +114,16 @@ MONITORING_POLICY_DEFAULTS = {
     "SHOPCAST_PERFORMANCE_DROP": "0.05",         # realised primary metric this far below validation: retrain
     "SHOPCAST_RETRAIN_COOLDOWN_DAYS": "7",       # the retraining sensor asks at most once per target in this time
 }
+SERVING_DEFAULTS = {
+    "SHOPCAST_SERVING_DAYS": "28",               # as-of dates of each prediction table kept in the serving file
+    "SHOPCAST_PSEUDONYMISE_USER_IDS": "false",   # true: user ids become HMAC-SHA256(SHOPCAST_PSEUDONYMISATION_KEY, id)
+    "SHOPCAST_SERVING_STORAGE_VERSION": "v1.0.0",  # the oldest DuckDB (BI driver) that must open the serving file
+    "SHOPCAST_RUN_LOCK_TIMEOUT_SECONDS": "1800",  # a second run waits this long for the first, then fails
+    "SHOPCAST_PERSONAL_FEATURES": "false",       # true: age, gender, region... may become model features
+}
 HOME_SETTINGS_KEYS = ("SHOPCAST_BUSINESS_TZ", "SHOPCAST_TRAINING_CUTOFFS", "SHOPCAST_TRAINING_CADENCE_DAYS",
                       "SHOPCAST_TRAINING_BUDGET_SECONDS", "SHOPCAST_GATE_MARGIN", "SHOPCAST_PARTITIONS_START",
-                      *TRAINING_POLICY_DEFAULTS, *MONITORING_POLICY_DEFAULTS)
+                      *TRAINING_POLICY_DEFAULTS, *MONITORING_POLICY_DEFAULTS, *SERVING_DEFAULTS)
 
 
 def read_home_settings(home: Path) -> dict[str, str]:
@@ -169,7 +176,8 @@ def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
     os.environ["SHOPCAST_BUSINESS_TZ"] = business_timezone()
     os.environ.setdefault("SHOPCAST_TRAINING_CUTOFFS", "12")
     os.environ.setdefault("SHOPCAST_TRAINING_CADENCE_DAYS", "7")
-    for key, value in {**TRAINING_POLICY_DEFAULTS, **MONITORING_POLICY_DEFAULTS}.items():
+    os.environ["SHOPCAST_SERVING_DIR"] = str(paths.serving)
+    for key, value in {**TRAINING_POLICY_DEFAULTS, **MONITORING_POLICY_DEFAULTS, **SERVING_DEFAULTS}.items():
         os.environ.setdefault(key, value)
     dagster_yaml = paths.dagster_home / "dagster.yaml"
     if not dagster_yaml.exists():

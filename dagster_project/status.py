@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from dagster_project.serving import serving_path
 from dagster_project.settings import get_paths
 from dagster_project.warehouse import connect, qualified, table_exists, table_row_counts
 from ml.targets import TARGETS
@@ -16,7 +17,8 @@ def collect() -> dict:
     from dagster_project.runs import definitions, instance
 
     paths = get_paths()
-    report: dict = {"shopcast_home": str(paths.home), "warehouse": str(paths.warehouse), "tables": [], "checks": []}
+    report: dict = {"shopcast_home": str(paths.home), "warehouse": str(paths.warehouse),
+                    "serving": str(serving_path(paths.serving)), "tables": [], "checks": []}
     if paths.warehouse.exists():
         with connect(paths.warehouse, read_only=True) as con:
             report["tables"] = [{"table": f"{s}.{t}", "rows": n} for s, t, n in table_row_counts(con)]
@@ -224,7 +226,7 @@ def render(report: dict) -> str:
                   for d in report["decisions"]]
     lines += ["", "open the Dagster UI: make ui  (then http://127.0.0.1:3000)",
               "open the MLflow UI: make mlflow-ui  (then http://127.0.0.1:5000)",
-              f"query the warehouse (read-only, while no run writes): .venv/bin/python -c \"import duckdb; "
-              f"print(duckdb.connect('{report['warehouse']}', read_only=True).sql("
-              f"'select * from predictions.purchase_propensity_7d order by probability desc limit 10'))\""]
+              (f"query the serving file (read-only; runs never block it, docs/serving.md): .venv/bin/python -c "
+               f"\"import duckdb; print(duckdb.connect('{report['serving']}', read_only=True).sql("
+               f"'select * from predictions.purchase_propensity_7d order by probability desc limit 10'))\"")]
     return "\n".join(lines)

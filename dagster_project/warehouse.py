@@ -14,6 +14,8 @@ from pathlib import Path
 
 import duckdb
 
+from dagster_project.faults import failpoint
+
 # The canonical raw layer. Event types are documented in docs/raw_schema.md; the list may grow.
 CANONICAL_EVENT_TYPES = ("view", "cart", "remove_from_cart", "fav", "purchase", "checkout", "return")
 
@@ -77,6 +79,15 @@ def quote_identifier(name: str) -> str:
     if not _IDENTIFIER.match(name):
         raise ValueError(f"not a valid SQL identifier: {name!r}")
     return f'"{name}"'
+
+
+def string_literal(value) -> str:
+    """A SQL string literal, for the few statements that take no parameters (ATTACH, COPY ... TO): quotes
+    doubled, control characters refused."""
+    text = str(value)
+    if any(ord(ch) < 32 for ch in text):
+        raise ValueError(f"refusing a control character in a SQL literal: {text!r}")
+    return "'" + text.replace("'", "''") + "'"
 
 
 def qualified(schema: str, table: str) -> str:
@@ -150,6 +161,7 @@ def replace_dates(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame
         con.execute("begin transaction")
         con.execute(f"delete from {target} where {column} in (select distinct {column} from _incoming)")
         con.execute(f"insert into {target} by name select * from _incoming")
+        failpoint("scoring.mid_write")
         con.execute("commit")
     except Exception:
         con.execute("rollback")

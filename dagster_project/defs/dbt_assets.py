@@ -13,7 +13,8 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.partitions import as_of_daily
-from dagster_project.defs.resources import PipelineSettings, as_of_dates
+from dagster_project.defs.resources import PipelineSettings, WarehouseResource, as_of_dates
+from dagster_project.faults import failpoint
 
 
 class ShopcastTranslator(DagsterDbtTranslator):
@@ -35,28 +36,35 @@ BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]  # unit tests run
 
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+    """(The dbt assets take the ``warehouse`` resource only for its run lock: dbt writes the same file.)"""
     dates = as_of_dates(context)
     dbt_vars = settings.dbt_vars(dates[0], dates[-1])
     context.log.info(f"dbt build for as-of dates {dates[0]} .. {dates[-1]}")
-    yield from dbt.cli([*BUILD_ARGS, "--vars", json.dumps(dbt_vars)], context=context).stream()
+    for number, event in enumerate(dbt.cli([*BUILD_ARGS, "--vars", json.dumps(dbt_vars)], context=context).stream()):
+        if number == 1:  # the first result is in, dbt is building the rest
+            failpoint("dbt.mid_build")
+        yield event
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, select="staging", dagster_dbt_translator=translator,
             partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
             name="dbt_staging")
-def dbt_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+def dbt_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
+                warehouse: WarehouseResource):
     yield from _build(context, dbt, settings)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, select="intermediate marts", dagster_dbt_translator=translator,
             partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
             name="dbt_marts")
-def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
+              warehouse: WarehouseResource):
     yield from _build(context, dbt, settings)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, select="audiences monitoring", dagster_dbt_translator=translator,
             partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
             name="dbt_audiences")
-def dbt_audiences(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+def dbt_audiences(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
+                  warehouse: WarehouseResource):
     yield from _build(context, dbt, settings)

@@ -13,17 +13,32 @@ import pandas as pd
 from dagster_dbt import DbtCliResource
 
 from dagster_project.dbt_project import dbt_project
+from dagster_project.locking import run_lock
+from dagster_project.serving import Publish, ServingOptions, publish, serving_path
 from dagster_project.warehouse import connect, ensure_raw_schema
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse file. Read-write connections are opened only to write, and closed at once."""
+    """The DuckDB warehouse file. Read-write connections are opened only to write, and closed at once.
+
+    Within a run it also holds the home's run lock (dagster_project/locking.py) from the first step to the last:
+    one run writes at a time; another waits up to ``lock_timeout_seconds`` and then fails, saying who holds it."""
 
     path: str
+    lock_timeout_seconds: int = 1800
 
     @property
     def file(self) -> Path:
         return Path(self.path)
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext):
+        if context.dagster_run is None:  # built outside a run (a sensor, a script): nothing to serialise
+            yield self
+            return
+        with run_lock(self.file.parent / "locks", context.run_id, context.dagster_run.job_name,
+                      self.lock_timeout_seconds):
+            yield self
 
     @contextmanager
     def writer(self):
@@ -71,6 +86,41 @@ class PipelineSettings(dg.ConfigurableResource):
             "training_cutoffs": self.training_cutoffs,
             "training_cadence_days": self.training_cadence_days,
         }
+
+
+def _flag(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"{name} must be true or false, got {text!r}")
+    return value in ("true", "1", "yes")
+
+
+class ServingResource(dg.ConfigurableResource):
+    """Where and how BI's serving file is published (dagster_project/serving.py). The pseudonymisation key is read
+    from the environment variable named by ``key_variable`` when a publish needs it: it is never run config."""
+
+    folder: str
+    days: int = 28
+    pseudonymise_user_ids: str = "false"
+    storage_version: str = "v1.0.0"
+    key_variable: str = "SHOPCAST_PSEUDONYMISATION_KEY"
+
+    @property
+    def path(self) -> Path:
+        return serving_path(Path(self.folder))
+
+    @property
+    def pseudonymise(self) -> bool:
+        return _flag("SHOPCAST_PSEUDONYMISE_USER_IDS", self.pseudonymise_user_ids)
+
+    def options(self) -> ServingOptions:
+        import os
+
+        return ServingOptions(days=self.days, pseudonymise=self.pseudonymise,
+                              key=os.environ.get(self.key_variable, ""), storage_version=self.storage_version)
+
+    def publish(self, warehouse_file: Path, as_of: dt.date, run_id: str) -> Publish:
+        return publish(warehouse_file, Path(self.folder), as_of, self.options(), run_id)
 
 
 class MlflowStore(dg.ConfigurableResource):
@@ -179,7 +229,14 @@ def _dbt_executable() -> str:
 def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={
-            "warehouse": WarehouseResource(path=dg.EnvVar("SHOPCAST_WAREHOUSE_PATH")),
+            "warehouse": WarehouseResource(path=dg.EnvVar("SHOPCAST_WAREHOUSE_PATH"),
+                                           lock_timeout_seconds=dg.EnvVar.int("SHOPCAST_RUN_LOCK_TIMEOUT_SECONDS")),
+            "serving": ServingResource(
+                folder=dg.EnvVar("SHOPCAST_SERVING_DIR"),
+                days=dg.EnvVar.int("SHOPCAST_SERVING_DAYS"),
+                pseudonymise_user_ids=dg.EnvVar("SHOPCAST_PSEUDONYMISE_USER_IDS"),
+                storage_version=dg.EnvVar("SHOPCAST_SERVING_STORAGE_VERSION"),
+            ),
             "settings": PipelineSettings(
                 home=dg.EnvVar("SHOPCAST_HOME"),
                 business_timezone=dg.EnvVar("SHOPCAST_BUSINESS_TZ"),
@@ -212,4 +269,4 @@ def resources() -> dg.Definitions:
     )
 
 
-__all__ = ["MlflowStore", "MonitoringPolicy", "PipelineSettings", "TrainingPolicy", "WarehouseResource", "as_of_dates", "duckdb"]
+__all__ = ["MlflowStore", "MonitoringPolicy", "PipelineSettings", "ServingResource", "TrainingPolicy", "WarehouseResource", "as_of_dates", "duckdb"]

@@ -14,6 +14,7 @@ from dagster_project import decisions
 from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, TrainingPolicy, WarehouseResource, as_of_dates
+from dagster_project.faults import failpoint
 from dagster_project.markdown import frame_to_markdown
 from ml.backtest import backtest
 from ml.gate import decide, register
@@ -71,6 +72,7 @@ def build_target_assets(target: Target) -> list:
                            {"as_of_date": as_of, "family": outcome.best.family, "dagster_run_id": context.run.run_id,
                             "quality_problems": "; ".join(outcome.quality_problems),
                             **{k: round(v, 6) for k, v in outcome.best.metrics.items()}})
+        failpoint("training.after_register")
         table = {c.family: c.metrics for c in outcome.candidates} | {f"baseline ({outcome.baseline_name})": outcome.baseline}
         return dg.MaterializeResult(metadata={
             "eligible": True,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from dagster_project.faults import failpoint
 from dagster_project.warehouse import CANONICAL_EVENT_TYPES, connect, ensure_raw_schema
 
 # Timestamps outside [EARLIEST_VALID_TS, now + FUTURE_TOLERANCE] are quarantined.
@@ -259,6 +260,7 @@ def load_file(warehouse: Path, path: Path, fmt: str = "canonical", mapping: Path
         if not report.reconciles():  # a bug, never bad input: refuse to commit counts that do not add up
             con.execute("rollback")
             raise RuntimeError(f"{path}: counts do not reconcile: {report}")
+        failpoint("ingest.before_commit")
         con.execute("commit")
     return report
 

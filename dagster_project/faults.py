@@ -1,0 +1,34 @@
+"""Failpoints: named places where a crash test kills the pipeline on purpose.
+
+``SHOPCAST_FAILPOINT=<name>`` makes the process kill itself with SIGKILL (no cleanup, no ``finally``, like a power
+cut or the OOM killer) when it reaches ``failpoint(<name>)``. A process that leads its own process group (started
+with a new session, as the crash tests start it) kills the whole group, so a dbt subprocess dies with it. Unset,
+a failpoint costs one dictionary lookup. The names are listed in FAILPOINTS; docs/serving.md explains the test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+FAILPOINT_ENV = "SHOPCAST_FAILPOINT"
+FAILPOINTS = {
+    "ingest.before_commit": "raw.events and raw.load_audit written, the load's transaction not committed",
+    "dbt.mid_build": "dbt has built its first model of the run and is building the rest",
+    "training.after_register": "the candidate is registered in MLflow; the gate has not decided",
+    "scoring.mid_write": "the old predictions of the date deleted, the new ones inserted, not committed",
+    "publish.tables_written": "the new serving file is half built (tables written, no manifest)",
+    "publish.before_swap": "the new serving file is complete under its temporary name, not swapped in",
+}
+
+
+def failpoint(name: str) -> None:
+    if name not in FAILPOINTS:
+        raise ValueError(f"unknown failpoint {name!r}; known: {', '.join(FAILPOINTS)}")
+    if os.environ.get(FAILPOINT_ENV) != name:
+        return
+    print(f"failpoint {name}: killing the process", file=sys.stderr, flush=True)
+    if os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
