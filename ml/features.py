@@ -11,13 +11,24 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 # Keys, dates and labels of the training set: never model inputs.
 NON_FEATURES = {"user_id", "as_of_date", "cutoff_rank", "purchase_next_7d", "churn_next_7d", "revenue_next_28d"}
+# Personal attributes (raw.users has age, gender, region): never model inputs unless SHOPCAST_PERSONAL_FEATURES is
+# on. A column is personal when its name is one of these or starts with one and an underscore (age_band, gender_f).
+PERSONAL_ATTRIBUTES = ("age", "birth_year", "date_of_birth", "gender", "sex", "region", "country", "city",
+                       "postcode", "zip_code", "ethnicity", "religion", "income")
 
 
-def feature_columns(frame: pd.DataFrame) -> list[str]:
-    """Numeric feature columns, in the mart's order; keys, dates and labels excluded, and so are columns with no
-    value at all in this data (a shop without checkout events has no recency of checkout)."""
+def is_personal(column: str) -> bool:
+    name = column.lower()
+    return any(name == p or name.startswith(p + "_") for p in PERSONAL_ATTRIBUTES)
+
+
+def feature_columns(frame: pd.DataFrame, allow_personal: bool = False) -> list[str]:
+    """Numeric feature columns, in the mart's order; keys, dates and labels excluded, personal attributes excluded
+    unless allowed, and so are columns with no value at all in this data (a shop without checkout events has no
+    recency of checkout)."""
     return [c for c in frame.columns
-            if c not in NON_FEATURES and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
+            if c not in NON_FEATURES and (allow_personal or not is_personal(c))
+            and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
 
 
 def to_matrix(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

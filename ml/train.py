@@ -165,7 +165,7 @@ class TrainingOutcome:
 def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags: dict | None = None,
                      families: list[str] | None = None, budget_seconds: float = 300.0,
                      eligibility: Eligibility | None = None,
-                     max_training_rows: int = 300_000,
+                     max_training_rows: int = 300_000, allow_personal_features: bool = False,
                      progress: Callable[[str], None] = lambda _: None) -> TrainingOutcome:
     """Search every family, log a parent run with one nested run per candidate, and return them all."""
     eligibility = eligibility or Eligibility()
@@ -174,7 +174,7 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
     split.fit = bounded(split.fit, max_training_rows)
     split.tune = bounded(split.tune, max_training_rows)
     # features with a value in the rows models are fitted on (BG/NBD outputs are missing at cutoffs too young to fit)
-    columns = [c for c in feature_columns(split.train) if split.fit[c].notna().any()]
+    columns = [c for c in feature_columns(split.train, allow_personal_features) if split.fit[c].notna().any()]
     chosen = families_for(target, families)
     regression = target.is_regression
     X_valid = to_matrix(split.valid, columns)

@@ -157,6 +157,11 @@ class TrainingPolicy(dg.ConfigurableResource):
     min_pr_auc_skill: str = "0.05"      # (PR-AUC - base rate) / (1 - base rate)
     min_normalized_gini: str = "0.2"    # amount targets
     backtest_cutoffs: int = 3           # the gate compares candidate and champion on this many closed cutoffs
+    personal_features: str = "false"    # true: personal attributes (age, gender, region...) may be features
+
+    @property
+    def allow_personal_features(self) -> bool:
+        return _flag("SHOPCAST_PERSONAL_FEATURES", self.personal_features)
 
     @property
     def margin(self) -> float:
@@ -256,6 +261,7 @@ def resources() -> dg.Definitions:
                 min_pr_auc_skill=dg.EnvVar("SHOPCAST_MIN_PR_AUC_SKILL"),
                 min_normalized_gini=dg.EnvVar("SHOPCAST_MIN_NORMALIZED_GINI"),
                 backtest_cutoffs=dg.EnvVar.int("SHOPCAST_BACKTEST_CUTOFFS"),
+                personal_features=dg.EnvVar("SHOPCAST_PERSONAL_FEATURES"),
             ),
             "monitoring_policy": MonitoringPolicy(
                 psi_warn=dg.EnvVar("SHOPCAST_PSI_WARN"),

@@ -63,6 +63,7 @@ def build_target_assets(target: Target) -> list:
             outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=training_policy.budget_seconds,
                                        families=training_policy.family_list,
                                        eligibility=training_policy.eligibility(), progress=context.log.info,
+                                       allow_personal_features=training_policy.allow_personal_features,
                                        tags={"dagster_run_id": context.run.run_id, "as_of_date": as_of,
                                              "dbt_manifest_checksum": _manifest_checksum()})
         except NotEligible as not_eligible:  # an expected outcome on small or young data, not an error
