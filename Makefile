@@ -47,8 +47,10 @@ else
 endif
 	$(BIN)/shopcast status
 
+# Test files run on both cores (pytest-xdist, one file per worker at a time: module fixtures are built once).
+TEST_WORKERS ?= 2
 test: manifest
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 validate: manifest
 	$(BIN)/dagster definitions validate -w workspace.yaml

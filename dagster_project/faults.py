@@ -15,7 +15,7 @@ import sys
 FAILPOINT_ENV = "SHOPCAST_FAILPOINT"
 FAILPOINTS = {
     "ingest.before_commit": "raw.events and raw.load_audit written, the load's transaction not committed",
-    "dbt.mid_build": "dbt has built its first model of the run and is building the rest",
+    "dbt.mid_build": "dbt has built the first of the intermediate and mart models and is building the rest",
     "training.after_register": "the candidate is registered in MLflow; the gate has not decided",
     "scoring.mid_write": "the old predictions of the date deleted, the new ones inserted, not committed",
     "publish.tables_written": "the new serving file is half built (tables written, no manifest)",

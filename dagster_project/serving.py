@@ -199,6 +199,8 @@ def _build(warehouse: Path, temporary: Path, parquet_dir: Path, publish_id: str,
 
 def _swap_link(parquet_root: Path, publish_id: str) -> None:
     link = parquet_root / CURRENT_LINK
+    if link.is_dir() and not link.is_symlink():  # a home copied without keeping symlinks: a stale copy of a publish
+        shutil.rmtree(link)
     temporary = parquet_root / f".{CURRENT_LINK}.{publish_id}"
     os.symlink(publish_id, temporary)
     os.replace(temporary, link)

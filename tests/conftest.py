@@ -62,5 +62,5 @@ def built_home(tmp_path_factory) -> Path:
 def pipeline(built_home, home, tmp_path) -> ShopcastPaths:
     """A private copy of the built pipeline, pointed at by the environment."""
     copy = tmp_path / "pipeline"
-    shutil.copytree(built_home, copy)
+    shutil.copytree(built_home, copy, symlinks=True)
     return _point_at(copy)

@@ -35,14 +35,15 @@ translator = ShopcastTranslator()
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]  # unit tests run in CI, not on every partition
 
 
-def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
+           crash_test_point: str | None = None):
     """(The dbt assets take the ``warehouse`` resource only for its run lock: dbt writes the same file.)"""
     dates = as_of_dates(context)
     dbt_vars = settings.dbt_vars(dates[0], dates[-1])
     context.log.info(f"dbt build for as-of dates {dates[0]} .. {dates[-1]}")
     for number, event in enumerate(dbt.cli([*BUILD_ARGS, "--vars", json.dumps(dbt_vars)], context=context).stream()):
-        if number == 1:  # the first result is in, dbt is building the rest
-            failpoint("dbt.mid_build")
+        if number == 1 and crash_test_point:  # the first result is in, dbt is building the rest
+            failpoint(crash_test_point)
         yield event
 
 
@@ -59,7 +60,7 @@ def dbt_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings
             name="dbt_marts")
 def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
               warehouse: WarehouseResource):
-    yield from _build(context, dbt, settings)
+    yield from _build(context, dbt, settings, crash_test_point="dbt.mid_build")
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, select="audiences monitoring", dagster_dbt_translator=translator,

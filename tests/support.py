@@ -1,0 +1,62 @@
+"""Helpers the serving, load and crash tests share: the shopcast CLI as a subprocess, and table snapshots."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+from dagster_project.serving import serving_path
+from dagster_project.settings import REPO_ROOT, ShopcastPaths
+from dagster_project.warehouse import quote_identifier
+from tests.conftest import DEMO_AS_OF
+
+BIN = Path(sys.executable).parent
+DAILY = ["backfill", DEMO_AS_OF.isoformat(), DEMO_AS_OF.isoformat(), "--job", "daily_scoring"]
+TRAINING = ["backfill", DEMO_AS_OF.isoformat(), DEMO_AS_OF.isoformat(), "--job", "weekly_training"]
+
+
+def shopcast(args, env=None, timeout=900, check=True) -> subprocess.CompletedProcess:
+    """The shopcast CLI as its own process group (a failpoint kills the group: dbt too)."""
+    proc = subprocess.run([str(BIN / "shopcast"), *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "SHOPCAST_LOG_LEVEL": "WARNING", **(env or {})}, timeout=timeout,
+                          start_new_session=True, check=False)
+    if check:
+        assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def served(paths: ShopcastPaths) -> Path:
+    return serving_path(paths.serving)
+
+
+# Columns that differ between any two runs by design: times, run ids, load ids, and the CLV model version (BG/NBD
+# is registered anew at every scoring run).
+VOLATILE = {"scored_at", "computed_at", "loaded_at", "load_id", "decided_at", "dagster_run_id", "published_at",
+            "publish_id"}
+VOLATILE_BY_TABLE = {"predictions.clv": {"model_version"}}
+
+
+def snapshot(paths: ShopcastPaths, extra_volatile: frozenset = frozenset()) -> dict:
+    """Every base table of the warehouse and the serving file: (rows, an order-free hash of its stable columns)."""
+    out = {}
+    for label, file in (("warehouse", paths.warehouse), ("serving", served(paths))):
+        if not file.exists():
+            continue
+        with duckdb.connect(str(file), read_only=True) as con:
+            tables = con.execute("select table_schema, table_name from information_schema.tables "
+                                 "where table_type = 'BASE TABLE' order by 1, 2").fetchall()
+            for schema, table in tables:
+                name = f"{schema}.{table}"
+                skip = VOLATILE | VOLATILE_BY_TABLE.get(name, set()) | extra_volatile
+                columns = [quote_identifier(c) for (c,) in con.execute(
+                    "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
+                    "order by ordinal_position", [schema, table]).fetchall() if c not in skip]
+                digest = f"sum(hash({', '.join(columns)})::hugeint)" if columns else "0"
+                out[f"{label}:{name}"] = con.execute(f"select count(*), {digest} from {schema}.{table}").fetchone()
+    return out
+
+
