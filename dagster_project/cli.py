@@ -206,11 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from dagster_project.ingest import IngestError
+    from dagster_project.locking import RunLocked
     from dagster_project.runs import RunFailed
+    from dagster_project.warehouse import WarehouseBusy
 
     try:
         return args.func(args)
-    except (RunFailed, IngestError, FileNotFoundError) as exc:
+    except (RunFailed, RunLocked, WarehouseBusy, IngestError, FileNotFoundError) as exc:
         print(f"shopcast {args.command}: {exc}", file=sys.stderr)
         return 1
 

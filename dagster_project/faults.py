@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
+from pathlib import Path
 
 FAILPOINT_ENV = "SHOPCAST_FAILPOINT"
+FAILPOINT_LOG = "failpoints.log"  # under SHOPCAST_HOME/logs: one line per failpoint that fired
 FAILPOINTS = {
     "ingest.before_commit": "raw.events and raw.load_audit written, the load's transaction not committed",
     "dbt.mid_build": "dbt has built the first of the intermediate and mart models and is building the rest",
@@ -28,7 +29,13 @@ def failpoint(name: str) -> None:
         raise ValueError(f"unknown failpoint {name!r}; known: {', '.join(FAILPOINTS)}")
     if os.environ.get(FAILPOINT_ENV) != name:
         return
-    print(f"failpoint {name}: killing the process", file=sys.stderr, flush=True)
+    # Dagster captures a step's stdout and stderr: the evidence goes to a file the test can read
+    log = Path(os.environ.get("SHOPCAST_HOME", "data")) / "logs" / FAILPOINT_LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"{name} pid {os.getpid()}\n")
+        out.flush()
+        os.fsync(out.fileno())
     if os.getpgid(0) == os.getpid():
         os.killpg(0, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)

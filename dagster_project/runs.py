@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from dagster_project.locking import run_lock
 from dagster_project.settings import configure_environment, get_paths, training_cutoff_dates
 from dagster_project.warehouse import connect, table_exists
 
@@ -83,11 +85,21 @@ class EventSpan:
     last_date: dt.date
 
 
+@contextmanager
+def _read_between_runs():
+    """A read-only connection to the warehouse once no run is writing it: DuckDB refuses a reader while another
+    process writes, so the reads that plan a run wait for the run lock like a run would (and release it at once)."""
+    paths = get_paths()
+    timeout = float(os.environ.get("SHOPCAST_RUN_LOCK_TIMEOUT_SECONDS", "1800"))
+    with (run_lock(paths.home / "locks", f"cli-{os.getpid()}", "planning a run", timeout),
+          connect(paths.warehouse, read_only=True) as con):
+        yield con
+
+
 def event_span() -> EventSpan:
     """First and last business day with events (in the business time zone)."""
     tz = os.environ.get("SHOPCAST_BUSINESS_TZ", "UTC")
-    paths = get_paths()
-    with connect(paths.warehouse, read_only=True) as con:
+    with _read_between_runs() as con:
         if not table_exists(con, "raw", "events"):
             raise RunFailed("raw.events does not exist yet: load events first (shopcast ingest)")
         con.execute("set TimeZone = 'UTC'")
@@ -103,8 +115,7 @@ def event_span() -> EventSpan:
 
 def feature_dates_present() -> set[dt.date]:
     """As-of dates whose features (feat_user_daily and the BG/NBD inputs feat_user_rfm) are both built."""
-    paths = get_paths()
-    with connect(paths.warehouse, read_only=True) as con:
+    with _read_between_runs() as con:
         present = None
         for table in ("feat_user_daily", "feat_user_rfm"):
             if not table_exists(con, "marts", table):

@@ -102,12 +102,25 @@ def duckdb_config(path: Path) -> dict:
     }
 
 
+class WarehouseBusy(RuntimeError):
+    """Another process holds the warehouse file open for writing."""
+
+
 @contextmanager
 def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived connection; read-write only for the duration of a write."""
     if read_only and not Path(path).exists():
         raise FileNotFoundError(f"warehouse {path} does not exist yet: ingest events first (shopcast ingest)")
-    con = duckdb.connect(str(path), read_only=read_only, config=duckdb_config(path))
+    try:
+        con = duckdb.connect(str(path), read_only=read_only, config=duckdb_config(path))
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        holder = Path(path).parent / "locks" / "pipeline.holder.json"
+        who = holder.read_text() if holder.exists() else "another process"
+        raise WarehouseBusy(f"{path} is open for writing by {who}: one process may write a DuckDB file, and then "
+                            "nobody else may open it. Wait for the run to end, or read the serving file "
+                            "(SHOPCAST_HOME/serving/shopcast.duckdb), which runs never hold.") from exc
     try:
         yield con
     finally:

@@ -16,7 +16,6 @@ from tests.conftest import DEMO_AS_OF
 
 BIN = Path(sys.executable).parent
 DAILY = ["backfill", DEMO_AS_OF.isoformat(), DEMO_AS_OF.isoformat(), "--job", "daily_scoring"]
-TRAINING = ["backfill", DEMO_AS_OF.isoformat(), DEMO_AS_OF.isoformat(), "--job", "weekly_training"]
 
 
 def shopcast(args, env=None, timeout=900, check=True) -> subprocess.CompletedProcess:

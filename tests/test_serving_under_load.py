@@ -24,6 +24,7 @@ def _materialization_span(instance, run_id: str) -> tuple[float, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_readers_under_load_see_whole_publishes_while_two_runs_start_at_once(pipeline, tmp_path):
     """Three BI readers query the serving file in a loop while the whole graph (a manual run) and the daily job
     (the schedule) are started at the same moment: one run waits for the other; no reader error, no reader sees
