@@ -25,6 +25,39 @@ LOCK_FILE = "pipeline.lock"
 HOLDER_FILE = "pipeline.holder.json"
 
 
+PID_TAG = "shopcast/pid"  # set on a run once it holds the lock: the process to check when it looks stuck
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def recover_crashed_runs(instance, current_run_id: str) -> list[str]:
+    """Runs that held the lock and whose process is gone (killed, out of memory, a power cut) still show as
+    started and still hold their steps' slots of the ``duckdb`` pool, which would make every later run wait forever.
+    Called by the lock holder, so no other run can be writing: each such run is reported failed and its slots are
+    freed. A run that never got the lock (it is waiting for it) has no pid tag and is left alone."""
+    import dagster as dg
+
+    recovered = []
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        run = record.dagster_run
+        pid = run.tags.get(PID_TAG)
+        if run.run_id == current_run_id or pid is None or pid_alive(int(pid)):
+            continue
+        instance.report_run_failed(run, message=f"the process of this run (pid {pid}) died while it held the run "
+                                                f"lock; run {current_run_id} found it and freed its pool slots")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        recovered.append(run.run_id)
+    return recovered
+
+
 class RunLocked(RuntimeError):
     """Another run holds this SHOPCAST_HOME."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ import pandas as pd
 from dagster_dbt import DbtCliResource
 
 from dagster_project.dbt_project import dbt_project
-from dagster_project.locking import run_lock
+from dagster_project.locking import PID_TAG, recover_crashed_runs, run_lock
 from dagster_project.serving import Publish, ServingOptions, publish, serving_path
 from dagster_project.warehouse import connect, ensure_raw_schema
 
@@ -38,6 +39,10 @@ class WarehouseResource(dg.ConfigurableResource):
             return
         with run_lock(self.file.parent / "locks", context.run_id, context.dagster_run.job_name,
                       self.lock_timeout_seconds):
+            for run_id in recover_crashed_runs(context.instance, context.run_id):
+                context.log.warning(f"run {run_id} had crashed holding the run lock: reported failed, "
+                                    "its pool slots freed")
+            context.instance.add_run_tags(context.run_id, {PID_TAG: str(os.getpid())})
             yield self
 
     @contextmanager
