@@ -28,9 +28,9 @@ def read_once(path: str) -> tuple[str, list[str]]:
                 f'select count(*), {"max(as_of_date)" if has_date else "null"} from "{schema}"."{table}"').fetchone()
             if found != rows or latest != high:
                 problems.append(f"{publish_id} {schema}.{table}: {found} rows / {latest}, manifest {rows} / {high}")
-        scored = con.execute("select max(as_of_date) from predictions.user_scores_latest").fetchone()[0]
+        scored = con.execute("select max(as_of_date) from predictions.churn_probability_7d").fetchone()[0]
         if scored is not None and scored > as_of:
-            problems.append(f"{publish_id}: latest scores dated {scored}, after the publish's as-of date {as_of}")
+            problems.append(f"{publish_id}: scores dated {scored}, after the publish's as-of date {as_of}")
     return publish_id, problems
 
 

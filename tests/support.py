@@ -36,7 +36,9 @@ def served(paths: ShopcastPaths) -> Path:
 # is registered anew at every scoring run).
 VOLATILE = {"scored_at", "computed_at", "loaded_at", "load_id", "decided_at", "dagster_run_id", "published_at",
             "publish_id"}
-VOLATILE_BY_TABLE = {"predictions.clv": {"model_version"}}
+VOLATILE_BY_TABLE = {"predictions.clv": {"model_version"},
+                     # absolute paths: a copied home loads the same file (same checksum) from another folder
+                     "raw.load_audit": {"source_file"}, "raw.rejected_events": {"source_file"}}
 
 
 def snapshot(paths: ShopcastPaths, extra_volatile: frozenset = frozenset()) -> dict:
