@@ -22,7 +22,7 @@ PUBLISHED = [dg.AssetKey([schema, table]) for schema, table, _ in PUBLISHED_TABL
                       "atomically; user ids pseudonymised when SHOPCAST_PSEUDONYMISE_USER_IDS is on.")
 def serving_file(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                  serving: ServingResource) -> dg.MaterializeResult:
-    result = serving.publish(warehouse.file, as_of_dates(context)[-1], context.run_id)
+    result = serving.publish(warehouse.file, as_of_dates(context)[-1], context.run.run_id)
     context.log.info(f"published {result.publish_id} to {result.path} in {result.seconds:.1f} s")
     return dg.MaterializeResult(metadata={
         "publish_id": result.publish_id, "path": dg.MetadataValue.path(str(result.path)),
