@@ -80,8 +80,8 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "training.json").write_text(json.dumps(rows, indent=2))
         lines = ["# Training and scoring benchmark", "",
-                 f"Panel replicated from the marts of `{args.home}` to N users per as-of date; 3 cutoffs; "
-                 "training sampled to at most 300,000 rows; search budget 300 s over six families.", "",
+                 (f"Panel replicated from the marts of `{args.home}` to N users per as-of date; 3 cutoffs; "
+                  "training sampled to at most 300,000 rows; search budget 300 s over six families."), "",
                  "| users | stage | rows | seconds | peak RSS MB | notes |", "|---:|---|---:|---:|---:|---|"]
         for r in rows:
             note = (f"best {r['best']}; fit s: {r['per_family_fit_seconds']}" if "per_family_fit_seconds" in r

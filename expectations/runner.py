@@ -31,8 +31,8 @@ class ValidationSummary:
     data_docs_url: str | None = None
 
     def markdown(self) -> str:
-        lines = [f"**{self.suite}** on `{self.batch}`: {'passed' if self.success else 'FAILED'} "
-                 f"({self.evaluated - len(self.failed)}/{self.evaluated} expectations)"]
+        lines = [(f"**{self.suite}** on `{self.batch}`: {'passed' if self.success else 'FAILED'} "
+                  f"({self.evaluated - len(self.failed)}/{self.evaluated} expectations)")]
         if self.failed:
             lines += ["", "| expectation | column | observed |", "|---|---|---|"]
             lines += [f"| {f['expectation']} | {f.get('column') or ''} | {f['observed']} |" for f in self.failed]
