@@ -62,7 +62,8 @@ class RunLocked(RuntimeError):
     """Another run holds this SHOPCAST_HOME."""
 
 
-def _holder(folder: Path) -> str:
+def holder(folder: Path) -> str:
+    """Who holds the lock in ``folder``, as recorded by the holder (a run id, job, pid and since when)."""
     try:
         info = json.loads((folder / HOLDER_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -79,7 +80,7 @@ def run_lock(folder: Path, run_id: str, job: str, timeout_seconds: float) -> Ite
     except Timeout:
         raise RunLocked(
             f"run {run_id} (job {job}) did not start: another shopcast run is writing {folder.parent}: "
-            f"{_holder(folder)}; waited {timeout_seconds:g} s (SHOPCAST_RUN_LOCK_TIMEOUT_SECONDS). "
+            f"{holder(folder)}; waited {timeout_seconds:g} s (SHOPCAST_RUN_LOCK_TIMEOUT_SECONDS). "
             "Wait for it to finish, or stop it in the Dagster UI.") from None
     try:
         (folder / HOLDER_FILE).write_text(json.dumps({

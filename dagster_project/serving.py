@@ -97,6 +97,13 @@ def _existing(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
         "select table_schema, table_name from information_schema.tables where table_catalog = 'wh'").fetchall()}
 
 
+def _columns(con: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str) -> list[str]:
+    """Column names of ``catalog.schema.table``, in order (the one catalog lookup every step below shares)."""
+    return [c for (c,) in con.execute(
+        "select column_name from information_schema.columns where table_catalog = ? and table_schema = ? "
+        "and table_name = ? order by ordinal_position", [catalog, schema, table]).fetchall()]
+
+
 def _source_sql(schema: str, table: str, dated: bool, days: int) -> str:
     source = f"wh.{qualified(schema, table)}"
     if not dated:
@@ -209,9 +216,7 @@ def _swap_link(parquet_root: Path, publish_id: str) -> None:
 def _register_pseudonyms(con: duckdb.DuckDBPyConnection, options: ServingOptions, published: list) -> None:
     ids = set()
     for schema, table, _ in published:
-        columns = {c for (c,) in con.execute(
-            "select column_name from information_schema.columns where table_catalog = 'wh' and table_schema = ? "
-            "and table_name = ?", [schema, table]).fetchall()}
+        columns = _columns(con, "wh", schema, table)
         for column in IDENTIFYING_COLUMNS:
             if column in columns:
                 ids.update(v for (v,) in con.execute(
@@ -223,10 +228,7 @@ def _register_pseudonyms(con: duckdb.DuckDBPyConnection, options: ServingOptions
 
 
 def _pseudonymised(con: duckdb.DuckDBPyConnection, schema: str, table: str, select: str) -> str:
-    columns = [c for (c,) in con.execute(
-        "select column_name from information_schema.columns where table_catalog = 'wh' and table_schema = ? "
-        "and table_name = ? order by ordinal_position", [schema, table]).fetchall()]
-    replaced = [c for c in IDENTIFYING_COLUMNS if c in columns]
+    replaced = [c for c in IDENTIFYING_COLUMNS if c in _columns(con, "wh", schema, table)]
     if not replaced:
         return select
     joins = " ".join(f"left join pseudonyms p{i} on p{i}.original = src.{quote_identifier(c)}"
@@ -237,10 +239,7 @@ def _pseudonymised(con: duckdb.DuckDBPyConnection, schema: str, table: str, sele
 
 def _table_summary(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> tuple:
     name = f"serving.{qualified(schema, table)}"
-    has_date = con.execute("select count(*) from information_schema.columns where table_catalog = 'serving' and "
-                           "table_schema = ? and table_name = ? and column_name = 'as_of_date'",
-                           [schema, table]).fetchone()[0]
-    if has_date:
+    if "as_of_date" in _columns(con, "serving", schema, table):
         count, low, high = con.execute(f"select count(*), min(as_of_date), max(as_of_date) from {name}").fetchone()
     else:
         (count,), low, high = con.execute(f"select count(*) from {name}").fetchone(), None, None

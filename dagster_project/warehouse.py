@@ -116,9 +116,9 @@ def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
     except duckdb.IOException as exc:
         if "lock" not in str(exc).lower():
             raise
-        holder = Path(path).parent / "locks" / "pipeline.holder.json"
-        who = holder.read_text() if holder.exists() else "another process"
-        raise WarehouseBusy(f"{path} is open for writing by {who}: one process may write a DuckDB file, and then "
+        from dagster_project.locking import holder  # the run lock lives beside the warehouse
+
+        raise WarehouseBusy(f"{path} is open for writing by {holder(Path(path).parent / 'locks')}: one process may write a DuckDB file, and then "
                             "nobody else may open it. Wait for the run to end, or read the serving file "
                             "(SHOPCAST_HOME/serving/shopcast.duckdb), which runs never hold.") from exc
     try:

@@ -119,8 +119,6 @@ class ServingResource(dg.ConfigurableResource):
         return _flag("SHOPCAST_PSEUDONYMISE_USER_IDS", self.pseudonymise_user_ids)
 
     def options(self) -> ServingOptions:
-        import os
-
         return ServingOptions(days=self.days, pseudonymise=self.pseudonymise,
                               key=os.environ.get(self.key_variable, ""), storage_version=self.storage_version)
 
