@@ -20,7 +20,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 EVENTS ?= 300000
 PYTEST_ARGS ?=
 
-.PHONY: install manifest demo test ui mlflow-ui validate lint bench clean
+.PHONY: install manifest demo test ui mlflow-ui validate lint bench bench-scale clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ lint: install
 
 bench: manifest
 	$(BIN)/python benchmarks/foundation.py
+
+# The whole graph at 1M, 10M and 100M events against the DuckDB floor and a pandas peer (hours at 100M; state in
+# SHOPCAST_BENCH_DIR, default /tmp/shopcast-bench): benchmarks/results/scale.md
+bench-scale: manifest
+	$(BIN)/python benchmarks/scale.py $(if $(SIZES),--sizes $(SIZES))
 
 clean:
 	rm -rf $(SHOPCAST_HOME) dbt/target dbt/logs

@@ -31,6 +31,10 @@ def test_jobs_and_schedules_are_defined():
     selected = defs.resolve_job_def("daily_scoring").asset_layer.executable_asset_keys
     assert dg.AssetKey(["predictions", "purchase_propensity_7d"]) in selected
     assert dg.AssetKey(["models", "purchase_propensity_7d_candidates"]) not in selected
+    # the training cutoffs' BG/NBD fits go with training: a daily run fits its own date only
+    cutoffs = dg.AssetKey(["predictions", "clv_training_cutoffs"])
+    assert dg.AssetKey(["predictions", "clv"]) in selected and cutoffs not in selected
+    assert cutoffs in defs.resolve_job_def("weekly_training").asset_layer.executable_asset_keys
 
 
 def test_the_landing_sensor_picks_up_mapped_exports_but_not_their_mappings(home):

@@ -33,8 +33,9 @@ feature_backfill = dg.define_asset_job(
     description="Features (and their checks) for a range of as-of dates, as one run.",
 )
 
-TRAINING = dg.AssetSelection.assets(*[dg.AssetKey(["models", f"{t}_{step}"]) for t in TARGETS
-                                      for step in ("candidates", "champion")])
+CLV_AT_CUTOFFS = dg.AssetKey(["predictions", "clv_training_cutoffs"])
+TRAINING = dg.AssetSelection.assets(CLV_AT_CUTOFFS, *[dg.AssetKey(["models", f"{t}_{step}"]) for t in TARGETS
+                                                      for step in ("candidates", "champion")])
 
 # Daily: ingest, features, checks and scores with the current champion, no retraining.
 daily_scoring = dg.define_asset_job(
@@ -130,7 +131,7 @@ def retraining_sensor(context: dg.SensorEvaluationContext):
             yield dg.RunRequest(
                 run_key=f"retrain:{target}:{as_of}", partition_key=as_of,
                 asset_selection=[dg.AssetKey(["models", f"{target}_candidates"]),
-                                 dg.AssetKey(["models", f"{target}_champion"])],
+                                 dg.AssetKey(["models", f"{target}_champion"]), CLV_AT_CUTOFFS],
                 tags={TRIGGER_TAG: trigger, "shopcast/retrain_reason": reason[:500]},
             )
     context.update_cursor(json.dumps(last_requested))

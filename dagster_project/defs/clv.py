@@ -26,21 +26,14 @@ create table if not exists predictions.clv (
 """
 
 
-@dg.asset(key=["predictions", "clv"], deps=[dg.AssetKey(["marts", "feat_user_rfm"])], group_name="clv",
-          partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"pymc", "mlflow", "duckdb"},
-          description="BG/NBD + Gamma-Gamma per as-of date: P(alive), expected purchases (7/28/90 days), expected "
-                      "spend and 28-day revenue; the baseline every ML target must beat, and features of the ML models.")
-def clv_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: PipelineSettings,
-                    mlflow: MlflowStore) -> dg.MaterializeResult:
-    run_dates = as_of_dates(context)
-    # Each cutoff's fit uses only data before its date, so a cutoff fitted by an earlier run is final: refit only
-    # the run's own dates and the cutoffs not fitted yet.
-    fitted = set(warehouse.query_df("select distinct as_of_date from predictions.clv").as_of_date.dt.date) \
-        if warehouse.scalar("select count(*) from information_schema.tables where table_schema = 'predictions' "
-                            "and table_name = 'clv'") else set()
-    cutoffs = {d for run_date in run_dates for d in settings.training_cutoff_dates(run_date)} - fitted
-    dates = sorted(set(run_dates) | cutoffs)
-    rfm = warehouse.query_df("select * from marts.feat_user_rfm where as_of_date in (select unnest(?))", [dates])
+CUTOFFS_KEY = dg.AssetKey(["predictions", "clv_training_cutoffs"])
+
+
+def _fit_dates(context, warehouse: WarehouseResource, mlflow: MlflowStore, dates: list, published: set) -> dict:
+    """Fit BG/NBD per date on marts.feat_user_rfm and write the rows of those dates into predictions.clv; the fits
+    of ``published`` dates are logged and registered (they score users), the others are inputs of training."""
+    rfm = warehouse.query_df("select * from marts.feat_user_rfm where as_of_date in (select unnest(?))", [dates]) \
+        if dates else pd.DataFrame(columns=["as_of_date"])
     frames, skipped, registered = [], {}, None
     for as_of, users in rfm.groupby("as_of_date"):
         try:
@@ -49,7 +42,7 @@ def clv_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResou
             skipped[str(as_of.date())] = str(too_little)
             continue
         version = "refit per cutoff"
-        if as_of.date() in run_dates:  # a published date: its fit is registered, as the daily run would
+        if as_of.date() in published:
             registered = clv.log_and_register(mlflow.store(), models, users, {"as_of_date": str(as_of.date()),
                                                                                "dagster_run_id": context.run.run_id})
             version = registered.version
@@ -63,14 +56,48 @@ def clv_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResou
             replace_dates(con, "predictions", "clv", pd.concat(frames, ignore_index=True))
     for as_of, reason in skipped.items():
         context.log.warning(f"no BG/NBD fit for {as_of}: {reason}")
-    scored = pd.concat(frames) if frames else pd.DataFrame()
-    latest = scored[scored.as_of_date.dt.date == run_dates[-1]] if frames else scored
+    scored = pd.concat(frames) if frames else pd.DataFrame(columns=["as_of_date"])
+    return {"scored": scored, "skipped": skipped, "registered": registered}
+
+
+@dg.asset(key=["predictions", "clv"], deps=[dg.AssetKey(["marts", "feat_user_rfm"])], group_name="clv",
+          partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"pymc", "mlflow", "duckdb"},
+          description="BG/NBD + Gamma-Gamma per as-of date: P(alive), expected purchases (7/28/90 days), expected "
+                      "spend and 28-day revenue; the baseline every ML target must beat, and features of the ML models.")
+def clv_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                    mlflow: MlflowStore) -> dg.MaterializeResult:
+    run_dates = as_of_dates(context)
+    fitted = _fit_dates(context, warehouse, mlflow, run_dates, set(run_dates))
+    scored, registered = fitted["scored"], fitted["registered"]
+    latest = scored[scored.as_of_date.dt.date == run_dates[-1]] if len(scored) else scored
     return dg.MaterializeResult(metadata={
-        "dates_fitted": len(frames), "dates_skipped": dg.MetadataValue.json(skipped),
+        "dates_fitted": scored.as_of_date.nunique(), "dates_skipped": dg.MetadataValue.json(fitted["skipped"]),
         "dagster/row_count": len(scored), "registered_version": registered.version if registered else "none",
         "summary": dg.MetadataValue.md(frame_to_markdown(latest[clv.CLV_COLUMNS].describe().T.reset_index()
                                                          .rename(columns={"index": "column"}), float_format="{:.3f}")
                                        if len(latest) else "no fit for the run's as-of date"),
+    })
+
+
+@dg.asset(key=CUTOFFS_KEY, deps=[dg.AssetKey(["marts", "feat_user_rfm"])], group_name="clv",
+          partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
+          kinds={"pymc", "duckdb"},
+          description="BG/NBD at the training cutoffs of the run's dates that have no fit yet, each fitted only on "
+                      "data before its own date, written to predictions.clv: inputs and baseline of training. Runs "
+                      "with training, not daily: a cutoff scored by an earlier daily run already has its fit.")
+def clv_training_cutoffs(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: PipelineSettings,
+                         mlflow: MlflowStore) -> dg.MaterializeResult:
+    # A cutoff's fit uses only data before its date, so a date fitted before (as a cutoff, or scored by a daily
+    # run) is final: fit only the cutoffs missing.
+    fitted = set(warehouse.query_df("select distinct as_of_date from predictions.clv").as_of_date.dt.date) \
+        if warehouse.scalar("select count(*) from information_schema.tables where table_schema = 'predictions' "
+                            "and table_name = 'clv'") else set()
+    needed = {d for run_date in as_of_dates(context) for d in settings.training_cutoff_dates(run_date)}
+    result = _fit_dates(context, warehouse, mlflow, sorted(needed - fitted), set())
+    return dg.MaterializeResult(metadata={
+        "cutoffs": len(needed), "already_fitted": len(needed & fitted),
+        "dates_fitted": result["scored"].as_of_date.nunique(), "dagster/row_count": len(result["scored"]),
+        "dates_skipped": dg.MetadataValue.json(result["skipped"]), "table": "predictions.clv",
     })
 
 

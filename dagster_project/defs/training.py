@@ -24,6 +24,7 @@ from ml.train import NotEligible, train_candidates
 
 TRAINING_SET = dg.AssetKey(["marts", "fct_training_set"])
 CLV = dg.AssetKey(["predictions", "clv"])
+CLV_AT_CUTOFFS = dg.AssetKey(["predictions", "clv_training_cutoffs"])
 
 
 def with_clv(table: str, where: str = "true") -> str:
@@ -51,7 +52,7 @@ def build_target_assets(target: Target) -> list:
     candidates_key = dg.AssetKey(["models", f"{target.name}_candidates"])
     champion_key = dg.AssetKey(["models", f"{target.name}_champion"])
 
-    @dg.asset(key=candidates_key, deps=[TRAINING_SET, CLV], group_name=target.name, partitions_def=as_of_daily,
+    @dg.asset(key=candidates_key, deps=[TRAINING_SET, CLV, CLV_AT_CUTOFFS], group_name=target.name, partitions_def=as_of_daily,
               backfill_policy=dg.BackfillPolicy.single_run(),
               kinds={"scikit-learn", "mlflow"}, pool="duckdb",
               description=f"Candidate models for {target.name}: {target.description} Best one registered.")
