@@ -34,6 +34,9 @@ def test_jobs_and_schedules_are_defined():
     # the training cutoffs' BG/NBD fits go with training: a daily run fits its own date only
     cutoffs = dg.AssetKey(["predictions", "clv_training_cutoffs"])
     assert dg.AssetKey(["predictions", "clv"]) in selected and cutoffs not in selected
+    assert dg.AssetKey(["marts", "fct_training_set"]) not in selected  # rebuilt when a run trains
+    checks = defs.resolve_job_def("daily_scoring").asset_layer.asset_graph.asset_check_keys
+    assert not any(check.asset_key == dg.AssetKey(["marts", "fct_training_set"]) for check in checks)
     assert cutoffs in defs.resolve_job_def("weekly_training").asset_layer.executable_asset_keys
 
 

@@ -46,8 +46,10 @@ def loop(tmp_path_factory):
         requests, cursor = runs.evaluate_retraining_sensor()
         again, _ = runs.evaluate_retraining_sensor(cursor)
         launched = [runs.launch(r) for r in requests]
+        # a fresh sensor (no cursor) asks nothing more: the targets were retrained for the drifted date
+        after_retrain, _ = runs.evaluate_retraining_sensor()
         yield {"paths": paths, "daily": daily, "backfilled": backfilled, "requests": requests, "again": again,
-               "launched": launched, "instance": runs.instance}
+               "launched": launched, "after_retrain": after_retrain, "instance": runs.instance}
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -131,6 +133,7 @@ def test_injected_drift_fails_the_drift_check_and_the_sensor_requests_one_retrai
     assert requested == {"drift"} and published(loop) in targets
     assert all(r.partition_key == DRIFTED_AS_OF.isoformat() for r in loop["requests"])
     assert loop["again"] == []  # the cursor: one request per target and signal, not one per tick
+    assert loop["after_retrain"] == []  # a target trained for the signal's date is not asked to retrain again
 
 
 def test_every_retrain_is_backtested_and_its_decision_recorded(loop):

@@ -37,11 +37,13 @@ CLV_AT_CUTOFFS = dg.AssetKey(["predictions", "clv_training_cutoffs"])
 TRAINING = dg.AssetSelection.assets(CLV_AT_CUTOFFS, *[dg.AssetKey(["models", f"{t}_{step}"]) for t in TARGETS
                                                       for step in ("candidates", "champion")])
 
-# Daily: ingest, features, checks and scores with the current champion, no retraining.
+# Daily: ingest, features, checks and scores with the current champion, no retraining (and so no training set:
+# twelve cutoffs of features joined with their labels, rebuilt when a run trains).
+TRAINING_SET = dg.AssetSelection.assets(["marts", "fct_training_set"])
 daily_scoring = dg.define_asset_job(
     "daily_scoring",
     executor_def=EXECUTOR,
-    selection=dg.AssetSelection.all() - TRAINING,
+    selection=dg.AssetSelection.all() - TRAINING - TRAINING_SET,
     partitions_def=as_of_daily,
     description="Ingest what landed, build the marts, score with the current champions.",
 )
@@ -50,7 +52,7 @@ daily_scoring = dg.define_asset_job(
 weekly_training = dg.define_asset_job(
     "weekly_training",
     executor_def=EXECUTOR,
-    selection=TRAINING | dg.AssetSelection.assets(["marts", "fct_training_set"]).upstream()
+    selection=TRAINING | TRAINING_SET.upstream()
     - dg.AssetSelection.groups("ingest"),
     partitions_def=as_of_daily,
     description="Rebuild the training set, train candidates, and let the gate decide on the champion.",
@@ -105,6 +107,12 @@ def _cooldown_days() -> int:
     return int(os.environ.get("SHOPCAST_RETRAIN_COOLDOWN_DAYS", "7"))
 
 
+def _trained_since(instance: dg.DagsterInstance, target: str, as_of: str) -> bool:
+    event = instance.get_latest_materialization_event(dg.AssetKey(["models", f"{target}_candidates"]))
+    partition = event.asset_materialization.partition if event else None
+    return partition is not None and partition >= as_of
+
+
 @dg.sensor(job=weekly_training, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED,
            description="Requests a retrain of a target (candidates, backtest, gate) when the drift check of the "
                        "latest scoring date fails or the champion's realised performance fell by more than "
@@ -123,6 +131,8 @@ def retraining_sensor(context: dg.SensorEvaluationContext):
         signals = materialization.metadata[RETRAIN_METADATA].value if RETRAIN_METADATA in materialization.metadata \
             else {}
         for target, reason in sorted(signals.items()):
+            if _trained_since(context.instance, target, as_of):
+                continue  # the weekly training (or an earlier request) has already retrained it for this date
             previous = last_requested.get(target)
             if previous and (dt.date.fromisoformat(as_of) - dt.date.fromisoformat(previous)).days < _cooldown_days():
                 continue
@@ -131,7 +141,8 @@ def retraining_sensor(context: dg.SensorEvaluationContext):
             yield dg.RunRequest(
                 run_key=f"retrain:{target}:{as_of}", partition_key=as_of,
                 asset_selection=[dg.AssetKey(["models", f"{target}_candidates"]),
-                                 dg.AssetKey(["models", f"{target}_champion"]), CLV_AT_CUTOFFS],
+                                 dg.AssetKey(["models", f"{target}_champion"]), CLV_AT_CUTOFFS,
+                                 dg.AssetKey(["marts", "fct_training_set"])],
                 tags={TRIGGER_TAG: trigger, "shopcast/retrain_reason": reason[:500]},
             )
     context.update_cursor(json.dumps(last_requested))
