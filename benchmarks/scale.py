@@ -131,7 +131,7 @@ def stage_of(step_key: str, checks: set[str]) -> str:
         return "audiences"
     if step_key.startswith("dbt_"):
         return "features"
-    if step_key == "predictions__clv":
+    if step_key.startswith("predictions__clv"):  # the run's date and the training cutoffs
         return "BG/NBD"
     if step_key.endswith("_candidates"):
         return "train + register"
