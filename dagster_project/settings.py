@@ -111,6 +111,7 @@ MONITORING_POLICY_DEFAULTS = {
     "SHOPCAST_PSI_WARN": "0.1",                  # drift checks warn above this population stability index ...
     "SHOPCAST_PSI_FAIL": "0.25",                 # ... and fail above this one (and request a retrain)
     "SHOPCAST_NULL_RATE_JUMP": "0.1",            # a feature's share of missing values rising by more than this warns
+    "SHOPCAST_DRIFT_INFORMATIONAL_FEATURES": "tenure_days,clv_*",  # PSI shown, never failing: moves by construction
     "SHOPCAST_PERFORMANCE_DROP": "0.05",         # realised primary metric this far below validation: retrain
     "SHOPCAST_RETRAIN_COOLDOWN_DAYS": "7",       # the retraining sensor asks at most once per target in this time
 }

@@ -7,6 +7,7 @@ warehouse around them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 import numpy as np
 import pandas as pd
@@ -99,15 +100,24 @@ class DriftLimits:
     psi_warn: float = 0.1
     psi_fail: float = 0.25
     null_rate_jump: float = 0.1  # an absolute rise in a feature's share of missing values
+    # Features whose distribution moves by construction, not because behaviour changed: tenure grows with the
+    # calendar, and the BG/NBD outputs come from a model refitted on every date (a young history gives P(alive)
+    # = 1 for nearly everyone one day and not the next). Their PSI is reported with status "info" and never fails
+    # the check or asks for a retrain; the score's PSI still shows whether they moved the model's output.
+    informational: tuple[str, ...] = ("tenure_days", "clv_*")
 
     def status(self, value: float) -> str:
         return "fail" if value > self.psi_fail else "warn" if value > self.psi_warn else "ok"
+
+    def is_informational(self, feature: str) -> bool:
+        return any(fnmatchcase(feature, pattern) for pattern in self.informational)
 
 
 def drift_table(reference: pd.DataFrame, current: pd.DataFrame, features: list[str], limits: DriftLimits,
                 reference_scores=None, current_scores=None) -> pd.DataFrame:
     """Per model feature (and the score, when given): PSI, null rates on both sides, and a status: ok, warn or
-    fail by PSI, fail when the feature is missing from the scoring data, warn when its null rate jumped."""
+    fail by PSI (info for the limits' informational features), fail when the feature is missing from the scoring
+    data, warn when its null rate jumped."""
     rows = []
     for feature in features:
         if feature not in current.columns:
@@ -120,6 +130,8 @@ def drift_table(reference: pd.DataFrame, current: pd.DataFrame, features: list[s
         status, problem = limits.status(value), ""
         if status != "ok":
             problem = f"PSI {value:.3f}"
+        if limits.is_informational(feature):
+            status, problem = "info", (f"PSI {value:.3f}, informational" if status != "ok" else "")
         if null_cur - null_ref > limits.null_rate_jump:
             status = "fail" if status == "fail" else "warn"
             problem = "; ".join(p for p in (problem, f"null rate {null_ref:.2f} -> {null_cur:.2f}") if p)

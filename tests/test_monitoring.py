@@ -81,6 +81,23 @@ def test_drift_statuses_warn_fail_missing_feature_and_null_jump():
     assert strict.status.tolist() == ["warn"]
 
 
+def test_features_that_move_by_construction_are_reported_but_never_fail():
+    rng = np.random.default_rng(1)
+    # tenure grows with the calendar; a BG/NBD output refitted on another date moves with its fit
+    reference = pd.DataFrame({"tenure_days": rng.integers(0, 120, 2000), "clv_p_alive": rng.random(2000),
+                              "view_count_7d": rng.poisson(3, 2000)})
+    current = pd.DataFrame({"tenure_days": rng.integers(30, 150, 2000), "clv_p_alive": np.ones(2000),
+                            "view_count_7d": rng.poisson(3, 2000)})
+    features = ["tenure_days", "clv_p_alive", "view_count_7d"]
+    table = drift_table(reference, current, features, DriftLimits()).set_index("feature")
+    assert table.loc["tenure_days", "psi"] > 0.25 and table.loc["clv_p_alive", "psi"] > 0.25
+    assert table.loc[["tenure_days", "clv_p_alive"], "status"].tolist() == ["info", "info"]
+    assert "informational" in table.loc["tenure_days", "problem"]
+    assert table.loc["view_count_7d", "status"] == "ok"
+    judged = drift_table(reference, current, features, DriftLimits(informational=())).set_index("feature")
+    assert judged.loc[["tenure_days", "clv_p_alive"], "status"].tolist() == ["fail", "fail"]
+
+
 def test_backtest_refits_per_fold_and_leaves_out_folds_the_champion_was_trained_on():
     frame = _panel(600, 4)
     columns = ["cart_count_28d", "fav_count_28d"]

@@ -97,7 +97,7 @@ def _psi_plot(latest: pd.DataFrame, limits):
     figure, axes = plt.subplots(1, max(1, len(targets)), figsize=(5 * max(1, len(targets)), 4), squeeze=False)
     for ax, target in zip(axes[0], targets):
         rows = latest[latest.target == target].nlargest(15, "psi").iloc[::-1]
-        colours = rows.status.map({"ok": "tab:green", "warn": "tab:orange", "fail": "tab:red"})
+        colours = rows.status.map({"ok": "tab:green", "warn": "tab:orange", "fail": "tab:red", "info": "tab:grey"})
         ax.barh(rows.feature, rows.psi, color=colours)
         ax.axvline(limits.psi_warn, color="tab:orange", linestyle="--")
         ax.axvline(limits.psi_fail, color="tab:red", linestyle="--")
@@ -190,7 +190,7 @@ def feature_drift_within_limits(context: dg.AssetCheckExecutionContext, warehous
                                 monitoring_policy: MonitoringPolicy) -> dg.AssetCheckResult:
     limits = monitoring_policy.limits()
     rows = _latest_drift(warehouse, as_of_dates(context))
-    rows = rows[rows.psi.notna()]
+    rows = rows[rows.psi.notna() & (rows.status != "info")]  # informational features are shown, never judged
     worst = rows[rows.psi > limits.psi_warn].sort_values("psi", ascending=False)
     severity = dg.AssetCheckSeverity.ERROR if (worst.psi > limits.psi_fail).any() else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(passed=worst.empty, severity=severity, metadata={

@@ -198,6 +198,7 @@ class MonitoringPolicy(dg.ConfigurableResource):
     psi_warn: str = "0.1"
     psi_fail: str = "0.25"
     null_rate_jump: str = "0.1"
+    informational_features: str = "tenure_days,clv_*"  # PSI reported, never failing (ml.monitoring.DriftLimits)
     performance_drop: str = "0.05"   # realised primary metric below the validation figure by more than this
     retrain_cooldown_days: int = 7   # no retrain request for a champion trained fewer days ago than this
 
@@ -213,7 +214,8 @@ class MonitoringPolicy(dg.ConfigurableResource):
         from ml.monitoring import DriftLimits
 
         return DriftLimits(_number("SHOPCAST_PSI_WARN", self.psi_warn), _number("SHOPCAST_PSI_FAIL", self.psi_fail),
-                           _number("SHOPCAST_NULL_RATE_JUMP", self.null_rate_jump))
+                           _number("SHOPCAST_NULL_RATE_JUMP", self.null_rate_jump),
+                           tuple(p.strip() for p in self.informational_features.split(",") if p.strip()))
 
     @property
     def drop(self) -> float:
@@ -270,6 +272,7 @@ def resources() -> dg.Definitions:
                 psi_warn=dg.EnvVar("SHOPCAST_PSI_WARN"),
                 psi_fail=dg.EnvVar("SHOPCAST_PSI_FAIL"),
                 null_rate_jump=dg.EnvVar("SHOPCAST_NULL_RATE_JUMP"),
+                informational_features=dg.EnvVar("SHOPCAST_DRIFT_INFORMATIONAL_FEATURES"),
                 performance_drop=dg.EnvVar("SHOPCAST_PERFORMANCE_DROP"),
                 retrain_cooldown_days=dg.EnvVar.int("SHOPCAST_RETRAIN_COOLDOWN_DAYS"),
             ),
