@@ -140,9 +140,9 @@ def backfill_features(first: dt.date, last: dt.date) -> dg.ExecuteInProcessResul
     return _execute("feature_backfill", partition_range=(first.isoformat(), last.isoformat()))
 
 
-def run_job(job_name: str, as_of: dt.date) -> dg.ExecuteInProcessResult:
+def run_job(job_name: str, as_of: dt.date, tags: dict | None = None) -> dg.ExecuteInProcessResult:
     """One job (daily_scoring, weekly_training, shopcast_graph) for one as-of date, as the schedules run it."""
-    return _execute(job_name, partition_key=as_of.isoformat())
+    return _execute(job_name, partition_key=as_of.isoformat(), tags=tags)
 
 
 def backfill(job_name: str, first: dt.date, last: dt.date, *, per_day: bool = False, progress=print) -> list[str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster_project import runs
+from dagster_project.decisions import SCHEDULE_TAG
 from dagster_project.settings import get_paths
 from dagster_project.warehouse import connect, table_exists
 
@@ -101,7 +102,8 @@ def simulate(cfg: SimulationConfig, progress=print) -> SimulationLog:
             runs.backfill("daily_scoring", first, last, progress=lambda m: None)
             done.append(f"daily_scoring x{(last - first).days + 1} (one run)")
         if first != cfg.start and first.weekday() == WEEKLY_TRAINING_WEEKDAY:
-            runs.run_job("weekly_training", first)
+            # tagged as the schedule's run would be, so that its decisions say "schedule:..." and not "manual"
+            runs.run_job("weekly_training", first, tags={SCHEDULE_TAG: "shopcast_weekly_training"})
             done.append("weekly_training")
         requests, cursor = runs.evaluate_retraining_sensor(cursor)
         for request in requests:
