@@ -47,10 +47,11 @@ else
 endif
 	$(BIN)/shopcast status
 
-# Test files run on both cores (pytest-xdist, one file per worker at a time: module fixtures are built once).
+# Tests run on both cores (pytest-xdist): a test file stays on one worker (module fixtures are built once), the
+# real-sample runs are spread; the heaviest go first (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: manifest
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 validate: manifest
 	$(BIN)/dagster definitions validate -w workspace.yaml
