@@ -73,8 +73,8 @@ def write_report(results: dict) -> Path:
               "from the raw files; the pandas peer computes the same with read / mask / groupby "
               "(benchmarks/feature_floor.py; tests/test_benchmarks.py checks that both equal the mart). The "
               "pipeline's figure is the daily run's feature step: every dbt model of the day (staging, daily "
-              "activity, first-seen, the feature mart, RFM, labels of the dates whose windows closed, the "
-              "training and scoring sets), dbt's start-up and its data tests included."), "",
+              "activity, first-seen, the feature mart, RFM, the labels view and the scoring population), "
+              "dbt's start-up and its data tests included."), "",
               ("| events | daily feature step s | of which feat_user_daily s | floor s | ratio to floor "
               "| pandas peer s | pandas peak MB |"),
               "|---:|---:|---:|---:|---:|---:|---:|"]
