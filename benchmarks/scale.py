@@ -290,9 +290,9 @@ def run_size(n_events: int, workdir: Path, pandas_budget: float | None) -> dict:
 
 
 def scored_users(warehouse: Path, as_of: dt.date) -> int:
-    import duckdb
+    from dagster_project.warehouse import connect
 
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect(warehouse, read_only=True) as con:
         return con.execute("select count(*) from predictions.purchase_propensity_7d where as_of_date = ?",
                            [as_of]).fetchone()[0]
 

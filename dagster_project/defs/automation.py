@@ -11,7 +11,9 @@ import dagster as dg
 # writer or several readers, and a process per step would re-import the code each time (seconds per step).
 EXECUTOR = dg.in_process_executor
 
+from dagster_project.defs.clv import CUTOFFS_KEY
 from dagster_project.defs.partitions import as_of_daily
+from dagster_project.defs.training import TRAINING_SET as TRAINING_SET_KEY
 from ml.targets import TARGETS
 
 # Everything: ingest what has landed, then staging → checks → marts → checks (→ models and scores, later).
@@ -33,13 +35,12 @@ feature_backfill = dg.define_asset_job(
     description="Features (and their checks) for a range of as-of dates, as one run.",
 )
 
-CLV_AT_CUTOFFS = dg.AssetKey(["predictions", "clv_training_cutoffs"])
-TRAINING = dg.AssetSelection.assets(CLV_AT_CUTOFFS, *[dg.AssetKey(["models", f"{t}_{step}"]) for t in TARGETS
+TRAINING = dg.AssetSelection.assets(CUTOFFS_KEY, *[dg.AssetKey(["models", f"{t}_{step}"]) for t in TARGETS
                                                       for step in ("candidates", "champion")])
 
 # Daily: ingest, features, checks and scores with the current champion, no retraining (and so no training set:
 # twelve cutoffs of features joined with their labels, rebuilt when a run trains).
-TRAINING_SET = dg.AssetSelection.assets(["marts", "fct_training_set"])
+TRAINING_SET = dg.AssetSelection.assets(TRAINING_SET_KEY)
 daily_scoring = dg.define_asset_job(
     "daily_scoring",
     executor_def=EXECUTOR,
@@ -141,8 +142,8 @@ def retraining_sensor(context: dg.SensorEvaluationContext):
             yield dg.RunRequest(
                 run_key=f"retrain:{target}:{as_of}", partition_key=as_of,
                 asset_selection=[dg.AssetKey(["models", f"{target}_candidates"]),
-                                 dg.AssetKey(["models", f"{target}_champion"]), CLV_AT_CUTOFFS,
-                                 dg.AssetKey(["marts", "fct_training_set"])],
+                                 dg.AssetKey(["models", f"{target}_champion"]), CUTOFFS_KEY,
+                                 TRAINING_SET_KEY],
                 tags={TRIGGER_TAG: trigger, "shopcast/retrain_reason": reason[:500]},
             )
     context.update_cursor(json.dumps(last_requested))

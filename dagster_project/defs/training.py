@@ -12,6 +12,7 @@ import pandas as pd
 
 from dagster_project import decisions
 from dagster_project.dbt_project import dbt_project
+from dagster_project.defs.clv import CUTOFFS_KEY
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, TrainingPolicy, WarehouseResource, as_of_dates
 from dagster_project.faults import failpoint
@@ -24,7 +25,6 @@ from ml.train import NotEligible, train_candidates
 
 TRAINING_SET = dg.AssetKey(["marts", "fct_training_set"])
 CLV = dg.AssetKey(["predictions", "clv"])
-CLV_AT_CUTOFFS = dg.AssetKey(["predictions", "clv_training_cutoffs"])
 
 
 def with_clv(table: str, where: str = "true") -> str:
@@ -52,7 +52,7 @@ def build_target_assets(target: Target) -> list:
     candidates_key = dg.AssetKey(["models", f"{target.name}_candidates"])
     champion_key = dg.AssetKey(["models", f"{target.name}_champion"])
 
-    @dg.asset(key=candidates_key, deps=[TRAINING_SET, CLV, CLV_AT_CUTOFFS], group_name=target.name, partitions_def=as_of_daily,
+    @dg.asset(key=candidates_key, deps=[TRAINING_SET, CLV, CUTOFFS_KEY], group_name=target.name, partitions_def=as_of_daily,
               backfill_policy=dg.BackfillPolicy.single_run(),
               kinds={"scikit-learn", "mlflow"}, pool="duckdb",
               description=f"Candidate models for {target.name}: {target.description} Best one registered.")
