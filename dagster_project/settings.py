@@ -106,6 +106,8 @@ TRAINING_POLICY_DEFAULTS = {
     "SHOPCAST_MIN_PR_AUC_SKILL": "0.05",
     "SHOPCAST_MIN_NORMALIZED_GINI": "0.2",
     "SHOPCAST_BACKTEST_CUTOFFS": "3",            # a retrain is backtested against the champion on this many cutoffs
+    "SHOPCAST_TRAINING_ROWS_PER_CUTOFF": "200000",  # training reads a hash sample of at most this many users a cutoff
+    "SHOPCAST_CLV_FIT_USERS": "100000",          # BG/NBD is fitted on a hash sample of at most this many users a date
 }
 MONITORING_POLICY_DEFAULTS = {
     "SHOPCAST_PSI_WARN": "0.1",                  # drift checks warn above this population stability index ...
@@ -160,7 +162,9 @@ def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
     ``SHOPCAST_HOME`` is enough to point every component at the same state.
     """
     paths = paths or get_paths()
-    for folder in (paths.home, paths.dagster_home, paths.mlflow_artifacts, paths.landing, paths.logs):
+    # tmp/duckdb: where DuckDB spills (warehouse.duckdb_config, dbt's profile); DuckDB creates only its last level
+    for folder in (paths.home, paths.dagster_home, paths.mlflow_artifacts, paths.landing, paths.logs,
+                   paths.home / "tmp" / "duckdb"):
         folder.mkdir(parents=True, exist_ok=True)
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)

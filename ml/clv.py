@@ -106,6 +106,17 @@ def fit(rfm: pd.DataFrame) -> ClvModels:
     return ClvModels(bgnbd, gamma_gamma, mean_spend)
 
 
+def fit_sample(rfm: pd.DataFrame, max_users: int) -> pd.DataFrame:
+    """The users BG/NBD is fitted on: every user, or the ``max_users`` with the smallest hash of their id, so that
+    the sample is the same on every run and mostly the same users from one date to the next. The fit has four
+    population parameters (three for Gamma-Gamma): a hundred thousand customers pin them down, and predicting
+    for every user stays vectorised."""
+    if len(rfm) <= max_users:
+        return rfm
+    hashed = pd.util.hash_pandas_object(rfm["user_id"].astype(str), index=False).to_numpy()
+    return rfm.iloc[np.sort(np.argsort(hashed, kind="stable")[:max_users])]
+
+
 def _point(values) -> np.ndarray:
     """A MAP fit gives one chain of one draw: the per-customer values."""
     array = values.mean(dim=[d for d in ("chain", "draw") if d in values.dims]) if hasattr(values, "dims") else values
@@ -161,7 +172,7 @@ def fitted_parameters(models: ClvModels) -> dict[str, float]:
     return params
 
 
-def log_and_register(store, models: ClvModels, rfm: pd.DataFrame, tags: dict):
+def log_and_register(store, models: ClvModels, rfm: pd.DataFrame, tags: dict, fitted_users: int | None = None):
     """Log the fitted pair as one MLflow pyfunc model, register it as `clv_bgnbd` and point `champion` at it: the
     statistical baseline is refit on every run, it is not gated."""
     import tempfile
@@ -178,7 +189,8 @@ def log_and_register(store, models: ClvModels, rfm: pd.DataFrame, tags: dict):
             experiment_id=store.experiment_id(CLV_MODEL_NAME), run_name=f"clv fit {tags.get('as_of_date')}",
             tags={k: str(v) for k, v in tags.items()}) as run:
         artifacts = models.save(Path(folder))
-        mlflow.log_params({"fit_method": "map", "users": len(rfm), "repeat_buyers": int((rfm.frequency > 0).sum()),
+        mlflow.log_params({"fit_method": "map", "users": len(rfm), "fitted_users": fitted_users or len(rfm),
+                           "repeat_buyers": int((rfm.frequency > 0).sum()),
                            "gamma_gamma": models.gamma_gamma is not None})
         mlflow.log_metrics(fitted_parameters(models))
         mlflow.pyfunc.log_model(name="model", python_model=ClvPyfunc(), artifacts=artifacts,

@@ -46,7 +46,8 @@ def score(frame: pd.DataFrame, model, model_name: str, model_version: str,
     out["decile"] = out.groupby("as_of_date")[score_column].transform(deciles).astype(int)
     if reasons:  # against each date's own median user, so a range of dates scores as the days one by one would
         X = X.reset_index(drop=True)
-        per_date = [reason_codes(model, X.loc[rows.index], regression).set_axis(rows.index)
+        # each date's rows in user order: the importance sample behind the reasons does not depend on the row order
+        per_date = [reason_codes(model, X.loc[rows.sort_values("user_id", kind="stable").index], regression)
                     for _, rows in out.groupby("as_of_date", sort=False)]
         out = pd.concat([out, pd.concat(per_date).sort_index()], axis=1)
     out["model_name"] = model_name

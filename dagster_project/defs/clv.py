@@ -29,22 +29,26 @@ create table if not exists predictions.clv (
 CUTOFFS_KEY = dg.AssetKey(["predictions", "clv_training_cutoffs"])
 
 
-def _fit_dates(context, warehouse: WarehouseResource, mlflow: MlflowStore, dates: list, published: set) -> dict:
-    """Fit BG/NBD per date on marts.feat_user_rfm and write the rows of those dates into predictions.clv; the fits
-    of ``published`` dates are logged and registered (they score users), the others are inputs of training."""
+def _fit_dates(context, warehouse: WarehouseResource, mlflow: MlflowStore, dates: list, published: set,
+               fit_users: int) -> dict:
+    """Fit BG/NBD per date on marts.feat_user_rfm (on at most ``fit_users`` of its users: ml.clv.fit_sample) and
+    write every user's outputs of those dates into predictions.clv; the fits of ``published`` dates are logged and
+    registered (they score users), the others are inputs of training."""
     rfm = warehouse.query_df("select * from marts.feat_user_rfm where as_of_date in (select unnest(?))", [dates]) \
         if dates else pd.DataFrame(columns=["as_of_date"])
     frames, skipped, registered = [], {}, None
     for as_of, users in rfm.groupby("as_of_date"):
         try:
-            models = clv.fit(users)
+            fitted_on = clv.fit_sample(users, fit_users)
+            models = clv.fit(fitted_on)
         except clv.NotEnoughHistory as too_little:  # young or tiny data: no baseline for this date, said in the metadata
             skipped[str(as_of.date())] = str(too_little)
             continue
         version = "refit per cutoff"
         if as_of.date() in published:
             registered = clv.log_and_register(mlflow.store(), models, users, {"as_of_date": str(as_of.date()),
-                                                                               "dagster_run_id": context.run.run_id})
+                                                                               "dagster_run_id": context.run.run_id},
+                                                  fitted_users=len(fitted_on))
             version = registered.version
         frames.append(pd.concat([users[["user_id", "as_of_date"]].reset_index(drop=True),
                                  clv.predict(models, users).reset_index(drop=True)], axis=1)
@@ -64,14 +68,14 @@ def _fit_dates(context, warehouse: WarehouseResource, mlflow: MlflowStore, dates
           partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"pymc", "mlflow", "duckdb"},
           description="BG/NBD + Gamma-Gamma per as-of date: P(alive), expected purchases (7/28/90 days), expected "
                       "spend and 28-day revenue; the baseline every ML target must beat, and features of the ML models.")
-def clv_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+def clv_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: PipelineSettings,
                     mlflow: MlflowStore) -> dg.MaterializeResult:
     run_dates = as_of_dates(context)
-    fitted = _fit_dates(context, warehouse, mlflow, run_dates, set(run_dates))
+    fitted = _fit_dates(context, warehouse, mlflow, run_dates, set(run_dates), settings.clv_fit_users)
     scored, registered = fitted["scored"], fitted["registered"]
     latest = scored[scored.as_of_date.dt.date == run_dates[-1]] if len(scored) else scored
     return dg.MaterializeResult(metadata={
-        "dates_fitted": scored.as_of_date.nunique(), "dates_skipped": dg.MetadataValue.json(fitted["skipped"]),
+        "dates_fitted": scored.as_of_date.nunique(), "fit_users_at_most": settings.clv_fit_users, "dates_skipped": dg.MetadataValue.json(fitted["skipped"]),
         "dagster/row_count": len(scored), "registered_version": registered.version if registered else "none",
         "summary": dg.MetadataValue.md(frame_to_markdown(latest[clv.CLV_COLUMNS].describe().T.reset_index()
                                                          .rename(columns={"index": "column"}), float_format="{:.3f}")
@@ -93,7 +97,7 @@ def clv_training_cutoffs(context: dg.AssetExecutionContext, warehouse: Warehouse
         if warehouse.scalar("select count(*) from information_schema.tables where table_schema = 'predictions' "
                             "and table_name = 'clv'") else set()
     needed = {d for run_date in as_of_dates(context) for d in settings.training_cutoff_dates(run_date)}
-    result = _fit_dates(context, warehouse, mlflow, sorted(needed - fitted), set())
+    result = _fit_dates(context, warehouse, mlflow, sorted(needed - fitted), set(), settings.clv_fit_users)
     return dg.MaterializeResult(metadata={
         "cutoffs": len(needed), "already_fitted": len(needed & fitted),
         "dates_fitted": result["scored"].as_of_date.nunique(), "dagster/row_count": len(result["scored"]),

@@ -39,8 +39,9 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: Pip
            crash_test_point: str | None = None):
     """(The dbt assets take the ``warehouse`` resource only for its run lock: dbt writes the same file.)"""
     dates = as_of_dates(context)
-    dbt_vars = settings.dbt_vars(dates[0], dates[-1])
-    context.log.info(f"dbt build for as-of dates {dates[0]} .. {dates[-1]}")
+    dbt_vars = settings.dbt_vars(dates)
+    context.log.info(f"dbt build for as-of dates {dates[0]} .. {dates[-1]}"
+                     + (f" (only {', '.join(map(str, dates))})" if dbt_vars["as_of_dates"] else ""))
     for number, event in enumerate(dbt.cli([*BUILD_ARGS, "--vars", json.dumps(dbt_vars)], context=context).stream()):
         if number == 1 and crash_test_point:  # the first result is in, dbt is building the rest
             failpoint(crash_test_point)

@@ -10,7 +10,7 @@ import dagster as dg
 
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import PipelineSettings, WarehouseResource, as_of_dates
-from expectations import SuiteValidator, ValidationSummary, validate
+from expectations import SuiteValidator, ValidationSummary
 
 
 def _result(summaries: list[ValidationSummary], **extra) -> dg.AssetCheckResult:
@@ -117,10 +117,20 @@ def scoring_population_suite(context: dg.AssetCheckExecutionContext, warehouse: 
                           "as_of_date", as_of_dates(context))
 
 
+# At least a validation cutoff and a training cutoff: fewer means the features were not backfilled.
+MIN_TRAINING_CUTOFFS = 2
+
+
 @dg.asset_check(asset=["marts", "fct_training_set"], blocking=True, partitions_def=as_of_daily, pool="duckdb",
-                description="fct_training_set suite: labels binary, label rates sane, enough cutoffs.")
+                description="fct_training_set suite, cutoff by cutoff: labels binary, label rates sane; and at least "
+                            f"{MIN_TRAINING_CUTOFFS} cutoffs.")
 def training_set_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                        settings: PipelineSettings) -> dg.AssetCheckResult:
-    df = warehouse.query_df("select * from marts.fct_training_set")
-    last = as_of_dates(context)[-1]
-    return _result([validate(settings.gx_dir, "fct_training_set", df, batch=f"fct_training_set-{last}")])
+    cutoffs = sorted(d.date() for d in warehouse.query_df(
+        "select distinct as_of_date from marts.fct_training_set").as_of_date)
+    if len(cutoffs) < MIN_TRAINING_CUTOFFS:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={
+            "cutoffs": len(cutoffs), "result": f"{len(cutoffs)} training cutoff(s), at least {MIN_TRAINING_CUTOFFS} "
+                                               "needed: backfill the features of earlier as-of dates"})
+    return _validate_days(context, warehouse, settings, "fct_training_set", "marts.fct_training_set", "as_of_date",
+                          cutoffs)

@@ -73,6 +73,7 @@ class PipelineSettings(dg.ConfigurableResource):
     business_timezone: str = "UTC"
     training_cutoffs: int = 12
     training_cadence_days: int = 7
+    clv_fit_users: int = 100_000        # BG/NBD is fitted on a hash sample of at most this many users per date
 
     @property
     def gx_dir(self) -> Path:
@@ -83,10 +84,13 @@ class PipelineSettings(dg.ConfigurableResource):
 
         return training_cutoff_dates(as_of, self.training_cutoffs, self.training_cadence_days)
 
-    def dbt_vars(self, first: dt.date, last: dt.date) -> dict:
+    def dbt_vars(self, dates: list[dt.date]) -> dict:
+        """The dbt vars of a run over ``dates``: a range, or (when they are not consecutive) the dates themselves."""
+        consecutive = (dates[-1] - dates[0]).days == len(dates) - 1
         return {
-            "min_as_of_date": first.isoformat(),
-            "as_of_date": last.isoformat(),
+            "min_as_of_date": dates[0].isoformat(),
+            "as_of_date": dates[-1].isoformat(),
+            "as_of_dates": None if consecutive else [d.isoformat() for d in dates],
             "business_timezone": self.business_timezone,
             "training_cutoffs": self.training_cutoffs,
             "training_cadence_days": self.training_cadence_days,
@@ -161,6 +165,7 @@ class TrainingPolicy(dg.ConfigurableResource):
     min_normalized_gini: str = "0.2"    # amount targets
     backtest_cutoffs: int = 3           # the gate compares candidate and champion on this many closed cutoffs
     personal_features: str = "false"    # true: personal attributes (age, gender, region...) may be features
+    rows_per_cutoff: int = 200_000      # training reads at most about this many users per cutoff (a hash sample)
 
     @property
     def allow_personal_features(self) -> bool:
@@ -222,11 +227,25 @@ class MonitoringPolicy(dg.ConfigurableResource):
         return _number("SHOPCAST_PERFORMANCE_DROP", self.performance_drop)
 
 
+# A run over a range of partitions that needs only some of its dates (the training cutoffs of a first run, a week
+# apart) names them in this tag: every asset and check of the run then builds and validates those dates only.
+AS_OF_DATES_TAG = "shopcast/as_of_dates"
+
+
 def as_of_dates(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[dt.date]:
-    """The as-of dates of the run: one for a daily partition, several for a single-run backfill."""
+    """The as-of dates of the run: one for a daily partition, several for a single-run backfill, or the dates
+    its AS_OF_DATES_TAG names within its range."""
     window = context.partition_time_window
     first, end = window.start.date(), window.end.date()
-    return [first + dt.timedelta(days=i) for i in range((end - first).days)]
+    named = context.run.tags.get(AS_OF_DATES_TAG)
+    if not named:
+        return [first + dt.timedelta(days=i) for i in range((end - first).days)]
+    dates = sorted({dt.date.fromisoformat(text.strip()) for text in named.split(",") if text.strip()})
+    outside = [d for d in dates if not first <= d < end]
+    if not dates or outside:
+        raise ValueError(f"run tag {AS_OF_DATES_TAG}={named!r}: every date must lie in the run's partitions "
+                         f"{first} .. {end - dt.timedelta(days=1)}")
+    return dates
 
 
 def _dbt_executable() -> str:
@@ -252,6 +271,7 @@ def resources() -> dg.Definitions:
                 business_timezone=dg.EnvVar("SHOPCAST_BUSINESS_TZ"),
                 training_cutoffs=dg.EnvVar.int("SHOPCAST_TRAINING_CUTOFFS"),
                 training_cadence_days=dg.EnvVar.int("SHOPCAST_TRAINING_CADENCE_DAYS"),
+                clv_fit_users=dg.EnvVar.int("SHOPCAST_CLV_FIT_USERS"),
             ),
             "mlflow": MlflowStore(
                 tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
@@ -267,6 +287,7 @@ def resources() -> dg.Definitions:
                 min_normalized_gini=dg.EnvVar("SHOPCAST_MIN_NORMALIZED_GINI"),
                 backtest_cutoffs=dg.EnvVar.int("SHOPCAST_BACKTEST_CUTOFFS"),
                 personal_features=dg.EnvVar("SHOPCAST_PERSONAL_FEATURES"),
+                rows_per_cutoff=dg.EnvVar.int("SHOPCAST_TRAINING_ROWS_PER_CUTOFF"),
             ),
             "monitoring_policy": MonitoringPolicy(
                 psi_warn=dg.EnvVar("SHOPCAST_PSI_WARN"),
@@ -281,4 +302,4 @@ def resources() -> dg.Definitions:
     )
 
 
-__all__ = ["MlflowStore", "MonitoringPolicy", "PipelineSettings", "ServingResource", "TrainingPolicy", "WarehouseResource", "as_of_dates", "duckdb"]
+__all__ = ["AS_OF_DATES_TAG", "MlflowStore", "MonitoringPolicy", "PipelineSettings", "ServingResource", "TrainingPolicy", "WarehouseResource", "as_of_dates", "duckdb"]

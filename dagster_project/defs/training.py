@@ -33,7 +33,15 @@ def with_clv(table: str, where: str = "true") -> str:
             f"left join predictions.clv c on c.user_id = t.user_id and c.as_of_date = t.as_of_date where {where}")
 
 
-TRAINING_SQL = with_clv("marts.fct_training_set")
+def training_sql(rows_per_cutoff: int) -> str:
+    """The training set with its BG/NBD columns, at most about ``rows_per_cutoff`` users per cutoff: a cutoff with
+    more keeps the users whose hash falls below its share, so that the same users are kept at every cutoff, the
+    sample is the same on every run, and the label rate is kept in expectation. Sampled in the warehouse, so that
+    a large panel is never loaded whole."""
+    sampled = (f"(select s.* from marts.fct_training_set s join (select as_of_date, count(*) as n "
+               f"from marts.fct_training_set group by 1) k using (as_of_date) "
+               f"where k.n <= {int(rows_per_cutoff)} or hash(s.user_id) % 1000003 < {int(rows_per_cutoff)} * 1000003.0 / k.n)")
+    return with_clv(sampled)
 
 
 def _manifest_checksum() -> str:
@@ -59,7 +67,7 @@ def build_target_assets(target: Target) -> list:
     def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
                    training_policy: TrainingPolicy) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
-        frame = warehouse.query_df(TRAINING_SQL)
+        frame = warehouse.query_df(training_sql(training_policy.rows_per_cutoff))
         try:
             outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=training_policy.budget_seconds,
                                        families=training_policy.family_list,
@@ -84,6 +92,8 @@ def build_target_assets(target: Target) -> list:
             "quality_problems": "; ".join(outcome.quality_problems) or "none",
             "validation_as_of_date": outcome.split.valid_as_of,
             "training_rows": len(outcome.split.train),
+            "training_set_rows_loaded": len(frame),
+            "training_set_rows": warehouse.scalar("select count(*) from marts.fct_training_set"),
             "mlflow_run": dg.MetadataValue.url(mlflow.run_link(outcome.parent_run_id)),
             **{f"best_{k}": float(v) for k, v in outcome.best.metrics.items()},
         })
@@ -106,7 +116,7 @@ def build_target_assets(target: Target) -> list:
                 decisions.record(con, as_of_date=as_of, target=target.name, trigger=trigger, promoted=False,
                                  dagster_run_id=context.run.run_id, decision="none", reason=reason)
             return dg.MaterializeResult(metadata={"decision": "none", "promoted": False, "reason": reason})
-        frame = warehouse.query_df(TRAINING_SQL)
+        frame = warehouse.query_df(training_sql(training_policy.rows_per_cutoff))
         tested = run_backtest(store, target, candidate, frame, training_policy)
         problems = [p for p in candidate.tags.get("quality_problems", "").split("; ") if p]
         decision = decide(store, target, candidate, {}, frame.iloc[:0], training_policy.margin, problems,

@@ -15,10 +15,28 @@
     {{ _iso_date(var('min_as_of_date') or var('as_of_date'), 'min_as_of_date') }}
 {%- endmacro %}
 
-{#- One row per as-of date of the run. -#}
+{#- One row per as-of date of the run: every date from min_as_of_date to as_of_date, or, when var as_of_dates
+    lists them (a run that needs only some dates of its range, such as the weekly training cutoffs), those. -#}
 {% macro as_of_date_spine() -%}
+    {%- if var('as_of_dates', none) -%}
+    select as_of_date from (values
+        {%- for day in var('as_of_dates') %}
+        ({{ _iso_date(day, 'as_of_dates') }}){{ "," if not loop.last }}
+        {%- endfor %}
+    ) as t(as_of_date)
+    {%- else -%}
     select cast(range as date) as as_of_date
     from range({{ min_as_of_date() }}, {{ dbt.dateadd('day', 1, as_of_date()) }}, interval 1 day)
+    {%- endif -%}
+{%- endmacro %}
+
+{#- True for the rows of the run's as-of dates (see as_of_date_spine). -#}
+{% macro is_run_as_of_date(column) -%}
+    {%- if var('as_of_dates', none) -%}
+    {{ column }} in ({% for day in var('as_of_dates') %}{{ _iso_date(day, 'as_of_dates') }}{{ ", " if not loop.last }}{% endfor %})
+    {%- else -%}
+    {{ column }} between {{ min_as_of_date() }} and {{ as_of_date() }}
+    {%- endif -%}
 {%- endmacro %}
 
 {#- Raw timestamps are UTC; business days follow var business_timezone. -#}

@@ -1,7 +1,9 @@
 {#-
     One row per (user, business day) with event counts and values: the grain every window feature and label
-    is summed from. Incremental by day: a run recomputes only the days its as-of dates can see
-    ([min_as_of_date - lookback_days, as_of_date)), so a daily run reads one feature window, not the history.
+    is summed from. Incremental by day: a run recomputes only the days of its window
+    ([min_as_of_date - lookback_days, as_of_date)) that are stale, i.e. whose events in staging differ in number
+    from the events this table has counted for them (a new day, or late events landed for an old one; events are
+    only ever added, never changed, so the count tells). A daily run thus aggregates one new day, not its window.
 -#}
 {{
     config(
@@ -11,14 +13,43 @@
     )
 }}
 
+{%- set window_start = dbt.dateadd('day', -var('lookback_days'), min_as_of_date()) -%}
+
 with
+
+{% if is_incremental() %}
+stale_days as (
+
+    select s.event_date as activity_date
+    from (
+        select event_date, count(*) as n_events
+        from {{ ref('stg_shop__events') }}
+        where event_date >= {{ window_start }} and event_date < {{ as_of_date() }}
+        group by 1
+    ) as s
+    left join (
+        select activity_date, sum(n_events) as n_events
+        from {{ this }}
+        where activity_date >= {{ window_start }} and activity_date < {{ as_of_date() }}
+        group by 1
+    ) as t
+        on t.activity_date = s.event_date
+    where t.n_events is distinct from s.n_events
+
+),
+{% endif %}
 
 events as (
 
+    -- the stale days, and the day before each: a derived session may have started before midnight
     select *
     from {{ ref('stg_shop__events') }}
-    where event_date >= {{ dbt.dateadd('day', -var('lookback_days'), min_as_of_date()) }}
+    where event_date >= {{ dbt.dateadd('day', -1, window_start) }}
       and event_date < {{ as_of_date() }}
+    {% if is_incremental() %}
+      and (event_date in (select activity_date from stale_days)
+           or {{ dbt.dateadd('day', 1, 'event_date') }} in (select activity_date from stale_days))
+    {% endif %}
 
 ),
 
@@ -50,6 +81,10 @@ daily as (
         coalesce(sum(purchase_revenue), 0) as purchase_revenue,
         count(distinct session_id) + sum(starts_derived_session) as n_sessions
     from sessionised
+    where event_date >= {{ window_start }}
+    {% if is_incremental() %}
+      and event_date in (select activity_date from stale_days)
+    {% endif %}
     group by 1, 2
 
 )

@@ -3,4 +3,4 @@
 
 select *
 from {{ ref('feat_user_daily') }}
-where as_of_date between {{ min_as_of_date() }} and {{ as_of_date() }}
+where {{ is_run_as_of_date('as_of_date') }}

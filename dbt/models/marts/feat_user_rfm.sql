@@ -21,7 +21,7 @@ population as (
 
     select user_id, as_of_date
     from {{ ref('feat_user_daily') }}
-    where as_of_date between {{ min_as_of_date() }} and {{ as_of_date() }}
+    where {{ is_run_as_of_date('as_of_date') }}
 
 ),
 
