@@ -71,3 +71,15 @@ def test_a_homes_settings_file_applies_unless_the_environment_says_otherwise(tmp
     (home / "settings.env").write_text("SHOPCAST_HOME=/elsewhere\n")
     with pytest.raises(ValueError, match=r"settings.env:1: expected KEY=VALUE"):
         configure_environment(ShopcastPaths(home))
+
+
+def test_a_fresh_home_lets_duckdb_spill_a_query_larger_than_its_memory_limit(home, monkeypatch):
+    # DuckDB creates only the last level of its temp_directory: without tmp/ a query that spills fails
+    # (found by the 10M-event benchmark, where dbt's feature build spilled)
+    monkeypatch.setenv("SHOPCAST_DUCKDB_MEMORY_LIMIT", "64MB")
+    with runs.connect(home.warehouse) as con:
+        con.execute("set threads = 1")
+        rows = con.execute("select count(*) from (select i, md5(cast(i as varchar)) as h from range(3000000) t(i) "
+                           "order by h)").fetchone()[0]
+    assert rows == 3_000_000
+    assert (home.home / "tmp" / "duckdb").is_dir()

@@ -69,3 +69,15 @@ def test_too_few_repeat_buyers_or_impossible_histories_are_refused():
     broken.loc[0, "recency"] = broken.loc[0, "t_days"] + 1
     with pytest.raises(ValueError, match="1 RFM rows break 0 <= recency <= T"):
         clv.fit(broken)
+
+
+def test_the_fit_sample_is_bounded_deterministic_and_independent_of_row_order():
+    users = _histories(n=500)
+    sample = clv.fit_sample(users, 120)
+    assert len(sample) == 120 and sample.user_id.is_unique
+    shuffled = clv.fit_sample(users.sample(frac=1.0, random_state=7), 120)
+    assert set(shuffled.user_id) == set(sample.user_id)          # chosen by user id, not by position
+    assert clv.fit_sample(users, 500) is users                   # small enough: every user
+    # a later date with more users keeps the users it shares with the earlier one (hash order, not a fresh draw)
+    grown = pd.concat([users, _histories(n=100, seed=9).assign(user_id=lambda f: "new" + f.user_id)])
+    assert len(set(clv.fit_sample(grown, 120).user_id) & set(sample.user_id)) >= 90

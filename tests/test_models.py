@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import duckdb
 import mlflow
 import mlflow.sklearn
 import numpy as np
@@ -279,3 +280,51 @@ def test_scored_rows_carry_reason_codes_from_the_model(store):
     # the label follows cart_count_28d: it is the first reason of the highest scores
     assert (top.reason_1 == "cart_count_28d").mean() >= 0.9
     assert (top.reason_1_effect > 0).all() and top.reason_1_value.notna().all()
+
+
+def test_reason_codes_come_from_the_most_important_features_and_not_from_the_row_order():
+    from sklearn.linear_model import LinearRegression
+
+    from ml.explain import REASON_CANDIDATES, reason_codes
+
+    rng = np.random.default_rng(0)
+    n_features = REASON_CANDIDATES + 8
+    X = pd.DataFrame(rng.normal(size=(3000, n_features)), columns=[f"f{j:02d}" for j in range(n_features)])
+    weights = np.r_[np.linspace(5.0, 1.0, REASON_CANDIDATES), np.full(8, 0.01)]   # the last 8 barely matter
+    model = LinearRegression().fit(X, X.to_numpy() @ weights)
+    reasons = reason_codes(model, X, regression=True)
+    named = set(reasons[["reason_1", "reason_2", "reason_3"]].stack().dropna())
+    assert named <= {f"f{j:02d}" for j in range(REASON_CANDIDATES)} and len(named) >= 5
+    # the exact one-feature effect of the strongest reason, by hand: weight x (value - median)
+    row = reasons.iloc[0]
+    feature = row.reason_1
+    expected = weights[int(feature[1:])] * (X[feature].iloc[0] - X[feature].median())
+    assert row.reason_1_effect == pytest.approx(expected, rel=1e-6)
+    # scoring sorts each date's rows by user before the importance sample: the order they arrive in does not matter
+    frame = X.assign(user_id=[f"u{i:04d}" for i in range(len(X))], as_of_date=pd.Timestamp("2026-10-01"))
+    forward = score(frame, model, "m", "1", regression=True, score_column="predicted").set_index("user_id")
+    backward = score(frame.iloc[::-1], model, "m", "1", regression=True,
+                     score_column="predicted").set_index("user_id").loc[forward.index]
+    pd.testing.assert_frame_equal(forward.drop(columns="scored_at"), backward.drop(columns="scored_at"))
+
+
+def test_training_reads_a_bounded_hash_sample_of_each_cutoff_with_the_same_users():
+    from dagster_project.defs.training import training_sql
+
+    con = duckdb.connect()
+    con.execute("create schema marts; create schema predictions")
+    con.execute("""create table marts.fct_training_set as
+        select 'u' || u as user_id, cast('2026-10-01' as date) + cast(7 * k as integer) as as_of_date, k as cutoff_rank,
+               (u % 5 = 0)::int as purchase_next_7d
+        from range(2000) as a(u), range(3) as b(k) where k < 2 or u < 300""")
+    con.execute("create table predictions.clv (user_id varchar, as_of_date date, clv_p_alive double, "
+                "model_name varchar, model_version varchar, scored_at timestamp)")
+    sampled = con.execute(training_sql(500)).df()
+    per_cutoff = sampled.groupby("cutoff_rank").size()
+    assert per_cutoff[2] == 300                        # a cutoff within the bound is read whole
+    assert 400 <= per_cutoff[0] <= 600 and 400 <= per_cutoff[1] <= 600
+    first, second = (set(sampled.user_id[sampled.cutoff_rank == k]) for k in (0, 1))
+    assert first == second                             # the same users at every cutoff
+    assert 0.15 < sampled.purchase_next_7d.mean() < 0.25   # the label rate is kept (0.2 in the panel)
+    assert "clv_p_alive" in sampled.columns
+    assert len(con.execute(training_sql(5000)).df()) == 4300   # everything when the bound is above every cutoff

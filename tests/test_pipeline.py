@@ -37,6 +37,9 @@ def test_whole_graph_materializes_point_in_time_marts(pipeline):
     assert counts.training_cutoffs == 3 and counts.oldest_cutoff.date() == DEMO_AS_OF - dt.timedelta(days=21)
     assert counts.scoring_rows == counts.features_today
     assert counts.duplicate_rows == 0
+    # the first run computed the features of the training cutoffs and of the run's date, not the days between
+    dates = set(_read(pipeline, "select distinct as_of_date from marts.feat_user_daily").as_of_date.dt.date)
+    assert dates == {DEMO_AS_OF - dt.timedelta(days=d) for d in (0, 7, 14, 21)}
     # the population: users with an event in the 28 days before, and nobody else
     expected_users = _read(pipeline, """
         select count(distinct user_id) from raw.events
