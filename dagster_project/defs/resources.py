@@ -166,6 +166,7 @@ class TrainingPolicy(dg.ConfigurableResource):
     backtest_cutoffs: int = 3           # the gate compares candidate and champion on this many closed cutoffs
     personal_features: str = "false"    # true: personal attributes (age, gender, region...) may be features
     rows_per_cutoff: int = 200_000      # training reads at most about this many users per cutoff (a hash sample)
+    max_training_rows: int = 300_000    # models are fitted on at most this many rows (a uniform sample)
 
     @property
     def allow_personal_features(self) -> bool:
@@ -288,6 +289,7 @@ def resources() -> dg.Definitions:
                 backtest_cutoffs=dg.EnvVar.int("SHOPCAST_BACKTEST_CUTOFFS"),
                 personal_features=dg.EnvVar("SHOPCAST_PERSONAL_FEATURES"),
                 rows_per_cutoff=dg.EnvVar.int("SHOPCAST_TRAINING_ROWS_PER_CUTOFF"),
+                max_training_rows=dg.EnvVar.int("SHOPCAST_MAX_TRAINING_ROWS"),
             ),
             "monitoring_policy": MonitoringPolicy(
                 psi_warn=dg.EnvVar("SHOPCAST_PSI_WARN"),

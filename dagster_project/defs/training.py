@@ -73,6 +73,7 @@ def build_target_assets(target: Target) -> list:
                                        families=training_policy.family_list,
                                        eligibility=training_policy.eligibility(), progress=context.log.info,
                                        allow_personal_features=training_policy.allow_personal_features,
+                                       max_training_rows=training_policy.max_training_rows,
                                        tags={"dagster_run_id": context.run.run_id, "as_of_date": as_of,
                                              "dbt_manifest_checksum": _manifest_checksum()})
         except NotEligible as not_eligible:  # an expected outcome on small or young data, not an error
@@ -153,7 +154,8 @@ def run_backtest(store, target: Target, candidate, frame: pd.DataFrame, policy: 
         trained_on = set(store.activate().get_run(entry.run_id).data.tags.get("training_as_of_dates", "").split(","))
     return backtest(frame, target, model, candidate.tags["family"], incumbent_model=incumbent, incumbent_name=name,
                     incumbent_training_dates=trained_on, folds=policy.backtest_cutoffs,
-                    min_examples_per_class=max(1, policy.eligibility().min_examples_per_class // 10))
+                    min_examples_per_class=max(1, policy.eligibility().min_examples_per_class // 10),
+                    max_training_rows=policy.max_training_rows)
 
 
 def version_for(store, target: Target, as_of: str):
