@@ -74,10 +74,10 @@ def write(rows: list[dict], args) -> None:
     (RESULTS / "training_sample.json").write_text(json.dumps(rows, indent=1) + "\n")
     families = sorted({f for r in rows for f in r["families"]})
     lines = ["# Training sample size against validation metrics", "",
-             f"Training set of `{args.home}` (at most {args.rows_per_cutoff:,} users per cutoff, BG/NBD columns "
-             f"joined), models fitted on at most N rows (uniform sample), search budget {args.budget:.0f} s per "
-             "target. The validation cutoff is the same and never sampled. Regenerate with "
-             "`python benchmarks/training_sample.py --home HOME`.", "",
+             (f"Training set of `{args.home}` (at most {args.rows_per_cutoff:,} users per cutoff, BG/NBD columns "
+              f"joined), models fitted on at most N rows (uniform sample), search budget {args.budget:.0f} s per "
+              "target. The validation cutoff is the same and never sampled. Regenerate with "
+              "`python benchmarks/training_sample.py --home HOME`."), "",
              "| target | N (max training rows) | training rows | validation rows | metric | best family | best | "
              + " | ".join(families) + " | seconds |",
              "|---|---:|---:|---:|---|---|---:|" + "---:|" * len(families) + "---:|"]
