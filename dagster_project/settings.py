@@ -107,7 +107,7 @@ TRAINING_POLICY_DEFAULTS = {
     "SHOPCAST_MIN_NORMALIZED_GINI": "0.2",
     "SHOPCAST_BACKTEST_CUTOFFS": "3",            # a retrain is backtested against the champion on this many cutoffs
     "SHOPCAST_TRAINING_ROWS_PER_CUTOFF": "200000",  # training reads a hash sample of at most this many users a cutoff
-    "SHOPCAST_MAX_TRAINING_ROWS": "300000",      # models are fitted on a uniform sample of at most this many rows
+    "SHOPCAST_MAX_TRAINING_ROWS": "100000",      # models are fitted on a uniform sample of at most this many rows
     "SHOPCAST_CLV_FIT_USERS": "100000",          # BG/NBD is fitted on a hash sample of at most this many users a date
 }
 MONITORING_POLICY_DEFAULTS = {

@@ -84,7 +84,7 @@ def _has_both_classes(frame: pd.DataFrame, target: Target, minimum: int) -> bool
 
 def backtest(frame: pd.DataFrame, target: Target, candidate_model, family: str, *, incumbent_model=None,
              incumbent_name: str | None = None, incumbent_training_dates: set[str] = frozenset(),
-             folds: int = 3, min_examples_per_class: int = 20, max_training_rows: int = 300_000) -> Backtest:
+             folds: int = 3, min_examples_per_class: int = 20, max_training_rows: int = 100_000) -> Backtest:
     """Score the candidate (refit per fold) and the incumbent (as it is; the baseline when None) on the ``folds``
     newest closed cutoffs of ``frame`` (the training set). Folds without enough training data are skipped; the
     newest one always has them (the candidate was trained that way)."""

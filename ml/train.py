@@ -165,7 +165,7 @@ class TrainingOutcome:
 def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags: dict | None = None,
                      families: list[str] | None = None, budget_seconds: float = 300.0,
                      eligibility: Eligibility | None = None,
-                     max_training_rows: int = 300_000, allow_personal_features: bool = False,
+                     max_training_rows: int = 100_000, allow_personal_features: bool = False,
                      progress: Callable[[str], None] = lambda _: None) -> TrainingOutcome:
     """Search every family, log a parent run with one nested run per candidate, and return them all."""
     eligibility = eligibility or Eligibility()

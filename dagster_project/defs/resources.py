@@ -166,7 +166,7 @@ class TrainingPolicy(dg.ConfigurableResource):
     backtest_cutoffs: int = 3           # the gate compares candidate and champion on this many closed cutoffs
     personal_features: str = "false"    # true: personal attributes (age, gender, region...) may be features
     rows_per_cutoff: int = 200_000      # training reads at most about this many users per cutoff (a hash sample)
-    max_training_rows: int = 300_000    # models are fitted on at most this many rows (a uniform sample)
+    max_training_rows: int = 100_000    # models are fitted on at most this many rows (a uniform sample)
 
     @property
     def allow_personal_features(self) -> bool:

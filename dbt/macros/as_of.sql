@@ -56,3 +56,12 @@
 {% macro days_between(earlier, later) -%}
     {{ dbt.datediff(earlier, later, 'day') }}
 {%- endmacro %}
+
+{#- Events (of stg_shop__events) on business days [first, last), two SQL date expressions. Besides the business
+    day, the raw UTC timestamp is bounded too, widened by a day (any time zone's offset is less): DuckDB checks that
+    against each row group's min/max, and so skips the history instead of computing every event's business day. -#}
+{% macro event_days_between(first, last) -%}
+    (event_ts_utc >= cast({{ first }} as timestamp) - interval 1 day
+     and event_ts_utc < cast({{ last }} as timestamp) + interval 1 day
+     and event_date >= {{ first }} and event_date < {{ last }})
+{%- endmacro %}

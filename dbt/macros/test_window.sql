@@ -10,7 +10,7 @@
     {%- if where and '__run_window__' in where -%}
         {%- set first, last = min_as_of_date(), as_of_date() -%}
         {%- set windows = {
-            'stg_shop__events': 'event_date >= ' ~ first ~ ' - 1 and event_date < ' ~ last,
+            'stg_shop__events': event_days_between(first ~ ' - 1', last),
             'int_user_daily_activity': 'activity_date >= ' ~ first ~ ' - 1 and activity_date < ' ~ last,
             'int_user_purchase_days': 'purchase_date >= ' ~ first ~ ' - 1 and purchase_date < ' ~ last,
             'feat_user_daily': is_run_as_of_date('as_of_date'),

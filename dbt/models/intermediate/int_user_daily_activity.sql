@@ -24,7 +24,7 @@ stale_days as (
     from (
         select event_date, count(*) as n_events
         from {{ ref('stg_shop__events') }}
-        where event_date >= {{ window_start }} and event_date < {{ as_of_date() }}
+        where {{ event_days_between(window_start, as_of_date()) }}
         group by 1
     ) as s
     left join (
@@ -44,8 +44,7 @@ events as (
     -- the stale days, and the day before each: a derived session may have started before midnight
     select *
     from {{ ref('stg_shop__events') }}
-    where event_date >= {{ dbt.dateadd('day', -1, window_start) }}
-      and event_date < {{ as_of_date() }}
+    where {{ event_days_between(dbt.dateadd('day', -1, window_start), as_of_date()) }}
     {% if is_incremental() %}
       and (event_date in (select activity_date from stale_days)
            or {{ dbt.dateadd('day', 1, 'event_date') }} in (select activity_date from stale_days))

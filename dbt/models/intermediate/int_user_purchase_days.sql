@@ -20,7 +20,7 @@ purchases as (
     where event_type = 'purchase'
       and event_date < {{ as_of_date() }}
     {% if is_incremental() %}
-      and event_date >= {{ dbt.dateadd('day', -var('lookback_days'), min_as_of_date()) }}
+      and {{ event_days_between(dbt.dateadd('day', -var('lookback_days'), min_as_of_date()), as_of_date()) }}
     {% endif %}
 
 ),

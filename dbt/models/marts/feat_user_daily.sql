@@ -93,7 +93,11 @@ breadth as (
         count(distinct e.item_id) as distinct_items_28d,
         count(distinct e.category_id) as distinct_categories_28d
     from as_of_dates as d
-    inner join {{ ref('stg_shop__events') }} as e
+    inner join (
+        select user_id, event_date, item_id, category_id
+        from {{ ref('stg_shop__events') }}
+        where {{ event_days_between(dbt.dateadd('day', -28, min_as_of_date()), as_of_date()) }}
+    ) as e
         on e.event_date >= {{ dbt.dateadd('day', -28, 'd.as_of_date') }}
         and e.event_date < d.as_of_date
     group by 1, 2
