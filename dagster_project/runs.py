@@ -137,7 +137,7 @@ def run_partition(as_of: dt.date) -> dg.ExecuteInProcessResult:
 
 def backfill_features(first: dt.date, last: dt.date, only: list[dt.date] | None = None) -> dg.ExecuteInProcessResult:
     """Features and their checks for the as-of dates first .. last, as one run; with ``only``, for those dates of
-    the range alone (named in the run's AS_OF_DATES_TAG)."""
+    the range alone (named in the run's AS_OF_DATES_TAG), e.g. the weekly cutoffs of one training date."""
     from dagster_project.defs.resources import AS_OF_DATES_TAG
 
     tags = {AS_OF_DATES_TAG: ",".join(d.isoformat() for d in sorted(only))} if only else None
@@ -184,9 +184,10 @@ def launch(request: dg.RunRequest, job_name: str = "weekly_training") -> dg.Exec
 def run_graph(as_of: dt.date | None = None, *, progress=print) -> dict:
     """Materialize the whole graph for ``as_of`` (default: the day after the latest event).
 
-    Features of the training cutoffs that the warehouse lacks are backfilled first, in one run over those dates
-    only (a week apart: the days between them are not computed), so that the first run on a fresh warehouse
-    trains on a full history.
+    Features of earlier as-of dates that the training set needs are backfilled first, as one run over the
+    missing range, so that the first run on a fresh warehouse trains on a full history. Every day of the range,
+    not only the weekly cutoffs this date's training reads: a retrain on another weekday (the weekly schedule's
+    Monday, a drift request) reads cutoffs a week apart from its own date, and only the days between have them.
     """
     span = event_span()
     as_of = as_of or span.last_date + dt.timedelta(days=1)
@@ -195,8 +196,9 @@ def run_graph(as_of: dt.date | None = None, *, progress=print) -> dict:
     missing = sorted(set(needed) - feature_dates_present())
     runs = {}
     if missing:
-        progress(f"backfilling features for the {len(missing)} training cutoffs {missing[0]} .. {missing[-1]} (one run)")
-        runs["feature_backfill"] = backfill_features(missing[0], missing[-1], only=missing).run_id
+        start, end = missing[0], as_of - dt.timedelta(days=1)
+        progress(f"backfilling features for as-of dates {start} .. {end} (one run)")
+        runs["feature_backfill"] = backfill_features(start, end).run_id
     progress(f"materializing the whole graph for as-of date {as_of}")
     runs["shopcast_graph"] = run_partition(as_of).run_id
     return {"as_of_date": as_of.isoformat(), "runs": runs}

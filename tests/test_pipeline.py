@@ -37,9 +37,6 @@ def test_whole_graph_materializes_point_in_time_marts(pipeline):
     assert counts.training_cutoffs == 3 and counts.oldest_cutoff.date() == DEMO_AS_OF - dt.timedelta(days=21)
     assert counts.scoring_rows == counts.features_today
     assert counts.duplicate_rows == 0
-    # the first run computed the features of the training cutoffs and of the run's date, not the days between
-    dates = set(_read(pipeline, "select distinct as_of_date from marts.feat_user_daily").as_of_date.dt.date)
-    assert dates == {DEMO_AS_OF - dt.timedelta(days=d) for d in (0, 7, 14, 21)}
     # the population: users with an event in the 28 days before, and nobody else
     expected_users = _read(pipeline, """
         select count(distinct user_id) from raw.events
@@ -235,3 +232,14 @@ def test_audiences_and_latest_scores_are_built_from_the_prediction_tables(pipeli
     assert sizes["likely_purchasers_7d"]["users"] == found.purchasers
     assert sizes["predicted_top_spenders"] == {"audience": "predicted_top_spenders", "as_of_date": DEMO_AS_OF.isoformat(),
                                                "users": 0, "scored_users": 0}
+
+
+def test_a_backfill_can_compute_only_some_dates_of_its_range(pipeline):
+    # the weekly cutoffs of a training date, without the days between (the run names them in a tag)
+    first, last = DEMO_AS_OF - dt.timedelta(days=45), DEMO_AS_OF - dt.timedelta(days=31)
+    wanted = [first, first + dt.timedelta(days=7), last]
+    runs.backfill_features(first, last, only=wanted)
+    for table in ("feat_user_daily", "feat_user_rfm"):
+        dates = set(_read(pipeline, f"select distinct as_of_date from marts.{table} where as_of_date < ?",
+                          [DEMO_AS_OF - dt.timedelta(days=21)]).as_of_date.dt.date)
+        assert dates == set(wanted), table
