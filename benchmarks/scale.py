@@ -129,7 +129,7 @@ def stage_of(step_key: str, checks: set[str]) -> str:
         return "ingest"
     if step_key == "dbt_audiences":
         return "audiences"
-    if step_key.startswith("dbt_"):
+    if step_key.startswith("dbt_") or step_key == "marts__training_cutoff_features":
         return "features"
     if step_key.startswith("predictions__clv"):  # the run's date and the training cutoffs
         return "BG/NBD"
@@ -239,7 +239,23 @@ def pandas_seconds(files: list[str], as_of: dt.date, budget: float) -> dict:
 
 # --- one size ----------------------------------------------------------------------------------------------------
 
-def run_size(n_events: int, workdir: Path, pandas_budget: float | None) -> dict:
+def pandas_fits(results: dict, n_events: int) -> str | None:
+    """Why the pandas peer is not run at ``n_events`` (None: run it): it holds every event read in memory, so its
+    peak grows with the events; projected from the largest smaller size it finished, it must fit in 80% of RAM
+    (past that the kernel kills it, or whatever else it picks, instead of the peer failing cleanly)."""
+    finished = [(int(n), r["pandas"]) for n, r in results.items() if int(n) < n_events and r["pandas"].get("finished")]
+    if not finished:
+        return None
+    n, peer = max(finished)
+    projected_mb = peer["peak_rss_mb"] * n_events / n
+    memory_mb = psutil.virtual_memory().total / 2**20
+    if projected_mb > 0.8 * memory_mb:
+        return (f"not run: it holds every event in memory ({peer['peak_rss_mb']:,} MB at {n:,} events), about "
+                f"{projected_mb / 1024:,.0f} GB at {n_events:,}; this machine has {memory_mb / 1024:,.0f} GB")
+    return None
+
+
+def run_size(n_events: int, workdir: Path, pandas_budget: float | None, pandas_skipped: str | None = None) -> dict:
     events = land_events(n_events, workdir)
     home = workdir / f"home_{n_events}"
     shutil.rmtree(home, ignore_errors=True)
@@ -284,7 +300,7 @@ def run_size(n_events: int, workdir: Path, pandas_budget: float | None) -> dict:
     files = [events["days"][d] for d in days]
     result["floor"] = floor_seconds(files, daily_as_of, home)
     result["pandas"] = pandas_seconds(files, daily_as_of, pandas_budget) if pandas_budget else \
-        {"finished": False, "reason": "not run: it did not finish at a smaller size"}
+        {"finished": False, "reason": pandas_skipped or "not run: it did not finish at a smaller size"}
     result["home_mb"] = round(sum(f.stat().st_size for f in home.rglob("*") if f.is_file()) / 2**20)
     return result
 
@@ -306,11 +322,12 @@ def main() -> None:
                         default=Path(os.environ.get("SHOPCAST_BENCH_DIR", "/tmp/shopcast-bench")))
     parser.add_argument("--pandas-budget", type=float, default=PANDAS_BUDGET_SECONDS)
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)   # the child process of one size
+    parser.add_argument("--pandas-skipped", help=argparse.SUPPRESS)     # why the child does not run the peer
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.one_size:
         budget = args.pandas_budget if args.pandas_budget > 0 else None
-        result = run_size(args.one_size, args.workdir, budget)
+        result = run_size(args.one_size, args.workdir, budget, args.pandas_skipped)
         (args.workdir / f"result_{args.one_size}.json").write_text(json.dumps(result, indent=1))
         return
     from benchmarks.scale_report import write_report
@@ -319,8 +336,10 @@ def main() -> None:
     pandas_budget = args.pandas_budget
     for n in sorted(args.sizes):
         print(f"scale benchmark: {n:,} events", flush=True)
+        skipped = pandas_fits(results, n)
         subprocess.run([sys.executable, __file__, "--one-size", str(n), "--workdir", str(args.workdir),
-                        "--pandas-budget", str(pandas_budget)], check=True)
+                        "--pandas-budget", str(0 if skipped else pandas_budget),
+                        *(["--pandas-skipped", skipped] if skipped else [])], check=True)
         result = json.loads((args.workdir / f"result_{n}.json").read_text())
         results[str(n)] = result | {"measured_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                                     "commit": _commit()}

@@ -16,7 +16,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from dagster_project.locking import run_lock
-from dagster_project.settings import configure_environment, get_paths, training_cutoff_dates
+from dagster_project.settings import configure_environment, get_paths
 from dagster_project.warehouse import connect, table_exists
 
 
@@ -113,23 +113,6 @@ def event_span() -> EventSpan:
     return EventSpan(first, last)
 
 
-def feature_dates_present() -> set[dt.date]:
-    """As-of dates whose features (feat_user_daily and the BG/NBD inputs feat_user_rfm) are both built."""
-    with _read_between_runs() as con:
-        present = None
-        for table in ("feat_user_daily", "feat_user_rfm"):
-            if not table_exists(con, "marts", table):
-                return set()
-            dates = {row[0] for row in con.execute(f"select distinct as_of_date from marts.{table}").fetchall()}
-            present = dates if present is None else present & dates
-        return present
-
-
-def history_needed(as_of: dt.date, cutoffs: int, cadence_days: int, first_event: dt.date) -> list[dt.date]:
-    """The as-of dates whose features the training set of ``as_of`` reads, and that have events before them."""
-    return sorted(d for d in training_cutoff_dates(as_of, cutoffs, cadence_days) if d > first_event)
-
-
 def run_partition(as_of: dt.date) -> dg.ExecuteInProcessResult:
     """The whole graph for one as-of date (what the daily schedule runs)."""
     return _execute("shopcast_graph", partition_key=as_of.isoformat())
@@ -182,23 +165,9 @@ def launch(request: dg.RunRequest, job_name: str = "weekly_training") -> dg.Exec
 
 
 def run_graph(as_of: dt.date | None = None, *, progress=print) -> dict:
-    """Materialize the whole graph for ``as_of`` (default: the day after the latest event).
-
-    Features of earlier as-of dates that the training set needs are backfilled first, as one run over the
-    missing range, so that the first run on a fresh warehouse trains on a full history. Every day of the range,
-    not only the weekly cutoffs this date's training reads: a retrain on another weekday (the weekly schedule's
-    Monday, a drift request) reads cutoffs a week apart from its own date, and only the days between have them.
-    """
-    span = event_span()
-    as_of = as_of or span.last_date + dt.timedelta(days=1)
-    needed = history_needed(as_of, int(os.environ["SHOPCAST_TRAINING_CUTOFFS"]),
-                            int(os.environ["SHOPCAST_TRAINING_CADENCE_DAYS"]), span.first_date)
-    missing = sorted(set(needed) - feature_dates_present())
-    runs = {}
-    if missing:
-        start, end = missing[0], as_of - dt.timedelta(days=1)
-        progress(f"backfilling features for as-of dates {start} .. {end} (one run)")
-        runs["feature_backfill"] = backfill_features(start, end).run_id
+    """Materialize the whole graph for ``as_of`` (default: the day after the latest event). On a fresh warehouse
+    this trains on a full history too: the graph computes the features of the training cutoffs it lacks
+    (marts/training_cutoff_features), not every day before ``as_of``."""
+    as_of = as_of or event_span().last_date + dt.timedelta(days=1)
     progress(f"materializing the whole graph for as-of date {as_of}")
-    runs["shopcast_graph"] = run_partition(as_of).run_id
-    return {"as_of_date": as_of.isoformat(), "runs": runs}
+    return {"as_of_date": as_of.isoformat(), "runs": {"shopcast_graph": run_partition(as_of).run_id}}

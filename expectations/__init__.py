@@ -3,6 +3,6 @@
 No Dagster import: the Dagster asset checks in dagster_project/defs/quality.py call ``validate``.
 """
 
-from expectations.runner import SuiteValidator, ValidationSummary, validate
+from expectations.runner import SuiteValidator, ValidationSummary
 
 __all__ = ["SuiteValidator", "ValidationSummary", "validate"]

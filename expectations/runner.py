@@ -101,8 +101,3 @@ class SuiteValidator:
             summary.data_docs_url = sites[0]["site_url"] if sites else None
         return summaries
 
-
-def validate(gx_dir: Path, suite_name: str, df: pd.DataFrame, batch: str) -> ValidationSummary:
-    """Run ``suite_name`` on one batch, store the result and update Data Docs."""
-    validator = SuiteValidator(gx_dir, suite_name)
-    return validator.finish([validator.run(df, batch)])[0]

@@ -38,6 +38,11 @@ def test_jobs_and_schedules_are_defined():
     checks = defs.resolve_job_def("daily_scoring").asset_layer.asset_graph.asset_check_keys
     assert not any(check.asset_key == dg.AssetKey(["marts", "fct_training_set"]) for check in checks)
     assert cutoffs in defs.resolve_job_def("weekly_training").asset_layer.executable_asset_keys
+    # so do the features of training cutoffs that are missing; the training set reads them
+    cutoff_features = dg.AssetKey(["marts", "training_cutoff_features"])
+    assert cutoff_features not in selected
+    assert cutoff_features in defs.resolve_job_def("weekly_training").asset_layer.executable_asset_keys
+    assert cutoff_features in defs.resolve_asset_graph().get(dg.AssetKey(["marts", "fct_training_set"])).parent_keys
 
 
 def test_the_landing_sensor_picks_up_mapped_exports_but_not_their_mappings(home):

@@ -57,6 +57,24 @@ def test_whole_graph_materializes_point_in_time_marts(pipeline):
     assert labels.closed[0] == 0  # 3 weekly cutoffs: no 28-day window has closed yet
 
 
+def test_the_first_run_computes_the_features_of_its_training_cutoffs_not_of_every_day(pipeline):
+    cutoffs = {DEMO_AS_OF - dt.timedelta(days=7 * k) for k in (1, 2, 3)}
+    for table in ("feat_user_daily", "feat_user_rfm"):
+        built = set(_read(pipeline, f"select distinct as_of_date from marts.{table}").as_of_date.dt.date)
+        assert built == cutoffs | {DEMO_AS_OF}, table
+    with runs.instance() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(["marts", "training_cutoff_features"]))
+        metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert (metadata["cutoffs"], metadata["computed"], metadata["already_built"]) == (3, 3, 0)
+    assert metadata["dagster/row_count"] == _read(pipeline, "select count(*) from marts.fct_training_set").iloc[0, 0]
+    # a retrain of the same date finds them built and computes nothing
+    runs.run_job("weekly_training", DEMO_AS_OF)
+    with runs.instance() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(["marts", "training_cutoff_features"]))
+        metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert (metadata["computed"], metadata["already_built"]) == (0, 3)
+
+
 def test_every_check_of_the_run_passed_and_status_reports_it(pipeline):
     from dagster_project.status import collect
 

@@ -12,8 +12,9 @@ import dagster as dg
 EXECUTOR = dg.in_process_executor
 
 from dagster_project.defs.clv import CUTOFFS_KEY
+from dagster_project.defs.dbt_assets import TRAINING_CUTOFF_FEATURES
+from dagster_project.defs.dbt_assets import TRAINING_SET as TRAINING_SET_KEY
 from dagster_project.defs.partitions import as_of_daily
-from dagster_project.defs.training import TRAINING_SET as TRAINING_SET_KEY
 from ml.targets import TARGETS
 
 # Everything: ingest what has landed, then staging → checks → marts → checks (→ models and scores, later).
@@ -35,11 +36,11 @@ feature_backfill = dg.define_asset_job(
     description="Features (and their checks) for a range of as-of dates, as one run.",
 )
 
-TRAINING = dg.AssetSelection.assets(CUTOFFS_KEY, *[dg.AssetKey(["models", f"{t}_{step}"]) for t in TARGETS
+TRAINING = dg.AssetSelection.assets(TRAINING_CUTOFF_FEATURES, CUTOFFS_KEY, *[dg.AssetKey(["models", f"{t}_{step}"]) for t in TARGETS
                                                       for step in ("candidates", "champion")])
 
 # Daily: ingest, features, checks and scores with the current champion, no retraining (and so no training set:
-# twelve cutoffs of features joined with their labels, rebuilt when a run trains).
+# twelve cutoffs of features joined with their labels, rebuilt when a run trains, with any cutoff's features missing).
 TRAINING_SET = dg.AssetSelection.assets(TRAINING_SET_KEY)
 daily_scoring = dg.define_asset_job(
     "daily_scoring",
@@ -143,7 +144,7 @@ def retraining_sensor(context: dg.SensorEvaluationContext):
                 run_key=f"retrain:{target}:{as_of}", partition_key=as_of,
                 asset_selection=[dg.AssetKey(["models", f"{target}_candidates"]),
                                  dg.AssetKey(["models", f"{target}_champion"]), CUTOFFS_KEY,
-                                 TRAINING_SET_KEY],
+                                 TRAINING_CUTOFF_FEATURES, TRAINING_SET_KEY],
                 tags={TRIGGER_TAG: trigger, "shopcast/retrain_reason": reason[:500]},
             )
     context.update_cursor(json.dumps(last_requested))

@@ -9,6 +9,7 @@ of the ML models and the baseline they must beat.
 import dagster as dg
 import pandas as pd
 
+from dagster_project.defs.dbt_assets import TRAINING_CUTOFF_FEATURES
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, PipelineSettings, WarehouseResource, as_of_dates
 from dagster_project.markdown import frame_to_markdown
@@ -83,7 +84,7 @@ def clv_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     })
 
 
-@dg.asset(key=CUTOFFS_KEY, deps=[dg.AssetKey(["marts", "feat_user_rfm"])], group_name="clv",
+@dg.asset(key=CUTOFFS_KEY, deps=[dg.AssetKey(["marts", "feat_user_rfm"]), TRAINING_CUTOFF_FEATURES], group_name="clv",
           partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
           kinds={"pymc", "duckdb"},
           description="BG/NBD at the training cutoffs of the run's dates that have no fit yet, each fitted only on "

@@ -4,6 +4,7 @@ monitoring models are a third step: they read the prediction tables the scoring 
 marts."""
 
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,8 @@ from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import PipelineSettings, WarehouseResource, as_of_dates
 from dagster_project.faults import failpoint
+from dagster_project.markdown import frame_to_markdown
+from dagster_project.warehouse import table_exists
 
 
 class ShopcastTranslator(DagsterDbtTranslator):
@@ -30,7 +33,18 @@ class ShopcastTranslator(DagsterDbtTranslator):
             return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
         return super().get_asset_key(dbt_resource_props)
 
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if spec.key == TRAINING_SET:  # it joins the features of the cutoffs that asset computes
+            return spec.replace_attributes(deps=[*spec.deps, dg.AssetDep(TRAINING_CUTOFF_FEATURES)])
+        return spec
 
+
+TRAINING_SET = dg.AssetKey(["marts", "fct_training_set"])
+TRAINING_CUTOFF_FEATURES = dg.AssetKey(["marts", "training_cutoff_features"])
+STAGED_EVENTS = dg.AssetKey(["staging", "stg_shop__events"])
+# What a cutoff's training example reads: its features, its BG/NBD inputs, and the activity they are summed from.
+CUTOFF_FEATURE_MODELS = "intermediate feat_user_daily feat_user_rfm"
 translator = ShopcastTranslator()
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]  # unit tests run in CI, not on every partition
 
@@ -70,3 +84,43 @@ def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: 
 def dbt_audiences(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
                   warehouse: WarehouseResource):
     yield from _build(context, dbt, settings)
+
+
+@dg.asset(key=TRAINING_CUTOFF_FEATURES, deps=[STAGED_EVENTS], group_name="marts", partitions_def=as_of_daily,
+          backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"dbt", "duckdb"},
+          description="The features (feat_user_daily, feat_user_rfm) of the training cutoffs of the run's date that "
+                      "are not built yet, computed by dbt over those dates alone (their dbt tests included), so that "
+                      "a first run, or a retrain on any weekday, trains on every cutoff without backfilling every "
+                      "day. A cutoff's features use only events before it, so a cutoff built once is final.")
+def training_cutoff_features(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
+                             warehouse: WarehouseResource) -> dg.MaterializeResult:
+    cutoffs = settings.training_cutoff_dates(as_of_dates(context)[-1])
+    missing, before_data = missing_feature_dates(warehouse, cutoffs, settings.business_timezone)
+    if missing:
+        context.log.info(f"dbt build of the features of {len(missing)} training cutoffs: {', '.join(map(str, missing))}")
+        dbt.cli([*BUILD_ARGS, "--select", CUTOFF_FEATURE_MODELS, "--vars", json.dumps(settings.dbt_vars(missing))],
+                manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
+    rows = warehouse.query_df("select as_of_date, count(*) as users from marts.feat_user_daily "
+                              "where as_of_date in (select unnest(?)) group by 1 order by 1", [cutoffs])
+    return dg.MaterializeResult(metadata={
+        "cutoffs": len(cutoffs), "computed": len(missing), "already_built": len(cutoffs) - len(missing) - len(before_data),
+        "before_first_event": len(before_data), "dagster/row_count": int(rows.users.sum()),
+        "users_per_cutoff": dg.MetadataValue.md(frame_to_markdown(rows)),
+    })
+
+
+def missing_feature_dates(warehouse: WarehouseResource, dates: list[dt.date], business_timezone: str
+                          ) -> tuple[list[dt.date], list[dt.date]]:
+    """(dates without features yet, dates on or before the first day with events: no features can exist)."""
+    with warehouse.reader() as con:
+        con.execute("set TimeZone = 'UTC'")
+        first_day = con.execute("select cast(timezone(?, min(event_ts) at time zone 'UTC') as date) from raw.events",
+                                [business_timezone]).fetchone()[0]
+        built = set()
+        if all(table_exists(con, "marts", t) for t in ("feat_user_daily", "feat_user_rfm")):
+            built = {row[0] for row in con.execute(
+                "select as_of_date from marts.feat_user_daily where as_of_date in (select unnest(?)) intersect "
+                "select as_of_date from marts.feat_user_rfm where as_of_date in (select unnest(?))",
+                [dates, dates]).fetchall()}
+    before_data = sorted(d for d in dates if first_day is None or d <= first_day)
+    return sorted(set(dates) - built - set(before_data)), before_data

@@ -46,20 +46,21 @@ def _batches(days: list[dt.date], rows_per_day: dict[dt.date, int]) -> list[list
     return batches + ([current] if current else [])
 
 
-def _rows_per_day(warehouse, table: str, date_column: str, days: list[dt.date]) -> dict[dt.date, int]:
-    counts = warehouse.query_df(
-        f"select {date_column} as day, count(*) as n from {table} where {date_column} between ? and ? group by 1",
-        [days[0], days[-1]],
-    )
+def _rows_per_day(warehouse, table: str, date_column: str, days: list[dt.date] | None) -> dict[dt.date, int]:
+    """Rows per day of ``table``, of the days first .. last of ``days`` (or of every day, with None)."""
+    where = f"where {date_column} between ? and ?" if days else ""
+    counts = warehouse.query_df(f"select {date_column} as day, count(*) as n from {table} {where} group by 1",
+                                [days[0], days[-1]] if days else [])
     return {d.date() if hasattr(d, "date") else d: int(n) for d, n in zip(counts.day, counts.n)}
 
 
 def _validate_days(context, warehouse, settings, suite: str, table: str, date_column: str,
-                   days: list[dt.date], empty_days_fail: bool = True) -> dg.AssetCheckResult:
+                   days: list[dt.date], empty_days_fail: bool = True,
+                   rows_per_day: dict[dt.date, int] | None = None) -> dg.AssetCheckResult:
     """Validate ``table`` for the given days, batch by batch. A day without rows fails the suite, unless
     ``empty_days_fail`` is off (shops close on some days): then empty days are listed, and only a run whose days
-    are all empty fails."""
-    rows_per_day = _rows_per_day(warehouse, table, date_column, days)
+    are all empty fails. (``rows_per_day``: the rows of those days, when the caller has counted them already.)"""
+    rows_per_day = rows_per_day if rows_per_day is not None else _rows_per_day(warehouse, table, date_column, days)
     extra = {}
     if not empty_days_fail:
         empty = [d for d in days if rows_per_day.get(d, 0) == 0]
@@ -126,11 +127,12 @@ MIN_TRAINING_CUTOFFS = 2
                             f"{MIN_TRAINING_CUTOFFS} cutoffs.")
 def training_set_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                        settings: PipelineSettings) -> dg.AssetCheckResult:
-    cutoffs = sorted(d.date() for d in warehouse.query_df(
-        "select distinct as_of_date from marts.fct_training_set").as_of_date)
+    rows_per_cutoff = _rows_per_day(warehouse, "marts.fct_training_set", "as_of_date", None)
+    cutoffs = sorted(rows_per_cutoff)
     if len(cutoffs) < MIN_TRAINING_CUTOFFS:
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={
             "cutoffs": len(cutoffs), "result": f"{len(cutoffs)} training cutoff(s), at least {MIN_TRAINING_CUTOFFS} "
-                                               "needed: backfill the features of earlier as-of dates"})
+                                               "needed: the events begin too late for more (see the metadata of "
+                                               "marts/training_cutoff_features)"})
     return _validate_days(context, warehouse, settings, "fct_training_set", "marts.fct_training_set", "as_of_date",
-                          cutoffs)
+                          cutoffs, rows_per_day=rows_per_cutoff)

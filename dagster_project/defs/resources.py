@@ -37,12 +37,13 @@ class WarehouseResource(dg.ConfigurableResource):
         if context.dagster_run is None:  # built outside a run (a sensor, a script): nothing to serialise
             yield self
             return
-        with run_lock(self.file.parent / "locks", context.run_id, context.dagster_run.job_name,
+        run_id = context.dagster_run.run_id
+        with run_lock(self.file.parent / "locks", run_id, context.dagster_run.job_name,
                       self.lock_timeout_seconds):
-            for run_id in recover_crashed_runs(context.instance, context.run_id):
-                context.log.warning(f"run {run_id} had crashed holding the run lock: reported failed, "
+            for crashed in recover_crashed_runs(context.instance, run_id):
+                context.log.warning(f"run {crashed} had crashed holding the run lock: reported failed, "
                                     "its pool slots freed")
-            context.instance.add_run_tags(context.run_id, {PID_TAG: str(os.getpid())})
+            context.instance.add_run_tags(run_id, {PID_TAG: str(os.getpid())})
             yield self
 
     @contextmanager

@@ -13,6 +13,7 @@ import pandas as pd
 from dagster_project import decisions
 from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.clv import CUTOFFS_KEY
+from dagster_project.defs.dbt_assets import TRAINING_SET
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, TrainingPolicy, WarehouseResource, as_of_dates
 from dagster_project.faults import failpoint
@@ -23,7 +24,6 @@ from ml.registry import CHAMPION, load_by_alias, version_by_alias
 from ml.targets import TARGETS, Target
 from ml.train import NotEligible, train_candidates
 
-TRAINING_SET = dg.AssetKey(["marts", "fct_training_set"])
 CLV = dg.AssetKey(["predictions", "clv"])
 
 
