@@ -47,11 +47,12 @@ else
 endif
 	$(BIN)/shopcast status
 
-# Tests run on both cores (pytest-xdist), heaviest first (tests/conftest.py). With no xdist_group marks, loadgroup
-# hands out one test at a time as a worker frees up (measured with .ci/run: 19 min; loadfile: 25).
+# Tests run on both cores (pytest-xdist), heaviest first (tests/conftest.py): loadgroup hands out one test at a time
+# as a worker frees up, and a module marked with an xdist_group whole (its module fixture is then built once);
+# --no-loadscope-reorder keeps that order instead of putting the groups first.
 TEST_WORKERS ?= 2
 test: manifest
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 validate: manifest
 	$(BIN)/dagster definitions validate -w workspace.yaml

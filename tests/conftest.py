@@ -76,8 +76,8 @@ HEAVIEST_FIRST = ["test_real_samples.py::test_each_sample_runs_end_to_end_and_pr
 
 def pytest_collection_modifyitems(config, items):
     """The heaviest tests first; the sort is stable, so a module's tests keep their order. (Under `make test`
-    xdist deals single tests to the workers, so a module fixture can be built on both: the feedback loop's is, and
-    that costs less than the critical path it removes: 25 min before, 19 after, measured with `.ci/run`.)"""
+    xdist deals single tests to the workers as they free up, except the modules marked with an xdist_group, whose
+    tests go to one worker together so that their module fixture is built once.)"""
     def unit(item) -> str:
         return item.nodeid if item.nodeid.startswith("tests/test_real_samples.py") else item.nodeid.split("::")[0]
 

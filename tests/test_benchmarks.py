@@ -16,6 +16,7 @@ from dagster_project import runs
 from dagster_project.generate.synthetic import GeneratorConfig, generate
 
 AS_OF = dt.date(2026, 10, 20)
+pytestmark = pytest.mark.xdist_group("benchmarks")  # its module fixture is built once, on one worker
 
 
 @pytest.fixture(scope="module")
