@@ -9,8 +9,10 @@ import datetime as dt
 import dagster as dg
 
 from dagster_project.defs.partitions import as_of_daily
-from dagster_project.defs.resources import PipelineSettings, WarehouseResource, as_of_dates
-from expectations import SuiteValidator, ValidationSummary
+from dagster_project.defs.resources import PipelineSettings, TrainingPolicy, WarehouseResource, as_of_dates
+from dagster_project.defs.training import training_sample_sql
+from dagster_project.warehouse import quote_identifier
+from expectations import SuiteValidator, ValidationSummary, suite_columns
 
 
 def _result(summaries: list[ValidationSummary], **extra) -> dg.AssetCheckResult:
@@ -68,14 +70,17 @@ def _validate_days(context, warehouse, settings, suite: str, table: str, date_co
                  "days_without_rows_list": ", ".join(d.isoformat() for d in empty[:30]) or "-"}
         days = [d for d in days if d not in set(empty)] or days
     validator = SuiteValidator(settings.gx_dir, suite)
+    read = suite_columns(suite)
+    columns = ", ".join(map(quote_identifier, read)) if read else "*"  # only what the suite reads
     summaries = []
     for batch in _batches(days, rows_per_day):
         if any(rows_per_day.get(day, 0) == 0 for day in batch):  # validate each empty day alone: it fails
             for day in batch:
-                frame = warehouse.query_df(f"select * from {table} where {date_column} = ?", [day])
+                frame = warehouse.query_df(f"select {columns} from {table} where {date_column} = ?", [day])
                 summaries.append(validator.run(frame, batch=f"{suite}-{day.isoformat()}"))
             continue
-        frame = warehouse.query_df(f"select * from {table} where {date_column} between ? and ?", [batch[0], batch[-1]])
+        frame = warehouse.query_df(f"select {columns} from {table} where {date_column} between ? and ?",
+                                   [batch[0], batch[-1]])
         name = batch[0].isoformat() + (f"..{batch[-1].isoformat()}" if len(batch) > 1 else "")
         summaries.append(validator.run(frame, batch=f"{suite}-{name}"))
     return _result(validator.finish(summaries), **extra)
@@ -118,21 +123,23 @@ def scoring_population_suite(context: dg.AssetCheckExecutionContext, warehouse: 
                           "as_of_date", as_of_dates(context))
 
 
-# At least a validation cutoff and a training cutoff: fewer means the features were not backfilled.
+# At least a validation cutoff and a training cutoff: fewer means the events begin too late for more.
 MIN_TRAINING_CUTOFFS = 2
 
 
 @dg.asset_check(asset=["marts", "fct_training_set"], blocking=True, partitions_def=as_of_daily, pool="duckdb",
-                description="fct_training_set suite, cutoff by cutoff: labels binary, label rates sane; and at least "
-                            f"{MIN_TRAINING_CUTOFFS} cutoffs.")
+                description="fct_training_set suite, cutoff by cutoff, on the rows training reads (at most "
+                            "SHOPCAST_TRAINING_ROWS_PER_CUTOFF users a cutoff, a hash sample): labels binary, label "
+                            f"rates sane; and at least {MIN_TRAINING_CUTOFFS} cutoffs.")
 def training_set_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
-                       settings: PipelineSettings) -> dg.AssetCheckResult:
-    rows_per_cutoff = _rows_per_day(warehouse, "marts.fct_training_set", "as_of_date", None)
+                       settings: PipelineSettings, training_policy: TrainingPolicy) -> dg.AssetCheckResult:
+    read = f"{training_sample_sql(training_policy.rows_per_cutoff)} as training_sample"
+    rows_per_cutoff = _rows_per_day(warehouse, read, "as_of_date", None)
     cutoffs = sorted(rows_per_cutoff)
     if len(cutoffs) < MIN_TRAINING_CUTOFFS:
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={
             "cutoffs": len(cutoffs), "result": f"{len(cutoffs)} training cutoff(s), at least {MIN_TRAINING_CUTOFFS} "
                                                "needed: the events begin too late for more (see the metadata of "
                                                "marts/training_cutoff_features)"})
-    return _validate_days(context, warehouse, settings, "fct_training_set", "marts.fct_training_set", "as_of_date",
-                          cutoffs, rows_per_day=rows_per_cutoff)
+    return _validate_days(context, warehouse, settings, "fct_training_set", read, "as_of_date", cutoffs,
+                          rows_per_day=rows_per_cutoff)

@@ -33,15 +33,19 @@ def with_clv(table: str, where: str = "true") -> str:
             f"left join predictions.clv c on c.user_id = t.user_id and c.as_of_date = t.as_of_date where {where}")
 
 
+def training_sample_sql(rows_per_cutoff: int) -> str:
+    """The training set, at most about ``rows_per_cutoff`` users per cutoff: a cutoff with more keeps the users whose
+    hash falls below its share, so that the same users are kept at every cutoff, the sample is the same on every
+    run, and the label rate is kept in expectation. Sampled in the warehouse, so that a large panel is never loaded
+    whole; the training-set suite validates the same rows (what training reads)."""
+    return (f"(select s.* from marts.fct_training_set s join (select as_of_date, count(*) as n "
+            f"from marts.fct_training_set group by 1) k using (as_of_date) "
+            f"where k.n <= {int(rows_per_cutoff)} or hash(s.user_id) % 1000003 < {int(rows_per_cutoff)} * 1000003.0 / k.n)")
+
+
 def training_sql(rows_per_cutoff: int) -> str:
-    """The training set with its BG/NBD columns, at most about ``rows_per_cutoff`` users per cutoff: a cutoff with
-    more keeps the users whose hash falls below its share, so that the same users are kept at every cutoff, the
-    sample is the same on every run, and the label rate is kept in expectation. Sampled in the warehouse, so that
-    a large panel is never loaded whole."""
-    sampled = (f"(select s.* from marts.fct_training_set s join (select as_of_date, count(*) as n "
-               f"from marts.fct_training_set group by 1) k using (as_of_date) "
-               f"where k.n <= {int(rows_per_cutoff)} or hash(s.user_id) % 1000003 < {int(rows_per_cutoff)} * 1000003.0 / k.n)")
-    return with_clv(sampled)
+    """The training sample (training_sample_sql) with its BG/NBD columns."""
+    return with_clv(training_sample_sql(rows_per_cutoff))
 
 
 def _manifest_checksum() -> str:

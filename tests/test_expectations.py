@@ -1,0 +1,28 @@
+"""The suites read only the columns they check, and a batch of those columns is validated for real."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from expectations import SuiteValidator, suite_columns
+
+
+def test_a_suite_names_the_columns_it_reads_and_a_suite_checking_the_table_shape_reads_all():
+    assert suite_columns("fct_training_set") == ["user_id", "as_of_date", "cutoff_rank", "purchase_next_7d",
+                                                 "churn_next_7d", "revenue_next_28d"]
+    assert suite_columns("raw_events") is None  # it checks the exact set of columns
+    assert {"days_since_last_event", "view_count_90d"} <= set(suite_columns("feat_user_daily"))
+
+
+def test_the_training_set_suite_on_its_columns_alone_passes_good_rows_and_fails_a_bad_label(tmp_path):
+    rows = pd.DataFrame({
+        "user_id": [f"u{i}" for i in range(40)], "as_of_date": pd.Timestamp("2026-10-01"), "cutoff_rank": 1,
+        "purchase_next_7d": [1, 0, 0, 0] * 10, "churn_next_7d": [0, 1] * 20, "revenue_next_28d": 12.5,
+    })[suite_columns("fct_training_set")]
+    validator = SuiteValidator(tmp_path / "gx", "fct_training_set")
+    assert validator.run(rows, batch="good").success
+    broken = rows.assign(purchase_next_7d=[2] + [0] * 39)
+    summary = validator.run(broken, batch="bad-label")
+    assert not summary.success
+    assert {f["expectation"] for f in summary.failed} >= {"expect_column_values_to_be_in_set"}
+    assert summary.evaluated == len(validator.context.suites.get("fct_training_set").expectations)
