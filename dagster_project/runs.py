@@ -17,7 +17,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from dagster_project.locking import run_lock
 from dagster_project.settings import configure_environment, get_paths
-from dagster_project.warehouse import connect, table_exists
+from dagster_project.warehouse import connect, event_day_bounds, table_exists
 
 
 class RunFailed(RuntimeError):
@@ -102,12 +102,7 @@ def event_span() -> EventSpan:
     with _read_between_runs() as con:
         if not table_exists(con, "raw", "events"):
             raise RunFailed("raw.events does not exist yet: load events first (shopcast ingest)")
-        con.execute("set TimeZone = 'UTC'")
-        first, last = con.execute(
-            "select cast(timezone(?, min(event_ts) at time zone 'UTC') as date), "
-            "cast(timezone(?, max(event_ts) at time zone 'UTC') as date) from raw.events",
-            [tz, tz],
-        ).fetchone()
+        first, last = event_day_bounds(con, tz)
     if first is None:
         raise RunFailed("raw.events is empty: load events first (shopcast ingest)")
     return EventSpan(first, last)

@@ -141,6 +141,16 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     return bool(row and row[0])
 
 
+def event_day_bounds(con: duckdb.DuckDBPyConnection, business_timezone: str):
+    """(first, last) business day with events in raw.events, in the business time zone; (None, None) when empty."""
+    con.execute("set TimeZone = 'UTC'")
+    return con.execute(
+        "select cast(timezone(?, min(event_ts) at time zone 'UTC') as date), "
+        "cast(timezone(?, max(event_ts) at time zone 'UTC') as date) from raw.events",
+        [business_timezone, business_timezone],
+    ).fetchone()
+
+
 def table_row_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
     """(schema, table, rows) for every base table and view, views counted too."""
     rows = con.execute(

@@ -17,7 +17,7 @@ from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import PipelineSettings, WarehouseResource, as_of_dates
 from dagster_project.faults import failpoint
 from dagster_project.markdown import frame_to_markdown
-from dagster_project.warehouse import table_exists
+from dagster_project.warehouse import event_day_bounds, table_exists
 
 
 class ShopcastTranslator(DagsterDbtTranslator):
@@ -113,9 +113,7 @@ def missing_feature_dates(warehouse: WarehouseResource, dates: list[dt.date], bu
                           ) -> tuple[list[dt.date], list[dt.date]]:
     """(dates without features yet, dates on or before the first day with events: no features can exist)."""
     with warehouse.reader() as con:
-        con.execute("set TimeZone = 'UTC'")
-        first_day = con.execute("select cast(timezone(?, min(event_ts) at time zone 'UTC') as date) from raw.events",
-                                [business_timezone]).fetchone()[0]
+        first_day, _ = event_day_bounds(con, business_timezone)
         built = set()
         if all(table_exists(con, "marts", t) for t in ("feat_user_daily", "feat_user_rfm")):
             built = {row[0] for row in con.execute(
