@@ -165,6 +165,17 @@ def table_row_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int
     return out
 
 
+def hash_sample_sql(table: str, rows_per_date: int, where: str = "true") -> str:
+    """A subquery: the rows of ``table`` meeting ``where``, at most about ``rows_per_date`` users per as-of date. A
+    date with more keeps the users whose hash falls below its share, so that the same users are kept at every date
+    and on every run, and any rate is kept in expectation; the sample is drawn in the warehouse, so that a large
+    table is never loaded whole. ``where`` may use numbered parameters ($1): it appears twice."""
+    n = int(rows_per_date)
+    return (f"(select s.* from {table} s join (select as_of_date, count(*) as n from {table} where {where} "
+            f"group by 1) k using (as_of_date) "
+            f"where ({where}) and (k.n <= {n} or hash(s.user_id) % 1000003 < {n} * 1000003.0 / k.n))")
+
+
 def replace_dates(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame, date_column: str = "as_of_date") -> int:
     """Atomically replace the rows of the dates in ``frame`` with ``frame``: one transaction, other dates kept.
 

@@ -64,6 +64,11 @@ class Split:
     valid_as_of: str
     train_as_of: list[str]
 
+    @property
+    def tune_as_of(self) -> str | None:
+        """The tuning cutoff, when models are fitted on older cutoffs than it (else None: fit is tune)."""
+        return None if self.fit is self.tune else str(self.tune["as_of_date"].iloc[0])[:10]
+
 
 def time_split(frame: pd.DataFrame, target: Target, min_examples_per_class: int = 20) -> Split:
     """Rank 1 (the newest cutoff with a closed label) validates; the older ones train. NotEligible when the
@@ -107,6 +112,10 @@ class Candidate:
     metrics: dict = field(default_factory=dict)
     run_id: str | None = None
     fit_seconds: float = 0.0
+    # the primary metric per cutoff on which this configuration was fitted on the older cutoffs alone: the
+    # validation cutoff and the tuning one. They are the promotion backtest's newest folds (ml/backtest.py),
+    # which then need not be refitted.
+    fold_scores: dict[str, float] = field(default_factory=dict)
 
 
 def _fit(family: Family, columns, params, frame, target: Target):
@@ -172,8 +181,7 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
     eligibility = eligibility or Eligibility()
     split = time_split(frame, target, eligibility.min_examples_per_class)
     split.train = bounded(split.train, max_training_rows)
-    split.fit = bounded(split.fit, max_training_rows)
-    split.tune = bounded(split.tune, max_training_rows)
+    split.fit = bounded(split.fit, max_training_rows)  # the tuning cutoff is scored whole, like validation
     # features with a value in the rows models are fitted on (BG/NBD outputs are missing at cutoffs too young to fit)
     columns = [c for c in feature_columns(split.train, allow_personal_features) if split.fit[c].notna().any()]
     chosen = families_for(target, families)
@@ -200,6 +208,9 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
             candidate = search(family, split, columns, target, budget_seconds / len(chosen))
             p = predict_scores(candidate.model, X_valid, regression)
             candidate.metrics = target_metrics(regression, y_valid, p, candidate.threshold)
+            candidate.fold_scores = {split.valid_as_of: float(candidate.metrics[target.primary_metric])}
+            if split.tune_as_of is not None:
+                candidate.fold_scores[split.tune_as_of] = candidate.tuning_score
             with mlflow.start_run(experiment_id=experiment_id, run_name=family.name, nested=True,
                                   tags={**all_tags, "family": family.name}) as child:
                 mlflow.log_params({**candidate.params, "family": family.name})

@@ -110,7 +110,7 @@ def test_a_first_model_that_does_not_beat_the_baseline_is_not_champion(store):
 
 
 def test_training_logs_candidates_and_the_registered_model_predicts_the_same_after_loading(store):
-    frame = _panel()
+    frame = _panel(600, 4)
     outcome = train_candidates(frame, TARGET, store, families=["logistic_regression", "gradient_boosting"],
                                eligibility=Eligibility(min_examples_per_class=20),
                                budget_seconds=20, tags={"as_of_date": "2026-11-01"})
@@ -128,6 +128,18 @@ def test_training_logs_candidates_and_the_registered_model_predicts_the_same_aft
     artifacts = {a.path for a in client.list_artifacts(children[0].info.run_id, "plots")}
     assert {"plots/roc.png", "plots/precision_recall.png", "plots/calibration.png", "plots/cumulative_gains.png",
             "plots/confusion_matrix.png", "plots/permutation_importance.png"} <= artifacts
+    # training measured each candidate on the backtest's two newest folds exactly as the gate's refits would
+    from ml.backtest import backtest
+
+    for candidate in outcome.candidates:
+        assert sorted(candidate.fold_scores) == ["2026-10-18", "2026-10-25"]
+        refitted = backtest(frame, TARGET, candidate.model, candidate.family, folds=3, min_examples_per_class=2)
+        measured = {f.as_of_date: f.candidate for f in refitted.folds}
+        assert candidate.fold_scores == pytest.approx({d: measured[d] for d in candidate.fold_scores}, abs=1e-9)
+        reused = backtest(frame, TARGET, candidate.model, candidate.family, folds=3, min_examples_per_class=2,
+                          candidate_scores=candidate.fold_scores)
+        assert [f.candidate_from_training for f in reused.folds] == [True, True, False]
+        assert [f.candidate for f in reused.folds] == pytest.approx([f.candidate for f in refitted.folds], abs=1e-9)
 
 
 def test_scores_carry_the_version_and_rescoring_a_date_replaces_only_it(store, tmp_path):

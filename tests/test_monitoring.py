@@ -144,3 +144,19 @@ def test_decisions_are_appended_with_their_trigger(tmp_path):
                      '[{"as_of_date": "2026-11-01", "candidate": 0.6}]')]
     assert decisions.trigger_of({decisions.SCHEDULE_TAG: "shopcast_weekly_training"}) == \
         "schedule:shopcast_weekly_training"
+
+
+def test_the_hash_sample_bounds_rows_per_date_keeps_the_same_users_and_applies_the_filter():
+    from dagster_project.warehouse import hash_sample_sql
+
+    con = duckdb.connect()
+    con.execute("create table population as select 'u' || i as user_id, date '2026-10-01' + cast(d as integer) as as_of_date, "
+                "i % 3 as events_7d from range(30000) r(i), range(3) s(d) "
+                "union all select 'small' || i, date '2026-10-04', 1 from range(50) r(i)")
+    sample = con.execute(f"select * from {hash_sample_sql('population', 5000, '$1 <= as_of_date and events_7d > 0')}",
+                         [pd.Timestamp("2026-10-02")]).df()
+    per_date = sample.groupby(sample.as_of_date.astype(str)).user_id
+    # 20,000 eligible users a date (events_7d > 0), about 5,000 kept; a date with fewer keeps all of them
+    assert per_date.size().drop("2026-10-04").between(4500, 5500).all() and per_date.size()["2026-10-04"] == 50
+    assert "2026-10-01" not in per_date.size() and (sample.events_7d > 0).all()
+    assert set(per_date.get_group("2026-10-02")) == set(per_date.get_group("2026-10-03"))  # the same users

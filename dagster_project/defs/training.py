@@ -6,6 +6,7 @@ data are not eligible (too few examples of a class) is not trained: the candidat
 """
 
 import hashlib
+import json
 
 import dagster as dg
 import pandas as pd
@@ -18,6 +19,7 @@ from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, TrainingPolicy, WarehouseResource, as_of_dates
 from dagster_project.faults import failpoint
 from dagster_project.markdown import frame_to_markdown
+from dagster_project.warehouse import hash_sample_sql
 from ml.backtest import backtest
 from ml.gate import decide, register
 from ml.registry import CHAMPION, load_by_alias, version_by_alias
@@ -34,13 +36,10 @@ def with_clv(table: str, where: str = "true") -> str:
 
 
 def training_sample_sql(rows_per_cutoff: int) -> str:
-    """The training set, at most about ``rows_per_cutoff`` users per cutoff: a cutoff with more keeps the users whose
-    hash falls below its share, so that the same users are kept at every cutoff, the sample is the same on every
-    run, and the label rate is kept in expectation. Sampled in the warehouse, so that a large panel is never loaded
-    whole; the training-set suite validates the same rows (what training reads)."""
-    return (f"(select s.* from marts.fct_training_set s join (select as_of_date, count(*) as n "
-            f"from marts.fct_training_set group by 1) k using (as_of_date) "
-            f"where k.n <= {int(rows_per_cutoff)} or hash(s.user_id) % 1000003 < {int(rows_per_cutoff)} * 1000003.0 / k.n)")
+    """The training set, at most about ``rows_per_cutoff`` users per cutoff (warehouse.hash_sample_sql: the same
+    users at every cutoff and on every run, the label rate kept in expectation, a large panel never loaded whole);
+    the training-set suite validates the same rows (what training reads)."""
+    return hash_sample_sql("marts.fct_training_set", rows_per_cutoff)
 
 
 def training_sql(rows_per_cutoff: int) -> str:
@@ -86,6 +85,7 @@ def build_target_assets(target: Target) -> list:
         version = register(mlflow.store(), target, outcome.best.run_id,
                            {"as_of_date": as_of, "family": outcome.best.family, "dagster_run_id": context.run.run_id,
                             "quality_problems": "; ".join(outcome.quality_problems),
+                            "fold_scores": json.dumps(outcome.best.fold_scores),
                             **{k: round(v, 6) for k, v in outcome.best.metrics.items()}})
         failpoint("training.after_register")
         table = {c.family: c.metrics for c in outcome.candidates} | {f"baseline ({outcome.baseline_name})": outcome.baseline}
@@ -159,7 +159,8 @@ def run_backtest(store, target: Target, candidate, frame: pd.DataFrame, policy: 
     return backtest(frame, target, model, candidate.tags["family"], incumbent_model=incumbent, incumbent_name=name,
                     incumbent_training_dates=trained_on, folds=policy.backtest_cutoffs,
                     min_examples_per_class=max(1, policy.eligibility().min_examples_per_class // 10),
-                    max_training_rows=policy.max_training_rows)
+                    max_training_rows=policy.max_training_rows,
+                    candidate_scores=json.loads(candidate.tags.get("fold_scores", "{}")))
 
 
 def version_for(store, target: Target, as_of: str):
