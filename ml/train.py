@@ -112,6 +112,7 @@ class Candidate:
     metrics: dict = field(default_factory=dict)
     run_id: str | None = None
     fit_seconds: float = 0.0
+    configurations_tried: int = 0
     # the primary metric per cutoff on which this configuration was fitted on the older cutoffs alone: the
     # validation cutoff and the tuning one. They are the promotion backtest's newest folds (ml/backtest.py),
     # which then need not be refitted.
@@ -140,14 +141,20 @@ def families_for(target: Target, names: list[str] | None = None) -> list[Family]
 
 
 def search(family: Family, split: Split, columns: list[str], target: Target, budget_seconds: float) -> Candidate:
-    """Try the family's grid (within the time budget, at least one configuration), keep the best on the tuning
-    cutoff, choose its F1-optimal threshold there (classification), and refit it on all training cutoffs."""
-    started, best = time.perf_counter(), None
+    """Try the family's grid, keep the best on the tuning cutoff, choose its F1-optimal threshold there
+    (classification), and refit it on all training cutoffs. The first configuration is always tried; another only
+    while it and the final refit (projected from the last fit's time and the rows) still fit in the budget."""
+    started, best, tried = time.perf_counter(), None, 0
     y_tune = split.tune[target.label].to_numpy(dtype=float)
+    refit_share = len(split.train) / max(len(split.fit), 1)
+    last_fit = 0.0
     for params in family.grid:
-        if best is not None and time.perf_counter() - started > budget_seconds:
+        if best is not None and time.perf_counter() - started + last_fit * (1 + refit_share) > budget_seconds:
             break
+        fit_started = time.perf_counter()
         model = _fit(family, columns, params, split.fit, target)
+        last_fit = time.perf_counter() - fit_started
+        tried += 1
         p = predict_scores(model, to_matrix(split.tune, columns), target.is_regression)
         score = float(target_metrics(target.is_regression, y_tune, p)[target.primary_metric])
         if best is None or score > best[0]:
@@ -156,7 +163,8 @@ def search(family: Family, split: Split, columns: list[str], target: Target, bud
     score, params, threshold = best
     fit_started = time.perf_counter()
     model = _fit(family, columns, params, split.train, target)
-    return Candidate(family.name, params, score, threshold, model, fit_seconds=time.perf_counter() - fit_started)
+    return Candidate(family.name, params, score, threshold, model, fit_seconds=time.perf_counter() - fit_started,
+                     configurations_tried=tried)
 
 
 @dataclass
@@ -177,7 +185,10 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                      eligibility: Eligibility | None = None,
                      max_training_rows: int = 100_000, allow_personal_features: bool = False,
                      progress: Callable[[str], None] = lambda _: None) -> TrainingOutcome:
-    """Search every family, log a parent run with one nested run per candidate, and return them all."""
+    """Search every family, log a parent run with one nested run per candidate, and return them all.
+    ``budget_seconds`` bounds the whole search, refits and logging included, but for the first configuration of
+    each family, which is always tried (on a large panel, the fixed cost: see benchmarks/results/scale.md)."""
+    started = time.perf_counter()
     eligibility = eligibility or Eligibility()
     split = time_split(frame, target, eligibility.min_examples_per_class)
     split.train = bounded(split.train, max_training_rows)
@@ -203,9 +214,11 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                            "training_rows": len(split.train), "validation_rows": len(split.valid),
                            "budget_seconds": budget_seconds})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline.items() if np.isfinite(v)})
-        candidates = []
-        for family in chosen:
-            candidate = search(family, split, columns, target, budget_seconds / len(chosen))
+        candidates, deadline = [], started + budget_seconds
+        for i, family in enumerate(chosen):
+            # each family gets an even share of what is left, so one that ran over shortens the others' search
+            share = max(0.0, deadline - time.perf_counter()) / (len(chosen) - i)
+            candidate = search(family, split, columns, target, share)
             p = predict_scores(candidate.model, X_valid, regression)
             candidate.metrics = target_metrics(regression, y_valid, p, candidate.threshold)
             candidate.fold_scores = {split.valid_as_of: float(candidate.metrics[target.primary_metric])}
@@ -215,7 +228,8 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                                   tags={**all_tags, "family": family.name}) as child:
                 mlflow.log_params({**candidate.params, "family": family.name})
                 mlflow.log_metrics({k: v for k, v in candidate.metrics.items() if np.isfinite(v)}
-                                   | {"tuning_score": candidate.tuning_score, "fit_seconds": candidate.fit_seconds})
+                                   | {"tuning_score": candidate.tuning_score, "fit_seconds": candidate.fit_seconds,
+                                     "configurations_tried": candidate.configurations_tried})
                 figures = (regression_plots(y_valid, p) if regression
                            else plots(y_valid.astype(int), p, candidate.threshold, candidate.model, X_valid))
                 importance = global_importance(candidate.model, X_valid, regression)

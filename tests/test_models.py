@@ -142,6 +142,22 @@ def test_training_logs_candidates_and_the_registered_model_predicts_the_same_aft
         assert [f.candidate for f in reused.folds] == pytest.approx([f.candidate for f in refitted.folds], abs=1e-9)
 
 
+def test_the_budget_bounds_the_whole_search_and_every_family_still_tries_its_first_configuration(store):
+    from ml.models import FAMILIES
+
+    frame = _panel()
+    families = ["logistic_regression", "decision_tree"]
+    spent = train_candidates(frame, TARGET, store, families=families, budget_seconds=0,
+                             eligibility=Eligibility(min_examples_per_class=20))
+    assert [(c.family, c.params, c.configurations_tried) for c in spent.candidates] == [
+        (f, FAMILIES[f].grid[0], 1) for f in families]
+    ample = train_candidates(frame, TARGET, store, families=families, budget_seconds=600,
+                             eligibility=Eligibility(min_examples_per_class=20))
+    assert [c.configurations_tried for c in ample.candidates] == [len(FAMILIES[f].grid) for f in families]
+    logged = store.activate().get_run(ample.candidates[0].run_id).data.metrics
+    assert logged["configurations_tried"] == len(FAMILIES["logistic_regression"].grid)
+
+
 def test_scores_carry_the_version_and_rescoring_a_date_replaces_only_it(store, tmp_path):
     import duckdb
 

@@ -157,7 +157,7 @@ class TrainingPolicy(dg.ConfigurableResource):
     """How candidates are searched and when one may be published. Numbers that may be fractional are strings,
     because Dagster's EnvVar reads text."""
 
-    budget_seconds: int = 300
+    budget_seconds: int = 300           # one target's whole search (ml.train.train_candidates), per run
     families: str = "all"               # comma-separated model families, or all
     gate_margin: str = "0.0"            # how much better (primary metric) a candidate must be than the champion
     min_examples_per_class: int = 1000  # eligibility: positives and negatives in the training cutoffs
