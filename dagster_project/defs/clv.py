@@ -87,7 +87,7 @@ def clv_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResou
 @dg.asset(key=CUTOFFS_KEY, deps=[dg.AssetKey(["marts", "feat_user_rfm"]), TRAINING_CUTOFF_FEATURES], group_name="clv",
           partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
           kinds={"pymc", "duckdb"},
-          description="BG/NBD at the training cutoffs of the run's dates that have no fit yet, each fitted only on "
+          description="BG/NBD at the training cutoffs of the run's (last) date that have no fit yet, each fitted only on "
                       "data before its own date, written to predictions.clv: inputs and baseline of training. Runs "
                       "with training, not daily: a cutoff scored by an earlier daily run already has its fit.")
 def clv_training_cutoffs(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: PipelineSettings,
@@ -95,9 +95,10 @@ def clv_training_cutoffs(context: dg.AssetExecutionContext, warehouse: Warehouse
     # A cutoff's fit uses only data before its date, so a date fitted before (as a cutoff, or scored by a daily
     # run) is final: fit only the cutoffs missing.
     fitted = set(warehouse.query_df("select distinct as_of_date from predictions.clv").as_of_date.dt.date) \
-        if warehouse.scalar("select count(*) from information_schema.tables where table_schema = 'predictions' "
-                            "and table_name = 'clv'") else set()
-    needed = {d for run_date in as_of_dates(context) for d in settings.training_cutoff_dates(run_date)}
+        if warehouse.has_table("predictions", "clv") else set()
+    # the cutoffs of the run's last date: the date training trains for (training.py), and whose cutoffs'
+    # features training_cutoff_features computes
+    needed = set(settings.training_cutoff_dates(as_of_dates(context)[-1]))
     result = _fit_dates(context, warehouse, mlflow, sorted(needed - fitted), set(), settings.clv_fit_users)
     return dg.MaterializeResult(metadata={
         "cutoffs": len(needed), "already_fitted": len(needed & fitted),

@@ -181,10 +181,9 @@ def feature_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
 
 
 def _latest_drift(warehouse: WarehouseResource, dates) -> pd.DataFrame:
-    return warehouse.query_df("select * from monitoring.feature_drift where as_of_date = ?", [dates[-1]]) \
-        if warehouse.scalar("select count(*) from information_schema.tables where table_schema = 'monitoring' "
-                            "and table_name = 'feature_drift'") else pd.DataFrame(columns=["feature", "status", "psi",
-                                                                                          "problem", "target"])
+    if not warehouse.has_table("monitoring", "feature_drift"):
+        return pd.DataFrame(columns=["feature", "status", "psi", "problem", "target"])
+    return warehouse.query_df("select * from monitoring.feature_drift where as_of_date = ?", [dates[-1]])
 
 
 @dg.asset_check(asset=DRIFT, partitions_def=as_of_daily, pool="duckdb",

@@ -16,7 +16,7 @@ from dagster_dbt import DbtCliResource
 from dagster_project.dbt_project import dbt_project
 from dagster_project.locking import PID_TAG, recover_crashed_runs, run_lock
 from dagster_project.serving import Publish, ServingOptions, publish, serving_path
-from dagster_project.warehouse import connect, ensure_raw_schema
+from dagster_project.warehouse import connect, ensure_raw_schema, table_exists
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -60,6 +60,10 @@ class WarehouseResource(dg.ConfigurableResource):
     def query_df(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.reader() as con:
             return con.execute(sql, params or []).df()
+
+    def has_table(self, schema: str, table: str) -> bool:
+        with self.reader() as con:
+            return table_exists(con, schema, table)
 
     def scalar(self, sql: str, params: list | None = None):
         with self.reader() as con:
