@@ -24,7 +24,7 @@ OUTCOMES = dg.AssetKey(["monitoring", "fct_prediction_outcomes"])
 PERFORMANCE = dg.AssetKey(["monitoring", "prediction_performance"])
 DRIFT = dg.AssetKey(["monitoring", "feature_drift"])
 RETRAIN_METADATA = "retrain_requested"   # {target: reason}: what the retraining sensor reads
-REFERENCE_ROWS = 50_000                  # the training-data sample drift is measured against
+REFERENCE_ROWS = 50_000                  # the training-data sample drift is measured against (a hash sample)
 # the scoring population's sample per date it is compared with (a hash sample: the same users day after day); the
 # PSI on 200k rows differs from the whole population's by at most ~0.001 (simulated; the warn limit is 0.1), at a
 # fraction of the load and scoring
@@ -115,15 +115,15 @@ def _champion_reference(warehouse: WarehouseResource, store, target):
     cutoff. The newest one, not all of them pooled: features that trend with time (tenure, the BG/NBD outputs of a
     young history) would make a pool of twelve weeks look drifted against any single day, the training day too."""
     model, entry = load_by_alias(store, target.name, CHAMPION)
-    dates = [max(store.activate().get_run(entry.run_id).data.tags["training_as_of_dates"].split(","))]
-    # the features of those dates (feat_user_daily keeps every date; fct_training_set holds today's cutoffs only)
-    reference = target.select(warehouse.query_df(
-        with_clv("marts.feat_user_daily", "t.as_of_date in (select cast(unnest(?) as date))"), [dates]))
+    newest = max(store.activate().get_run(entry.run_id).data.tags["training_as_of_dates"].split(","))
+    # the features of that date (feat_user_daily keeps every date; fct_training_set holds today's cutoffs only),
+    # sampled in the warehouse: a date of a large shop holds millions of users
+    reference = warehouse.query_df(with_clv(hash_sample_sql(
+        "marts.feat_user_daily", REFERENCE_ROWS, f"as_of_date = cast($1 as date) and ({target.population_sql})")),
+        [newest])
     if reference.empty:
         raise ValueError(f"{target.name}: no feature rows for the champion v{entry.version}'s training date "
-                         f"{dates[0]}: were they deleted from marts.feat_user_daily?")
-    if len(reference) > REFERENCE_ROWS:
-        reference = reference.sample(n=REFERENCE_ROWS, random_state=0)
+                         f"{newest}: were they deleted from marts.feat_user_daily?")
     return model, entry, reference
 
 
