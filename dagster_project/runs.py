@@ -65,6 +65,8 @@ def _failure_message(job_name: str, result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.step_failure_data.error
+            while error is not None and error.cause is not None:  # the asset's own error, not Dagster's wrapper
+                error = error.cause
             lines.append(f"  step {event.step_key}: {error.message.strip() if error else 'failed'}")
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data

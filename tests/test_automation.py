@@ -36,7 +36,11 @@ def test_jobs_and_schedules_are_defined():
     assert dg.AssetKey(["predictions", "clv"]) in selected and cutoffs not in selected
     assert dg.AssetKey(["marts", "fct_training_set"]) not in selected  # rebuilt when a run trains
     checks = defs.resolve_job_def("daily_scoring").asset_layer.asset_graph.asset_check_keys
-    assert not any(check.asset_key == dg.AssetKey(["marts", "fct_training_set"]) for check in checks)
+    sample = dg.AssetKey(["training", "training_sample"])
+    assert sample not in selected and not any(check.asset_key == sample for check in checks)
+    # the targets train on the sample drawn once per run, and its suite blocks them
+    assert sample in defs.resolve_job_def("weekly_training").asset_layer.executable_asset_keys
+    assert sample in defs.resolve_asset_graph().get(dg.AssetKey(["models", "churn_probability_7d_candidates"])).parent_keys
     assert cutoffs in defs.resolve_job_def("weekly_training").asset_layer.executable_asset_keys
     # so do the features of training cutoffs that are missing; the training set reads them
     cutoff_features = dg.AssetKey(["marts", "training_cutoff_features"])

@@ -75,13 +75,49 @@ def test_the_first_run_computes_the_features_of_its_training_cutoffs_not_of_ever
     assert (metadata["computed"], metadata["already_built"]) == (0, 3)
 
 
+def _metadata(key: list[str]) -> dict:
+    with runs.instance() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(key))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_every_target_trains_on_the_one_sample_the_run_drew_and_validated(pipeline):
+    sample = _read(pipeline, "select as_of_date, count(*) as n from training.training_sample group by 1 order by 1")
+    training_set = _read(pipeline, "select as_of_date, count(*) as n from marts.fct_training_set group by 1 order by 1")
+    # the demo's cutoffs are below the bound: the sample is the whole training set, with the BG/NBD columns
+    assert sample.equals(training_set)
+    columns = set(_read(pipeline, "select * from training.training_sample limit 0").columns)
+    assert {"clv_p_alive", "clv_expected_revenue_28d", "purchase_next_7d"} <= columns
+    assert _metadata(["training", "training_sample"])["dagster/row_count"] == sample.n.sum()
+    for target in ("purchase_propensity_7d", "churn_probability_7d", "predicted_revenue_28d"):
+        assert _metadata(["models", f"{target}_candidates"])["training_set_rows_loaded"] == sample.n.sum(), target
+    # a target run alone after the training set moved on refuses the older sample, loudly
+    with duckdb.connect(str(pipeline.warehouse)) as con:
+        con.execute("delete from training.training_sample where as_of_date = (select max(as_of_date) from "
+                    "training.training_sample)")
+    with pytest.raises(runs.RunFailed, match="materialize training/training_sample with the models"):
+        runs._execute("weekly_training", partition_key=DEMO_AS_OF.isoformat(),
+                      asset_selection=[dg.AssetKey(["models", "churn_probability_7d_candidates"])])
+
+
+def test_feature_counts_are_bigint_not_hugeint_for_arrow_and_bi_readers(pipeline):
+    types = _read(pipeline, """
+        select table_name, column_name, data_type from information_schema.columns
+        where table_schema in ('intermediate', 'marts', 'training') and data_type like 'HUGEINT%'
+    """)
+    assert types.empty, types.to_string()
+    kinds = _read(pipeline, "select data_type from information_schema.columns where table_name = 'feat_user_daily' "
+                            "and column_name in ('events_7d', 'view_count_28d', 'sessions_28d')")
+    assert set(kinds.data_type) == {"BIGINT"}
+
+
 def test_every_check_of_the_run_passed_and_status_reports_it(pipeline):
     from dagster_project.status import collect
 
     report = collect()
     checks = {c["check"]: c for c in report["checks"]}
     for name in ("staging/stg_shop__events:raw_events_suite", "marts/feat_user_daily:feat_user_daily_suite",
-                 "marts/fct_training_set:training_set_suite", "marts/fct_scoring_population:scoring_population_suite"):
+                 "training/training_sample:training_set_suite", "marts/fct_scoring_population:scoring_population_suite"):
         assert checks[name]["passed"] is True, checks[name]
     tables = {t["table"]: t["rows"] for t in report["tables"]}
     assert tables["raw.events"] > 35_000 and tables["marts.fct_training_set"] > 0

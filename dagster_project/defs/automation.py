@@ -15,6 +15,7 @@ from dagster_project.defs.clv import CUTOFFS_KEY
 from dagster_project.defs.dbt_assets import TRAINING_CUTOFF_FEATURES
 from dagster_project.defs.dbt_assets import TRAINING_SET as TRAINING_SET_KEY
 from dagster_project.defs.partitions import as_of_daily
+from dagster_project.defs.training import TRAINING_SAMPLE
 from ml.targets import TARGETS
 
 # Everything: ingest what has landed, then staging → checks → marts → checks (→ models and scores, later).
@@ -36,7 +37,7 @@ feature_backfill = dg.define_asset_job(
     description="Features (and their checks) for a range of as-of dates, as one run.",
 )
 
-TRAINING = dg.AssetSelection.assets(TRAINING_CUTOFF_FEATURES, CUTOFFS_KEY, *[dg.AssetKey(["models", f"{t}_{step}"]) for t in TARGETS
+TRAINING = dg.AssetSelection.assets(TRAINING_CUTOFF_FEATURES, CUTOFFS_KEY, TRAINING_SAMPLE, *[dg.AssetKey(["models", f"{t}_{step}"]) for t in TARGETS
                                                       for step in ("candidates", "champion")])
 
 # Daily: ingest, features, checks and scores with the current champion, no retraining (and so no training set:
@@ -144,7 +145,7 @@ def retraining_sensor(context: dg.SensorEvaluationContext):
                 run_key=f"retrain:{target}:{as_of}", partition_key=as_of,
                 asset_selection=[dg.AssetKey(["models", f"{target}_candidates"]),
                                  dg.AssetKey(["models", f"{target}_champion"]), CUTOFFS_KEY,
-                                 TRAINING_CUTOFF_FEATURES, TRAINING_SET_KEY],
+                                 TRAINING_CUTOFF_FEATURES, TRAINING_SET_KEY, TRAINING_SAMPLE],
                 tags={TRIGGER_TAG: trigger, "shopcast/retrain_reason": reason[:500]},
             )
     context.update_cursor(json.dumps(last_requested))

@@ -9,8 +9,8 @@ import datetime as dt
 import dagster as dg
 
 from dagster_project.defs.partitions import as_of_daily
-from dagster_project.defs.resources import PipelineSettings, TrainingPolicy, WarehouseResource, as_of_dates
-from dagster_project.defs.training import training_sample_sql
+from dagster_project.defs.resources import PipelineSettings, WarehouseResource, as_of_dates
+from dagster_project.defs.training import TRAINING_SAMPLE, TRAINING_SAMPLE_TABLE
 from dagster_project.warehouse import quote_identifier
 from expectations import SuiteValidator, ValidationSummary, suite_columns
 
@@ -127,13 +127,13 @@ def scoring_population_suite(context: dg.AssetCheckExecutionContext, warehouse: 
 MIN_TRAINING_CUTOFFS = 2
 
 
-@dg.asset_check(asset=["marts", "fct_training_set"], blocking=True, partitions_def=as_of_daily, pool="duckdb",
-                description="fct_training_set suite, cutoff by cutoff, on the rows training reads (at most "
-                            "SHOPCAST_TRAINING_ROWS_PER_CUTOFF users a cutoff, a hash sample): labels binary, label "
+@dg.asset_check(asset=TRAINING_SAMPLE, blocking=True, partitions_def=as_of_daily, pool="duckdb",
+                description="fct_training_set suite, cutoff by cutoff, on the rows training reads (the training "
+                            "sample: at most SHOPCAST_TRAINING_ROWS_PER_CUTOFF users a cutoff): labels binary, label "
                             f"rates sane; and at least {MIN_TRAINING_CUTOFFS} cutoffs.")
 def training_set_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
-                       settings: PipelineSettings, training_policy: TrainingPolicy) -> dg.AssetCheckResult:
-    read = f"{training_sample_sql(training_policy.rows_per_cutoff)} as training_sample"
+                       settings: PipelineSettings) -> dg.AssetCheckResult:
+    read = TRAINING_SAMPLE_TABLE
     rows_per_cutoff = _rows_per_day(warehouse, read, "as_of_date", None)
     cutoffs = sorted(rows_per_cutoff)
     if len(cutoffs) < MIN_TRAINING_CUTOFFS:

@@ -47,6 +47,49 @@ def training_sql(rows_per_cutoff: int) -> str:
     return with_clv(training_sample_sql(rows_per_cutoff))
 
 
+TRAINING_SAMPLE = dg.AssetKey(["training", "training_sample"])
+TRAINING_SAMPLE_TABLE = "training.training_sample"
+
+
+@dg.asset(key=TRAINING_SAMPLE, deps=[TRAINING_SET, CLV, CUTOFFS_KEY], group_name="training",
+          partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
+          kinds={"duckdb"},
+          description="The rows every target trains and is backtested on: the training set's hash sample "
+                      "(SHOPCAST_TRAINING_ROWS_PER_CUTOFF users a cutoff at most) with its BG/NBD columns, drawn "
+                      "once per training run in the warehouse, validated by the training-set suite, then read by "
+                      "each target's candidates and gate.")
+def training_sample(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                    training_policy: TrainingPolicy) -> dg.MaterializeResult:
+    # Drawn once, not by each of the six readers: at 100M events the join and sample cost ~50 s a read.
+    # Ordered, so that a refit on the same rows sees them in the same order.
+    with warehouse.writer() as con:
+        con.execute("create schema if not exists training")
+        con.execute(f"create or replace table {TRAINING_SAMPLE_TABLE} as "
+                    f"select * from ({training_sql(training_policy.rows_per_cutoff)}) order by as_of_date, user_id")
+    # per cutoff: users, and the mean of each target's label (a rate, or the mean revenue)
+    labels = ", ".join(f"avg({t.label}) as {t.label}" for t in TARGETS.values())
+    per_cutoff = warehouse.query_df(f"select as_of_date, count(*) as users, {labels} from {TRAINING_SAMPLE_TABLE} "
+                                    "group by 1 order by 1")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": int(per_cutoff.users.sum()), "cutoffs": len(per_cutoff),
+        "rows_per_cutoff_at_most": training_policy.rows_per_cutoff,
+        "training_set_rows": warehouse.scalar("select count(*) from marts.fct_training_set"),
+        "per_cutoff": dg.MetadataValue.md(frame_to_markdown(per_cutoff, float_format="{:.4f}")),
+    })
+
+
+def load_training_sample(warehouse: WarehouseResource) -> pd.DataFrame:
+    """The sample the training_sample asset drew; refused when it predates the training set (a run that selected
+    the models without it), so that no target trains on an older panel than the one validated."""
+    sample_ends, training_set_ends = warehouse.query_df(
+        f"select (select max(as_of_date) from {TRAINING_SAMPLE_TABLE}), "
+        "(select max(as_of_date) from marts.fct_training_set)").iloc[0]
+    if sample_ends != training_set_ends:
+        raise RuntimeError(f"{TRAINING_SAMPLE_TABLE} ends at {sample_ends}, marts.fct_training_set at "
+                           f"{training_set_ends}: materialize training/training_sample with the models")
+    return warehouse.query_df(f"select * from {TRAINING_SAMPLE_TABLE}")
+
+
 def _manifest_checksum() -> str:
     return hashlib.sha256(dbt_project.manifest_path.read_bytes()).hexdigest()[:16]
 
@@ -63,14 +106,14 @@ def build_target_assets(target: Target) -> list:
     candidates_key = dg.AssetKey(["models", f"{target.name}_candidates"])
     champion_key = dg.AssetKey(["models", f"{target.name}_champion"])
 
-    @dg.asset(key=candidates_key, deps=[TRAINING_SET, CLV, CUTOFFS_KEY], group_name=target.name, partitions_def=as_of_daily,
+    @dg.asset(key=candidates_key, deps=[TRAINING_SAMPLE], group_name=target.name, partitions_def=as_of_daily,
               backfill_policy=dg.BackfillPolicy.single_run(),
               kinds={"scikit-learn", "mlflow"}, pool="duckdb",
               description=f"Candidate models for {target.name}: {target.description} Best one registered.")
     def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
                    training_policy: TrainingPolicy) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
-        frame = warehouse.query_df(training_sql(training_policy.rows_per_cutoff))
+        frame = load_training_sample(warehouse)
         try:
             outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=training_policy.budget_seconds,
                                        families=training_policy.family_list,
@@ -81,7 +124,8 @@ def build_target_assets(target: Target) -> list:
                                              "dbt_manifest_checksum": _manifest_checksum()})
         except NotEligible as not_eligible:  # an expected outcome on small or young data, not an error
             context.log.warning(f"{target.name} not trained: {not_eligible}")
-            return dg.MaterializeResult(metadata={"eligible": False, "reason": str(not_eligible)})
+            return dg.MaterializeResult(metadata={"eligible": False, "reason": str(not_eligible),
+                                                  "training_set_rows_loaded": len(frame)})
         version = register(mlflow.store(), target, outcome.best.run_id,
                            {"as_of_date": as_of, "family": outcome.best.family, "dagster_run_id": context.run.run_id,
                             "quality_problems": "; ".join(outcome.quality_problems),
@@ -121,7 +165,7 @@ def build_target_assets(target: Target) -> list:
                 decisions.record(con, as_of_date=as_of, target=target.name, trigger=trigger, promoted=False,
                                  dagster_run_id=context.run.run_id, decision="none", reason=reason)
             return dg.MaterializeResult(metadata={"decision": "none", "promoted": False, "reason": reason})
-        frame = warehouse.query_df(training_sql(training_policy.rows_per_cutoff))
+        frame = load_training_sample(warehouse)
         tested = run_backtest(store, target, candidate, frame, training_policy)
         problems = [p for p in candidate.tags.get("quality_problems", "").split("; ") if p]
         decision = decide(store, target, candidate, {}, frame.iloc[:0], training_policy.margin, problems,
@@ -177,5 +221,5 @@ def version_for(store, target: Target, as_of: str):
 
 @dg.definitions
 def training_defs() -> dg.Definitions:
-    return dg.Definitions(assets=[a for t in TARGETS.values() for a in build_target_assets(t)])
+    return dg.Definitions(assets=[training_sample, *(a for t in TARGETS.values() for a in build_target_assets(t))])
 

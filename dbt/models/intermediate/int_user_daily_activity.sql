@@ -78,7 +78,7 @@ daily as (
         count(*) filter (where event_type = '{{ event_type }}') as n_{{ event_type }},
         {% endfor -%}
         coalesce(sum(purchase_revenue), 0) as purchase_revenue,
-        count(distinct session_id) + sum(starts_derived_session) as n_sessions
+        cast(count(distinct session_id) + sum(starts_derived_session) as bigint) as n_sessions
     from sessionised
     where event_date >= {{ window_start }}
     {% if is_incremental() %}

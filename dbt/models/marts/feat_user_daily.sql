@@ -60,13 +60,15 @@ history as (
 
 windowed as (
 
+    -- counts cast to bigint: DuckDB sums integers into 128-bit HUGEINTs, which Arrow and BI tools read as
+    -- 38-digit decimals (2.4M rows x 34 such columns: 49 s from Arrow to pandas, against 0.3 s as bigint)
     select
         as_of_date,
         user_id,
         {% for window in windows -%}
-        sum(case when days_ago <= {{ window }} then n_events else 0 end) as events_{{ window }}d,
+        cast(sum(case when days_ago <= {{ window }} then n_events else 0 end) as bigint) as events_{{ window }}d,
         {% for event_type in var('event_types') -%}
-        sum(case when days_ago <= {{ window }} then n_{{ event_type }} else 0 end) as {{ event_type }}_count_{{ window }}d,
+        cast(sum(case when days_ago <= {{ window }} then n_{{ event_type }} else 0 end) as bigint) as {{ event_type }}_count_{{ window }}d,
         {% endfor -%}
         {% endfor -%}
         {% for event_type in var('event_types') -%}
@@ -75,8 +77,8 @@ windowed as (
         min(days_ago) as days_since_last_event,
         sum(case when days_ago <= 28 then purchase_revenue else 0 end) as revenue_28d,
         sum(purchase_revenue) as revenue_{{ lookback }}d,
-        sum(case when days_ago <= 7 then n_sessions else 0 end) as sessions_7d,
-        sum(case when days_ago <= 28 then n_sessions else 0 end) as sessions_28d,
+        cast(sum(case when days_ago <= 7 then n_sessions else 0 end) as bigint) as sessions_7d,
+        cast(sum(case when days_ago <= 28 then n_sessions else 0 end) as bigint) as sessions_28d,
         count(case when days_ago <= 28 then 1 end) as active_days_28d,
         count(*) as active_days_{{ lookback }}d
     from history
