@@ -133,7 +133,7 @@ def stage_of(step_key: str, checks: set[str]) -> str:
         return "features"
     if step_key.startswith("predictions__clv"):  # the run's date and the training cutoffs
         return "BG/NBD"
-    if step_key.endswith("_candidates"):
+    if step_key.endswith("_candidates") or step_key == "training__training_sample":
         return "train + register"
     if step_key.endswith("_champion"):
         return "gate"
