@@ -41,7 +41,7 @@ def effects(model, X: pd.DataFrame, regression: bool, reference: pd.Series | Non
     # The changed copies of every feature are stacked and predicted together, MAX_STACKED_ROWS at a time: one call
     # instead of one per feature (a call costs ~0.1 s of overhead for a forest, whatever its rows: 60 features on
     # a 2,000-row sample took 8 s). Each row's prediction depends on that row alone, so the result is the same.
-    pending, stacked_rows = [], 0
+    pending = []   # (feature index, row positions, the rows with that feature at the reference)
 
     def predict_pending() -> None:
         scores = predict_scores(model, pd.DataFrame(np.concatenate([block for *_, block in pending]),
@@ -59,13 +59,11 @@ def effects(model, X: pd.DataFrame, regression: bool, reference: pd.Series | Non
         moved = np.flatnonzero(~((values[:, k] == value) | (np.isnan(values[:, k]) & np.isnan(value))))
         for start in range(0, len(moved), MAX_STACKED_ROWS):
             rows = moved[start:start + MAX_STACKED_ROWS]
-            if pending and stacked_rows + len(rows) > MAX_STACKED_ROWS:
+            if pending and sum(len(r) for _, r, _ in pending) + len(rows) > MAX_STACKED_ROWS:
                 predict_pending()
-                stacked_rows = 0
             block = values[rows]
             block[:, k] = value
             pending.append((j, rows, block))
-            stacked_rows += len(rows)
     if pending:
         predict_pending()
     return pd.DataFrame(out, index=X.index, columns=columns)

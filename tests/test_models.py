@@ -346,16 +346,15 @@ def test_stacked_effects_equal_one_prediction_per_feature_and_row_whatever_the_b
     X.loc[::7, "c2"] = np.nan
     y = (X.c0 + X.c2.fillna(2) + rng.normal(0, 0.5, 400) > 1).astype(int)
     model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y)
-    imputed = X   # NaN kept: the model handles it, and a NaN row differs from the median
-    reference = imputed.median()
-    by_hand = pd.DataFrame({c: model.predict_proba(imputed)[:, 1]
-                            - model.predict_proba(imputed.assign(**{c: reference[c]}))[:, 1] for c in X.columns})
-    got = explain.effects(model, imputed, regression=False, reference=reference)
+    reference = X.median()   # NaN kept: the model handles it, and a NaN row differs from the median
+    by_hand = pd.DataFrame({c: model.predict_proba(X)[:, 1]
+                            - model.predict_proba(X.assign(**{c: reference[c]}))[:, 1] for c in X.columns})
+    got = explain.effects(model, X, regression=False, reference=reference)
     np.testing.assert_allclose(got.to_numpy(), by_hand.to_numpy(), atol=1e-12)
     assert (got.to_numpy() != 0).any()
     # batches smaller than one feature's moved rows: split, stacked and put back in the same places
     monkeypatch.setattr(explain, "MAX_STACKED_ROWS", 37)
-    np.testing.assert_allclose(explain.effects(model, imputed, regression=False, reference=reference).to_numpy(),
+    np.testing.assert_allclose(explain.effects(model, X, regression=False, reference=reference).to_numpy(),
                                by_hand.to_numpy(), atol=1e-12)
 
 

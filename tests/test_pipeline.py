@@ -22,6 +22,12 @@ def _read(paths, sql, params=None) -> pd.DataFrame:
         return con.execute(sql, params or []).df()
 
 
+def _metadata(key: list[str]) -> dict:
+    with runs.instance() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(key))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
 def test_whole_graph_materializes_point_in_time_marts(pipeline):
     counts = _read(pipeline, """
         select
@@ -62,23 +68,13 @@ def test_the_first_run_computes_the_features_of_its_training_cutoffs_not_of_ever
     for table in ("feat_user_daily", "feat_user_rfm"):
         built = set(_read(pipeline, f"select distinct as_of_date from marts.{table}").as_of_date.dt.date)
         assert built == cutoffs | {DEMO_AS_OF}, table
-    with runs.instance() as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey(["marts", "training_cutoff_features"]))
-        metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    metadata = _metadata(["marts", "training_cutoff_features"])
     assert (metadata["cutoffs"], metadata["computed"], metadata["already_built"]) == (3, 3, 0)
     assert metadata["dagster/row_count"] == _read(pipeline, "select count(*) from marts.fct_training_set").iloc[0, 0]
     # a retrain of the same date finds them built and computes nothing
     runs.run_job("weekly_training", DEMO_AS_OF)
-    with runs.instance() as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey(["marts", "training_cutoff_features"]))
-        metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    metadata = _metadata(["marts", "training_cutoff_features"])
     assert (metadata["computed"], metadata["already_built"]) == (0, 3)
-
-
-def _metadata(key: list[str]) -> dict:
-    with runs.instance() as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey(key))
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
 def test_every_target_trains_on_the_one_sample_the_run_drew_and_validated(pipeline):

@@ -133,13 +133,12 @@ MIN_TRAINING_CUTOFFS = 2
                             f"rates sane; and at least {MIN_TRAINING_CUTOFFS} cutoffs.")
 def training_set_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                        settings: PipelineSettings) -> dg.AssetCheckResult:
-    read = TRAINING_SAMPLE_TABLE
-    rows_per_cutoff = _rows_per_day(warehouse, read, "as_of_date", None)
+    rows_per_cutoff = _rows_per_day(warehouse, TRAINING_SAMPLE_TABLE, "as_of_date", None)
     cutoffs = sorted(rows_per_cutoff)
     if len(cutoffs) < MIN_TRAINING_CUTOFFS:
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={
             "cutoffs": len(cutoffs), "result": f"{len(cutoffs)} training cutoff(s), at least {MIN_TRAINING_CUTOFFS} "
                                                "needed: the events begin too late for more (see the metadata of "
                                                "marts/training_cutoff_features)"})
-    return _validate_days(context, warehouse, settings, "fct_training_set", read, "as_of_date", cutoffs,
+    return _validate_days(context, warehouse, settings, "fct_training_set", TRAINING_SAMPLE_TABLE, "as_of_date", cutoffs,
                           rows_per_day=rows_per_cutoff)
