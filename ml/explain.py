@@ -6,7 +6,12 @@ coefficient x deviation (through the link); for trees and networks it is the exa
 reason codes are the three features that push the score up the most, with the user's value; features that push it
 down are not reasons. Global importance is the mean absolute effect over a sample.
 
-Cost: one prediction per candidate feature for each scored row whose value of that feature differs from the
+Linear families (logistic regression, the calibrated linear SVM, the linear hurdle model) take a closed form with the
+same result: their score is a link of linear functions of features transformed column by column, so setting one
+feature to the reference moves each linear function by weight x (transformed value - transformed reference). One
+transform of the rows then replaces the counterfactual predictions (ml/explain._LinearForm).
+
+Otherwise (trees, boosting, networks) the cost is one prediction per candidate feature for each scored row whose value of that feature differs from the
 reference (a row at the reference cannot move: for behaviour counts, whose median is mostly zero, that is most
 rows), the changed rows of all features stacked into a few large calls. The candidates are the REASON_CANDIDATES
 features with the largest global importance, measured on a sample of the same rows (every feature, but over 2,000
@@ -18,8 +23,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.svm import LinearSVC
 
 from ml.evaluate import predict_scores
+from ml.features import _signed_log1p
+from ml.models import HurdleRegressor
 
 TOP_REASONS = 3
 REASON_CANDIDATES = 12
@@ -29,12 +44,89 @@ REASON_CANDIDATES = 12
 MAX_STACKED_ROWS = 500_000
 
 
+class _LinearForm:
+    """A fitted Pipeline(ColumnTransformer, model) whose score is ``link(z @ w_1 + b_1, z @ w_2 + b_2, ...)`` with
+    z the transformed features, each transformed column made from one input column (imputed, its missing
+    indicator, log, scaled). Setting input j to the reference changes only j's transformed columns, so each linear
+    function moves by sum over those columns of w x (z - z_reference): the exact counterfactual, without predicting."""
+
+    def __init__(self, prep: ColumnTransformer, heads: list[tuple[np.ndarray, float]], link):
+        self.prep, self.heads, self.link = prep, heads, link
+
+    @classmethod
+    def of(cls, model) -> _LinearForm | None:
+        if not (isinstance(model, Pipeline) and len(model.steps) == 2 and _columnwise(model[0])):
+            return None
+        final = model[-1]
+        if isinstance(final, LogisticRegression) and len(final.classes_) == 2:
+            return cls(model[0], [_head(final)], lambda d: expit(d[0]))
+        if (isinstance(final, CalibratedClassifierCV) and len(final.classes_) == 2
+                and all(isinstance(c.estimator, LinearSVC) and c.method in ("sigmoid", "isotonic")
+                        for c in final.calibrated_classifiers_)):
+            calibrated = final.calibrated_classifiers_
+            # CalibratedClassifierCV's probability: the mean over its folds of each calibrator on its decision
+            return cls(model[0], [_head(c.estimator) for c in calibrated],
+                       lambda d: np.mean([c.calibrators[0].predict(di.ravel()).reshape(di.shape)
+                                          for c, di in zip(calibrated, d)], axis=0))
+        if (isinstance(final, HurdleRegressor) and isinstance(final.classifier_, LogisticRegression)
+                and isinstance(final.regressor_, Ridge)):
+            smearing = final.smearing_   # HurdleRegressor.predict: P(spends) x max(exp(log amount) s - 1, 0)
+            return cls(model[0], [_head(final.classifier_), _head(final.regressor_)],
+                       lambda d: expit(d[0]) * np.maximum(np.exp(d[1]) * smearing - 1.0, 0.0))
+        return None
+
+    def effects(self, X: pd.DataFrame, reference: pd.Series, columns: list[str]) -> pd.DataFrame:
+        sources = self._sources(list(X.columns))
+        chosen = np.array([X.columns.get_loc(c) for c in columns], dtype=int)
+        # transformed column -> chosen input it comes from (columns of inputs not chosen never move)
+        grouping = (sources[:, None] == chosen[None, :]).astype(float)
+        z_reference = self.prep.transform(reference[X.columns].to_frame().T.astype(float))[0]
+        out = np.empty((len(X), len(columns)))
+        for start in range(0, len(X), MAX_STACKED_ROWS // max(len(columns), 1)):
+            rows = slice(start, start + MAX_STACKED_ROWS // max(len(columns), 1))
+            z = self.prep.transform(X.iloc[rows])
+            decisions = [z @ w + b for w, b in self.heads]
+            moves = [((z - z_reference) * w) @ grouping for w, _ in self.heads]
+            out[rows] = self.link(decisions)[:, None] - self.link([d[:, None] - m for d, m in zip(decisions, moves)])
+        return pd.DataFrame(out, index=X.index, columns=columns)
+
+    def _sources(self, inputs: list[str]) -> np.ndarray:
+        """The input column behind each transformed column, by name ('x' or SimpleImputer's 'missingindicator_x')."""
+        names = [str(n).removeprefix("missingindicator_") for n in self.prep.get_feature_names_out()]
+        unknown = sorted(set(names) - set(inputs))
+        if unknown:
+            raise ValueError(f"transformed columns that are not one input column each: {', '.join(unknown)}")
+        return np.array([inputs.index(n) for n in names])
+
+
+def _columnwise(prep) -> bool:
+    """Whether each transformed column is made from one input column alone: a ColumnTransformer of imputers (their
+    missing indicators included), scalers, the signed log and passthrough, nothing else (a PCA, a polynomial or
+    an arbitrary function would mix columns)."""
+    def elementwise(step) -> bool:
+        if isinstance(step, Pipeline):
+            return all(elementwise(s) for _, s in step.steps)
+        if isinstance(step, FunctionTransformer):
+            return step.func is _signed_log1p
+        return step == "passthrough" or isinstance(step, SimpleImputer | StandardScaler)
+
+    return (isinstance(prep, ColumnTransformer) and hasattr(prep, "transformers_")
+            and all(step == "drop" or elementwise(step) for _, step, _ in prep.transformers_))
+
+
+def _head(estimator) -> tuple[np.ndarray, float]:
+    return np.ravel(estimator.coef_).astype(float), float(np.ravel(estimator.intercept_)[0])
+
+
 def effects(model, X: pd.DataFrame, regression: bool, reference: pd.Series | None = None,
             columns: list[str] | None = None) -> pd.DataFrame:
     """Per row and feature (of ``columns``, default all): the score minus the score with that feature at the
     reference value."""
     reference = X.median() if reference is None else reference
     columns = list(X.columns) if columns is None else columns
+    linear = _LinearForm.of(model)
+    if linear is not None:
+        return linear.effects(X, reference, columns)
     base = predict_scores(model, X, regression)
     values = X.to_numpy(dtype=float)
     out = np.zeros((len(X), len(columns)))

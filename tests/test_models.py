@@ -358,6 +358,41 @@ def test_stacked_effects_equal_one_prediction_per_feature_and_row_whatever_the_b
                                by_hand.to_numpy(), atol=1e-12)
 
 
+@pytest.mark.parametrize("family", ["logistic_regression", "linear_svm", "hurdle_linear", "pca_logistic"])
+def test_linear_families_closed_form_effects_equal_one_prediction_per_feature(family):
+    """Linear families explain in closed form (weight x transformed deviation through the link); the result must be
+    the counterfactual predictions', NaN and missing indicators included; a pipeline that mixes columns (PCA) is
+    not linear per feature and takes the counterfactual path."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from ml import explain
+    from ml.features import scaled_preprocessor
+    from ml.models import FAMILIES, REGRESSION_FAMILIES
+
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame(rng.poisson(0.6, size=(600, 5)).astype(float), columns=[f"c{j}" for j in range(5)])
+    X.loc[::7, "c2"] = np.nan
+    y = ((X.c0 + X.c2.fillna(2) + rng.normal(0, 0.5, 600)) > 1).astype(int)
+    regression = family == "hurdle_linear"
+    if family == "pca_logistic":
+        model = Pipeline([("prep", Pipeline([("scaled", scaled_preprocessor(list(X.columns))), ("pca", PCA(3))])),
+                          ("model", LogisticRegression())])
+    else:
+        chosen = (REGRESSION_FAMILIES if regression else FAMILIES)[family]
+        model = chosen.build(list(X.columns), chosen.grid[0])
+    target = np.where(y == 1, np.exp(rng.normal(3, 1, 600)) * (1 + X.c1.to_numpy()), 0.0) if regression else y
+    model.fit(X, target)
+    assert (explain._LinearForm.of(model) is None) == (family == "pca_logistic")
+    reference = X.median()
+    predict = (lambda frame: model.predict(frame)) if regression else (lambda frame: model.predict_proba(frame)[:, 1])
+    by_hand = pd.DataFrame({c: predict(X) - predict(X.assign(**{c: reference[c]})) for c in X.columns})
+    got = explain.effects(model, X, regression=regression, reference=reference)
+    np.testing.assert_allclose(got.to_numpy(), by_hand.to_numpy(), atol=1e-9 * max(1.0, np.abs(by_hand).max().max()))
+    assert (got.c0 > 0).mean() > 0.1   # a feature the target follows moves many scores
+
+
 def test_training_reads_a_bounded_hash_sample_of_each_cutoff_with_the_same_users():
     from dagster_project.defs.training import training_sql
 
