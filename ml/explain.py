@@ -6,14 +6,13 @@ coefficient x deviation (through the link); for trees and networks it is the exa
 reason codes are the three features that push the score up the most, with the user's value; features that push it
 down are not reasons. Global importance is the mean absolute effect over a sample.
 
-Linear families (logistic regression, the calibrated linear SVM, the linear hurdle model) take a closed form with the
-same result: their score is a link of linear functions of features transformed column by column, so setting one
-feature to the reference moves each linear function by weight x (transformed value - transformed reference). One
-transform of the rows then replaces the counterfactual predictions (ml/explain._LinearForm).
-
-Otherwise (trees, boosting, networks) the cost is one prediction per candidate feature for each scored row whose value of that feature differs from the
+Cost: one prediction per candidate feature for each scored row whose value of that feature differs from the
 reference (a row at the reference cannot move: for behaviour counts, whose median is mostly zero, that is most
-rows), the changed rows of all features stacked into a few large calls. The candidates are the REASON_CANDIDATES
+rows), the changed rows of all features stacked into a few large calls. Every family's pipeline transforms its
+features column by column, so the transform runs once and the changed rows are built after it; where the
+estimator begins with a linear map (logistic regression, the calibrated linear SVM, the linear hurdle model, a
+network's first layer) they are built after that map too, and only the rest of the estimator runs on them
+(ml/explain._TransformedForm; the same effects, tested per family). The candidates are the REASON_CANDIDATES
 features with the largest global importance, measured on a sample of the same rows (every feature, but over 2,000
 rows): a feature that barely moves any score is rarely among a user's three strongest, and scoring a million users
 then predicts a dozen features' changed rows instead of sixty.
@@ -28,6 +27,8 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neural_network import MLPClassifier
+from sklearn.neural_network._base import ACTIVATIONS
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import LinearSVC
@@ -44,50 +45,67 @@ REASON_CANDIDATES = 12
 MAX_STACKED_ROWS = 500_000
 
 
-class _LinearForm:
-    """A fitted Pipeline(ColumnTransformer, model) whose score is ``link(z @ w_1 + b_1, z @ w_2 + b_2, ...)`` with
-    z the transformed features, each transformed column made from one input column (imputed, its missing
-    indicator, log, scaled). Setting input j to the reference changes only j's transformed columns, so each linear
-    function moves by sum over those columns of w x (z - z_reference): the exact counterfactual, without predicting."""
+class _TransformedForm:
+    """A fitted Pipeline(column-by-column ColumnTransformer, estimator) whose estimator begins with a linear map
+    ``a = z @ W + b`` of the transformed features z: logistic regression, the calibrated linear SVM's folds, the
+    linear hurdle model's two parts, a network's first layer. Each transformed column is made from one input column
+    (imputed, its missing indicator, log, scaled), so setting input j to the reference moves ``a`` by
+    (z_j - z_reference_j) @ W_j: the transform and the linear map run once, and only the rest of the estimator
+    (``link``: the sigmoid, the calibrators, the hurdle's product, the network's later layers) runs on the changed
+    rows. The same effects as predicting the changed rows through the whole pipeline, at a fraction of the cost."""
 
-    def __init__(self, prep: ColumnTransformer, heads: list[tuple[np.ndarray, float]], link):
-        self.prep, self.heads, self.link = prep, heads, link
+    def __init__(self, prep: ColumnTransformer, weights: np.ndarray, bias: np.ndarray, link):
+        self.prep, self.weights, self.bias, self.link = prep, weights, bias, link
 
     @classmethod
-    def of(cls, model) -> _LinearForm | None:
+    def of(cls, model) -> _TransformedForm | None:
         if not (isinstance(model, Pipeline) and len(model.steps) == 2 and _columnwise(model[0])):
             return None
-        final = model[-1]
+        prep, final = model[0], model[-1]
         if isinstance(final, LogisticRegression) and len(final.classes_) == 2:
-            return cls(model[0], [_head(final)], lambda d: expit(d[0]))
+            return cls(prep, *_linear(final), lambda a: expit(a[:, 0]))
+        if isinstance(final, MLPClassifier) and final.n_outputs_ == 1:
+            return cls(prep, final.coefs_[0], final.intercepts_[0], lambda a: _network_from_first_layer(final, a))
         if (isinstance(final, CalibratedClassifierCV) and len(final.classes_) == 2
                 and all(isinstance(c.estimator, LinearSVC) and c.method in ("sigmoid", "isotonic")
                         for c in final.calibrated_classifiers_)):
-            calibrated = final.calibrated_classifiers_
+            folds = final.calibrated_classifiers_
+            weights, bias = (np.concatenate(parts, axis=-1) for parts in zip(*(_linear(c.estimator) for c in folds)))
             # CalibratedClassifierCV's probability: the mean over its folds of each calibrator on its decision
-            return cls(model[0], [_head(c.estimator) for c in calibrated],
-                       lambda d: np.mean([c.calibrators[0].predict(di.ravel()).reshape(di.shape)
-                                          for c, di in zip(calibrated, d)], axis=0))
+            return cls(prep, weights, bias,
+                       lambda a: np.mean([c.calibrators[0].predict(a[:, f]) for f, c in enumerate(folds)], axis=0))
         if (isinstance(final, HurdleRegressor) and isinstance(final.classifier_, LogisticRegression)
                 and isinstance(final.regressor_, Ridge)):
+            weights, bias = (np.concatenate(parts, axis=-1)
+                             for parts in zip(_linear(final.classifier_), _linear(final.regressor_)))
             smearing = final.smearing_   # HurdleRegressor.predict: P(spends) x max(exp(log amount) s - 1, 0)
-            return cls(model[0], [_head(final.classifier_), _head(final.regressor_)],
-                       lambda d: expit(d[0]) * np.maximum(np.exp(d[1]) * smearing - 1.0, 0.0))
+            return cls(prep, weights, bias, lambda a: expit(a[:, 0]) * np.maximum(np.exp(a[:, 1]) * smearing - 1, 0))
+        # trees and boosting: their prediction is the cost, which skipping the transform does not change
+        # (measured on HistGradientBoosting): they predict the changed rows through the whole pipeline
         return None
 
     def effects(self, X: pd.DataFrame, reference: pd.Series, columns: list[str]) -> pd.DataFrame:
         sources = self._sources(list(X.columns))
-        chosen = np.array([X.columns.get_loc(c) for c in columns], dtype=int)
-        # transformed column -> chosen input it comes from (columns of inputs not chosen never move)
-        grouping = (sources[:, None] == chosen[None, :]).astype(float)
         z_reference = self.prep.transform(reference[X.columns].to_frame().T.astype(float))[0]
-        out = np.empty((len(X), len(columns)))
-        for start in range(0, len(X), MAX_STACKED_ROWS // max(len(columns), 1)):
-            rows = slice(start, start + MAX_STACKED_ROWS // max(len(columns), 1))
+        values = X.to_numpy(dtype=float)
+        out = np.zeros((len(X), len(columns)))
+        chunk = max(MAX_STACKED_ROWS // max(len(columns), 1), 1)
+        for start in range(0, len(X), chunk):   # bounds memory: the changed rows of a chunk fit one stack
+            rows = slice(start, start + chunk)
             z = self.prep.transform(X.iloc[rows])
-            decisions = [z @ w + b for w, b in self.heads]
-            moves = [((z - z_reference) * w) @ grouping for w, _ in self.heads]
-            out[rows] = self.link(decisions)[:, None] - self.link([d[:, None] - m for d, m in zip(decisions, moves)])
+            first = z @ self.weights + self.bias
+            base, stacked, places = self.link(first), [], []
+            for j, column in enumerate(columns):
+                k = X.columns.get_loc(column)
+                moved = _moved(values[rows, k], float(reference[column]))
+                cols = np.flatnonzero(sources == k)
+                stacked.append(first[moved] - (z[np.ix_(moved, cols)] - z_reference[cols]) @ self.weights[cols])
+                places.append((j, moved))
+            scores = self.link(np.concatenate(stacked)) if stacked else np.empty(0)
+            at = 0
+            for j, moved in places:
+                out[start + moved, j] = base[moved] - scores[at:at + len(moved)]
+                at += len(moved)
         return pd.DataFrame(out, index=X.index, columns=columns)
 
     def _sources(self, inputs: list[str]) -> np.ndarray:
@@ -99,6 +117,26 @@ class _LinearForm:
         return np.array([inputs.index(n) for n in names])
 
 
+def _moved(values: np.ndarray, reference: float) -> np.ndarray:
+    """Positions whose value differs from the reference (NaN equals NaN): only those rows can change score."""
+    return np.flatnonzero(~((values == reference) | (np.isnan(values) & np.isnan(reference))))
+
+
+def _linear(estimator) -> tuple[np.ndarray, np.ndarray]:
+    """(W as transformed columns x 1, b as 1) of a fitted linear estimator's decision function."""
+    return np.ravel(estimator.coef_).astype(float)[:, None], np.ravel(estimator.intercept_)[:1].astype(float)
+
+
+def _network_from_first_layer(network: MLPClassifier, first: np.ndarray) -> np.ndarray:
+    """The positive class's probability from the first layer's pre-activations, as MLPClassifier's forward pass."""
+    activation = first.copy()   # sklearn's activations work in place
+    for i in range(1, network.n_layers_ - 1):
+        ACTIVATIONS[network.activation](activation)
+        activation = activation @ network.coefs_[i] + network.intercepts_[i]
+    ACTIVATIONS[network.out_activation_](activation)
+    return activation[:, 0]
+
+
 def _columnwise(prep) -> bool:
     """Whether each transformed column is made from one input column alone: a ColumnTransformer of imputers (their
     missing indicators included), scalers, the signed log and passthrough, nothing else (a PCA, a polynomial or
@@ -107,15 +145,11 @@ def _columnwise(prep) -> bool:
         if isinstance(step, Pipeline):
             return all(elementwise(s) for _, s in step.steps)
         if isinstance(step, FunctionTransformer):
-            return step.func is _signed_log1p
+            return step.func is None or step.func is _signed_log1p   # None: a fitted 'passthrough'
         return step == "passthrough" or isinstance(step, SimpleImputer | StandardScaler)
 
     return (isinstance(prep, ColumnTransformer) and hasattr(prep, "transformers_")
             and all(step == "drop" or elementwise(step) for _, step, _ in prep.transformers_))
-
-
-def _head(estimator) -> tuple[np.ndarray, float]:
-    return np.ravel(estimator.coef_).astype(float), float(np.ravel(estimator.intercept_)[0])
 
 
 def effects(model, X: pd.DataFrame, regression: bool, reference: pd.Series | None = None,
@@ -124,9 +158,9 @@ def effects(model, X: pd.DataFrame, regression: bool, reference: pd.Series | Non
     reference value."""
     reference = X.median() if reference is None else reference
     columns = list(X.columns) if columns is None else columns
-    linear = _LinearForm.of(model)
-    if linear is not None:
-        return linear.effects(X, reference, columns)
+    transformed = _TransformedForm.of(model)
+    if transformed is not None:
+        return transformed.effects(X, reference, columns)
     base = predict_scores(model, X, regression)
     values = X.to_numpy(dtype=float)
     out = np.zeros((len(X), len(columns)))
@@ -148,7 +182,7 @@ def effects(model, X: pd.DataFrame, regression: bool, reference: pd.Series | Non
         k, value = X.columns.get_loc(column), float(reference[column])
         # only the rows whose value differs from the reference can move: behaviour counts are mostly at their
         # median (zero), so this predicts a fraction of the rows, with the same result
-        moved = np.flatnonzero(~((values[:, k] == value) | (np.isnan(values[:, k]) & np.isnan(value))))
+        moved = _moved(values[:, k], value)
         for start in range(0, len(moved), MAX_STACKED_ROWS):
             rows = moved[start:start + MAX_STACKED_ROWS]
             if pending and sum(len(r) for _, r, _ in pending) + len(rows) > MAX_STACKED_ROWS:

@@ -358,11 +358,13 @@ def test_stacked_effects_equal_one_prediction_per_feature_and_row_whatever_the_b
                                by_hand.to_numpy(), atol=1e-12)
 
 
-@pytest.mark.parametrize("family", ["logistic_regression", "linear_svm", "hurdle_linear", "pca_logistic"])
-def test_linear_families_closed_form_effects_equal_one_prediction_per_feature(family):
-    """Linear families explain in closed form (weight x transformed deviation through the link); the result must be
-    the counterfactual predictions', NaN and missing indicators included; a pipeline that mixes columns (PCA) is
-    not linear per feature and takes the counterfactual path."""
+@pytest.mark.parametrize("family", ["logistic_regression", "linear_svm", "hurdle_linear", "neural_network",
+                                    "decision_tree", "random_forest", "gradient_boosting", "hurdle_gradient_boosting",
+                                    "pca_logistic"])
+def test_every_familys_effects_equal_one_prediction_per_feature_and_row(family):
+    """The linear families and the network are explained after their column-by-column transform and first linear
+    map; every family's effects must equal the counterfactual predictions of the whole pipeline, NaN and missing
+    indicators included. Trees, boosting and a pipeline that mixes columns (PCA) predict the changed rows whole."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -375,7 +377,7 @@ def test_linear_families_closed_form_effects_equal_one_prediction_per_feature(fa
     X = pd.DataFrame(rng.poisson(0.6, size=(600, 5)).astype(float), columns=[f"c{j}" for j in range(5)])
     X.loc[::7, "c2"] = np.nan
     y = ((X.c0 + X.c2.fillna(2) + rng.normal(0, 0.5, 600)) > 1).astype(int)
-    regression = family == "hurdle_linear"
+    regression = family.startswith("hurdle")
     if family == "pca_logistic":
         model = Pipeline([("prep", Pipeline([("scaled", scaled_preprocessor(list(X.columns))), ("pca", PCA(3))])),
                           ("model", LogisticRegression())])
@@ -384,7 +386,8 @@ def test_linear_families_closed_form_effects_equal_one_prediction_per_feature(fa
         model = chosen.build(list(X.columns), chosen.grid[0])
     target = np.where(y == 1, np.exp(rng.normal(3, 1, 600)) * (1 + X.c1.to_numpy()), 0.0) if regression else y
     model.fit(X, target)
-    assert (explain._LinearForm.of(model) is None) == (family == "pca_logistic")
+    takes_shortcut = family in ("logistic_regression", "linear_svm", "hurdle_linear", "neural_network")
+    assert (explain._TransformedForm.of(model) is not None) == takes_shortcut
     reference = X.median()
     predict = (lambda frame: model.predict(frame)) if regression else (lambda frame: model.predict_proba(frame)[:, 1])
     by_hand = pd.DataFrame({c: predict(X) - predict(X.assign(**{c: reference[c]})) for c in X.columns})
