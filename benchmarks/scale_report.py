@@ -104,6 +104,15 @@ def write_report(results: dict) -> Path:
                        f"{per_event[0]:.1f} → {per_event[1]:.1f} µs", per_event[1] <= per_event[0] * 1.05))
     lines += [f"At {top['events']:,} events:", "", "| target | measured | met |", "|---|---:|---|"]
     lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks]
+    speed_note = ("Sizes measured on different days are compared by their ratios, not their seconds: this machine's "
+                  "speed varies between days, and the floor query (the same query on the same kind of files) shows "
+                  "by how much.")
+    lines += ["", "## The machine on the day of each row", "", speed_note, "",
+              "| events | measured | commit | floor s per million events | whole graph in floor runs |",
+              "|---:|---|---|---:|---:|"]
+    lines += [f"| {r['events']:,} | {r.get('measured_at', '')} | {r.get('commit', '')} "
+              f"| {r['floor']['seconds'] / r['events'] * 1e6:.2f} | {r['graph']['seconds'] / r['floor']['seconds']:,.0f} |"
+              for r in rows]
     lines += ["", "![seconds per stage against events, log-log](scale.png)", ""]
     if NOTES.exists():
         lines += [NOTES.read_text().strip(), ""]
