@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 DAILY = ["backfill", DEMO_AS_OF.isoformat(), DEMO_AS_OF.isoformat(), "--job", "daily_scoring"]
 
 
-def shopcast(args, env=None, timeout=900, check=True) -> subprocess.CompletedProcess:
+def shopcast(args, env=None, timeout=1800, check=True) -> subprocess.CompletedProcess:
     """The shopcast CLI as its own process group (a failpoint kills the group: dbt too)."""
     proc = subprocess.run([str(BIN / "shopcast"), *args], cwd=REPO_ROOT, capture_output=True, text=True,
                           env={**os.environ, "SHOPCAST_LOG_LEVEL": "WARNING", **(env or {})}, timeout=timeout,

@@ -48,7 +48,7 @@ VERSIONS = frozenset({"model_version", "candidate_version", "incumbent", "backte
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)
+@pytest.mark.timeout(3600)
 def test_killing_the_pipeline_at_any_point_leaves_tables_before_or_after_and_the_next_run_completes(
         pipeline, tmp_path):
     from dagster_project.generate.synthetic import GeneratorConfig, generate

@@ -16,7 +16,7 @@ from dagster_project.settings import DBT_PROJECT_DIR, REPO_ROOT
 BIN = Path(sys.executable).parent
 
 
-def _run(args, env=None, cwd=REPO_ROOT, timeout=600):
+def _run(args, env=None, cwd=REPO_ROOT, timeout=1200):
     proc = subprocess.run(args, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout, check=False)
     assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
