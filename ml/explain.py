@@ -8,11 +8,10 @@ down are not reasons. Global importance is the mean absolute effect over a sampl
 
 Cost: one prediction per candidate feature for each scored row whose value of that feature differs from the
 reference (a row at the reference cannot move: for behaviour counts, whose median is mostly zero, that is most
-rows), the changed rows of all features stacked into a few large calls. Every family's pipeline transforms its
-features column by column, so the transform runs once and the changed rows are built after it; where the
-estimator begins with a linear map (logistic regression, the calibrated linear SVM, the linear hurdle model, a
-network's first layer) they are built after that map too, and only the rest of the estimator runs on them
-(ml/explain._TransformedForm; the same effects, tested per family). The candidates are the REASON_CANDIDATES
+rows), the changed rows of all features stacked into a few large calls. Where the estimator begins with a linear map of
+features transformed column by column (logistic regression, the calibrated linear SVM, the linear hurdle model, a
+network's first layer), the transform and that map run once and only the rest of the estimator runs on the changed
+rows (ml/explain._TransformedForm; the same effects, tested per family); trees and boosting predict them whole. The candidates are the REASON_CANDIDATES
 features with the largest global importance, measured on a sample of the same rows (every feature, but over 2,000
 rows): a feature that barely moves any score is rarely among a user's three strongest, and scoring a million users
 then predicts a dozen features' changed rows instead of sixty.
@@ -78,8 +77,8 @@ class _TransformedForm:
                 and isinstance(final.regressor_, Ridge)):
             weights, bias = (np.concatenate(parts, axis=-1)
                              for parts in zip(_linear(final.classifier_), _linear(final.regressor_)))
-            smearing = final.smearing_   # HurdleRegressor.predict: P(spends) x max(exp(log amount) s - 1, 0)
-            return cls(prep, weights, bias, lambda a: expit(a[:, 0]) * np.maximum(np.exp(a[:, 1]) * smearing - 1, 0))
+            # HurdleRegressor.predict: P(spends) x the amount from the regressor's log amount
+            return cls(prep, weights, bias, lambda a: expit(a[:, 0]) * final.amount(a[:, 1]))
         # trees and boosting: their prediction is the cost, which skipping the transform does not change
         # (measured on HistGradientBoosting): they predict the changed rows through the whole pipeline
         return None

@@ -116,9 +116,11 @@ class HurdleRegressor(RegressorMixin, BaseEstimator):
 
     def predict_parts(self, X) -> tuple[np.ndarray, np.ndarray]:
         """(P(spends), expected amount if it spends)."""
-        probability = self.classifier_.predict_proba(X)[:, 1]
-        amount = np.maximum(np.exp(self.regressor_.predict(X)) * self.smearing_ - 1.0, 0.0)
-        return probability, amount
+        return self.classifier_.predict_proba(X)[:, 1], self.amount(self.regressor_.predict(X))
+
+    def amount(self, log_amount: np.ndarray) -> np.ndarray:
+        """The expected amount if it spends, from the regressor's log1p(amount): smeared back, never below zero."""
+        return np.maximum(np.exp(log_amount) * self.smearing_ - 1.0, 0.0)
 
     def predict(self, X) -> np.ndarray:
         probability, amount = self.predict_parts(X)
