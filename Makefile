@@ -57,11 +57,12 @@ test: manifest
 validate: manifest
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
+# The UIs start through the CLI, which gives them the home's Dagster instance and MLflow store (shopcast config --env)
 ui: manifest
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/shopcast ui
 
 mlflow-ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(SHOPCAST_HOME)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/shopcast mlflow-ui
 
 lint: install
 	$(BIN)/ruff check dagster_project ml expectations tests benchmarks

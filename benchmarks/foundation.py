@@ -31,9 +31,9 @@ def run_size(n_events: int, workdir: Path) -> list[dict]:
     os.environ["SHOPCAST_HOME"] = str(home)
     from dagster_project import runs
     from dagster_project.generate.synthetic import GeneratorConfig, generate
-    from dagster_project.settings import configure_environment
+    from dagster_project.settings import ensure_home
 
-    paths = configure_environment()
+    paths = ensure_home().paths
     cfg = GeneratorConfig(n_events=n_events, seed=1, days=120)
     as_of = cfg.end_date
     stages = []

@@ -262,9 +262,9 @@ def run_size(n_events: int, workdir: Path, pandas_budget: float | None, pandas_s
     os.environ["SHOPCAST_HOME"] = str(home)
     os.environ.setdefault("SHOPCAST_LOG_LEVEL", "WARNING")
     from dagster_project import runs
-    from dagster_project.settings import configure_environment
+    from dagster_project.settings import ensure_home
 
-    paths = configure_environment()
+    paths = ensure_home().paths
     landing = paths.landing / "canonical"
     landing.mkdir(parents=True)
     days = sorted(events["days"])

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from dagster_project.settings import configure_environment
+from dagster_project.settings import SettingsError, ensure_home
 
 
 def _date(text: str) -> dt.date:
@@ -24,7 +24,7 @@ def _date(text: str) -> dt.date:
 def cmd_generate(args) -> int:
     from dagster_project.generate.synthetic import GeneratorConfig, generate
 
-    paths = configure_environment()
+    paths = ensure_home().paths
     cfg = GeneratorConfig(n_events=args.events, seed=args.seed, end_date=args.end_date, days=args.days,
                           drift_from=args.drift_from)
     out = Path(args.out) if args.out else paths.landing / "canonical"
@@ -44,7 +44,7 @@ def cmd_generate(args) -> int:
 def cmd_ingest(args) -> int:
     from dagster_project import runs
 
-    configure_environment()
+    ensure_home()
     if args.mapping and args.format != "mapped":
         print("shopcast ingest: --mapping applies to --format mapped only", file=sys.stderr)
         return 2
@@ -62,40 +62,43 @@ def cmd_ingest(args) -> int:
 def cmd_run(args) -> int:
     from dagster_project import runs
 
-    configure_environment()
+    ensure_home()
     started = time.perf_counter()
     outcome = runs.run_graph(args.as_of, progress=lambda m: print(f"-> {m}", flush=True))
     print(f"done in {time.perf_counter() - started:.0f}s: as-of date {outcome['as_of_date']}, runs "
           + ", ".join(f"{job} {run_id}" for job, run_id in outcome["runs"].items()))
+    print(f"training windows: {outcome['training_windows']}")
     return 0
 
 
 def cmd_sample(args) -> int:
-    """Load a real public sample into this SHOPCAST_HOME with its settings, then run the whole graph."""
+    """Load a real public sample into this home with its settings, then run the whole graph."""
     from dagster_project import samples
-    from dagster_project.settings import get_paths, write_home_settings
+    from dagster_project.settings import PROJECT_FILE, load_settings, read_project_file, write_project_file
     from dagster_project.warehouse import connect, table_exists
 
     sample = samples.get(args.name)
     source = sample.path(Path(args.datasets) if args.datasets else None)
     if not source.is_file():
-        raise FileNotFoundError(f"{source}: the {sample.name} sample is not there (set SHOPCAST_DATASETS or "
-                                "--datasets to the folder holding the shared datasets)")
-    paths = get_paths()
+        raise FileNotFoundError(f"{source}: the {sample.name} sample is not there (pass --datasets, or set the "
+                                "datasets setting, to the folder holding the shared datasets)")
+    paths = load_settings().paths
     if paths.warehouse.exists():
         with connect(paths.warehouse, read_only=True) as con:
             formats = {r[0] for r in con.execute("select distinct source_format from raw.load_audit").fetchall()} \
                 if table_exists(con, "raw", "load_audit") else set()
         if formats - {sample.format}:
             print(f"shopcast sample: {paths.home} already holds {', '.join(sorted(formats))} data; load the "
-                  f"{sample.name} sample into its own SHOPCAST_HOME (make demo DATA={sample.name} uses "
+                  f"{sample.name} sample into its own home (make demo DATA={sample.name} uses "
                   f"data/{sample.name})", file=sys.stderr)
             return 2
-    write_home_settings(paths.home, sample.settings(), f"shopcast sample {sample.name}: {sample.why}")
-    os.environ.update(sample.settings())  # this process too, even if the shell set others
-    configure_environment()
-    print(f"sample {sample.name}: {source} ({sample.format}); business time zone {sample.business_timezone}, "
-          f"{sample.training_cutoffs} training cutoffs every {sample.training_cadence_days} day(s)")
+    # the preset joins what the home's file already holds (a user's own settings stay); the environment still wins
+    values = {**read_project_file(paths.home), **sample.settings()}
+    file = write_project_file(paths.home, values, f"shopcast sample {sample.name}: {sample.why}")
+    settings = ensure_home()
+    print(f"sample {sample.name}: {source} ({sample.format}); settings in {file}: business time zone "
+          f"{settings.business_tz}, eligibility floor {settings.min_class_examples} examples a class "
+          f"({PROJECT_FILE} in the home; the environment overrides it)")
     cmd_ingest(argparse.Namespace(format=sample.format, paths=[str(source)], mapping=None))
     return cmd_run(argparse.Namespace(as_of=args.as_of))
 
@@ -103,7 +106,7 @@ def cmd_sample(args) -> int:
 def cmd_backfill(args) -> int:
     from dagster_project import runs
 
-    configure_environment()
+    ensure_home()
     started = time.perf_counter()
     run_ids = runs.backfill(args.job, args.first, args.last, per_day=args.per_day,
                             progress=lambda m: print(f"-> {m}", flush=True))
@@ -115,7 +118,7 @@ def cmd_simulate(args) -> int:
     from dagster_project.simulate import SimulationConfig, simulate
     from dagster_project.status import collect, render
 
-    configure_environment()
+    ensure_home()
     cfg = SimulationConfig(weeks=args.weeks, start=args.start, events=args.events, seed=args.seed,
                            drift_from=args.drift_from, days_per_run=args.days_per_run)
     started = time.perf_counter()
@@ -130,10 +133,61 @@ def cmd_simulate(args) -> int:
 def cmd_status(args) -> int:
     from dagster_project.status import collect, render
 
-    configure_environment()
+    ensure_home()
     report = collect()
     print(json.dumps(report, indent=2, default=str) if args.json else render(report))
     return 0
+
+
+def cmd_config(args) -> int:
+    """The effective settings, where each came from, and (with --dbt-vars / --env) what dbt and the UIs get."""
+    from dagster_project.settings import PROJECT_FILE, describe, load_settings
+
+    settings = load_settings()
+    if args.dbt_vars:
+        print(json.dumps(settings.dbt_vars()))
+        return 0
+    if args.env:
+        print("\n".join(f"export {k}={json.dumps(v)}" for k, v in settings.subprocess_env().items()))
+        return 0
+    rows = describe(settings)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"settings of the home {settings.home} (project file: {settings.home / PROJECT_FILE}; the environment "
+          "overrides it)")
+    width = max(len(r["setting"]) for r in rows)
+    for r in rows:
+        print(f"  {r['setting']:<{width}}  {r['value']:<24} {r['source']:<11} {r['variable']}")
+    return 0
+
+
+def _serve(command: list[str], what: str) -> int:
+    """Run a UI in the foreground with the home's instance and stores (the environment the settings derive)."""
+    import subprocess
+
+    settings = ensure_home()
+    env = {**os.environ, **settings.subprocess_env()}
+    print(f"{what} for the home {settings.home} (Ctrl-C stops it)", flush=True)
+    return subprocess.call(command, env=env)
+
+
+def cmd_ui(args) -> int:
+    from dagster_project.settings import REPO_ROOT
+
+    bin_dir = Path(sys.executable).parent
+    return _serve([str(bin_dir / "dagster"), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", args.host,
+                   "-p", str(args.port)], f"Dagster on http://{args.host}:{args.port}")
+
+
+def cmd_mlflow_ui(args) -> int:
+    from dagster_project.settings import load_settings
+
+    paths = load_settings().paths
+    bin_dir = Path(sys.executable).parent
+    return _serve([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", paths.mlflow_tracking_uri,
+                   "--default-artifact-root", paths.mlflow_artifacts.as_uri(), "--host", args.host,
+                   "--port", str(args.port)], f"MLflow on http://{args.host}:{args.port}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--drift-from", type=_date, default=None,
                      help="from this day on, behaviour shifts (3x views per session, half the carts): a drift for "
                           "the monitoring to catch")
-    gen.add_argument("--out", help="output folder (default SHOPCAST_HOME/landing/canonical)")
+    gen.add_argument("--out", help="output folder (default <home>/landing/canonical)")
     gen.set_defaults(func=cmd_generate)
 
     ing = sub.add_parser("ingest", help="load files into raw.events (a Dagster run)")
@@ -169,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     smp = sub.add_parser("sample", help="load a real public sample (../shared/datasets) with its settings and run "
                                         "the whole graph on it")
     smp.add_argument("name", choices=["taobao", "ga-merch", "online-retail"])
-    smp.add_argument("--datasets", help="the folder holding the samples (default SHOPCAST_DATASETS or "
+    smp.add_argument("--datasets", help="the folder holding the samples (default datasets or "
                                         "../shared/datasets)")
     smp.add_argument("--as-of", type=_date, default=None, help="as-of date (default: the day after the data)")
     smp.set_defaults(func=cmd_sample)
@@ -184,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--per-day", action="store_true", help="one run per date, in date order, instead of one run")
     bf.set_defaults(func=cmd_backfill)
 
-    sim = sub.add_parser("simulate", help="weeks of daily runs on generated data (in an empty SHOPCAST_HOME): "
+    sim = sub.add_parser("simulate", help="weeks of daily runs on generated data (in an empty home): "
                                           "scores, realised performance, drift, retrains and gate decisions")
     sim.add_argument("--weeks", type=int, default=8)
     sim.add_argument("--start", type=_date, default=dt.date(2026, 9, 7), help="first simulated as-of date")
@@ -200,6 +254,24 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="tables, row counts and the latest check results")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+
+    cfg = sub.add_parser("config", help="the effective settings and where each came from (default, file, "
+                                        "environment)")
+    cfg.add_argument("--json", action="store_true")
+    cfg.add_argument("--dbt-vars", action="store_true", help="the vars dbt gets from the settings, as JSON (dbt "
+                                                             "build --vars \"$(shopcast config --dbt-vars)\")")
+    cfg.add_argument("--env", action="store_true", help="the environment the UIs and dbt get, as export lines")
+    cfg.set_defaults(func=cmd_config)
+
+    ui = sub.add_parser("ui", help="the Dagster UI (webserver and daemon) on this home's instance")
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+
+    mui = sub.add_parser("mlflow-ui", help="the MLflow UI on this home's tracking store and registry")
+    mui.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    mui.add_argument("--port", type=int, default=5000)
+    mui.set_defaults(func=cmd_mlflow_ui)
     return parser
 
 
@@ -212,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (RunFailed, RunLocked, WarehouseBusy, IngestError, FileNotFoundError) as exc:
+    except (RunFailed, RunLocked, WarehouseBusy, IngestError, FileNotFoundError, SettingsError) as exc:
         print(f"shopcast {args.command}: {exc}", file=sys.stderr)
         return 1
 

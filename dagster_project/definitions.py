@@ -1,12 +1,13 @@
-"""The Dagster code location: everything under defs/ is discovered, one module per concern."""
+"""The Dagster code location: everything under defs/ is discovered, one module per concern. Resources are
+configured from the one settings model (dagster_project/settings.py); nothing here writes files."""
 
 from pathlib import Path
 
 import dagster as dg
 
-from dagster_project.settings import configure_environment
+from dagster_project.settings import offline
 
-configure_environment()
+offline()  # telemetry off before dbt, GX and MLflow are imported
 
 
 @dg.definitions

@@ -1,19 +1,20 @@
 """Failpoints: named places where a crash test kills the pipeline on purpose.
 
-``SHOPCAST_FAILPOINT=<name>`` makes the process kill itself with SIGKILL (no cleanup, no ``finally``, like a power
+The ``failpoint`` setting (its environment variable, set by the crash tests) makes the process kill itself with SIGKILL (no cleanup, no ``finally``, like a power
 cut or the OOM killer) when it reaches ``failpoint(<name>)``. A process that leads its own process group (started
 with a new session, as the crash tests start it) kills the whole group, so a dbt subprocess dies with it. Unset,
-a failpoint costs one dictionary lookup. The names are listed in FAILPOINTS; docs/serving.md explains the test.
+a failpoint costs one read of the settings. The names are listed in FAILPOINTS; docs/serving.md explains the test.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
-FAILPOINT_ENV = "SHOPCAST_FAILPOINT"
-FAILPOINT_LOG = "failpoints.log"  # under SHOPCAST_HOME/logs: one line per failpoint that fired
+from dagster_project.settings import env_name, load_settings
+
+FAILPOINT_ENV = env_name("failpoint")
+FAILPOINT_LOG = "failpoints.log"  # under <home>/logs: one line per failpoint that fired
 FAILPOINTS = {
     "ingest.before_commit": "raw.events and raw.load_audit written, the load's transaction not committed",
     "dbt.mid_build": "dbt has built the first of the intermediate and mart models and is building the rest",
@@ -27,10 +28,11 @@ FAILPOINTS = {
 def failpoint(name: str) -> None:
     if name not in FAILPOINTS:
         raise ValueError(f"unknown failpoint {name!r}; known: {', '.join(FAILPOINTS)}")
-    if os.environ.get(FAILPOINT_ENV) != name:
+    settings = load_settings()
+    if settings.failpoint != name:
         return
     # Dagster captures a step's stdout and stderr: the evidence goes to a file the test can read
-    log = Path(os.environ.get("SHOPCAST_HOME", "data")) / "logs" / FAILPOINT_LOG
+    log = settings.paths.logs / FAILPOINT_LOG
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"{name} pid {os.getpid()}\n")

@@ -1,9 +1,9 @@
-"""One pipeline run at a time per SHOPCAST_HOME.
+"""One pipeline run at a time per home.
 
 Two runs that interleave (the daily schedule and a manual run, say) could mix one run's ingest with the other's
 scoring even though each DuckDB write is atomic. So every run holds an exclusive lock on
-``SHOPCAST_HOME/locks/pipeline.lock`` from its first step to its last. A second run waits for it up to
-``SHOPCAST_RUN_LOCK_TIMEOUT_SECONDS`` and then fails with a message naming the holder. The kernel releases the lock
+``<home>/locks/pipeline.lock`` from its first step to its last. A second run waits for it up to
+``run_lock_timeout_seconds`` and then fails with a message naming the holder. The kernel releases the lock
 when its process dies, even by SIGKILL, so a crashed run never leaves a stale lock behind.
 
 Runs the Dagster daemon launches are also queued (``max_concurrent_runs: 1`` in dagster.yaml); this lock covers the
@@ -59,7 +59,7 @@ def recover_crashed_runs(instance, current_run_id: str) -> list[str]:
 
 
 class RunLocked(RuntimeError):
-    """Another run holds this SHOPCAST_HOME."""
+    """Another run holds this home."""
 
 
 def holder(folder: Path) -> str:
@@ -80,7 +80,7 @@ def run_lock(folder: Path, run_id: str, job: str, timeout_seconds: float) -> Ite
     except Timeout:
         raise RunLocked(
             f"run {run_id} (job {job}) did not start: another shopcast run is writing {folder.parent}: "
-            f"{holder(folder)}; waited {timeout_seconds:g} s (SHOPCAST_RUN_LOCK_TIMEOUT_SECONDS). "
+            f"{holder(folder)}; waited {timeout_seconds:g} s (run_lock_timeout_seconds). "
             "Wait for it to finish, or stop it in the Dagster UI.") from None
     try:
         (folder / HOLDER_FILE).write_text(json.dumps({

@@ -16,7 +16,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from dagster_project.locking import run_lock
-from dagster_project.settings import configure_environment, get_paths
+from dagster_project.settings import Settings, ensure_home, load_settings
 from dagster_project.warehouse import connect, event_day_bounds, table_exists
 
 
@@ -28,17 +28,24 @@ class RunFailed(RuntimeError):
         self.result = result
 
 
-@cache
 def definitions() -> dg.Definitions:
-    configure_environment()
+    """The code location's definitions, with resources configured from the current settings."""
+    return _definitions(load_settings())
+
+
+@cache
+def _definitions(settings: Settings) -> dg.Definitions:
+    """(Keyed by the settings: a process that moves to another home, as the tests do, gets resources for it; each
+    load builds the resources from the settings of that moment, which are ``settings``.)"""
     from dagster_project.definitions import defs
 
     return defs()
 
 
 def instance() -> dg.DagsterInstance:
-    configure_environment()
-    return dg.DagsterInstance.get()
+    """The home's Dagster instance (what `make ui` shows), whatever DAGSTER_HOME this process was given."""
+    settings = ensure_home()
+    return dg.DagsterInstance.from_config(str(settings.paths.dagster_home))
 
 
 def _execute(job_name: str, *, run_config: dict | None = None, partition_key: str | None = None,
@@ -47,8 +54,8 @@ def _execute(job_name: str, *, run_config: dict | None = None, partition_key: st
     job = definitions().resolve_job_def(job_name)
     # The console shows INFO and above (step messages, dbt's progress, the gate's decision); the full event
     # stream, DEBUG included, is in the Dagster UI's run view.
-    run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": os.environ.get(
-        "SHOPCAST_LOG_LEVEL", "INFO")}}}}
+    run_config = {**(run_config or {}), "loggers": {"console": {"config": {
+        "log_level": load_settings().log_level}}}}
     tags = dict(tags or {})
     if partition_range:
         tags |= {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}
@@ -91,16 +98,16 @@ class EventSpan:
 def _read_between_runs():
     """A read-only connection to the warehouse once no run is writing it: DuckDB refuses a reader while another
     process writes, so the reads that plan a run wait for the run lock like a run would (and release it at once)."""
-    paths = get_paths()
-    timeout = float(os.environ.get("SHOPCAST_RUN_LOCK_TIMEOUT_SECONDS", "1800"))
-    with (run_lock(paths.home / "locks", f"cli-{os.getpid()}", "planning a run", timeout),
+    settings = load_settings()
+    paths = settings.paths
+    with (run_lock(paths.locks, f"cli-{os.getpid()}", "planning a run", settings.run_lock_timeout_seconds),
           connect(paths.warehouse, read_only=True) as con):
         yield con
 
 
 def event_span() -> EventSpan:
     """First and last business day with events (in the business time zone)."""
-    tz = os.environ.get("SHOPCAST_BUSINESS_TZ", "UTC")
+    tz = load_settings().business_tz
     with _read_between_runs() as con:
         if not table_exists(con, "raw", "events"):
             raise RunFailed("raw.events does not exist yet: load events first (shopcast ingest)")
@@ -165,6 +172,13 @@ def run_graph(as_of: dt.date | None = None, *, progress=print) -> dict:
     """Materialize the whole graph for ``as_of`` (default: the day after the latest event). On a fresh warehouse
     this trains on a full history too: the graph computes the features of the training cutoffs it lacks
     (marts/training_cutoff_features), not every day before ``as_of``."""
-    as_of = as_of or event_span().last_date + dt.timedelta(days=1)
+    from dagster_project.training_windows import choose_windows
+
+    span = event_span()
+    as_of = as_of or span.last_date + dt.timedelta(days=1)
+    settings = load_settings()
+    windows = choose_windows(as_of, span.first_date, settings.training_cutoffs, settings.training_cadence_days)
     progress(f"materializing the whole graph for as-of date {as_of}")
-    return {"as_of_date": as_of.isoformat(), "runs": {"shopcast_graph": run_partition(as_of).run_id}}
+    progress(f"training windows: {windows.describe()}")
+    return {"as_of_date": as_of.isoformat(), "training_windows": windows.describe(),
+            "runs": {"shopcast_graph": run_partition(as_of).run_id}}

@@ -1,5 +1,5 @@
 """What BI reads: the prediction tables, the audiences and the latest scores, published to a serving DuckDB file
-(and Parquet files) under ``SHOPCAST_HOME/serving/`` that readers never share with the pipeline.
+(and Parquet files) under ``<home>/serving/`` that readers never share with the pipeline.
 
 DuckDB admits one writing process or many readers of a file, never both: a dashboard holding the warehouse open
 would block the nightly run. So the pipeline writes the warehouse, and each publish builds a new serving file under
@@ -33,7 +33,7 @@ from dagster_project.warehouse import qualified, quote_identifier, string_litera
 SERVING_FILE = "shopcast.duckdb"
 PARQUET_DIR = "parquet"
 CURRENT_LINK = "current"
-# (schema, table, dated): dated tables keep their last SHOPCAST_SERVING_DAYS as-of dates; the others are copied whole
+# (schema, table, dated): dated tables keep their last serving_days as-of dates; the others are copied whole
 PUBLISHED_TABLES = (
     ("predictions", "purchase_propensity_7d", True),
     ("predictions", "churn_probability_7d", True),
@@ -58,18 +58,18 @@ MIN_KEY_LENGTH = 16
 class ServingOptions:
     days: int = 28                      # as-of dates of the dated tables kept in the serving file
     pseudonymise: bool = False          # user ids → HMAC-SHA256(key, user_id) in everything published
-    key: str = ""                       # the pseudonymisation key (SHOPCAST_PSEUDONYMISATION_KEY), never stored
+    key: str = ""                       # the pseudonymisation key (pseudonymisation_key), never stored
     storage_version: str = "v1.0.0"     # the oldest DuckDB that must open the file (BI drivers lag behind)
     keep_parquet_publishes: int = 2     # the current one and the one before, for readers still on it
 
     def __post_init__(self):
         if self.days < 1:
-            raise ValueError(f"SHOPCAST_SERVING_DAYS must be at least 1, got {self.days}")
+            raise ValueError(f"serving_days must be at least 1, got {self.days}")
         if self.pseudonymise and len(self.key) < MIN_KEY_LENGTH:
-            raise ValueError("SHOPCAST_PSEUDONYMISE_USER_IDS is on but SHOPCAST_PSEUDONYMISATION_KEY is missing or "
+            raise ValueError("pseudonymise_user_ids is on but pseudonymisation_key is missing or "
                              f"shorter than {MIN_KEY_LENGTH} characters: set a secret key (it is never stored)")
         if not self.storage_version.startswith("v") or not self.storage_version[1:].replace(".", "").isdigit():
-            raise ValueError(f"SHOPCAST_SERVING_STORAGE_VERSION must look like v1.0.0, got {self.storage_version!r}")
+            raise ValueError(f"serving_storage_version must look like v1.0.0, got {self.storage_version!r}")
 
 
 @dataclass(frozen=True)

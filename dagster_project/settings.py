@@ -1,27 +1,401 @@
-"""Where shopcast keeps its state, read from the environment.
+"""Every setting of shopcast, in one typed model: its type, default, bounds and one-line doc are written here once.
 
-Everything a run writes lives under one folder, ``SHOPCAST_HOME`` (default ``./data``): the DuckDB warehouse, the
-MLflow store, the Dagster home, landing files and the Great Expectations results. No Dagster import here: the CLI,
-the tests and the Dagster resources all read their paths from this one place.
+Where a value comes from, lowest to highest priority:
+1. the default below;
+2. the home's project file, ``<home>/shopcast.toml`` (``key = value`` lines with the field names below; ``shopcast
+   sample`` writes its presets there), so that every process opening the home (the CLI, ``make ui``, the daemon)
+   sees the same values;
+3. an environment variable ``SHOPCAST_<FIELD>`` (``SHOPCAST_GATE_MARGIN=0.01``).
+
+The home itself comes from the environment (``SHOPCAST_HOME``) or the default ``./data``. An invalid value fails at
+load, naming the setting, the value and what is allowed. Nothing else in the code reads a ``SHOPCAST_*`` variable:
+resources, the CLI, dbt's vars and the subprocesses started for the UIs get their values from here
+(``shopcast config`` prints them and where each came from). No Dagster import: the CLI, the tests and the
+Dagster resources all read this one model.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
+ENV_PREFIX = "SHOPCAST_"
+PROJECT_FILE = "shopcast.toml"
+LEGACY_SETTINGS_FILE = "settings.env"   # what homes of shopcast <= 0.1 kept (KEY=VALUE lines); read, then replaced
+# Settings that live in the environment only: where the home is (the file is inside it), secrets, test hooks.
+ENVIRONMENT_ONLY = frozenset({"home", "pseudonymisation_key", "failpoint", "datasets"})
 
-# Telemetry off: the product runs offline and must not phone home.
+# Telemetry off: the product runs offline and must not phone home (variables the libraries read themselves).
 OFFLINE_ENV = {
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
     "GX_ANALYTICS_ENABLED": "False",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",
 }
+
+
+class SettingsError(ValueError):
+    """A setting has a value it cannot take; the message names the setting, the value and what is allowed."""
+
+
+def _time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("not a known IANA time zone name (e.g. UTC, Europe/London)") from exc
+    return name
+
+
+def _families(text: str) -> str:
+    from ml.models import FAMILIES, REGRESSION_FAMILIES  # lazy: scikit-learn is a slow import
+
+    if text.strip() in ("", "all"):
+        return "all"
+    chosen = [f.strip() for f in text.split(",") if f.strip()]
+    known = [*FAMILIES, *REGRESSION_FAMILIES]
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise ValueError(f"unknown famil(ies) {', '.join(unknown)}; expected all or some of {', '.join(known)}")
+    return ",".join(chosen)
+
+
+TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
+FamilyList = Annotated[str, AfterValidator(_families)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True,
+                                      env_ignore_empty=True)
+
+    # -- where state lives
+    home: Path = Field(Path("data"), description="all state: warehouse, MLflow, Dagster home, landing files")
+    business_tz: TimeZoneName = Field(
+        "UTC", description="the zone business days (partitions, windows) follow; raw timestamps stay UTC")
+    # -- training windows
+    training_cutoffs: int | None = Field(
+        None, ge=2, le=104, description="training cutoffs in the training set; unset: chosen from the span of "
+                                        "history (training_windows.py)")
+    training_cadence_days: int | None = Field(
+        None, ge=1, le=28, description="days between training cutoffs; unset: chosen from the span of history")
+    partitions_start: dt.date = Field(dt.date(2010, 1, 1), description="the first as-of date a run may ask for")
+    # -- training and the gate
+    gate_margin: float = Field(0.0, ge=0, le=1, allow_inf_nan=False,
+                               description="primary metric a candidate must gain over the champion to replace it")
+    training_budget_seconds: int = Field(
+        300, ge=1, description="time budget of one target's model search, shared by the families: every family "
+                               "tries at least its first configuration, further ones while they and the refit fit in "
+                               "what is left")
+    model_families: FamilyList = Field(
+        "all", description="or a comma-separated subset of logistic_regression, decision_tree, random_forest, "
+                           "linear_svm, neural_network, gradient_boosting")
+    min_class_examples: int = Field(
+        1000, ge=1, description="eligibility: positive and negative examples a target's training cutoffs must hold "
+                                "(the validation cutoff a tenth); below it the target is not trained")
+    min_roc_auc: Fraction = Field(0.6, description="quality floor: a candidate below it is never promoted")
+    min_pr_auc_skill: Fraction = Field(
+        0.05, description="quality floor: (PR-AUC - base rate) / (1 - base rate), PR-AUC's gain over a random "
+                          "ranking")
+    min_normalized_gini: float = Field(0.2, ge=-1, le=1, allow_inf_nan=False,
+                                       description="quality floor of amount targets (revenue)")
+    backtest_cutoffs: int = Field(
+        3, ge=1, description="closed cutoffs on which a candidate is backtested against the champion before the gate "
+                             "decides")
+    training_rows_per_cutoff: int = Field(
+        200_000, ge=100, description="training and the gate read at most about this many users per cutoff: a hash "
+                                     "sample of user ids taken in the warehouse (the same users at every cutoff)")
+    max_training_rows: int = Field(
+        100_000, ge=100, description="models (and the gate's backtest refits) are fitted on a uniform sample of at "
+                                     "most this many rows; validation is never sampled")
+    clv_fit_users: int = Field(
+        100_000, ge=100, description="BG/NBD and Gamma-Gamma are fitted on at most this many users per date (a hash "
+                                     "sample), then applied to every user")
+    personal_features: bool = Field(
+        False, description="true lets personal attributes (age, gender, region...) be model features")
+    # -- monitoring
+    psi_warn: float = Field(0.1, gt=0, allow_inf_nan=False,
+                            description="drift checks warn above this population stability index")
+    psi_fail: float = Field(0.25, gt=0, allow_inf_nan=False,
+                            description="drift checks fail above this population stability index")
+    drift_informational_features: str = Field(
+        "tenure_days,clv_*", description="features (patterns) whose PSI is shown with status info but never fails "
+                                         "the drift check: they move by construction")
+    null_rate_jump: Fraction = Field(0.1, description="a rise in a feature's share of missing values that the drift "
+                                                      "checks warn about")
+    performance_drop: Fraction = Field(
+        0.05, description="realised primary metric this far below the promoted figure requests a retrain")
+    retrain_cooldown_days: int = Field(7, ge=0, description="the retraining sensor asks at most once per target in "
+                                                            "this many days")
+    # -- serving
+    serving_days: int = Field(28, ge=1, description="as-of dates of each prediction and audience table kept in the "
+                                                    "serving file")
+    pseudonymise_user_ids: bool = Field(
+        False, description="true: user ids in everything published become u_ + HMAC-SHA256(pseudonymisation key, id)")
+    pseudonymisation_key: SecretStr | None = Field(
+        None, description="the secret of the pseudonyms, at least 16 characters; environment only, never stored")
+    serving_storage_version: str = Field(
+        "v1.0.0", pattern=r"^v\d+\.\d+\.\d+$", description="the oldest DuckDB that must open the serving file (BI "
+                                                            "drivers lag behind)")
+    # -- operations
+    run_lock_timeout_seconds: float = Field(
+        1800, gt=0, allow_inf_nan=False, description="how long a run waits for another run of the same home before "
+                                                     "it fails")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="console level of CLI-started runs (the UI keeps every event)")
+    duckdb_memory_limit: str = Field(
+        "6GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="DuckDB memory bound for dbt and loads (beyond it they spill under the home)")
+    datasets: Path | None = Field(
+        None, description="the folder of the shared real samples (default: ../shared/datasets beside the checkout)")
+    failpoint: str | None = Field(None, description="crash tests only: the failpoint at which the process kills "
+                                                    "itself (faults.py)")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _ProjectFileSource(settings_cls)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.psi_fail < self.psi_warn:
+            raise ValueError(f"psi_fail ({self.psi_fail}) must not be below psi_warn ({self.psi_warn})")
+        if self.pseudonymise_user_ids and len(self.key) < 16:
+            raise ValueError(f"pseudonymise_user_ids is on but {env_name('pseudonymisation_key')} is missing or "
+                             "shorter than 16 characters")
+        return self
+
+    # -- derived
+    @property
+    def paths(self) -> ShopcastPaths:
+        return ShopcastPaths(self.home)
+
+    @property
+    def key(self) -> str:
+        return self.pseudonymisation_key.get_secret_value() if self.pseudonymisation_key else ""
+
+    @property
+    def family_list(self) -> list[str] | None:
+        return None if self.model_families == "all" else self.model_families.split(",")
+
+    @property
+    def informational_patterns(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.drift_informational_features.split(",") if p.strip())
+
+    @property
+    def datasets_dir(self) -> Path:
+        return (self.datasets or REPO_ROOT.parent / "shared" / "datasets").expanduser()
+
+    def dbt_vars(self) -> dict:
+        """The vars every dbt invocation gets from the settings (a run adds its dates and training windows)."""
+        return dbt_base_vars(self.paths.warehouse, self.duckdb_memory_limit, self.business_tz)
+
+    def subprocess_env(self) -> dict[str, str]:
+        """What a process this one starts needs to see the same home: the UIs (Dagster's instance, MLflow's store),
+        dbt and the CLI. The settings themselves travel in the project file and the environment."""
+        return {**OFFLINE_ENV, env_name("home"): str(self.home), "DAGSTER_HOME": str(self.paths.dagster_home),
+                "MLFLOW_TRACKING_URI": self.paths.mlflow_tracking_uri, "DBT_LOG_PATH": str(self.paths.logs / "dbt")}
+
+
+def dbt_base_vars(warehouse: Path, duckdb_memory_limit: str, business_timezone: str) -> dict:
+    """The dbt vars that come from the settings and the target registry, on every dbt invocation (the profile reads
+    the warehouse path and memory limit; the models the zone and the targets' horizons)."""
+    from ml.targets import dbt_vars as target_vars
+
+    return {"warehouse_path": str(warehouse), "duckdb_memory_limit": duckdb_memory_limit,
+            "business_timezone": business_timezone, **target_vars()}
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting (for messages: the name is built here, never spelled elsewhere)."""
+    if field not in Settings.model_fields:
+        raise KeyError(field)
+    return ENV_PREFIX + field.upper()
+
+
+class _ProjectFileSource(PydanticBaseSettingsSource):
+    """``<home>/shopcast.toml``; the home is the one the environment (or the caller) names."""
+
+    def __init__(self, settings_cls, home: Path | None = None):
+        super().__init__(settings_cls)
+        self.values = read_project_file(home or _home_from_environment())
+
+    def get_field_value(self, field, field_name):  # required by the base class; __call__ does the work
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def _home_from_environment() -> Path:
+    return Path(os.environ.get(ENV_PREFIX + "HOME") or "data").expanduser().resolve()
+
+
+def read_project_file(home: Path) -> dict[str, Any]:
+    """The settings a home's project file holds (an older home's settings.env is read as the same)."""
+    file = home / PROJECT_FILE
+    if file.is_file():
+        try:
+            values = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{file}: not valid TOML: {exc}") from exc
+    elif (home / LEGACY_SETTINGS_FILE).is_file():
+        values = _read_legacy(home / LEGACY_SETTINGS_FILE)
+    else:
+        return {}
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    refused = sorted(set(values) & ENVIRONMENT_ONLY)
+    if unknown or refused:
+        raise SettingsError(f"{file}: " + "; ".join(
+            ([f"unknown setting(s) {', '.join(unknown)}"] if unknown else [])
+            + ([f"{', '.join(refused)} can only be set in the environment"] if refused else [])))
+    return values
+
+
+def _read_legacy(file: Path) -> dict[str, str]:
+    values = {}
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = (part.strip() for part in line.partition("="))
+        if not sep or not key.startswith(ENV_PREFIX):
+            raise SettingsError(f"{file}:{number}: expected {ENV_PREFIX}NAME=VALUE")
+        values[key.removeprefix(ENV_PREFIX).lower()] = value
+    return values
+
+
+def write_project_file(home: Path, values: dict[str, Any], comment: str) -> Path:
+    """Write ``values`` (field names) to the home's project file, after validating them as settings would."""
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown or set(values) & ENVIRONMENT_ONLY:
+        raise SettingsError(f"not a project-file setting: {', '.join(unknown or sorted(set(values) & ENVIRONMENT_ONLY))}")
+    load_settings(home=home, _file_values=values)  # fail before writing anything invalid
+    home.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {line}" for line in comment.splitlines()]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    file = home / PROJECT_FILE
+    file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (home / LEGACY_SETTINGS_FILE).unlink(missing_ok=True)
+    return file
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return json.dumps(str(value))  # a TOML basic string
+
+
+def load_settings(*, home: Path | None = None, _file_values: dict | None = None, **overrides) -> Settings:
+    """The effective settings: ``overrides`` (field names) > environment > the home's project file > defaults."""
+    home = (Path(home).expanduser().resolve() if home is not None else _home_from_environment())
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                       file_secret_settings):
+            file_source = _ProjectFileSource(settings_cls, home)
+            if _file_values is not None:
+                file_source.values = dict(_file_values)
+            return init_settings, env_settings, file_source
+
+    try:
+        loaded = _Loaded(**overrides, home=home)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, home)) from None
+    return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields})
+
+
+def _explain(exc: ValidationError, home: Path) -> str:
+    in_file = set(read_project_file(home))
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if field not in Settings.model_fields:
+            where = "settings"
+        elif os.environ.get(env_name(field)):
+            where = f"{env_name(field)} (environment)"
+        elif field in in_file:
+            where = f"{field} in {home / PROJECT_FILE}"
+        else:
+            where = f"{field} ({env_name(field)})"
+        given = error.get("input")
+        value = "" if isinstance(given, dict) else f"={given!r}"
+        lines.append(f"invalid setting {where}{value}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def sources(settings: Settings) -> dict[str, str]:
+    """Where each effective value came from: default, file (the home's project file) or environment."""
+    in_file = read_project_file(settings.home)
+    out = {}
+    for name in Settings.model_fields:
+        if name == "home":
+            out[name] = "environment" if os.environ.get(env_name(name)) else "default"
+        elif os.environ.get(env_name(name)):
+            out[name] = "environment"
+        else:
+            out[name] = "file" if name in in_file else "default"
+    return out
+
+
+def describe(settings: Settings) -> list[dict]:
+    """Every setting with its effective value, source and doc (``shopcast config``)."""
+    origin = sources(settings)
+    rows = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        shown = "(set)" if isinstance(value, SecretStr) else ("(unset)" if value is None else value)
+        rows.append({"setting": name, "variable": env_name(name), "value": str(shown), "source": origin[name],
+                     "doc": field.description})
+    return rows
+
+
+def settings_table_markdown() -> str:
+    """The README's configuration table, generated from the model (tests/test_settings.py keeps them equal)."""
+    lines = ["| variable | project file key | default | meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = ("(none)" if default is None else str(default).lower() if isinstance(default, bool)
+                 else "./data" if name == "home" else str(default))
+        key = "(environment only)" if name in ENVIRONMENT_ONLY else f"`{name}`"
+        lines.append(f"| `{env_name(name)}` | {key} | `{shown}` | {field.description} |")
+    return "\n".join(lines)
+
+
+def offline() -> None:
+    """Telemetry off in this process (and what it starts), before dbt, GX or MLflow is imported."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def ensure_home(settings: Settings | None = None) -> Settings:
+    """Create the home's folders and its Dagster instance file; the entry points (CLI, tests) call it once."""
+    settings = settings or load_settings()
+    paths = settings.paths
+    # tmp/duckdb: where DuckDB spills (warehouse.duckdb_config); DuckDB creates only its last level
+    for folder in (paths.home, paths.dagster_home, paths.mlflow_artifacts, paths.landing, paths.logs,
+                   paths.home / "tmp" / "duckdb"):
+        folder.mkdir(parents=True, exist_ok=True)
+    dagster_yaml = paths.dagster_home / "dagster.yaml"
+    if not dagster_yaml.exists():
+        dagster_yaml.write_text(DAGSTER_YAML)
+    offline()
+    return settings
 
 
 @dataclass(frozen=True)
@@ -64,131 +438,13 @@ class ShopcastPaths:
     def logs(self) -> Path:
         return self.home / "logs"
 
-
-def shopcast_home() -> Path:
-    return Path(os.environ.get("SHOPCAST_HOME", "data")).expanduser().resolve()
+    @property
+    def locks(self) -> Path:
+        return self.home / "locks"
 
 
 def get_paths() -> ShopcastPaths:
-    return ShopcastPaths(shopcast_home())
-
-
-def business_timezone() -> str:
-    """The zone business days (and so daily partitions and feature windows) follow; raw timestamps stay UTC."""
-    name = os.environ.get("SHOPCAST_BUSINESS_TZ", "UTC")
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"SHOPCAST_BUSINESS_TZ={name!r} is not a known IANA time zone") from exc
-    return name
-
-
-# The longest 7-day label window (dbt vars purchase_horizon_days, churn_horizon_days): the newest training cutoff
-# is this many days before the as-of date (fct_training_set.sql).
-LABEL_HORIZON_DAYS = 7
-
-
-def training_cutoff_dates(as_of, cutoffs: int, cadence_days: int) -> list:
-    """The as-of dates of the training examples of a run at ``as_of``, newest first (fct_training_set.sql)."""
-    import datetime as dt
-
-    return [as_of - dt.timedelta(days=LABEL_HORIZON_DAYS + cadence_days * (k - 1)) for k in range(1, cutoffs + 1)]
-
-
-# Settings a SHOPCAST_HOME keeps for every process that opens it (the CLI, `make ui`, the daemon): KEY=VALUE
-# lines, written by `shopcast sample`. A variable set in the environment wins over the file.
-HOME_SETTINGS_FILE = "settings.env"
-# Eligibility and quality floors of a published target (ml.targets.Eligibility), and which families are searched.
-TRAINING_POLICY_DEFAULTS = {
-    "SHOPCAST_MODEL_FAMILIES": "all",            # or a comma-separated list (ml.models.FAMILIES)
-    "SHOPCAST_MIN_CLASS_EXAMPLES": "1000",
-    "SHOPCAST_MIN_ROC_AUC": "0.6",
-    "SHOPCAST_MIN_PR_AUC_SKILL": "0.05",
-    "SHOPCAST_MIN_NORMALIZED_GINI": "0.2",
-    "SHOPCAST_BACKTEST_CUTOFFS": "3",            # a retrain is backtested against the champion on this many cutoffs
-    "SHOPCAST_TRAINING_ROWS_PER_CUTOFF": "200000",  # training reads a hash sample of at most this many users a cutoff
-    "SHOPCAST_MAX_TRAINING_ROWS": "100000",      # models are fitted on a uniform sample of at most this many rows
-    "SHOPCAST_CLV_FIT_USERS": "100000",          # BG/NBD is fitted on a hash sample of at most this many users a date
-}
-MONITORING_POLICY_DEFAULTS = {
-    "SHOPCAST_PSI_WARN": "0.1",                  # drift checks warn above this population stability index ...
-    "SHOPCAST_PSI_FAIL": "0.25",                 # ... and fail above this one (and request a retrain)
-    "SHOPCAST_NULL_RATE_JUMP": "0.1",            # a feature's share of missing values rising by more than this warns
-    "SHOPCAST_DRIFT_INFORMATIONAL_FEATURES": "tenure_days,clv_*",  # PSI shown, never failing: moves by construction
-    "SHOPCAST_PERFORMANCE_DROP": "0.05",         # realised primary metric this far below validation: retrain
-    "SHOPCAST_RETRAIN_COOLDOWN_DAYS": "7",       # the retraining sensor asks at most once per target in this time
-}
-SERVING_DEFAULTS = {
-    "SHOPCAST_SERVING_DAYS": "28",               # as-of dates of each prediction table kept in the serving file
-    "SHOPCAST_PSEUDONYMISE_USER_IDS": "false",   # true: user ids become HMAC-SHA256(SHOPCAST_PSEUDONYMISATION_KEY, id)
-    "SHOPCAST_SERVING_STORAGE_VERSION": "v1.0.0",  # the oldest DuckDB (BI driver) that must open the serving file
-    "SHOPCAST_RUN_LOCK_TIMEOUT_SECONDS": "1800",  # a second run waits this long for the first, then fails
-    "SHOPCAST_PERSONAL_FEATURES": "false",       # true: age, gender, region... may become model features
-}
-HOME_SETTINGS_KEYS = ("SHOPCAST_BUSINESS_TZ", "SHOPCAST_TRAINING_CUTOFFS", "SHOPCAST_TRAINING_CADENCE_DAYS",
-                      "SHOPCAST_TRAINING_BUDGET_SECONDS", "SHOPCAST_GATE_MARGIN", "SHOPCAST_PARTITIONS_START",
-                      *TRAINING_POLICY_DEFAULTS, *MONITORING_POLICY_DEFAULTS, *SERVING_DEFAULTS)
-
-
-def read_home_settings(home: Path) -> dict[str, str]:
-    file = home / HOME_SETTINGS_FILE
-    if not file.is_file():
-        return {}
-    settings = {}
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = (part.strip() for part in line.partition("="))
-        if not sep or key not in HOME_SETTINGS_KEYS:
-            raise ValueError(f"{file}:{number}: expected KEY=VALUE with KEY one of {', '.join(HOME_SETTINGS_KEYS)}")
-        settings[key] = value
-    return settings
-
-
-def write_home_settings(home: Path, settings: dict[str, str], comment: str) -> Path:
-    unknown = sorted(set(settings) - set(HOME_SETTINGS_KEYS))
-    if unknown:
-        raise ValueError(f"not a home setting: {', '.join(unknown)}")
-    home.mkdir(parents=True, exist_ok=True)
-    file = home / HOME_SETTINGS_FILE
-    file.write_text(f"# {comment}\n" + "".join(f"{k}={v}\n" for k, v in settings.items()), encoding="utf-8")
-    return file
-
-
-def configure_environment(paths: ShopcastPaths | None = None) -> ShopcastPaths:
-    """Export the derived variables the stack reads (Dagster, dbt, MLflow) and create the folders.
-
-    Called by the CLI and the Dagster definitions before anything else touches the stack, so that a bare
-    ``SHOPCAST_HOME`` is enough to point every component at the same state.
-    """
-    paths = paths or get_paths()
-    # tmp/duckdb: where DuckDB spills (warehouse.duckdb_config, dbt's profile); DuckDB creates only its last level
-    for folder in (paths.home, paths.dagster_home, paths.mlflow_artifacts, paths.landing, paths.logs,
-                   paths.home / "tmp" / "duckdb"):
-        folder.mkdir(parents=True, exist_ok=True)
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
-    for key, value in read_home_settings(paths.home).items():
-        os.environ.setdefault(key, value)
-    os.environ["SHOPCAST_HOME"] = str(paths.home)
-    os.environ["SHOPCAST_WAREHOUSE_PATH"] = str(paths.warehouse)
-    os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
-    os.environ["MLFLOW_TRACKING_URI"] = paths.mlflow_tracking_uri
-    os.environ["SHOPCAST_MLFLOW_ARTIFACTS"] = str(paths.mlflow_artifacts)
-    os.environ.setdefault("SHOPCAST_GATE_MARGIN", "0.0")
-    os.environ.setdefault("SHOPCAST_TRAINING_BUDGET_SECONDS", "300")
-    os.environ["DBT_LOG_PATH"] = str(paths.logs / "dbt")
-    os.environ["SHOPCAST_BUSINESS_TZ"] = business_timezone()
-    os.environ.setdefault("SHOPCAST_TRAINING_CUTOFFS", "12")
-    os.environ.setdefault("SHOPCAST_TRAINING_CADENCE_DAYS", "7")
-    os.environ["SHOPCAST_SERVING_DIR"] = str(paths.serving)
-    for key, value in {**TRAINING_POLICY_DEFAULTS, **MONITORING_POLICY_DEFAULTS, **SERVING_DEFAULTS}.items():
-        os.environ.setdefault(key, value)
-    dagster_yaml = paths.dagster_home / "dagster.yaml"
-    if not dagster_yaml.exists():
-        dagster_yaml.write_text(DAGSTER_YAML)
-    return paths
+    return load_settings().paths
 
 
 # One writer at a time on the DuckDB file: every asset that writes the warehouse declares pool "duckdb",

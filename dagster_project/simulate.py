@@ -71,7 +71,7 @@ def simulate(cfg: SimulationConfig, progress=print) -> SimulationLog:
     if paths.warehouse.exists():
         with connect(paths.warehouse, read_only=True) as con:
             if table_exists(con, "raw", "events") and con.execute("select count(*) from raw.events").fetchone()[0]:
-                raise runs.RunFailed(f"{paths.home} already holds events: simulate in an empty SHOPCAST_HOME")
+                raise runs.RunFailed(f"{paths.home} already holds events: simulate in an empty home")
     work = paths.home / "simulation"
     generated = generate(GeneratorConfig(n_events=cfg.events, seed=cfg.seed, days=cfg.history_days + 7 * cfg.weeks,
                                          end_date=cfg.end + dt.timedelta(days=1), drift_from=cfg.drift_from),

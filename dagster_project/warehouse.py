@@ -6,7 +6,6 @@ the duration of a write and close it; readers (status, checks, scoring inputs) o
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from pathlib import Path
 import duckdb
 
 from dagster_project.faults import failpoint
+from dagster_project.settings import load_settings
 
 # The canonical raw layer. Event types are documented in docs/raw_schema.md; the list may grow.
 CANONICAL_EVENT_TYPES = ("view", "cart", "remove_from_cart", "fav", "purchase", "checkout", "return")
@@ -97,7 +97,7 @@ def qualified(schema: str, table: str) -> str:
 def duckdb_config(path: Path) -> dict:
     """Bounded memory (spilling to a folder beside the warehouse), the same bound dbt's profile sets."""
     return {
-        "memory_limit": os.environ.get("SHOPCAST_DUCKDB_MEMORY_LIMIT", "6GB"),
+        "memory_limit": load_settings().duckdb_memory_limit,
         "temp_directory": str(Path(path).parent / "tmp" / "duckdb"),
     }
 
@@ -120,7 +120,7 @@ def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
 
         raise WarehouseBusy(f"{path} is open for writing by {holder(Path(path).parent / 'locks')}: one process may write a DuckDB file, and then "
                             "nobody else may open it. Wait for the run to end, or read the serving file "
-                            "(SHOPCAST_HOME/serving/shopcast.duckdb), which runs never hold.") from exc
+                            f"({Path(path).parent / 'serving' / 'shopcast.duckdb'}), which runs never hold.") from exc
     try:
         yield con
     finally:

@@ -1,6 +1,6 @@
 """Validate one bounded pandas batch against a suite in a Great Expectations file context.
 
-The file context (results, Data Docs) lives under ``SHOPCAST_HOME/gx``: state, not source. The suites come from
+The file context (results, Data Docs) lives under ``<home>/gx``: state, not source. The suites come from
 ``expectations/suites.py`` and are written into the context on every run, so the code is the source of truth.
 """
 

@@ -11,7 +11,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 # Keys, dates and labels of the training set: never model inputs.
 NON_FEATURES = {"user_id", "as_of_date", "cutoff_rank", "purchase_next_7d", "churn_next_7d", "revenue_next_28d"}
-# Personal attributes (raw.users has age, gender, region): never model inputs unless SHOPCAST_PERSONAL_FEATURES is
+# Personal attributes (raw.users has age, gender, region): never model inputs unless personal_features is
 # on. A column is personal when its name is one of these or starts with one and an underscore (age_band, gender_f).
 PERSONAL_ATTRIBUTES = ("age", "birth_year", "date_of_birth", "gender", "sex", "region", "country", "city",
                        "postcode", "zip_code", "ethnicity", "religion", "income")

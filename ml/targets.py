@@ -47,6 +47,8 @@ class Target:
     clv_reverse: bool = False        # churn: 1 - P(purchase in 7 days)
     kind: str = "classification"     # or "regression" (an amount)
     score_column: str = "probability"  # the column of predictions.<name>
+    horizon_days: int = 7            # the label window after the as-of date (fct_user_labels.sql)
+    short_name: str = ""             # the column prefix in audiences.user_scores_latest (purchase_probability ...)
 
     def baseline(self, frame: pd.DataFrame) -> tuple[str, np.ndarray]:
         """(name, scores) of the baseline on ``frame``: BG/NBD where fitted for every row, else the naive one."""
@@ -107,6 +109,7 @@ PURCHASE_PROPENSITY_7D = Target(
     label="purchase_next_7d",
     description="Probability that the user buys in the 7 days from the as-of date (GA4's purchase probability).",
     clv_column="clv_p_purchase_7d",
+    short_name="purchase",
 )
 
 CHURN_PROBABILITY_7D = Target(
@@ -121,6 +124,7 @@ CHURN_PROBABILITY_7D = Target(
     clv_reverse=True,
     naive_scores=inactivity_scores,
     naive_name="inactivity (reverse recency/frequency)",
+    short_name="churn",
 )
 
 PREDICTED_REVENUE_28D = Target(
@@ -134,6 +138,25 @@ PREDICTED_REVENUE_28D = Target(
     naive_name="90-day revenue run rate",
     kind="regression",
     score_column="predicted_revenue",
+    horizon_days=28,
+    short_name="revenue",
 )
 
+# The one list of targets: dbt (vars), training, scoring, serving, monitoring, audiences and status derive from it.
 TARGETS = {t.name: t for t in (PURCHASE_PROPENSITY_7D, CHURN_PROBABILITY_7D, PREDICTED_REVENUE_28D)}
+
+# The newest training cutoff is this many days before the as-of date: the longest label window of the
+# classification targets, so that every class label of cutoff 1 has closed (the revenue label may still be open:
+# NULL, and that target trains on the older cutoffs).
+LABEL_HORIZON_DAYS = max(t.horizon_days for t in TARGETS.values() if not t.is_regression)
+
+
+def dbt_vars() -> dict:
+    """What dbt learns of the targets: one entry each (name, label, score column, horizon), each label's horizon as
+    ``<short name>_horizon_days`` (read by fct_user_labels.sql), and the training cutoffs' label horizon."""
+    return {
+        "targets": [{"name": t.name, "label": t.label, "score_column": t.score_column, "horizon_days": t.horizon_days,
+                     "short_name": t.short_name} for t in TARGETS.values()],
+        **{f"{t.short_name}_horizon_days": t.horizon_days for t in TARGETS.values()},
+        "label_horizon_days": LABEL_HORIZON_DAYS,
+    }

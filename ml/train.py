@@ -77,7 +77,7 @@ def time_split(frame: pd.DataFrame, target: Target, min_examples_per_class: int 
     ranks = sorted(labelled["cutoff_rank"].unique())
     if len(ranks) < 2:
         raise NotEligible(f"{target.name}: {len(ranks)} cutoff(s) with a closed label in the training set; need at "
-                          "least 2 (one to validate, one to train): more training cutoffs (SHOPCAST_TRAINING_CUTOFFS) over a "
+                          "least 2 (one to validate, one to train): more training cutoffs (training_cutoffs) over a "
                           "longer history of events give more")
     valid = labelled[labelled.cutoff_rank == ranks[0]]
     train = labelled[labelled.cutoff_rank != ranks[0]]

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dagster_project.settings import ShopcastPaths, configure_environment
+from dagster_project.settings import ShopcastPaths, ensure_home, load_settings
 
-DERIVED = ("SHOPCAST_WAREHOUSE_PATH", "DAGSTER_HOME", "MLFLOW_TRACKING_URI", "DBT_LOG_PATH")
 # Small but real: 70 days of synthetic behaviour, 3 weekly training cutoffs.
 DEMO = {"n_events": 40_000, "seed": 7, "days": 70, "end_date": dt.date(2026, 11, 1)}
 DEMO_AS_OF = dt.date(2026, 11, 1)
@@ -28,13 +27,13 @@ TEST_ENV = {"SHOPCAST_TRAINING_CUTOFFS": "3", "SHOPCAST_TRAINING_CADENCE_DAYS": 
 def _point_at(home: Path) -> ShopcastPaths:
     os.environ["SHOPCAST_HOME"] = str(home)
     os.environ.update(TEST_ENV)
-    return configure_environment(ShopcastPaths(home))
+    return ensure_home(load_settings()).paths
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> ShopcastPaths:
     """An empty SHOPCAST_HOME for one test; the environment is restored afterwards."""
-    for key in ("SHOPCAST_HOME", *DERIVED, *TEST_ENV):
+    for key in ("SHOPCAST_HOME", *TEST_ENV):
         monkeypatch.setenv(key, os.environ.get(key, ""))
     return _point_at(tmp_path / "home")
 

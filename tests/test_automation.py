@@ -62,26 +62,6 @@ def test_the_landing_sensor_picks_up_mapped_exports_but_not_their_mappings(home)
         assert con.execute("select user_id, event_type from raw.events").fetchall() == [("u1", "view")]
 
 
-def test_a_homes_settings_file_applies_unless_the_environment_says_otherwise(tmp_path, monkeypatch):
-    import pytest
-
-    from dagster_project.settings import ShopcastPaths, configure_environment, write_home_settings
-
-    home = tmp_path / "sample_home"
-    write_home_settings(home, {"SHOPCAST_BUSINESS_TZ": "Asia/Shanghai", "SHOPCAST_TRAINING_CUTOFFS": "2"}, "test")
-    monkeypatch.delenv("SHOPCAST_BUSINESS_TZ", raising=False)
-    monkeypatch.setenv("SHOPCAST_TRAINING_CUTOFFS", "5")
-    for key in ("SHOPCAST_HOME", "SHOPCAST_WAREHOUSE_PATH", "DAGSTER_HOME", "MLFLOW_TRACKING_URI", "DBT_LOG_PATH",
-                "SHOPCAST_MLFLOW_ARTIFACTS"):
-        monkeypatch.setenv(key, "")
-    configure_environment(ShopcastPaths(home))
-    import os
-    assert os.environ["SHOPCAST_BUSINESS_TZ"] == "Asia/Shanghai" and os.environ["SHOPCAST_TRAINING_CUTOFFS"] == "5"
-    (home / "settings.env").write_text("SHOPCAST_HOME=/elsewhere\n")
-    with pytest.raises(ValueError, match=r"settings.env:1: expected KEY=VALUE"):
-        configure_environment(ShopcastPaths(home))
-
-
 def test_a_fresh_home_lets_duckdb_spill_a_query_larger_than_its_memory_limit(home, monkeypatch):
     # DuckDB creates only the last level of its temp_directory: without tmp/ a query that spills fails
     # (found by the 10M-event benchmark, where dbt's feature build spilled)

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dagster_project.settings import DBT_PROJECT_DIR, REPO_ROOT
+from dagster_project.settings import DBT_PROJECT_DIR, REPO_ROOT, load_settings
 
 BIN = Path(sys.executable).parent
 
@@ -26,7 +26,9 @@ def _run(args, env=None, cwd=REPO_ROOT, timeout=1200):
 @pytest.mark.slow
 def test_dbt_unit_tests_pin_the_window_logic(pipeline, tmp_path):
     target = tmp_path / "dbt_target"
-    _run([str(BIN / "dbt"), "test", "--select", "test_type:unit", "--target-path", str(target)], cwd=DBT_PROJECT_DIR)
+    dbt_vars = json.dumps({**load_settings().dbt_vars(), "training_cutoffs": 3, "training_cadence_days": 7})
+    _run([str(BIN / "dbt"), "test", "--select", "test_type:unit", "--target-path", str(target), "--vars", dbt_vars],
+         cwd=DBT_PROJECT_DIR)
     results = json.loads((target / "run_results.json").read_text())["results"]
     statuses = {r["unique_id"].split(".")[-1]: r["status"] for r in results}
     assert statuses == {

@@ -172,4 +172,4 @@ def test_uis_bind_to_localhost_and_no_credentials_are_committed():
     assert not [f for f in tracked if Path(f).name in {".env", "credentials.json", "profiles.yml.local"}
                 or f.endswith((".pem", ".key"))]
     profiles = (REPO_ROOT / "dbt" / "profiles.yml").read_text()
-    assert "password" not in profiles.lower() and "env_var('SHOPCAST_WAREHOUSE_PATH')" in profiles
+    assert "password" not in profiles.lower() and "var('warehouse_path')" in profiles

@@ -3,7 +3,6 @@ weekly retrain, the landing sensor, and the retraining sensor that reacts to dri
 
 import datetime as dt
 import json
-import os
 
 import dagster as dg
 
@@ -84,7 +83,7 @@ ingest_job = dg.define_asset_job(
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Each new file under SHOPCAST_HOME/landing/<format>/ is ingested once, keyed by its content.")
+           description="Each new file under <home>/landing/<format>/ is ingested once, keyed by its content.")
 def landing_sensor(context: dg.SensorEvaluationContext):
     from pathlib import Path
 
@@ -107,7 +106,9 @@ def landing_sensor(context: dg.SensorEvaluationContext):
 
 
 def _cooldown_days() -> int:
-    return int(os.environ.get("SHOPCAST_RETRAIN_COOLDOWN_DAYS", "7"))
+    from dagster_project.settings import load_settings
+
+    return load_settings().retrain_cooldown_days
 
 
 def _trained_since(instance: dg.DagsterInstance, target: str, as_of: str) -> bool:
@@ -119,7 +120,7 @@ def _trained_since(instance: dg.DagsterInstance, target: str, as_of: str) -> boo
 @dg.sensor(job=weekly_training, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED,
            description="Requests a retrain of a target (candidates, backtest, gate) when the drift check of the "
                        "latest scoring date fails or the champion's realised performance fell by more than "
-                       "SHOPCAST_PERFORMANCE_DROP; at most once per target every SHOPCAST_RETRAIN_COOLDOWN_DAYS.")
+                       "the performance_drop setting; at most once per target every retrain_cooldown_days.")
 def retraining_sensor(context: dg.SensorEvaluationContext):
     from dagster_project.decisions import TRIGGER_TAG
     from dagster_project.defs.monitoring import DRIFT, PERFORMANCE, RETRAIN_METADATA

@@ -16,7 +16,7 @@ RAW_EVENTS = dg.AssetKey(["raw", "events"])
 
 class IngestConfig(dg.Config):
     format: str = "canonical"
-    # files or folders to load; empty means every file under SHOPCAST_HOME/landing/<format>/
+    # files or folders to load; empty means every file under <home>/landing/<format>/
     paths: list[str] = []  # noqa: RUF012 (a pydantic field: each config gets its own list)
     # the YAML mapping of the mapped format; default: <file>.yaml or mapping.yaml beside each file
     mapping: str | None = None

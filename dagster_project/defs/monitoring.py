@@ -188,7 +188,7 @@ def _latest_drift(warehouse: WarehouseResource, dates) -> pd.DataFrame:
 
 @dg.asset_check(asset=DRIFT, partitions_def=as_of_daily, pool="duckdb",
                 description="No model feature, and no score distribution, has a PSI above the warn limit "
-                            "(SHOPCAST_PSI_WARN: WARN) or the fail limit (SHOPCAST_PSI_FAIL: ERROR).")
+                            "(psi_warn: WARN) or the fail limit (psi_fail: ERROR).")
 def feature_drift_within_limits(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                                 monitoring_policy: MonitoringPolicy) -> dg.AssetCheckResult:
     limits = monitoring_policy.limits()
@@ -206,7 +206,7 @@ def feature_drift_within_limits(context: dg.AssetCheckExecutionContext, warehous
 
 @dg.asset_check(asset=DRIFT, partitions_def=as_of_daily, pool="duckdb",
                 description="Every model feature is present in the scoring data (ERROR if not) and no feature's "
-                            "share of missing values jumped by more than SHOPCAST_NULL_RATE_JUMP (WARN).")
+                            "share of missing values jumped by more than null_rate_jump (WARN).")
 def features_present_and_null_rates_stable(context: dg.AssetCheckExecutionContext,
                                            warehouse: WarehouseResource) -> dg.AssetCheckResult:
     rows = _latest_drift(warehouse, as_of_dates(context))
@@ -221,7 +221,7 @@ def features_present_and_null_rates_stable(context: dg.AssetCheckExecutionContex
 
 @dg.asset_check(asset=PERFORMANCE, partitions_def=as_of_daily, pool="duckdb",
                 description="Each champion's realised primary metric (last 7 closed dates) is within "
-                            "SHOPCAST_PERFORMANCE_DROP of the figure it was promoted on (WARN otherwise).")
+                            "performance_drop of the figure it was promoted on (WARN otherwise).")
 def realised_performance_holds(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                                mlflow: MlflowStore, monitoring_policy: MonitoringPolicy) -> dg.AssetCheckResult:
     table = warehouse.query_df("select * from monitoring.prediction_performance")

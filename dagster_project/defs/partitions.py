@@ -1,14 +1,13 @@
 """Daily partitions by as-of date: partition D holds what is known with the events before business day D."""
 
-import os
-
 import dagster as dg
 
-# The first as-of date a run may ask for; the real samples reach back to 2010.
-PARTITIONS_START = os.environ.get("SHOPCAST_PARTITIONS_START", "2010-01-01")
+from dagster_project.settings import load_settings
+
+_settings = load_settings()
 
 as_of_daily = dg.DailyPartitionsDefinition(
-    start_date=PARTITIONS_START,
+    start_date=_settings.partitions_start.isoformat(),  # the real samples reach back to 2010
     end_offset=1,  # today's partition exists: its as-of date is today, its events end yesterday
-    timezone=os.environ.get("SHOPCAST_BUSINESS_TZ", "UTC"),
+    timezone=_settings.business_tz,
 )

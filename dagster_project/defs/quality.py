@@ -129,7 +129,7 @@ MIN_TRAINING_CUTOFFS = 2
 
 @dg.asset_check(asset=TRAINING_SAMPLE, blocking=True, partitions_def=as_of_daily, pool="duckdb",
                 description="fct_training_set suite, cutoff by cutoff, on the rows training reads (the training "
-                            "sample: at most SHOPCAST_TRAINING_ROWS_PER_CUTOFF users a cutoff): labels binary, label "
+                            "sample: at most training_rows_per_cutoff users a cutoff): labels binary, label "
                             f"rates sane; and at least {MIN_TRAINING_CUTOFFS} cutoffs.")
 def training_set_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                        settings: PipelineSettings) -> dg.AssetCheckResult:

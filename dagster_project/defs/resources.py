@@ -1,4 +1,4 @@
-"""Typed resources, configured from the environment (SHOPCAST_HOME and the variables derived from it)."""
+"""Typed resources, configured from the one settings model (dagster_project/settings.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from dagster_dbt import DbtCliResource
 from dagster_project.dbt_project import dbt_project
 from dagster_project.locking import PID_TAG, recover_crashed_runs, run_lock
 from dagster_project.serving import Publish, ServingOptions, publish, serving_path
-from dagster_project.warehouse import connect, ensure_raw_schema, table_exists
+from dagster_project.settings import Settings, dbt_base_vars, load_settings
+from dagster_project.training_windows import TrainingWindows, choose_windows
+from dagster_project.warehouse import connect, ensure_raw_schema, event_day_bounds, table_exists
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -26,7 +28,7 @@ class WarehouseResource(dg.ConfigurableResource):
     one run writes at a time; another waits up to ``lock_timeout_seconds`` and then fails, saying who holds it."""
 
     path: str
-    lock_timeout_seconds: int = 1800
+    lock_timeout_seconds: float = 1800
 
     @property
     def file(self) -> Path:
@@ -72,52 +74,57 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class PipelineSettings(dg.ConfigurableResource):
-    """Where state lives and the business rules every stage shares."""
+    """Where state lives and the business rules every stage shares (values from dagster_project/settings.py)."""
 
     home: str
     business_timezone: str = "UTC"
-    training_cutoffs: int = 12
-    training_cadence_days: int = 7
+    training_cutoffs: int | None = None       # None: chosen from the span of history (training_windows.py)
+    training_cadence_days: int | None = None
     clv_fit_users: int = 100_000        # BG/NBD is fitted on a hash sample of at most this many users per date
+    duckdb_memory_limit: str = "6GB"
 
     @property
     def gx_dir(self) -> Path:
         return Path(self.home) / "gx"
 
-    def training_cutoff_dates(self, as_of: dt.date) -> list[dt.date]:
-        from dagster_project.settings import training_cutoff_dates
+    @property
+    def warehouse_file(self) -> Path:
+        return Path(self.home) / "warehouse.duckdb"
 
-        return training_cutoff_dates(as_of, self.training_cutoffs, self.training_cadence_days)
+    def windows(self, as_of: dt.date) -> TrainingWindows:
+        """The training windows of a run at ``as_of``: pinned by the settings, or chosen from the events' span."""
+        first_day = None
+        if self.training_cutoffs is None or self.training_cadence_days is None:
+            with connect(self.warehouse_file, read_only=True) as con:
+                first_day = event_day_bounds(con, self.business_timezone)[0] if table_exists(con, "raw", "events") \
+                    else None
+        return choose_windows(as_of, first_day, self.training_cutoffs, self.training_cadence_days)
+
+    def training_cutoff_dates(self, as_of: dt.date) -> list[dt.date]:
+        return self.windows(as_of).cutoff_dates(as_of)
 
     def dbt_vars(self, dates: list[dt.date]) -> dict:
         """The dbt vars of a run over ``dates``: a range, or (when they are not consecutive) the dates themselves."""
         consecutive = (dates[-1] - dates[0]).days == len(dates) - 1
+        windows = self.windows(dates[-1])
         return {
+            **dbt_base_vars(self.warehouse_file, self.duckdb_memory_limit, self.business_timezone),
             "min_as_of_date": dates[0].isoformat(),
             "as_of_date": dates[-1].isoformat(),
             "as_of_dates": None if consecutive else [d.isoformat() for d in dates],
-            "business_timezone": self.business_timezone,
-            "training_cutoffs": self.training_cutoffs,
-            "training_cadence_days": self.training_cadence_days,
+            "training_cutoffs": windows.cutoffs,
+            "training_cadence_days": windows.cadence_days,
         }
 
 
-def _flag(name: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(f"{name} must be true or false, got {text!r}")
-    return value in ("true", "1", "yes")
-
-
 class ServingResource(dg.ConfigurableResource):
-    """Where and how BI's serving file is published (dagster_project/serving.py). The pseudonymisation key is read
-    from the environment variable named by ``key_variable`` when a publish needs it: it is never run config."""
+    """Where and how BI's serving file is published (dagster_project/serving.py). The pseudonymisation key is
+    read from the settings when a publish needs it: it is never run config."""
 
     folder: str
     days: int = 28
-    pseudonymise_user_ids: str = "false"
+    pseudonymise_user_ids: bool = False
     storage_version: str = "v1.0.0"
-    key_variable: str = "SHOPCAST_PSEUDONYMISATION_KEY"
 
     @property
     def path(self) -> Path:
@@ -125,18 +132,20 @@ class ServingResource(dg.ConfigurableResource):
 
     @property
     def pseudonymise(self) -> bool:
-        return _flag("SHOPCAST_PSEUDONYMISE_USER_IDS", self.pseudonymise_user_ids)
+        return self.pseudonymise_user_ids
 
     def options(self) -> ServingOptions:
-        return ServingOptions(days=self.days, pseudonymise=self.pseudonymise,
-                              key=os.environ.get(self.key_variable, ""), storage_version=self.storage_version)
+        from dagster_project.settings import load_settings
+
+        return ServingOptions(days=self.days, pseudonymise=self.pseudonymise, key=load_settings().key,
+                              storage_version=self.storage_version)
 
     def publish(self, warehouse_file: Path, as_of: dt.date, run_id: str) -> Publish:
         return publish(warehouse_file, Path(self.folder), as_of, self.options(), run_id)
 
 
 class MlflowStore(dg.ConfigurableResource):
-    """The MLflow tracking server and registry (a SQLite file under SHOPCAST_HOME by default)."""
+    """The MLflow tracking server and registry (a SQLite file in the home by default)."""
 
     tracking_uri: str
     artifact_root: str
@@ -150,68 +159,49 @@ class MlflowStore(dg.ConfigurableResource):
         return f"http://127.0.0.1:5000/#/runs/{run_id}"  # make mlflow-ui
 
 
-def _number(name: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {text!r}") from exc
-
-
 class TrainingPolicy(dg.ConfigurableResource):
-    """How candidates are searched and when one may be published. Numbers that may be fractional are strings,
-    because Dagster's EnvVar reads text."""
+    """How candidates are searched and when one may be published."""
 
     budget_seconds: int = 300           # one target's whole search (ml.train.train_candidates), per run
-    families: str = "all"               # comma-separated model families, or all
-    gate_margin: str = "0.0"            # how much better (primary metric) a candidate must be than the champion
+    families: str = "all"               # comma-separated model families, or all (validated by the settings)
+    gate_margin: float = 0.0            # how much better (primary metric) a candidate must be than the champion
     min_examples_per_class: int = 1000  # eligibility: positives and negatives in the training cutoffs
-    min_roc_auc: str = "0.6"            # quality floor
-    min_pr_auc_skill: str = "0.05"      # (PR-AUC - base rate) / (1 - base rate)
-    min_normalized_gini: str = "0.2"    # amount targets
+    min_roc_auc: float = 0.6            # quality floor
+    min_pr_auc_skill: float = 0.05      # (PR-AUC - base rate) / (1 - base rate)
+    min_normalized_gini: float = 0.2    # amount targets
     backtest_cutoffs: int = 3           # the gate compares candidate and champion on this many closed cutoffs
-    personal_features: str = "false"    # true: personal attributes (age, gender, region...) may be features
+    personal_features: bool = False     # true: personal attributes (age, gender, region...) may be features
     rows_per_cutoff: int = 200_000      # training reads at most about this many users per cutoff (a hash sample)
     max_training_rows: int = 100_000    # models are fitted on at most this many rows (a uniform sample)
 
     @property
     def allow_personal_features(self) -> bool:
-        return _flag("SHOPCAST_PERSONAL_FEATURES", self.personal_features)
+        return self.personal_features
 
     @property
     def margin(self) -> float:
-        return _number("SHOPCAST_GATE_MARGIN", self.gate_margin)
+        return self.gate_margin
 
     @property
     def family_list(self) -> list[str] | None:
-        from ml.models import FAMILIES, REGRESSION_FAMILIES
-
-        if self.families.strip() in ("", "all"):
-            return None
-        chosen = [f.strip() for f in self.families.split(",") if f.strip()]
-        known = [*FAMILIES, *REGRESSION_FAMILIES]
-        unknown = sorted(set(chosen) - set(known))
-        if unknown:
-            raise ValueError(f"SHOPCAST_MODEL_FAMILIES: unknown famil(ies) {', '.join(unknown)}; "
-                             f"expected some of {', '.join(known)}")
-        return chosen
+        return None if self.families in ("", "all") else [f for f in self.families.split(",") if f]
 
     def eligibility(self):
         from ml.targets import Eligibility
 
-        return Eligibility(self.min_examples_per_class, _number("SHOPCAST_MIN_ROC_AUC", self.min_roc_auc),
-                           _number("SHOPCAST_MIN_PR_AUC_SKILL", self.min_pr_auc_skill),
-                           _number("SHOPCAST_MIN_NORMALIZED_GINI", self.min_normalized_gini))
+        return Eligibility(self.min_examples_per_class, self.min_roc_auc, self.min_pr_auc_skill,
+                           self.min_normalized_gini)
 
 
 class MonitoringPolicy(dg.ConfigurableResource):
-    """When drift or realised performance calls for a retrain (numbers as text: EnvVar reads text)."""
+    """When drift or realised performance calls for a retrain."""
 
-    psi_warn: str = "0.1"
-    psi_fail: str = "0.25"
-    null_rate_jump: str = "0.1"
+    psi_warn: float = 0.1
+    psi_fail: float = 0.25
+    null_rate_jump: float = 0.1
     informational_features: str = "tenure_days,clv_*"  # PSI reported, never failing (ml.monitoring.DriftLimits)
-    performance_drop: str = "0.05"   # realised primary metric below the validation figure by more than this
-    retrain_cooldown_days: int = 7   # no retrain request for a champion trained fewer days ago than this
+    performance_drop: float = 0.05  # realised primary metric below the validation figure by more than this
+    retrain_cooldown_days: int = 7  # no retrain request for a champion trained fewer days ago than this
 
     def may_retrain(self, champion, as_of) -> bool:
         """A retrain signal counts only once the champion is old enough: a model trained for this week is not
@@ -224,13 +214,12 @@ class MonitoringPolicy(dg.ConfigurableResource):
     def limits(self):
         from ml.monitoring import DriftLimits
 
-        return DriftLimits(_number("SHOPCAST_PSI_WARN", self.psi_warn), _number("SHOPCAST_PSI_FAIL", self.psi_fail),
-                           _number("SHOPCAST_NULL_RATE_JUMP", self.null_rate_jump),
+        return DriftLimits(self.psi_warn, self.psi_fail, self.null_rate_jump,
                            tuple(p.strip() for p in self.informational_features.split(",") if p.strip()))
 
     @property
     def drop(self) -> float:
-        return _number("SHOPCAST_PERFORMANCE_DROP", self.performance_drop)
+        return self.performance_drop
 
 
 # A run over a range of partitions that needs only some of its dates (the training cutoffs of a first run, a week
@@ -260,53 +249,39 @@ def _dbt_executable() -> str:
     return str(beside) if beside.exists() else "dbt"
 
 
+def build_resources(settings: Settings) -> dict:
+    """Every resource, configured from the one settings model (dagster_project/settings.py)."""
+    paths = settings.paths
+    return {
+        "warehouse": WarehouseResource(path=str(paths.warehouse),
+                                       lock_timeout_seconds=settings.run_lock_timeout_seconds),
+        "serving": ServingResource(folder=str(paths.serving), days=settings.serving_days,
+                                   pseudonymise_user_ids=settings.pseudonymise_user_ids,
+                                   storage_version=settings.serving_storage_version),
+        "settings": PipelineSettings(home=str(paths.home), business_timezone=settings.business_tz,
+                                     training_cutoffs=settings.training_cutoffs,
+                                     training_cadence_days=settings.training_cadence_days,
+                                     clv_fit_users=settings.clv_fit_users,
+                                     duckdb_memory_limit=settings.duckdb_memory_limit),
+        "mlflow": MlflowStore(tracking_uri=paths.mlflow_tracking_uri, artifact_root=str(paths.mlflow_artifacts)),
+        "training_policy": TrainingPolicy(
+            budget_seconds=settings.training_budget_seconds, families=settings.model_families,
+            gate_margin=settings.gate_margin, min_examples_per_class=settings.min_class_examples,
+            min_roc_auc=settings.min_roc_auc, min_pr_auc_skill=settings.min_pr_auc_skill,
+            min_normalized_gini=settings.min_normalized_gini, backtest_cutoffs=settings.backtest_cutoffs,
+            personal_features=settings.personal_features, rows_per_cutoff=settings.training_rows_per_cutoff,
+            max_training_rows=settings.max_training_rows),
+        "monitoring_policy": MonitoringPolicy(
+            psi_warn=settings.psi_warn, psi_fail=settings.psi_fail, null_rate_jump=settings.null_rate_jump,
+            informational_features=settings.drift_informational_features,
+            performance_drop=settings.performance_drop, retrain_cooldown_days=settings.retrain_cooldown_days),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
+    }
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(
-        resources={
-            "warehouse": WarehouseResource(path=dg.EnvVar("SHOPCAST_WAREHOUSE_PATH"),
-                                           lock_timeout_seconds=dg.EnvVar.int("SHOPCAST_RUN_LOCK_TIMEOUT_SECONDS")),
-            "serving": ServingResource(
-                folder=dg.EnvVar("SHOPCAST_SERVING_DIR"),
-                days=dg.EnvVar.int("SHOPCAST_SERVING_DAYS"),
-                pseudonymise_user_ids=dg.EnvVar("SHOPCAST_PSEUDONYMISE_USER_IDS"),
-                storage_version=dg.EnvVar("SHOPCAST_SERVING_STORAGE_VERSION"),
-            ),
-            "settings": PipelineSettings(
-                home=dg.EnvVar("SHOPCAST_HOME"),
-                business_timezone=dg.EnvVar("SHOPCAST_BUSINESS_TZ"),
-                training_cutoffs=dg.EnvVar.int("SHOPCAST_TRAINING_CUTOFFS"),
-                training_cadence_days=dg.EnvVar.int("SHOPCAST_TRAINING_CADENCE_DAYS"),
-                clv_fit_users=dg.EnvVar.int("SHOPCAST_CLV_FIT_USERS"),
-            ),
-            "mlflow": MlflowStore(
-                tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
-                artifact_root=dg.EnvVar("SHOPCAST_MLFLOW_ARTIFACTS"),
-            ),
-            "training_policy": TrainingPolicy(
-                budget_seconds=dg.EnvVar.int("SHOPCAST_TRAINING_BUDGET_SECONDS"),
-                families=dg.EnvVar("SHOPCAST_MODEL_FAMILIES"),
-                gate_margin=dg.EnvVar("SHOPCAST_GATE_MARGIN"),
-                min_examples_per_class=dg.EnvVar.int("SHOPCAST_MIN_CLASS_EXAMPLES"),
-                min_roc_auc=dg.EnvVar("SHOPCAST_MIN_ROC_AUC"),
-                min_pr_auc_skill=dg.EnvVar("SHOPCAST_MIN_PR_AUC_SKILL"),
-                min_normalized_gini=dg.EnvVar("SHOPCAST_MIN_NORMALIZED_GINI"),
-                backtest_cutoffs=dg.EnvVar.int("SHOPCAST_BACKTEST_CUTOFFS"),
-                personal_features=dg.EnvVar("SHOPCAST_PERSONAL_FEATURES"),
-                rows_per_cutoff=dg.EnvVar.int("SHOPCAST_TRAINING_ROWS_PER_CUTOFF"),
-                max_training_rows=dg.EnvVar.int("SHOPCAST_MAX_TRAINING_ROWS"),
-            ),
-            "monitoring_policy": MonitoringPolicy(
-                psi_warn=dg.EnvVar("SHOPCAST_PSI_WARN"),
-                psi_fail=dg.EnvVar("SHOPCAST_PSI_FAIL"),
-                null_rate_jump=dg.EnvVar("SHOPCAST_NULL_RATE_JUMP"),
-                informational_features=dg.EnvVar("SHOPCAST_DRIFT_INFORMATIONAL_FEATURES"),
-                performance_drop=dg.EnvVar("SHOPCAST_PERFORMANCE_DROP"),
-                retrain_cooldown_days=dg.EnvVar.int("SHOPCAST_RETRAIN_COOLDOWN_DAYS"),
-            ),
-            "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
-        }
-    )
+    return dg.Definitions(resources=build_resources(load_settings()))
 
 
 __all__ = ["AS_OF_DATES_TAG", "MlflowStore", "MonitoringPolicy", "PipelineSettings", "ServingResource", "TrainingPolicy", "WarehouseResource", "as_of_dates", "duckdb"]

@@ -1,4 +1,4 @@
-"""Publish what BI reads to SHOPCAST_HOME/serving/ (a DuckDB file and Parquet), swapped in atomically.
+"""Publish what BI reads to <home>/serving/ (a DuckDB file and Parquet), swapped in atomically.
 
 The work is in dagster_project/serving.py; docs/serving.md shows how BI tools connect."""
 
@@ -17,9 +17,9 @@ PUBLISHED = [dg.AssetKey([schema, table]) for schema, table, _ in PUBLISHED_TABL
 
 @dg.asset(key=SERVING, deps=PUBLISHED, group_name="serving", partitions_def=as_of_daily,
           backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"duckdb", "parquet"},
-          description="The serving file BI reads (SHOPCAST_HOME/serving/shopcast.duckdb, and Parquet): prediction "
+          description="The serving file BI reads (<home>/serving/shopcast.duckdb, and Parquet): prediction "
                       "tables, audiences, latest scores and monitoring, built under a temporary name and swapped in "
-                      "atomically; user ids pseudonymised when SHOPCAST_PSEUDONYMISE_USER_IDS is on.")
+                      "atomically; user ids pseudonymised when pseudonymise_user_ids is on.")
 def serving_file(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                  serving: ServingResource) -> dg.MaterializeResult:
     result = serving.publish(warehouse.file, as_of_dates(context)[-1], context.run.run_id)

@@ -55,7 +55,7 @@ TRAINING_SAMPLE_TABLE = "training.training_sample"
           partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
           kinds={"duckdb"},
           description="The rows every target trains and is backtested on: the training set's hash sample "
-                      "(SHOPCAST_TRAINING_ROWS_PER_CUTOFF users a cutoff at most) with its BG/NBD columns, drawn "
+                      "(training_rows_per_cutoff users a cutoff at most) with its BG/NBD columns, drawn "
                       "once per training run in the warehouse, validated by the training-set suite, then read by "
                       "each target's candidates and gate.")
 def training_sample(context: dg.AssetExecutionContext, warehouse: WarehouseResource,

@@ -14,7 +14,7 @@ import duckdb
 from dagster_project.ingest import loader
 
 # Taobao UserBehavior.csv: headerless; epoch seconds in UTC (the business day is China time: set
-# SHOPCAST_BUSINESS_TZ=Asia/Shanghai for partitions); no price.
+# business_tz=Asia/Shanghai for partitions); no price.
 TAOBAO_COLUMNS = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
 TAOBAO_TYPES = {"pv": "view", "fav": "fav", "cart": "cart", "buy": "purchase"}
 

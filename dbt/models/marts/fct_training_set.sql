@@ -1,14 +1,14 @@
 {#-
     Training examples for the run's as_of_date: features at the cutoffs
     as_of_date - label_horizon - (k - 1) * training_cadence_days (k = 1 .. training_cutoffs) with their labels,
-    where label_horizon is the longest 7-day label window. Cutoff 1 is the latest one whose 7-day windows have
+    where label_horizon is the longest label window of the classification targets (ml/targets.py). Cutoff 1 is the latest one whose 7-day windows have
     closed: models validate on it and train on the others. With the default weekly cadence the cutoffs are
     as_of_date - 7, - 14, ...; a daily cadence suits short histories (the 9-day Taobao sample).
     The 28-day revenue label is NULL at cutoffs whose window is still open.
 -#}
 {{ config(materialized='table') }}
 
-{%- set label_horizon = [var('purchase_horizon_days'), var('churn_horizon_days')] | max -%}
+{%- set label_horizon = var('label_horizon_days') -%}
 
 with
 
