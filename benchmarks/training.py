@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from ml.gate import decide, register
+    from ml.gate import apply, backtest_candidate, decide, register
     from ml.predict import score
     from ml.registry import CHAMPION, Store, load_by_alias
     from ml.targets import PURCHASE_PROPENSITY_7D as TARGET
@@ -62,8 +62,11 @@ def main() -> None:
         scoring = replicate(population, users)
         with measure("train 6 families + log + register + gate") as m:
             outcome = train_candidates(panel, TARGET, store, budget_seconds=300)
-            entry = register(store, TARGET, outcome.best.run_id, {"as_of_date": "bench"})
-            decide(store, TARGET, entry, outcome.best.metrics, outcome.split.valid, margin=0.0)
+            entry = register(store, TARGET, outcome.best.run_id, {"as_of_date": "bench", "family": outcome.best.family,
+                                                                  "fold_scores": json.dumps(outcome.best.fold_scores)})
+            tested = backtest_candidate(store, TARGET, entry, panel, folds=1, min_examples_per_class=20,
+                                        max_training_rows=300_000)
+            apply(store, decide(TARGET, entry.version, tested, margin=0.0))
         rows.append({"users": users, "stage": m.stage, "rows": len(panel), "seconds": round(m.seconds, 1),
                      "peak_rss_mb": round(m.peak_rss_mb), "best": outcome.best.family,
                      "per_family_fit_seconds": {c.family: round(c.fit_seconds, 1) for c in outcome.candidates}})

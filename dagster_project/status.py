@@ -112,7 +112,15 @@ def _audiences(con) -> list[dict]:
 
 def _target_status(name: str, paths) -> dict:
     """The champion (version, validation metrics, training dates) and the latest predictions of a target."""
-    from ml.registry import CHALLENGER, CHAMPION, Store, version_by_alias
+    from ml.registry import (
+        CHALLENGER,
+        CHAMPION,
+        Store,
+        latest_training,
+        run_metrics,
+        run_tags,
+        version_by_alias,
+    )
 
     store = Store(paths.mlflow_tracking_uri, paths.mlflow_artifacts)
     out: dict = {"target": name, "champion": None, "challenger": None, "latest_predictions": None}
@@ -121,16 +129,18 @@ def _target_status(name: str, paths) -> dict:
             entry = version_by_alias(store, name, alias)
             if entry is None:
                 continue
-            run = store.activate().get_run(entry.run_id)
+            tags = run_tags(store, entry)
             out[alias] = {
                 "model_name": name, "version": entry.version, "family": entry.tags.get("family"),
-                "validation_as_of_date": run.data.tags.get("validation_as_of_date"),
-                "training_as_of_dates": run.data.tags.get("training_as_of_dates", "").split(","),
-                "validation_metrics": {k: round(v, 4) for k, v in run.data.metrics.items()
+                "validation_as_of_date": tags.get("validation_as_of_date"),
+                "training_as_of_dates": tags.get("training_as_of_dates", "").split(","),
+                "validation_metrics": {k: round(v, 4) for k, v in run_metrics(store, entry).items()
                                        if k not in ("tuning_score", "tuning_pr_auc", "fit_seconds")},
                 "gate_reason": entry.tags.get("gate_reason"),
             }
-        out["latest_training"] = _latest_training(store, name)
+        keep = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1", "lift_top_decile",
+                "capture_top_decile", *REGRESSION_SHOWN, "base_rate")
+        out["latest_training"] = latest_training(store, name, keep)
     if paths.warehouse.exists():
         with connect(paths.warehouse, read_only=True) as con:
             if table_exists(con, "predictions", name):
@@ -141,28 +151,6 @@ def _target_status(name: str, paths) -> dict:
                     out["latest_predictions"] = {"as_of_date": row[0].isoformat(), "rows": row[1],
                                                  "model_version": row[2]}
     return out
-
-
-def _latest_training(store, name: str) -> dict | None:
-    """The newest finished training run of a target: its candidates' validation metrics and the baseline's."""
-    client = store.activate()
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        return None
-    parents = client.search_runs([experiment.experiment_id], "tags.best_run_id LIKE '%' and attributes.status = 'FINISHED'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
-    if not parents:
-        return None
-    parent = parents[0]
-    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    keep = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1", "lift_top_decile",
-            "capture_top_decile", *REGRESSION_SHOWN, "base_rate")
-    candidates = {c.data.tags.get("family"): {k: round(c.data.metrics[k], 4) for k in keep if k in c.data.metrics}
-                  for c in children}
-    baseline = {k: round(parent.data.metrics[f"baseline_{k}"], 4) for k in keep if f"baseline_{k}" in parent.data.metrics}
-    return {"run_id": parent.info.run_id, "validation_as_of_date": parent.data.tags.get("validation_as_of_date"),
-            "best_family": parent.data.tags.get("best_family"), "candidates": candidates, "baseline": baseline,
-            "baseline_name": parent.data.tags.get("baseline_name", "naive")}
 
 
 def render(report: dict) -> str:

@@ -1,8 +1,13 @@
-"""The promotion gate: the candidate becomes `champion` only if it meets the target's quality floor and beats
-the current champion on the same data by a margin; a first model only if it beats the target's baseline. The data
-are the backtest's folds (ml/backtest.py: the last N closed cutoffs) when one is given, the validation cutoff
-otherwise. Otherwise it becomes `challenger` and the champion (if any) keeps scoring. The decision and its reason
-are recorded on the model version (and by the pipeline in monitoring.model_decisions)."""
+"""The promotion gate, in three steps kept apart: measure, decide, apply.
+
+- ``backtest_candidate`` measures: the candidate (refit per fold) against the current champion as it is, or the
+  target's baseline when there is none, on the last N closed cutoffs (ml/backtest.py).
+- ``decide`` decides, and only decides: a pure function of the backtest, the margin and the quality floor. The
+  candidate becomes ``champion`` only if it meets the floor and beats the incumbent's mean by more than the margin
+  (a tie keeps the incumbent); otherwise ``challenger``, and the champion (if any) keeps scoring.
+- ``apply`` carries the decision out in the registry: the alias moves, the decision and its reason become tags of
+  the candidate version. (The pipeline also appends it to monitoring.model_decisions.)
+"""
 
 from __future__ import annotations
 
@@ -10,20 +15,19 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import mlflow
-import numpy as np
 import pandas as pd
 
-from ml.backtest import Backtest
-from ml.evaluate import predict_scores, target_metrics
-from ml.features import to_matrix
+from ml.backtest import Backtest, backtest
 from ml.registry import (
     CHALLENGER,
     CHAMPION,
     RegisteredModel,
     Store,
     load_by_alias,
+    load_version,
     set_alias,
     tag_version,
+    training_dates,
     version_by_alias,
 )
 from ml.targets import Target
@@ -41,7 +45,7 @@ class GateDecision:
     incumbent_score: float
     margin: float
     reason: str
-    folds: list[dict] = field(default_factory=list)  # the backtest's folds (empty: the validation cutoff alone)
+    folds: list[dict] = field(default_factory=list)  # the backtest's folds the decision rests on
 
     def as_tags(self) -> dict:
         return {f"gate_{k}": json.dumps(v) if k == "folds" else v for k, v in asdict(self).items()}
@@ -53,49 +57,44 @@ def register(store: Store, target: Target, run_id: str, tags: dict) -> Registere
     return RegisteredModel(target.name, str(mv.version), run_id, dict(tags))
 
 
-def champion_scores(store: Store, target: Target, valid: pd.DataFrame) -> tuple[RegisteredModel, np.ndarray] | None:
-    """The current champion's probabilities on ``valid``, or None when there is no champion yet."""
-    if version_by_alias(store, target.name, CHAMPION) is None:
-        return None
-    model, entry = load_by_alias(store, target.name, CHAMPION)
-    columns = list(model.feature_names_in_)
-    return entry, predict_scores(model, to_matrix(valid, columns), target.is_regression)
+def backtest_candidate(store: Store, target: Target, candidate: RegisteredModel, frame: pd.DataFrame, *,
+                       folds: int, min_examples_per_class: int, max_training_rows: int) -> Backtest:
+    """The candidate (its configuration refit per fold; folds training measured are reused from the version's
+    ``fold_scores`` tag) against the champion as it is, or the baseline, on the last ``folds`` closed cutoffs of
+    ``frame`` (the training sample)."""
+    incumbent, name, trained_on = None, None, set()
+    entry = version_by_alias(store, target.name, CHAMPION)
+    if entry is not None:
+        incumbent, entry = load_by_alias(store, target.name, CHAMPION)
+        name = f"champion v{entry.version}"
+        trained_on = training_dates(store, entry)
+    return backtest(frame, target, load_version(store, candidate), candidate.tags["family"],
+                    incumbent_model=incumbent, incumbent_name=name, incumbent_training_dates=trained_on, folds=folds,
+                    min_examples_per_class=min_examples_per_class, max_training_rows=max_training_rows,
+                    candidate_scores=json.loads(candidate.tags.get("fold_scores", "{}")))
 
 
-def decide(store: Store, target: Target, candidate: RegisteredModel, candidate_metrics: dict,
-           valid: pd.DataFrame, margin: float, quality_problems: list[str] | None = None,
-           backtest: Backtest | None = None) -> GateDecision:
-    """Compare, move the alias, record the decision on the candidate version, and return it."""
+def decide(target: Target, candidate_version: str, tested: Backtest, margin: float,
+           quality_problems: list[str] | tuple[str, ...] = ()) -> GateDecision:
+    """The decision on a candidate, from its backtest alone: nothing is read or written."""
     metric = target.primary_metric
-    folds = []
-    if backtest is not None:
-        name, score, candidate_score = backtest.incumbent_name, backtest.incumbent_score, backtest.candidate_score
-        folds = [f.as_dict() for f in backtest.folds]
-        where = f"mean over the backtest: {backtest.summary}"
-    else:
-        y = valid[target.label].to_numpy(dtype=float)
-        incumbent = champion_scores(store, target, valid)
-        if incumbent is None:
-            baseline_name, scores = target.baseline(valid)
-            name = f"baseline ({baseline_name})"
-        else:
-            entry, scores = incumbent
-            name = f"champion v{entry.version}"
-        score = target_metrics(target.is_regression, y, scores)[metric]
-        candidate_score = candidate_metrics[metric]
-        where = "on the validation cutoff"
+    name, score, candidate_score = tested.incumbent_name, tested.incumbent_score, tested.candidate_score
     beats = candidate_score > score + margin  # a tie keeps the incumbent: no churn of versions for nothing
     promoted = beats and not quality_problems
-    comparison = f"{metric} {candidate_score:.4f} vs {name} {score:.4f} (margin {margin}), {where}"
+    comparison = (f"{metric} {candidate_score:.4f} vs {name} {score:.4f} (margin {margin}), mean over the backtest: "
+                  f"{tested.summary}")
     if promoted:
         reason = f"promoted: beats {name} on the same data: {comparison}"
     elif quality_problems:
         reason = f"not published: below the quality floor ({'; '.join(quality_problems)}); {comparison}"
     else:
         reason = f"kept as challenger: does not beat {name} by the margin: {comparison}"
-    alias = CHAMPION if promoted else CHALLENGER
-    set_alias(store, target.name, alias, candidate.version)
-    decision = GateDecision(target.name, candidate.version, promoted, alias, metric, float(candidate_score), name,
-                            float(score), margin, reason, folds)
-    tag_version(store, target.name, candidate.version, decision.as_tags())
-    return decision
+    return GateDecision(target.name, candidate_version, promoted, CHAMPION if promoted else CHALLENGER, metric,
+                        float(candidate_score), name, float(score), margin, reason,
+                        [f.as_dict() for f in tested.folds])
+
+
+def apply(store: Store, decision: GateDecision) -> None:
+    """Carry a decision out: the candidate version gets its alias and the decision's tags (``gate_reason``...)."""
+    set_alias(store, decision.target, decision.alias, decision.candidate_version)
+    tag_version(store, decision.target, decision.candidate_version, decision.as_tags())

@@ -14,6 +14,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ml.evaluate import regression_metrics, top_decile
+from ml.registry import CHAMPION, version_by_alias
 
 PSI_BINS = 10
 PSI_EPSILON = 1e-4  # a bin empty on one side counts as this share, so that PSI stays finite
@@ -145,3 +146,23 @@ def drift_table(reference: pd.DataFrame, current: pd.DataFrame, features: list[s
     table = pd.DataFrame(rows)
     table["reference_rows"], table["current_rows"] = len(reference), len(current)
     return table
+
+
+def performance_drops(table: pd.DataFrame, store, targets, drop: float, window_days: int = 7) -> dict[str, str]:
+    """Of ``targets`` (ml.targets.Target), those whose champion's realised primary metric, averaged over its last
+    ``window_days`` closed dates, is more than ``drop`` below the figure it was promoted on (a registry read)."""
+    signals = {}
+    for target in targets:
+        entry = version_by_alias(store, target.name, CHAMPION)
+        promised = entry.tags.get(target.primary_metric) if entry else None
+        rows = table[(table.target == target.name) & (table.model_version == (entry.version if entry else None))]
+        if promised is None or rows.empty:
+            continue
+        recent = rows[pd.to_datetime(rows.as_of_date) > pd.to_datetime(rows.as_of_date).max()
+                      - pd.Timedelta(days=window_days)]
+        realised = float(recent[target.primary_metric].mean())
+        if realised < float(promised) - drop:
+            signals[target.name] = (f"realised {target.primary_metric} {realised:.3f} over {len(recent)} closed "
+                                    f"date(s) is below the validation figure {float(promised):.3f} by more than "
+                                    f"{drop}")
+    return signals

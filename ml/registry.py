@@ -69,6 +69,60 @@ def load_by_alias(store: Store, name: str, alias: str = CHAMPION):
     return mlflow.sklearn.load_model(f"models:/{name}@{alias}"), entry
 
 
+def load_version(store: Store, entry: RegisteredModel):
+    """The fitted scikit-learn model of one registered version."""
+    store.activate()
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(entry.uri)
+
+
+def version_for_date(store: Store, name: str, as_of: str) -> RegisteredModel | None:
+    """The version registered for an as-of date (the newest, if training ran twice), or None."""
+    versions = store.activate().search_model_versions(f"name = '{name}' and tags.as_of_date = '{as_of}'")
+    if not versions:
+        return None
+    mv = max(versions, key=lambda v: int(v.version))
+    return RegisteredModel(name, str(mv.version), mv.run_id, dict(mv.tags))
+
+
+def run_tags(store: Store, entry: RegisteredModel) -> dict:
+    """The tags of the training run behind a version (training dates, validation date...)."""
+    return dict(store.activate().get_run(entry.run_id).data.tags)
+
+
+def run_metrics(store: Store, entry: RegisteredModel) -> dict[str, float]:
+    """The metrics of the training run behind a version (its validation metrics)."""
+    return dict(store.activate().get_run(entry.run_id).data.metrics)
+
+
+def latest_training(store: Store, name: str, metrics: tuple[str, ...]) -> dict | None:
+    """The newest finished training run of a target: its candidates' and the baseline's validation ``metrics``."""
+    client = store.activate()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return None
+    parents = client.search_runs([experiment.experiment_id],
+                                 "tags.best_run_id LIKE '%' and attributes.status = 'FINISHED'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        return None
+    parent = parents[0]
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    candidates = {c.data.tags.get("family"): {k: round(c.data.metrics[k], 4) for k in metrics if k in c.data.metrics}
+                  for c in children}
+    baseline = {k: round(parent.data.metrics[f"baseline_{k}"], 4) for k in metrics
+                if f"baseline_{k}" in parent.data.metrics}
+    return {"run_id": parent.info.run_id, "validation_as_of_date": parent.data.tags.get("validation_as_of_date"),
+            "best_family": parent.data.tags.get("best_family"), "candidates": candidates, "baseline": baseline,
+            "baseline_name": parent.data.tags.get("baseline_name", "naive")}
+
+
+def training_dates(store: Store, entry: RegisteredModel) -> set[str]:
+    """The as-of dates (cutoffs) a version was trained on."""
+    return {d for d in run_tags(store, entry).get("training_as_of_dates", "").split(",") if d}
+
+
 def set_alias(store: Store, name: str, alias: str, version: str) -> None:
     store.activate().set_registered_model_alias(name, alias, version)
 

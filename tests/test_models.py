@@ -15,8 +15,9 @@ from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 
 from dagster_project.warehouse import replace_dates
-from ml.evaluate import classification_metrics, top_decile
-from ml.gate import decide, register
+from ml.backtest import Backtest, Fold
+from ml.evaluate import top_decile
+from ml.gate import apply, backtest_candidate, decide, register
 from ml.models import FAMILIES, REGRESSION_FAMILIES
 from ml.predict import score
 from ml.registry import CHALLENGER, CHAMPION, Store, load_by_alias, version_by_alias
@@ -64,9 +65,41 @@ def _registered(store, frame, columns):
     split = time_split(frame, TARGET)
     model = LogisticRegression().fit(split.train[columns].astype(float), split.train[TARGET.label])
     run_id = _log(store, model, frame, columns)
-    p = model.predict_proba(split.valid[columns].astype(float))[:, 1]
-    metrics = classification_metrics(split.valid[TARGET.label], p, 0.5)
-    return register(store, TARGET, run_id, {"as_of_date": "2026-11-01"}), metrics, split.valid
+    # a family name outside ml.models.FAMILIES: the backtest refits the bare estimator without sample weights
+    return register(store, TARGET, run_id, {"as_of_date": "2026-11-01", "family": "plain_logistic"}), split.valid
+
+
+def _gate(store, target, entry, frame, margin=0.0, problems=()):
+    """The gate as the pipeline runs it: backtest (here on the newest closed cutoff), decide, apply."""
+    tested = backtest_candidate(store, target, entry, frame, folds=1, min_examples_per_class=2,
+                                max_training_rows=100_000)
+    decision = decide(target, entry.version, tested, margin, list(problems))
+    apply(store, decision)
+    return decision
+
+
+def _backtest(candidate: list[float], incumbent: list[float]) -> Backtest:
+    return Backtest("pr_auc", "champion v1", [Fold(f"2026-10-{25 - 7 * i}", 100, 200, c, b, False)
+                                              for i, (c, b) in enumerate(zip(candidate, incumbent))])
+
+
+@pytest.mark.parametrize(("candidate", "incumbent", "margin", "promoted", "reason"), [
+    ([0.40, 0.44], [0.45, 0.47], 0.0, False, "kept as challenger: does not beat champion v1 by the margin"),
+    ([0.45, 0.47], [0.45, 0.47], 0.0, False, "kept as challenger"),            # a tie keeps the champion
+    ([0.46, 0.48], [0.45, 0.47], 0.02, False, "kept as challenger"),           # wins by 0.01 < the margin
+    ([0.50, 0.52], [0.45, 0.47], 0.02, True, "promoted: beats champion v1"),   # wins by 0.05 > the margin
+])
+def test_the_gate_decides_on_the_backtests_means_and_the_margin(candidate, incumbent, margin, promoted, reason):
+    decision = decide(TARGET, "2", _backtest(candidate, incumbent), margin)
+    assert decision.promoted is promoted and decision.alias == (CHAMPION if promoted else CHALLENGER)
+    assert decision.reason.startswith(reason) and len(decision.folds) == 2
+    assert decision.candidate_score == pytest.approx(np.mean(candidate))
+    assert decision.incumbent_score == pytest.approx(np.mean(incumbent))
+
+
+def test_a_winner_below_the_quality_floor_is_not_published():
+    decision = decide(TARGET, "2", _backtest([0.9], [0.1]), 0.0, ["ROC-AUC 0.550 < 0.6"])
+    assert not decision.promoted and decision.reason.startswith("not published: below the quality floor (ROC-AUC")
 
 
 def test_every_family_saves_with_only_the_reviewed_skops_types():
@@ -86,14 +119,14 @@ def test_every_family_saves_with_only_the_reviewed_skops_types():
 
 def test_gate_promotes_only_a_better_model(store):
     frame = _panel()
-    weak, weak_metrics, valid = _registered(store, frame, ["fav_count_28d"])
-    first = decide(store, TARGET, weak, weak_metrics, valid, margin=0.0)
+    weak, _ = _registered(store, frame, ["fav_count_28d"])
+    first = _gate(store, TARGET, weak, frame, margin=0.0)
     assert first.promoted and first.incumbent == "baseline (recency/frequency)"  # the baseline's inputs are noise here
-    strong, strong_metrics, _ = _registered(store, frame, ["cart_count_28d", "fav_count_28d"])
-    second = decide(store, TARGET, strong, strong_metrics, valid, margin=0.01)
+    strong, _ = _registered(store, frame, ["cart_count_28d", "fav_count_28d"])
+    second = _gate(store, TARGET, strong, frame, margin=0.01)
     assert second.promoted and second.incumbent == f"champion v{weak.version}"
-    worse, worse_metrics, _ = _registered(store, frame, ["fav_count_28d"])
-    third = decide(store, TARGET, worse, worse_metrics, valid, margin=0.0)
+    worse, _ = _registered(store, frame, ["fav_count_28d"])
+    third = _gate(store, TARGET, worse, frame, margin=0.0)
     assert not third.promoted and "does not beat champion v2" in third.reason
     assert version_by_alias(store, TARGET.name, CHAMPION).version == strong.version
     challenger = version_by_alias(store, TARGET.name, CHALLENGER)
@@ -103,8 +136,8 @@ def test_gate_promotes_only_a_better_model(store):
 def test_a_first_model_that_does_not_beat_the_baseline_is_not_champion(store):
     frame = _panel()
     frame["events_28d"] = frame["cart_count_28d"] * 10 + 100  # now the baseline sees the signal
-    noise, metrics, valid = _registered(store, frame, ["days_since_last_event"])
-    decision = decide(store, TARGET, noise, metrics, valid, margin=0.0)
+    noise, _ = _registered(store, frame, ["days_since_last_event"])
+    decision = _gate(store, TARGET, noise, frame, margin=0.0)
     assert not decision.promoted and decision.incumbent == "baseline (recency/frequency)"
     assert version_by_alias(store, TARGET.name, CHAMPION) is None
 
@@ -116,8 +149,8 @@ def test_training_logs_candidates_and_the_registered_model_predicts_the_same_aft
                                budget_seconds=20, tags={"as_of_date": "2026-11-01"})
     assert {c.family for c in outcome.candidates} == {"logistic_regression", "gradient_boosting"}
     assert outcome.best.metrics["roc_auc"] > 0.8 > outcome.baseline["roc_auc"]
-    entry = register(store, TARGET, outcome.best.run_id, {"as_of_date": "2026-11-01"})
-    decide(store, TARGET, entry, outcome.best.metrics, outcome.split.valid, margin=0.0)
+    entry = register(store, TARGET, outcome.best.run_id, {"as_of_date": "2026-11-01", "family": outcome.best.family})
+    _gate(store, TARGET, entry, frame)
     loaded, champion = load_by_alias(store, TARGET.name, CHAMPION)
     assert champion.version == entry.version
     X = outcome.split.valid[outcome.columns].astype(float)
@@ -162,8 +195,8 @@ def test_scores_carry_the_version_and_rescoring_a_date_replaces_only_it(store, t
     import duckdb
 
     frame = _panel()
-    entry, metrics, valid = _registered(store, frame, ["cart_count_28d", "fav_count_28d"])
-    decide(store, TARGET, entry, metrics, valid, margin=0.0)
+    entry, valid = _registered(store, frame, ["cart_count_28d", "fav_count_28d"])
+    _gate(store, TARGET, entry, frame, margin=0.0)
     model, champion = load_by_alias(store, TARGET.name, CHAMPION)
     day1 = score(valid.assign(as_of_date=pd.Timestamp("2026-11-01")), model, TARGET.name, champion.version)
     day2 = score(valid.assign(as_of_date=pd.Timestamp("2026-11-02")), model, TARGET.name, champion.version)
@@ -204,8 +237,8 @@ def test_the_quality_floor_keeps_a_weak_candidate_from_being_published(store):
     assert Eligibility().quality_problems({"roc_auc": 0.87, "pr_auc": 0.069, "base_rate": 0.0024}) == []
     frame = _panel()
     columns = ["cart_count_28d", "fav_count_28d", "events_28d", "days_since_last_event"]
-    entry, metrics, valid = _registered(store, frame, columns)
-    decision = decide(store, TARGET, entry, metrics, valid, margin=0.0, quality_problems=problems)
+    entry, _ = _registered(store, frame, columns)
+    decision = _gate(store, TARGET, entry, frame, problems=problems)
     assert not decision.promoted and decision.reason.startswith("not published: below the quality floor (ROC-AUC")
     assert version_by_alias(store, TARGET.name, CHAMPION) is None
 
@@ -265,8 +298,8 @@ def test_the_revenue_hurdle_model_beats_the_run_rate_and_reloads_identically(sto
     best = outcome.best.metrics
     assert best["normalized_gini"] > outcome.baseline["normalized_gini"] + 0.1 and best["spearman"] > 0.3
     assert outcome.quality_problems == []
-    entry = register(store, REVENUE, outcome.best.run_id, {"as_of_date": "2026-10-04"})
-    decision = decide(store, REVENUE, entry, best, outcome.split.valid, margin=0.0)
+    entry = register(store, REVENUE, outcome.best.run_id, {"as_of_date": "2026-10-04", "family": outcome.best.family})
+    decision = _gate(store, REVENUE, entry, frame)
     assert decision.promoted and decision.incumbent == "baseline (90-day revenue run rate)" and decision.metric == "normalized_gini"
     model, champion = load_by_alias(store, REVENUE.name, CHAMPION)
     scored = score(outcome.split.valid, model, REVENUE.name, champion.version, score_column="predicted_revenue",
@@ -300,8 +333,8 @@ def test_reason_codes_name_the_features_that_raise_each_score():
 def test_scored_rows_carry_reason_codes_from_the_model(store):
     frame = _panel()
     columns = ["cart_count_28d", "fav_count_28d", "events_28d", "days_since_last_event"]
-    entry, _, valid = _registered(store, frame, columns)
-    decide(store, TARGET, entry, {"pr_auc": 1.0}, valid, margin=0.0)
+    entry, valid = _registered(store, frame, columns)
+    _gate(store, TARGET, entry, frame)
     model, champion = load_by_alias(store, TARGET.name, CHAMPION)
     scored = score(valid, model, TARGET.name, champion.version)
     top = scored.sort_values("probability", ascending=False).head(20)

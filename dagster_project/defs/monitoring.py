@@ -16,8 +16,8 @@ from dagster_project.markdown import figure_to_markdown, frame_to_markdown
 from dagster_project.warehouse import hash_sample_sql, replace_dates
 from ml.evaluate import predict_scores
 from ml.features import to_matrix
-from ml.monitoring import SCORE_FEATURE, drift_table, realised_performance
-from ml.registry import CHAMPION, load_by_alias, version_by_alias
+from ml.monitoring import SCORE_FEATURE, drift_table, performance_drops, realised_performance
+from ml.registry import CHAMPION, load_by_alias, training_dates, version_by_alias
 from ml.targets import TARGETS
 
 OUTCOMES = dg.AssetKey(["monitoring", "fct_prediction_outcomes"])
@@ -45,26 +45,6 @@ def _performance_plot(table: pd.DataFrame):
     return figure
 
 
-def performance_drops(table: pd.DataFrame, store, drop: float, window_days: int = 7) -> dict[str, str]:
-    """Targets whose champion's realised primary metric, averaged over its last ``window_days`` closed dates,
-    is more than ``drop`` below the figure it was promoted on."""
-    signals = {}
-    for target in TARGETS.values():
-        entry = version_by_alias(store, target.name, CHAMPION)
-        promised = entry.tags.get(target.primary_metric) if entry else None
-        rows = table[(table.target == target.name) & (table.model_version == (entry.version if entry else None))]
-        if promised is None or rows.empty:
-            continue
-        recent = rows[pd.to_datetime(rows.as_of_date) > pd.to_datetime(rows.as_of_date).max()
-                      - pd.Timedelta(days=window_days)]
-        realised = float(recent[target.primary_metric].mean())
-        if realised < float(promised) - drop:
-            signals[target.name] = (f"realised {target.primary_metric} {realised:.3f} over {len(recent)} closed "
-                                    f"date(s) is below the validation figure {float(promised):.3f} by more than "
-                                    f"{drop}")
-    return signals
-
-
 @dg.asset(key=PERFORMANCE, deps=[OUTCOMES], group_name="monitoring", partitions_def=as_of_daily,
           backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"python", "duckdb"},
           description="Realised ROC-AUC, PR-AUC, top-decile lift and calibration (normalized Gini, Spearman and MAE "
@@ -81,7 +61,8 @@ def prediction_performance(context: dg.AssetExecutionContext, warehouse: Warehou
                     "select * replace (cast(as_of_date as date) as as_of_date) from performance")
         con.unregister("performance")
     store = mlflow.store()
-    signals = {target: reason for target, reason in performance_drops(table, store, monitoring_policy.drop).items()
+    signals = {target: reason for target, reason in performance_drops(table, store, TARGETS.values(),
+                                                                      monitoring_policy.drop).items()
                if monitoring_policy.may_retrain(version_by_alias(store, target, CHAMPION),
                                                 as_of_dates(context)[-1])}
     for target, reason in signals.items():
@@ -115,7 +96,7 @@ def _champion_reference(warehouse: WarehouseResource, store, target):
     cutoff. The newest one, not all of them pooled: features that trend with time (tenure, the BG/NBD outputs of a
     young history) would make a pool of twelve weeks look drifted against any single day, the training day too."""
     model, entry = load_by_alias(store, target.name, CHAMPION)
-    newest = max(store.activate().get_run(entry.run_id).data.tags["training_as_of_dates"].split(","))
+    newest = max(training_dates(store, entry))
     # the features of that date (feat_user_daily keeps every date; fct_training_set holds today's cutoffs only),
     # sampled in the warehouse: a date of a large shop holds millions of users
     reference = warehouse.query_df(with_clv(hash_sample_sql(
@@ -225,7 +206,7 @@ def features_present_and_null_rates_stable(context: dg.AssetCheckExecutionContex
 def realised_performance_holds(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                                mlflow: MlflowStore, monitoring_policy: MonitoringPolicy) -> dg.AssetCheckResult:
     table = warehouse.query_df("select * from monitoring.prediction_performance")
-    drops = performance_drops(table, mlflow.store(), monitoring_policy.drop)
+    drops = performance_drops(table, mlflow.store(), TARGETS.values(), monitoring_policy.drop)
     return dg.AssetCheckResult(passed=not drops, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"drops": dg.MetadataValue.json(drops)})
 

@@ -20,9 +20,8 @@ from dagster_project.defs.resources import MlflowStore, TrainingPolicy, Warehous
 from dagster_project.faults import failpoint
 from dagster_project.markdown import frame_to_markdown
 from dagster_project.warehouse import hash_sample_sql
-from ml.backtest import backtest
-from ml.gate import decide, register
-from ml.registry import CHAMPION, load_by_alias, version_by_alias
+from ml.gate import apply, backtest_candidate, decide, register
+from ml.registry import version_for_date
 from ml.targets import TARGETS, Target
 from ml.train import NotEligible, train_candidates
 
@@ -157,7 +156,7 @@ def build_target_assets(target: Target) -> list:
                  training_policy: TrainingPolicy) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
         store, trigger = mlflow.store(), decisions.trigger_of(context.run.tags)
-        candidate = version_for(store, target, as_of)
+        candidate = version_for_date(store, target.name, as_of)
         if candidate is None:
             reason = f"no candidate for {as_of}: the training data were not eligible (see the candidates asset)"
             context.log.warning(f"{target.name}: {reason}; the champion, if any, stays")
@@ -166,10 +165,13 @@ def build_target_assets(target: Target) -> list:
                                  dagster_run_id=context.run.run_id, decision="none", reason=reason)
             return dg.MaterializeResult(metadata={"decision": "none", "promoted": False, "reason": reason})
         frame = load_training_sample(warehouse)
-        tested = run_backtest(store, target, candidate, frame, training_policy)
+        tested = backtest_candidate(
+            store, target, candidate, frame, folds=training_policy.backtest_cutoffs,
+            min_examples_per_class=max(1, training_policy.min_examples_per_class // 10),
+            max_training_rows=training_policy.max_training_rows)
         problems = [p for p in candidate.tags.get("quality_problems", "").split("; ") if p]
-        decision = decide(store, target, candidate, {}, frame.iloc[:0], training_policy.margin, problems,
-                          backtest=tested)
+        decision = decide(target, candidate.version, tested, training_policy.margin, problems)
+        apply(store, decision)
         context.log.info(decision.reason)
         with warehouse.writer() as con:
             decisions.record(con, as_of_date=as_of, target=target.name, trigger=trigger,
@@ -186,37 +188,6 @@ def build_target_assets(target: Target) -> list:
         })
 
     return [candidates, champion]
-
-
-def run_backtest(store, target: Target, candidate, frame: pd.DataFrame, policy: TrainingPolicy):
-    """The candidate (refit per fold) against the champion as it is, or the baseline, on the last closed cutoffs."""
-    import mlflow.sklearn
-
-    store.activate()
-    model = mlflow.sklearn.load_model(candidate.uri)
-    incumbent, name, trained_on = None, None, set()
-    entry = version_by_alias(store, target.name, CHAMPION)
-    if entry is not None:
-        incumbent, entry = load_by_alias(store, target.name, CHAMPION)
-        name = f"champion v{entry.version}"
-        trained_on = set(store.activate().get_run(entry.run_id).data.tags.get("training_as_of_dates", "").split(","))
-    return backtest(frame, target, model, candidate.tags["family"], incumbent_model=incumbent, incumbent_name=name,
-                    incumbent_training_dates=trained_on, folds=policy.backtest_cutoffs,
-                    min_examples_per_class=max(1, policy.eligibility().min_examples_per_class // 10),
-                    max_training_rows=policy.max_training_rows,
-                    candidate_scores=json.loads(candidate.tags.get("fold_scores", "{}")))
-
-
-def version_for(store, target: Target, as_of: str):
-    """The version the candidates asset registered for this as-of date (the newest, if it ran twice), or None."""
-    from ml.registry import RegisteredModel
-
-    client = store.activate()
-    versions = client.search_model_versions(f"name = '{target.name}' and tags.as_of_date = '{as_of}'")
-    if not versions:
-        return None
-    mv = max(versions, key=lambda v: int(v.version))
-    return RegisteredModel(target.name, str(mv.version), mv.run_id, dict(mv.tags))
 
 
 @dg.definitions
