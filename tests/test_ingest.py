@@ -63,6 +63,28 @@ def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
     assert rejected[4] == (6, "non_numeric_price", "abc")
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_non_finite_prices_are_quarantined_with_their_own_reason(tmp_path, fmt):
+    warehouse = tmp_path / "w.duckdb"
+    prices = ["NaN", "inf", "-inf", "Infinity", "2.5"]
+    frame = pd.DataFrame({"user_id": [f"u{i}" for i in range(5)], "event_ts": "2026-01-01",
+                          "event_type": "purchase", "price": prices})
+    path = tmp_path / f"prices.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:  # real IEEE NaN and infinities, as a Parquet export carries them (pandas would write NaN as null)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {c: pa.array(frame[c].tolist()) for c in frame.columns if c != "price"}
+        columns["price"] = pa.array([float(p) for p in prices], type=pa.float64(), from_pandas=False)
+        pq.write_table(pa.table(columns), path)
+    report = load_file(warehouse, path)
+    assert report.rejected_by_reason == {"non_finite_price": 4} and report.rows_accepted == 1
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("select user_id, price from raw.events").fetchall() == [("u4", 2.5)]
+
+
 def test_a_file_missing_a_required_column_fails_and_writes_nothing(tmp_path):
     warehouse = tmp_path / "w.duckdb"
     path = tmp_path / "no_user.csv"

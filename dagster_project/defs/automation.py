@@ -88,7 +88,7 @@ def landing_sensor(context: dg.SensorEvaluationContext):
     from pathlib import Path
 
     from dagster_project.ingest import FORMATS
-    from dagster_project.ingest.loader import SUFFIXES, file_sha256
+    from dagster_project.ingest.readers import SUFFIXES, file_sha256
     from dagster_project.settings import get_paths
 
     landing = get_paths().landing

@@ -11,7 +11,33 @@ from pathlib import Path
 
 import duckdb
 
-from dagster_project.ingest import loader
+from dagster_project.ingest.mapped import mapped_select
+from dagster_project.ingest.readers import IngestError, reader_sql, require_columns
+
+CANONICAL_REQUIRED = ("user_id", "event_ts", "event_type")
+CANONICAL_OPTIONAL = ("event_id", "item_id", "category_id", "price", "quantity", "session_id")
+
+def canonical_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
+    """(reader, SELECT over ``_source`` producing the staged canonical columns) for a canonical-schema file."""
+    reader = reader_sql(path)
+    columns = require_columns(con, path, reader, CANONICAL_REQUIRED)
+    optional = {c: (f'"{c}"' if c in columns else "null") for c in CANONICAL_OPTIONAL}
+    return reader, f"""
+        select
+            _row_number,
+            cast({optional['event_id']} as varchar) as event_id,
+            cast(user_id as varchar) as user_id,
+            event_ts as event_ts_raw,
+            lower(trim(cast(event_type as varchar))) as event_type,
+            cast({optional['item_id']} as varchar) as item_id,
+            cast({optional['category_id']} as varchar) as category_id,
+            {optional['price']} as price_raw,
+            {optional['quantity']} as quantity_raw,
+            cast({optional['session_id']} as varchar) as session_id,
+            cast(null as varchar) as _format_reason
+        from _source
+    """
+
 
 # Taobao UserBehavior.csv: headerless; epoch seconds in UTC (the business day is China time: set
 # business_tz=Asia/Shanghai for partitions); no price.
@@ -25,10 +51,10 @@ def _case(column: str, mapping: dict[str, str]) -> str:
 
 
 def taobao_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
-    reader = loader._reader(path, csv_columns=TAOBAO_COLUMNS)
-    columns = loader.require_columns(con, path, reader, tuple(TAOBAO_COLUMNS))
+    reader = reader_sql(path, csv_columns=TAOBAO_COLUMNS)
+    columns = require_columns(con, path, reader, tuple(TAOBAO_COLUMNS))
     if len(columns) != len(TAOBAO_COLUMNS):
-        raise loader.IngestError(f"{path}: not a Taobao UserBehavior file: it has {len(columns)} columns, expected "
+        raise IngestError(f"{path}: not a Taobao UserBehavior file: it has {len(columns)} columns, expected "
                                  f"{len(TAOBAO_COLUMNS)} without a header ({','.join(TAOBAO_COLUMNS)})")
     return reader, f"""
         select
@@ -57,8 +83,8 @@ GA_TYPES = {"product_click": "view", "view": "view", "cart": "cart", "remove_fro
 
 
 def ga_merch_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
-    reader = loader._reader(path)
-    columns = loader.require_columns(con, path, reader, GA_REQUIRED)
+    reader = reader_sql(path)
+    columns = require_columns(con, path, reader, GA_REQUIRED)
     optional = {c: (f'"{c}"' if c in columns else "null") for c in ("product_category", "price", "quantity")}
     return reader, f"""
         select
@@ -85,8 +111,8 @@ RETAIL_REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPri
 
 
 def online_retail_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
-    reader = loader._reader(path)
-    loader.require_columns(con, path, reader, RETAIL_REQUIRED)
+    reader = reader_sql(path)
+    require_columns(con, path, reader, RETAIL_REQUIRED)
     return reader, """
         select
             _row_number,
@@ -108,3 +134,12 @@ def online_retail_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[st
             end as _format_reason
         from _source
     """
+
+
+FORMATS = {
+    "canonical": canonical_select,
+    "taobao": taobao_select,
+    "ga-merch": ga_merch_select,
+    "online-retail": online_retail_select,
+    "mapped": mapped_select,
+}

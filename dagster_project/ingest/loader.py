@@ -7,7 +7,6 @@ Each load is one DuckDB transaction: a file is loaded completely or not at all. 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -17,18 +16,13 @@ from pathlib import Path
 import duckdb
 
 from dagster_project.faults import failpoint
+from dagster_project.ingest.formats import FORMATS
+from dagster_project.ingest.readers import SUFFIXES, IngestError, file_sha256, first_error_line
 from dagster_project.warehouse import CANONICAL_EVENT_TYPES, connect, ensure_raw_schema
 
 # Timestamps outside [EARLIEST_VALID_TS, now + FUTURE_TOLERANCE] are quarantined.
 EARLIEST_VALID_TS = "2000-01-01"
 FUTURE_TOLERANCE_HOURS = 24
-CANONICAL_REQUIRED = ("user_id", "event_ts", "event_type")
-CANONICAL_OPTIONAL = ("event_id", "item_id", "category_id", "price", "quantity", "session_id")
-SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".txt": "csv"}
-
-
-class IngestError(ValueError):
-    """A file that cannot be loaded at all; nothing of it was written."""
 
 
 @dataclass
@@ -47,113 +41,6 @@ class LoadReport:
     def reconciles(self) -> bool:
         return self.rows_read == self.rows_accepted + self.rows_rejected + self.rows_duplicate
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _reader(path: Path, csv_columns: list[str] | None = None, *, delimiter: str | None = None,
-            encoding: str = "utf-8") -> str:
-    """A DuckDB table function over the file; every CSV column read as text so that bad values are
-    quarantined row by row instead of failing the whole file. ``csv_columns`` names a headerless CSV's columns."""
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise IngestError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .csv)")
-    if kind == "parquet":
-        return f"read_parquet({_literal(str(path))})"
-    _refuse_truncated_csv(path, csv_columns, delimiter)
-    options = ["all_varchar = true", "null_padding = true", f"encoding = {_literal(encoding)}"]
-    if delimiter:
-        options.append(f"delim = {_literal(delimiter)}")
-    if csv_columns:
-        names = ", ".join(_literal(c) for c in csv_columns)
-        options += ["header = false", f"names = [{names}]"]
-    else:
-        options.append("header = true")
-    return f"read_csv({_literal(str(path))}, {', '.join(options)})"
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _refuse_truncated_csv(path: Path, csv_columns: list[str] | None, delimiter: str | None) -> None:
-    """A CSV whose last line has no newline and fewer fields than the first line was cut off in transfer
-    (a short line that ends properly is a bad row, quarantined like any other)."""
-    size = path.stat().st_size
-    if size == 0:
-        raise IngestError(f"{path}: the file is empty")
-    with path.open("rb") as handle:
-        first = handle.readline(1 << 16)
-        handle.seek(max(0, size - (1 << 16)))
-        tail = handle.read()
-    if tail.endswith((b"\n", b"\r")):
-        return
-    last = tail.rsplit(b"\n", 1)[-1]
-    sep = (delimiter or _guess_delimiter(first)).encode()
-    expected = len(csv_columns) if csv_columns else first.count(sep) + 1
-    found = last.count(sep) + 1
-    if found < expected and last != first:
-        raise IngestError(f"{path}: the file looks truncated: its last line has {found} of {expected} fields and "
-                          "no line end; re-export or re-send the whole file (nothing was loaded)")
-
-
-def _guess_delimiter(line: bytes) -> str:
-    return max((",", ";", "\t", "|"), key=lambda d: line.count(d.encode()))
-
-
-def require_columns(con: duckdb.DuckDBPyConnection, path: Path, reader: str, required: tuple[str, ...]) -> list[str]:
-    """The file's columns; an IngestError naming the file if a required one is missing."""
-    columns = _columns(con, path, reader)
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise IngestError(f"{path}: missing required column(s) {', '.join(missing)}; found {', '.join(columns)}")
-    return columns
-
-
-def _columns(con: duckdb.DuckDBPyConnection, path: Path, reader: str) -> list[str]:
-    try:
-        return [row[0] for row in con.execute(f"describe select * from {reader}").fetchall()]
-    except duckdb.Error as exc:
-        raise IngestError(f"{path}: cannot be read as {path.suffix.lstrip('.')}: {_first_line(exc)}") from exc
-
-
-def canonical_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
-    """(reader, SELECT over ``_source`` producing the staged canonical columns) for a canonical-schema file."""
-    reader = _reader(path)
-    columns = require_columns(con, path, reader, CANONICAL_REQUIRED)
-    optional = {c: (f'"{c}"' if c in columns else "null") for c in CANONICAL_OPTIONAL}
-    return reader, f"""
-        select
-            _row_number,
-            cast({optional['event_id']} as varchar) as event_id,
-            cast(user_id as varchar) as user_id,
-            event_ts as event_ts_raw,
-            lower(trim(cast(event_type as varchar))) as event_type,
-            cast({optional['item_id']} as varchar) as item_id,
-            cast({optional['category_id']} as varchar) as category_id,
-            {optional['price']} as price_raw,
-            {optional['quantity']} as quantity_raw,
-            cast({optional['session_id']} as varchar) as session_id,
-            cast(null as varchar) as _format_reason
-        from _source
-    """
-
-
-from dagster_project.ingest.formats import ga_merch_select, online_retail_select, taobao_select
-from dagster_project.ingest.mapped import mapped_select
-
-FORMATS = {
-    "canonical": canonical_select,
-    "taobao": taobao_select,
-    "ga-merch": ga_merch_select,
-    "online-retail": online_retail_select,
-    "mapped": mapped_select,
-}
 
 # Reasons in the order they are tested: a row gets the first that applies.
 VALIDATED_SQL = """
@@ -182,6 +69,8 @@ select
         when event_ts > now()::timestamp + interval {future_hours} hour then 'timestamp_in_future'
         when event_type is null or event_type not in ({event_types}) then 'unknown_event_type'
         when price_raw is not null and price is null then 'non_numeric_price'
+        -- NaN or an infinity would turn every money sum of the user into NaN or inf
+        when price is not null and not isfinite(price) then 'non_finite_price'
         when price < 0 then 'negative_price'
         when quantity is null then 'non_integer_quantity'
         when quantity < 1 then 'non_positive_quantity'
@@ -229,7 +118,7 @@ def load_file(warehouse: Path, path: Path, fmt: str = "canonical", mapping: Path
         try:
             con.execute(f"create temp table _source as select row_number() over () as _row_number, * from {reader}")
         except duckdb.Error as exc:
-            raise IngestError(f"{path}: cannot be parsed as {fmt}: {_first_line(exc)}") from exc
+            raise IngestError(f"{path}: cannot be parsed as {fmt}: {first_error_line(exc)}") from exc
         (report.rows_read,) = con.execute("select count(*) from _source").fetchone()
         previous = con.execute(
             "select load_id from raw.load_audit where file_sha256 = ? and rows_accepted + rows_rejected > 0",
@@ -263,15 +152,6 @@ def load_file(warehouse: Path, path: Path, fmt: str = "canonical", mapping: Path
         failpoint("ingest.before_commit")
         con.execute("commit")
     return report
-
-
-def _first_line(exc: duckdb.Error) -> str:
-    """DuckDB's CSV errors run over many lines; the first ones say what and where, plus a plain hint."""
-    text = str(exc)
-    if "Invalid unicode" in text:
-        return ("it is not UTF-8 encoded (" + text.splitlines()[0].strip() + "); re-export it as UTF-8, or load it "
-                "with the mapped format and file.encoding: latin-1 or utf-16")
-    return " ".join(line.strip() for line in text.splitlines()[:3] if line.strip())
 
 
 def _load_rows(con: duckdb.DuckDBPyConnection, report: LoadReport, load_id: str, mapped: str) -> None:

@@ -23,7 +23,7 @@ import duckdb
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from dagster_project.ingest import loader
+from dagster_project.ingest.readers import SUFFIXES, IngestError, file_columns, reader_sql
 from dagster_project.warehouse import CANONICAL_EVENT_TYPES
 
 CANONICAL_FIELDS = ("user_id", "event_ts", "event_type", "event_id", "item_id", "category_id", "price", "quantity",
@@ -102,15 +102,15 @@ class Mapping(_Strict):
 def load_mapping(path: Path) -> Mapping:
     path = Path(path)
     if not path.is_file():
-        raise loader.IngestError(f"{path}: mapping file not found")
+        raise IngestError(f"{path}: mapping file not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         return Mapping.model_validate(raw if raw is not None else {})
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise loader.IngestError(f"{path}: not a readable YAML mapping: {exc}") from exc
+        raise IngestError(f"{path}: not a readable YAML mapping: {exc}") from exc
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'mapping'}: {e['msg']}" for e in exc.errors())
-        raise loader.IngestError(f"{path}: invalid mapping: {problems}") from exc
+        raise IngestError(f"{path}: invalid mapping: {problems}") from exc
 
 
 def find_mapping(data_file: Path) -> Path:
@@ -119,7 +119,7 @@ def find_mapping(data_file: Path) -> Path:
                       data_file.parent / "mapping.yaml", data_file.parent / "mapping.yml"):
         if candidate.is_file():
             return candidate
-    raise loader.IngestError(f"{data_file}: no mapping: pass --mapping FILE, or put {data_file.stem}.yaml or "
+    raise IngestError(f"{data_file}: no mapping: pass --mapping FILE, or put {data_file.stem}.yaml or "
                              "mapping.yaml beside the file")
 
 
@@ -151,15 +151,15 @@ def mapped_select(con: duckdb.DuckDBPyConnection, path: Path, mapping: Path | No
     mapping_path = Path(mapping) if mapping else find_mapping(path)
     spec = load_mapping(mapping_path)
     options = spec.file
-    if options.type and loader.SUFFIXES.get(path.suffix.lower()) != options.type:
-        raise loader.IngestError(f"{path}: the mapping {mapping_path.name} says file.type {options.type}, "
+    if options.type and SUFFIXES.get(path.suffix.lower()) != options.type:
+        raise IngestError(f"{path}: the mapping {mapping_path.name} says file.type {options.type}, "
                                  f"but the file is {path.suffix or 'without a suffix'}")
-    reader = loader._reader(path, csv_columns=None if options.header else options.column_names,
+    reader = reader_sql(path, csv_columns=None if options.header else options.column_names,
                             delimiter=options.delimiter, encoding=options.encoding)
-    found = loader._columns(con, path, reader)
+    found = file_columns(con, path, reader)
     absent = sorted(c for c in spec.columns.values() if c not in found)
     if absent:
-        raise loader.IngestError(f"{path}: the mapping {mapping_path.name} names column(s) the file does not have: "
+        raise IngestError(f"{path}: the mapping {mapping_path.name} names column(s) the file does not have: "
                                  f"{', '.join(absent)}; the file has {', '.join(found)}")
 
     def source(field: str) -> str:
