@@ -78,8 +78,26 @@ def _failure_message(job_name: str, result: dg.ExecuteInProcessResult) -> str:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
             if not evaluation.passed:
-                lines.append(f"  check {evaluation.asset_check_key.to_user_string()} failed")
+                lines += _explain_check(evaluation)
     return "\n".join(lines)
+
+
+def _explain_check(evaluation) -> list[str]:
+    """A failed check as the CLI shows it: its name and partition, the one-line explanation, and each failed
+    expectation with its batch, observed value and bound, then where the Data Docs are (defs/quality.py)."""
+    meta = {k: v.value for k, v in evaluation.metadata.items()}
+    partition = f" for partition {evaluation.partition}" if getattr(evaluation, "partition", None) else ""
+    blocking = " (blocking: what is downstream was not run)" if evaluation.blocking else ""
+    lines = [f"  check {evaluation.asset_check_key.to_user_string()} failed{partition}{blocking}"]
+    if meta.get("explanation"):
+        lines.append(f"    {meta['explanation']}")
+    for failed in meta.get("failed_expectations") or []:
+        column = f" on column {failed['column']}" if failed.get("column") else ""
+        bound = f", allowed {failed['bound']}" if failed.get("bound") else ""
+        lines.append(f"    {failed['batch']}: {failed['expectation']}{column}: observed {failed['observed']}{bound}")
+    if meta.get("data_docs"):
+        lines.append(f"    Data Docs: {meta['data_docs']}")
+    return lines
 
 
 def ingest(fmt: str, paths: list[str], mapping: str | None = None) -> dg.ExecuteInProcessResult:

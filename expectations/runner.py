@@ -19,6 +19,8 @@ import great_expectations as gx
 from expectations.suites import build_suite
 
 DATASOURCE = "shopcast_batches"
+# The arguments of an expectation that say what was allowed (shown beside the observed value when it fails).
+BOUND_KWARGS = ("min_value", "max_value", "value_set", "type_", "regex", "mostly", "strict_min", "strict_max")
 
 
 @dataclass
@@ -34,8 +36,9 @@ class ValidationSummary:
         lines = [(f"**{self.suite}** on `{self.batch}`: {'passed' if self.success else 'FAILED'} "
                   f"({self.evaluated - len(self.failed)}/{self.evaluated} expectations)")]
         if self.failed:
-            lines += ["", "| expectation | column | observed |", "|---|---|---|"]
-            lines += [f"| {f['expectation']} | {f.get('column') or ''} | {f['observed']} |" for f in self.failed]
+            lines += ["", "| expectation | column | observed | allowed |", "|---|---|---|---|"]
+            lines += [f"| {f['expectation']} | {f.get('column') or ''} | {f['observed']} | {f.get('bound') or ''} |"
+                      for f in self.failed]
         return "\n".join(lines)
 
 
@@ -81,6 +84,8 @@ class SuiteValidator:
                 "column": r.expectation_config.kwargs.get("column")
                 or r.expectation_config.kwargs.get("column_list"),
                 "observed": r.result.get("observed_value", r.result.get("unexpected_count")),
+                "bound": ", ".join(f"{k}={v}" for k, v in r.expectation_config.kwargs.items()
+                                   if k in BOUND_KWARGS and v is not None) or None,
             }
             for r in validation.results
             if not r.success

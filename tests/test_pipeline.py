@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import dagster as dg
 import duckdb
@@ -181,6 +182,26 @@ def test_a_broken_batch_fails_its_check_and_blocks_downstream(pipeline):
     (record,) = check.values()
     assert record.run_id == failed_run and record.event.dagster_event.event_specific_data.passed is False
     pd.testing.assert_frame_equal(features_before, _read(pipeline, FEATURES_SQL, [DEMO_AS_OF]))
+
+
+def test_a_run_after_an_empty_business_day_is_blocked_and_the_cli_says_why_in_one_line(pipeline):
+    # the documented policy (docs/raw_schema.md): a day without events inside the history is a day without
+    # activity; the newest day of a run without events blocks it (a stopped feed is not a quiet day)
+    emptied = DEMO_AS_OF - dt.timedelta(days=8)
+    with duckdb.connect(str(pipeline.warehouse)) as con:
+        removed = con.execute("delete from raw.events where cast(event_ts as date) = ?", [emptied]).fetchone()[0]
+    assert removed > 0
+    from tests.support import shopcast
+
+    proc = shopcast(["run", "--as-of", (emptied + dt.timedelta(days=1)).isoformat()], check=False)
+    assert proc.returncode == 1
+    assert (f"no events on business day {emptied}, the day before the as-of date "
+            f"{emptied + dt.timedelta(days=1)}: a source outage or a closed day") in proc.stderr, proc.stderr[-3000:]
+    assert re.search(rf"check staging/stg_shop__events:raw_events_suite failed for partition "
+                     rf"{emptied + dt.timedelta(days=1)} \(blocking", proc.stderr), proc.stderr[-3000:]
+    assert re.search(rf"raw_events-{emptied}: expect_table_row_count_to_be_between: observed 0, allowed "
+                     rf"min_value=1", proc.stderr), proc.stderr[-3000:]
+    assert "Data Docs: " in proc.stderr
 
 
 def test_the_champion_scores_the_population_and_a_separate_client_can_read_it(pipeline):

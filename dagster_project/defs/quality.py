@@ -5,6 +5,7 @@ Each check validates bounded batches only: the events of one business day, or th
 
 
 import datetime as dt
+import json
 
 import dagster as dg
 
@@ -15,13 +16,22 @@ from dagster_project.warehouse import quote_identifier
 from expectations import SuiteValidator, ValidationSummary, suite_columns
 
 
-def _result(summaries: list[ValidationSummary], **extra) -> dg.AssetCheckResult:
+# What a failed check tells the CLI (runs._failure_message): one line of explanation, and every failed expectation
+# with its batch (the partition or days), observed value and bound.
+EXPLANATION = "explanation"
+FAILED_EXPECTATIONS = "failed_expectations"
+
+
+def _result(summaries: list[ValidationSummary], explanation: str | None = None, **extra) -> dg.AssetCheckResult:
     failed = [s for s in summaries if not s.success]
+    details = [{"batch": s.batch, **f} for s in failed for f in s.failed]
     return dg.AssetCheckResult(
         passed=not failed,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             **extra,
+            **({EXPLANATION: explanation} if failed and explanation else {}),
+            FAILED_EXPECTATIONS: dg.MetadataValue.json(json.loads(json.dumps(details, default=str))),
             "batches_validated": len(summaries),
             "batches_failed": len(failed),
             "expectations_evaluated": sum(s.evaluated for s in summaries),
@@ -58,17 +68,19 @@ def _rows_per_day(warehouse, table: str, date_column: str, days: list[dt.date] |
 
 def _validate_days(context, warehouse, settings, suite: str, table: str, date_column: str,
                    days: list[dt.date], empty_days_fail: bool = True,
-                   rows_per_day: dict[dt.date, int] | None = None) -> dg.AssetCheckResult:
+                   rows_per_day: dict[dt.date, int] | None = None, explain_empty=None) -> dg.AssetCheckResult:
     """Validate ``table`` for the given days, batch by batch. A day without rows fails the suite, unless
     ``empty_days_fail`` is off (shops close on some days): then empty days are listed, and only a run whose days
     are all empty fails. (``rows_per_day``: the rows of those days, when the caller has counted them already.)"""
     rows_per_day = rows_per_day if rows_per_day is not None else _rows_per_day(warehouse, table, date_column, days)
     extra = {}
+    empty = [d for d in days if rows_per_day.get(d, 0) == 0]
     if not empty_days_fail:
-        empty = [d for d in days if rows_per_day.get(d, 0) == 0]
         extra = {"days_without_rows": len(empty),
                  "days_without_rows_list": ", ".join(d.isoformat() for d in empty[:30]) or "-"}
         days = [d for d in days if d not in set(empty)] or days
+    if explain_empty and empty and set(days) <= set(empty):
+        extra["explanation"] = explain_empty(empty)
     validator = SuiteValidator(settings.gx_dir, suite)
     read = suite_columns(suite)
     columns = ", ".join(map(quote_identifier, read)) if read else "*"  # only what the suite reads
@@ -86,13 +98,23 @@ def _validate_days(context, warehouse, settings, suite: str, table: str, date_co
     return _result(validator.finish(summaries), **extra)
 
 
+def _empty_newest_day(empty: list[dt.date]) -> str:
+    day = max(empty)
+    return (f"no events on business day {day}, the day before the as-of date {day + dt.timedelta(days=1)}: a "
+            "source outage or a closed day; a run never scores a day it has no events for (load that day's "
+            "events, or choose another --as-of). Empty days earlier in the history are days without activity "
+            "(check events_every_day warns)")
+
+
 @dg.asset_check(asset=["staging", "stg_shop__events"], blocking=True, partitions_def=as_of_daily, pool="duckdb",
                 description="raw_events suite on the business day before each as-of date of the run, in batches of days.")
 def raw_events_suite(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                      settings: PipelineSettings) -> dg.AssetCheckResult:
     days = [as_of - dt.timedelta(days=1) for as_of in as_of_dates(context)]
+    # Empty days: in a range they are listed and skipped (a closed day, an outage: GA exports miss days); a run
+    # whose days are all empty (a daily run after a day without events) is blocked, and says why in one line.
     return _validate_days(context, warehouse, settings, "raw_events", "staging.stg_shop__events", "event_date", days,
-                          empty_days_fail=False)
+                          empty_days_fail=False, explain_empty=_empty_newest_day)
 
 
 @dg.asset_check(asset=["staging", "stg_shop__events"], partitions_def=as_of_daily, pool="duckdb",
