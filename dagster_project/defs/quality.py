@@ -15,7 +15,6 @@ from dagster_project.defs.training import TRAINING_SAMPLE, TRAINING_SAMPLE_TABLE
 from dagster_project.warehouse import quote_identifier
 from expectations import SuiteValidator, ValidationSummary, suite_columns
 
-
 # What a failed check tells the CLI (runs._failure_message): one line of explanation, and every failed expectation
 # with its batch (the partition or days), observed value and bound.
 EXPLANATION = "explanation"
