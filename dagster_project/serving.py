@@ -29,15 +29,14 @@ import pandas as pd
 
 from dagster_project.faults import failpoint
 from dagster_project.warehouse import qualified, quote_identifier, string_literal
+from ml.targets import TARGETS
 
 SERVING_FILE = "shopcast.duckdb"
 PARQUET_DIR = "parquet"
 CURRENT_LINK = "current"
 # (schema, table, dated): dated tables keep their last serving_days as-of dates; the others are copied whole
 PUBLISHED_TABLES = (
-    ("predictions", "purchase_propensity_7d", True),
-    ("predictions", "churn_probability_7d", True),
-    ("predictions", "predicted_revenue_28d", True),
+    *(("predictions", name, True) for name in TARGETS),   # the target registry: every target's predictions
     ("predictions", "clv", True),
     ("predictions", "user_scores_latest", False),
     ("audiences", "aud_likely_purchasers_7d", True),

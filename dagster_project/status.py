@@ -52,10 +52,10 @@ REGRESSION_SHOWN = ("normalized_gini", "spearman", "mae", "rmse", "decile_calibr
 
 def _publication(inst, name: str) -> str | None:
     """Why a target published nothing in its latest run (not eligible, or no champion), from the assets' metadata."""
-    import dagster as dg
+    from dagster_project.asset_keys import candidates_key, champion_key, predictions_key
 
-    for key in (["models", f"{name}_candidates"], ["models", f"{name}_champion"], ["predictions", name]):
-        event = inst.get_latest_materialization_event(dg.AssetKey(key))
+    for key in (candidates_key(name), champion_key(name), predictions_key(name)):
+        event = inst.get_latest_materialization_event(key)
         metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
         if metadata.get("eligible") and not metadata["eligible"].value or \
                 metadata.get("published") and not metadata["published"].value:

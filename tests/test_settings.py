@@ -154,3 +154,19 @@ def test_too_short_a_history_says_how_many_more_days_it_needs():
 def test_pinned_windows_are_kept_whatever_the_history():
     windows = choose_windows(dt.date(2026, 11, 1), dt.date(2026, 10, 28), 3, 7)
     assert (windows.cutoffs, windows.cadence_days, windows.reason) == (3, 7, "set in the settings")
+
+
+# --- the target registry
+
+
+def test_dbt_learns_the_targets_from_the_registry_and_its_sources_file_is_generated_from_it():
+    from dagster_project.dbt_sources import SOURCES_FILE, prediction_sources_yml
+    from ml.targets import LABEL_HORIZON_DAYS, TARGETS, dbt_vars
+
+    assert SOURCES_FILE.read_text() == prediction_sources_yml(), "run python -m dagster_project.dbt_sources"
+    shipped = dbt_vars()
+    assert [t["name"] for t in shipped["targets"]] == list(TARGETS)
+    assert shipped["label_horizon_days"] == LABEL_HORIZON_DAYS == 7
+    assert (shipped["purchase_horizon_days"], shipped["revenue_horizon_days"]) == (7, 28)
+    sql = (REPO_ROOT / "dbt" / "models" / "monitoring" / "fct_prediction_outcomes.sql").read_text()
+    assert "purchase_propensity_7d" not in sql and "var('targets')" in sql

@@ -10,6 +10,7 @@ import dagster as dg
 # writer or several readers, and a process per step would re-import the code each time (seconds per step).
 EXECUTOR = dg.in_process_executor
 
+from dagster_project.asset_keys import candidates_key, champion_key
 from dagster_project.defs.clv import CUTOFFS_KEY
 from dagster_project.defs.dbt_assets import TRAINING_CUTOFF_FEATURES
 from dagster_project.defs.dbt_assets import TRAINING_SET as TRAINING_SET_KEY
@@ -36,8 +37,8 @@ feature_backfill = dg.define_asset_job(
     description="Features (and their checks) for a range of as-of dates, as one run.",
 )
 
-TRAINING = dg.AssetSelection.assets(TRAINING_CUTOFF_FEATURES, CUTOFFS_KEY, TRAINING_SAMPLE, *[dg.AssetKey(["models", f"{t}_{step}"]) for t in TARGETS
-                                                      for step in ("candidates", "champion")])
+TRAINING = dg.AssetSelection.assets(TRAINING_CUTOFF_FEATURES, CUTOFFS_KEY, TRAINING_SAMPLE,
+                                    *[key(t) for t in TARGETS for key in (candidates_key, champion_key)])
 
 # Daily: ingest, features, checks and scores with the current champion, no retraining (and so no training set:
 # twelve cutoffs of features joined with their labels, rebuilt when a run trains, with any cutoff's features missing).
@@ -112,7 +113,7 @@ def _cooldown_days() -> int:
 
 
 def _trained_since(instance: dg.DagsterInstance, target: str, as_of: str) -> bool:
-    event = instance.get_latest_materialization_event(dg.AssetKey(["models", f"{target}_candidates"]))
+    event = instance.get_latest_materialization_event(candidates_key(target))
     partition = event.asset_materialization.partition if event else None
     return partition is not None and partition >= as_of
 
@@ -144,8 +145,8 @@ def retraining_sensor(context: dg.SensorEvaluationContext):
             context.log.info(f"retrain {target} for {as_of}: {reason}")
             yield dg.RunRequest(
                 run_key=f"retrain:{target}:{as_of}", partition_key=as_of,
-                asset_selection=[dg.AssetKey(["models", f"{target}_candidates"]),
-                                 dg.AssetKey(["models", f"{target}_champion"]), CUTOFFS_KEY,
+                asset_selection=[candidates_key(target),
+                                 champion_key(target), CUTOFFS_KEY,
                                  TRAINING_CUTOFF_FEATURES, TRAINING_SET_KEY, TRAINING_SAMPLE],
                 tags={TRIGGER_TAG: trigger, "shopcast/retrain_reason": reason[:500]},
             )

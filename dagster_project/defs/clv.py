@@ -9,6 +9,7 @@ of the ML models and the baseline they must beat.
 import dagster as dg
 import pandas as pd
 
+from dagster_project.asset_keys import CLV, CLV_TRAINING_CUTOFFS
 from dagster_project.defs.dbt_assets import TRAINING_CUTOFF_FEATURES
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, PipelineSettings, WarehouseResource, as_of_dates
@@ -27,7 +28,7 @@ create table if not exists predictions.clv (
 """
 
 
-CUTOFFS_KEY = dg.AssetKey(["predictions", "clv_training_cutoffs"])
+CUTOFFS_KEY = CLV_TRAINING_CUTOFFS
 
 
 def _fit_dates(context, warehouse: WarehouseResource, mlflow: MlflowStore, dates: list, published: set,
@@ -65,7 +66,7 @@ def _fit_dates(context, warehouse: WarehouseResource, mlflow: MlflowStore, dates
     return {"scored": scored, "skipped": skipped, "registered": registered}
 
 
-@dg.asset(key=["predictions", "clv"], deps=[dg.AssetKey(["marts", "feat_user_rfm"])], group_name="clv",
+@dg.asset(key=CLV, deps=[dg.AssetKey(["marts", "feat_user_rfm"])], group_name="clv",
           partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"pymc", "mlflow", "duckdb"},
           description="BG/NBD + Gamma-Gamma per as-of date: P(alive), expected purchases (7/28/90 days), expected "
                       "spend and 28-day revenue; the baseline every ML target must beat, and features of the ML models.")
@@ -107,7 +108,7 @@ def clv_training_cutoffs(context: dg.AssetExecutionContext, warehouse: Warehouse
     })
 
 
-@dg.asset_check(asset=["predictions", "clv"], blocking=True, partitions_def=as_of_daily, pool="duckdb",
+@dg.asset_check(asset=CLV, blocking=True, partitions_def=as_of_daily, pool="duckdb",
                 description="Every user of feat_user_rfm at the run's date has BG/NBD outputs in range (when the date "
                             "could be fitted): P(alive) and P(purchase) in [0, 1], expectations >= 0.")
 def clv_predictions_are_complete(context: dg.AssetCheckExecutionContext,

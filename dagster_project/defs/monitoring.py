@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from dagster_project.asset_keys import CLV, predictions_key
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, MonitoringPolicy, WarehouseResource, as_of_dates
 from dagster_project.defs.training import with_clv
@@ -110,7 +111,7 @@ def _champion_reference(warehouse: WarehouseResource, store, target):
 
 @dg.asset(key=DRIFT, group_name="monitoring", partitions_def=as_of_daily,
           deps=[dg.AssetKey(["marts", "fct_scoring_population"]), dg.AssetKey(["marts", "feat_user_daily"]),
-                dg.AssetKey(["predictions", "clv"]), *[dg.AssetKey(["predictions", t]) for t in TARGETS]],
+                CLV, *[predictions_key(t) for t in TARGETS]],
           backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"python", "duckdb"},
           description="Population stability index of every model feature and of the score, between each champion's "
                       "training data and the scoring population of each as-of date; null rates on both sides.")

@@ -4,6 +4,7 @@ A target without a champion (never eligible, or never good enough) publishes not
 
 import dagster as dg
 
+from dagster_project.asset_keys import CLV, champion_key, predictions_key
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, WarehouseResource, as_of_dates
 from dagster_project.defs.training import with_clv
@@ -14,7 +15,6 @@ from ml.registry import CHAMPION, load_by_alias, version_by_alias
 from ml.targets import TARGETS, Target
 
 SCORING_POPULATION = dg.AssetKey(["marts", "fct_scoring_population"])
-CLV = dg.AssetKey(["predictions", "clv"])
 POPULATION_SQL = with_clv("marts.fct_scoring_population", "t.as_of_date between ? and ? and ({population})")
 
 
@@ -30,9 +30,9 @@ def _ensure_table(warehouse: WarehouseResource, target: Target) -> None:
 
 
 def build_scoring_assets(target: Target) -> list:
-    key = dg.AssetKey(["predictions", target.name])
+    key = predictions_key(target.name)
 
-    @dg.asset(key=key, deps=[SCORING_POPULATION, CLV, dg.AssetKey(["models", f"{target.name}_champion"])],
+    @dg.asset(key=key, deps=[SCORING_POPULATION, CLV, champion_key(target.name)],
               group_name=target.name, partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(),
               pool="duckdb", kinds={"duckdb", "mlflow"},
               description=f"predictions.{target.name}: {target.description} Scored by models:/{target.name}@champion.")

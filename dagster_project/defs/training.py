@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 
 from dagster_project import decisions
+from dagster_project.asset_keys import CLV, candidates_key, champion_key
 from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.clv import CUTOFFS_KEY
 from dagster_project.defs.dbt_assets import TRAINING_SET
@@ -24,8 +25,6 @@ from ml.gate import apply, backtest_candidate, decide, register
 from ml.registry import version_for_date
 from ml.targets import TARGETS, Target
 from ml.train import NotEligible, train_candidates
-
-CLV = dg.AssetKey(["predictions", "clv"])
 
 
 def with_clv(table: str, where: str = "true") -> str:
@@ -102,10 +101,9 @@ def _metrics_table(rows: dict[str, dict], regression: bool) -> str:
 
 
 def build_target_assets(target: Target) -> list:
-    candidates_key = dg.AssetKey(["models", f"{target.name}_candidates"])
-    champion_key = dg.AssetKey(["models", f"{target.name}_champion"])
+    candidates_asset, champion_asset = candidates_key(target.name), champion_key(target.name)
 
-    @dg.asset(key=candidates_key, deps=[TRAINING_SAMPLE], group_name=target.name, partitions_def=as_of_daily,
+    @dg.asset(key=candidates_asset, deps=[TRAINING_SAMPLE], group_name=target.name, partitions_def=as_of_daily,
               backfill_policy=dg.BackfillPolicy.single_run(),
               kinds={"scikit-learn", "mlflow"}, pool="duckdb",
               description=f"Candidate models for {target.name}: {target.description} Best one registered.")
@@ -146,7 +144,7 @@ def build_target_assets(target: Target) -> list:
             **{f"best_{k}": float(v) for k, v in outcome.best.metrics.items()},
         })
 
-    @dg.asset(key=champion_key, deps=[candidates_key], group_name=target.name, partitions_def=as_of_daily,
+    @dg.asset(key=champion_asset, deps=[candidates_asset], group_name=target.name, partitions_def=as_of_daily,
               backfill_policy=dg.BackfillPolicy.single_run(),
               kinds={"mlflow"}, pool="duckdb",
               description=f"The promotion gate for {target.name}: the candidate is backtested against the champion "

@@ -16,7 +16,7 @@
             'feat_user_daily': is_run_as_of_date('as_of_date'),
             'feat_user_rfm': is_run_as_of_date('as_of_date'),
             'fct_scoring_population': is_run_as_of_date('as_of_date'),
-            'fct_user_labels': 'as_of_date >= ' ~ first ~ ' - ' ~ var('revenue_horizon_days') ~ ' and as_of_date < ' ~ last,
+            'fct_user_labels': 'as_of_date >= ' ~ first ~ ' - ' ~ (var('targets') | map(attribute='horizon_days') | max) ~ ' and as_of_date < ' ~ last,
             'aud_likely_purchasers_7d': 'as_of_date between ' ~ first ~ ' and ' ~ last,
             'aud_likely_churning_high_value': 'as_of_date between ' ~ first ~ ' and ' ~ last,
             'aud_predicted_top_spenders': 'as_of_date between ' ~ first ~ ' and ' ~ last,

@@ -4,11 +4,11 @@
 -#}
 {{ config(materialized='table', schema='predictions') }}
 
-{%- set targets = [
-    ('purchase', 'purchase_propensity_7d', 'probability'),
-    ('churn', 'churn_probability_7d', 'probability'),
-    ('revenue', 'predicted_revenue_28d', 'predicted_revenue'),
-] -%}
+{#- the target registry (ml/targets.py), passed by shopcast as var targets: column prefix, table, score column -#}
+{%- set targets = [] -%}
+{%- for t in var('targets') -%}
+    {%- do targets.append((t.short_name, t.name, t.score_column)) -%}
+{%- endfor -%}
 
 with
 
@@ -32,10 +32,11 @@ clv as (
 
 users as (
 
-    select user_id from purchase
-    union select user_id from churn
-    union select user_id from revenue
-    union select user_id from clv
+    {% for prefix, table, score in targets %}
+    select user_id from {{ prefix }}
+    union
+    {% endfor %}
+    select user_id from clv
 
 )
 
@@ -55,7 +56,7 @@ select
     clv.clv_expected_purchases_90d as expected_purchases_90d,
     clv.clv_expected_spend as expected_spend_per_purchase_day
 from users as u
-left join purchase on purchase.user_id = u.user_id
-left join churn on churn.user_id = u.user_id
-left join revenue on revenue.user_id = u.user_id
+{% for prefix, table, score in targets %}
+left join {{ prefix }} on {{ prefix }}.user_id = u.user_id
+{% endfor %}
 left join clv on clv.user_id = u.user_id

@@ -5,11 +5,8 @@
 -#}
 {{ config(materialized='table') }}
 
-{%- set targets = [
-    ('purchase_propensity_7d', 'probability', 'purchase_next_7d', var('purchase_horizon_days')),
-    ('churn_probability_7d', 'probability', 'churn_next_7d', var('churn_horizon_days')),
-    ('predicted_revenue_28d', 'predicted_revenue', 'revenue_next_28d', var('revenue_horizon_days')),
-] -%}
+{#- the target registry (ml/targets.py), passed by shopcast as var targets -#}
+{%- set targets = var('targets') -%}
 
 with
 
@@ -19,29 +16,29 @@ labels as (
 
 ),
 
-{% for table, score, label, horizon in targets %}
-{{ table }}_outcomes as (
+{% for t in targets %}
+{{ t.name }}_outcomes as (
 
     select
-        '{{ table }}' as target,
+        '{{ t.name }}' as target,
         p.as_of_date,
         p.user_id,
-        cast(p.{{ score }} as double) as score,
+        cast(p.{{ t.score_column }} as double) as score,
         p.decile,
-        cast(l.{{ label }} as double) as outcome,
+        cast(l.{{ t.label }} as double) as outcome,
         p.model_name,
         p.model_version,
-        {{ dbt.dateadd('day', horizon, 'p.as_of_date') }} as label_closed_on
-    from {{ source('predictions', table) }} as p
+        {{ dbt.dateadd('day', t.horizon_days, 'p.as_of_date') }} as label_closed_on
+    from {{ source('predictions', t.name) }} as p
     inner join labels as l
         on l.user_id = p.user_id
         and l.as_of_date = p.as_of_date
-    where l.{{ label }} is not null
+    where l.{{ t.label }} is not null
 
 ){{ "," if not loop.last }}
 {% endfor %}
 
-{% for table, score, label, horizon in targets %}
-select * from {{ table }}_outcomes
+{% for t in targets %}
+select * from {{ t.name }}_outcomes
 {{ "union all" if not loop.last }}
 {% endfor %}
