@@ -13,15 +13,15 @@ SOURCES_FILE = DBT_PROJECT_DIR / "models" / "audiences" / "__sources.yml"
 def prediction_sources_yml() -> str:
     lines = ["# Generated from ml/targets.py by dagster_project/dbt_sources.py: do not edit by hand.",
              "version: 2", "", "sources:", "  - name: predictions",
-             "    description: Scores written back by the Dagster scoring assets (one table per target) and the "
-             "BG/NBD baseline.", "    schema: predictions", "    tables:"]
+             ("    description: Scores written back by the Dagster scoring assets (one table per target) and the "
+             "BG/NBD baseline."), "    schema: predictions", "    tables:"]
     for target in TARGETS.values():
         lines += [f"      - name: {target.name}",
-                  f"        description: \"{target.description} Per user and as-of date, with decile, reason codes "
-                  "and the model version.\""]
+                  (f"        description: \"{target.description} Per user and as-of date, with decile, reason codes "
+                  "and the model version.\"")]
     lines += ["      - name: clv",
-              "        description: BG/NBD + Gamma-Gamma outputs (P(alive), expected purchases, expected spend) per "
-              "user and as-of date."]
+              ("        description: BG/NBD + Gamma-Gamma outputs (P(alive), expected purchases, expected spend) per "
+              "user and as-of date.")]
     return "\n".join(lines) + "\n"
 
 

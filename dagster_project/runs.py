@@ -17,7 +17,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from dagster_project.locking import run_lock
 from dagster_project.settings import Settings, ensure_home, load_settings
-from dagster_project.warehouse import connect, event_day_bounds, table_exists
+from dagster_project.warehouse import connect, event_day_bounds, history_start, table_exists
 
 
 class RunFailed(RuntimeError):
@@ -110,6 +110,7 @@ def ingest(fmt: str, paths: list[str], mapping: str | None = None) -> dg.Execute
 class EventSpan:
     first_date: dt.date
     last_date: dt.date
+    history_start: dt.date   # the first day of the history proper (warehouse.history_start: stray events left out)
 
 
 @contextmanager
@@ -130,9 +131,10 @@ def event_span() -> EventSpan:
         if not table_exists(con, "raw", "events"):
             raise RunFailed("raw.events does not exist yet: load events first (shopcast ingest)")
         first, last = event_day_bounds(con, tz)
+        start = history_start(con, tz) if first is not None else None
     if first is None:
         raise RunFailed("raw.events is empty: load events first (shopcast ingest)")
-    return EventSpan(first, last)
+    return EventSpan(first, last, start)
 
 
 def run_partition(as_of: dt.date) -> dg.ExecuteInProcessResult:
@@ -195,7 +197,7 @@ def run_graph(as_of: dt.date | None = None, *, progress=print) -> dict:
     span = event_span()
     as_of = as_of or span.last_date + dt.timedelta(days=1)
     settings = load_settings()
-    windows = choose_windows(as_of, span.first_date, settings.training_cutoffs, settings.training_cadence_days)
+    windows = choose_windows(as_of, span.history_start, settings.training_cutoffs, settings.training_cadence_days)
     progress(f"materializing the whole graph for as-of date {as_of}")
     progress(f"training windows: {windows.describe()}")
     return {"as_of_date": as_of.isoformat(), "training_windows": windows.describe(),

@@ -28,6 +28,7 @@ import duckdb
 import pandas as pd
 
 from dagster_project.faults import failpoint
+from dagster_project.settings import env_name
 from dagster_project.warehouse import qualified, quote_identifier, string_literal
 from ml.targets import TARGETS
 
@@ -63,12 +64,14 @@ class ServingOptions:
 
     def __post_init__(self):
         if self.days < 1:
-            raise ValueError(f"serving_days must be at least 1, got {self.days}")
+            raise ValueError(f"{env_name('serving_days')} must be at least 1, got {self.days}")
         if self.pseudonymise and len(self.key) < MIN_KEY_LENGTH:
-            raise ValueError("pseudonymise_user_ids is on but pseudonymisation_key is missing or "
-                             f"shorter than {MIN_KEY_LENGTH} characters: set a secret key (it is never stored)")
+            raise ValueError(f"{env_name('pseudonymise_user_ids')} is on but {env_name('pseudonymisation_key')} is "
+                             f"missing or shorter than {MIN_KEY_LENGTH} characters: set a secret key (it is never "
+                             "stored)")
         if not self.storage_version.startswith("v") or not self.storage_version[1:].replace(".", "").isdigit():
-            raise ValueError(f"serving_storage_version must look like v1.0.0, got {self.storage_version!r}")
+            raise ValueError(f"{env_name('serving_storage_version')} must look like v1.0.0, got "
+                             f"{self.storage_version!r}")
 
 
 @dataclass(frozen=True)

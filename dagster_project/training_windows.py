@@ -4,7 +4,8 @@ A training example is a user's features at a cutoff joined with what the user di
 the newest cutoff is ``LABEL_HORIZON_DAYS`` before the as-of date and each cutoff needs at least a day of events
 before it. Unless the settings pin them, a run chooses weekly cutoffs (up to ``MAX_CUTOFFS``, as the schedules
 assume) when the history holds at least ``MIN_WEEKLY_CUTOFFS`` of them, and daily cutoffs otherwise (a short
-history such as the 9-day Taobao sample), and says which and why.
+history such as the 9-day Taobao sample), and says which and why. The history starts at its first day with a real
+share of events (warehouse.history_start): a few stray events weeks earlier do not stretch it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def choose_windows(as_of: dt.date, first_event_day: dt.date | None, pinned_cutof
         cadence = 7 if room >= 7 * (MIN_WEEKLY_CUTOFFS - 1) else 1
     fitting = max(0, room // cadence + 1) if room >= 0 else 0
     cutoffs = pinned_cutoffs if pinned_cutoffs is not None else max(MIN_CUTOFFS, min(MAX_CUTOFFS, fitting))
-    span = f"{(as_of - first_event_day).days} days of events before {as_of}" if first_event_day else "no events yet"
+    span = f"{(as_of - first_event_day).days} days of history before {as_of}" if first_event_day else "no events yet"
     if fitting < cutoffs:
         needed = (cutoffs - 1) * cadence - room
         reason = (f"{span}: only {fitting} cutoff(s) {cadence} day(s) apart have events before them and a closed "

@@ -151,6 +151,30 @@ def event_day_bounds(con: duckdb.DuckDBPyConnection, business_timezone: str):
     ).fetchone()
 
 
+# A day belongs to the history from the first day with at least this share of a median day's events: a handful
+# of stray events weeks before an export's real start (the Taobao sample has some in September) is not history.
+HISTORY_DAY_SHARE = 0.05
+_history_starts: dict[tuple, object] = {}
+
+
+def history_start(con: duckdb.DuckDBPyConnection, business_timezone: str):
+    """The first business day of the events' history (HISTORY_DAY_SHARE), or None when raw.events is empty.
+    Remembered per warehouse, zone and row count: a run asks several times, and a scan of 100M events costs."""
+    (rows,) = con.execute("select count(*) from raw.events").fetchone()
+    (path,) = con.execute("select path from duckdb_databases() where database_name = current_database()").fetchone()
+    key = (path, business_timezone, rows)
+    if key not in _history_starts:
+        con.execute("set TimeZone = 'UTC'")
+        _history_starts[key] = con.execute(f"""
+            with days as (
+                select cast(timezone(?, event_ts at time zone 'UTC') as date) as day, count(*) as n
+                from raw.events group by 1
+            )
+            select min(day) from days where n >= {HISTORY_DAY_SHARE} * (select median(n) from days)
+        """, [business_timezone]).fetchone()[0]
+    return _history_starts[key]
+
+
 def table_row_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
     """(schema, table, rows) for every base table and view, views counted too."""
     rows = con.execute(

@@ -105,7 +105,7 @@ def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
     windows = re.search(r"^training windows: (.*)$", proc.stdout, re.MULTILINE)
     assert windows, proc.stdout[-3000:]
     if name == "taobao":  # events 2017-11-25 .. 12-03 (China time): daily cutoffs 11-26 and 11-27
-        assert windows.group(1).startswith("2 training cutoffs every day (9 days of events before 2017-12-04")
+        assert windows.group(1).startswith("2 training cutoffs every day (9 days of history before 2017-12-04")
     else:
         assert windows.group(1).startswith("12 training cutoffs every 7 days"), windows.group(1)
         assert tomllib.loads((home / "shopcast.toml").read_text())["business_tz"] == sample.business_timezone

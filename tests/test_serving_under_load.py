@@ -29,7 +29,7 @@ def test_readers_under_load_see_whole_publishes_while_two_runs_start_at_once(pip
     """Three BI readers query the serving file in a loop while the whole graph (a manual run) and the daily job
     (the schedule) are started at the same moment: one run waits for the other; no reader error, no reader sees
     tables of two publishes; both runs succeed."""
-    import dagster as dg
+    from dagster_project import runs as shopcast_runs
 
     path, stop, started = served(pipeline), tmp_path / "stop", time.time()
     initial = read_manifest(path)[0]["publish_id"]
@@ -51,7 +51,7 @@ def test_readers_under_load_see_whole_publishes_while_two_runs_start_at_once(pip
     seen = set().union(*(r["publishes"] for r in reads))
     assert sum(r["reads"] for r in reads) >= 100 and initial in seen and len(seen) >= 3, reads
     # the run lock: what one run wrote all came before what the other wrote
-    with dg.DagsterInstance.get() as instance:
+    with shopcast_runs.instance() as instance:
         ids = [r.dagster_run.run_id for r in instance.get_run_records(limit=10)
                if r.create_timestamp.timestamp() >= started]
         spans = sorted(_materialization_span(instance, run_id) for run_id in ids)

@@ -170,3 +170,24 @@ def test_dbt_learns_the_targets_from_the_registry_and_its_sources_file_is_genera
     assert (shipped["purchase_horizon_days"], shipped["revenue_horizon_days"]) == (7, 28)
     sql = (REPO_ROOT / "dbt" / "models" / "monitoring" / "fct_prediction_outcomes.sql").read_text()
     assert "purchase_propensity_7d" not in sql and "var('targets')" in sql
+
+
+def test_a_few_stray_events_weeks_earlier_do_not_stretch_the_history(tmp_path):
+    import duckdb
+
+    from dagster_project.warehouse import ensure_raw_schema, history_start
+
+    warehouse = tmp_path / "w.duckdb"
+    ensure_raw_schema(warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("""
+            insert into raw.events (event_id, user_id, event_ts, event_type, quantity, load_id)
+            select 'stray' || i, 'u', timestamp '2017-09-10 12:00:00', 'view', 1, 'l' from range(3) t(i)
+            union all
+            select 'e' || i, 'u' || (i % 50), timestamp '2017-11-25 00:00:00' + to_minutes(cast(i * 7 as bigint)),
+                   'view', 1, 'l' from range(1800) t(i)
+        """)
+        start = history_start(con, "Asia/Shanghai")
+    assert start == dt.date(2017, 11, 25)
+    windows = choose_windows(dt.date(2017, 12, 4), start)
+    assert (windows.cutoffs, windows.cadence_days) == (2, 1)

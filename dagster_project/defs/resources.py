@@ -18,7 +18,7 @@ from dagster_project.locking import PID_TAG, recover_crashed_runs, run_lock
 from dagster_project.serving import Publish, ServingOptions, publish, serving_path
 from dagster_project.settings import Settings, dbt_base_vars, load_settings
 from dagster_project.training_windows import TrainingWindows, choose_windows
-from dagster_project.warehouse import connect, ensure_raw_schema, event_day_bounds, table_exists
+from dagster_project.warehouse import connect, ensure_raw_schema, history_start, table_exists
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -96,7 +96,7 @@ class PipelineSettings(dg.ConfigurableResource):
         first_day = None
         if self.training_cutoffs is None or self.training_cadence_days is None:
             with connect(self.warehouse_file, read_only=True) as con:
-                first_day = event_day_bounds(con, self.business_timezone)[0] if table_exists(con, "raw", "events") \
+                first_day = history_start(con, self.business_timezone) if table_exists(con, "raw", "events") \
                     else None
         return choose_windows(as_of, first_day, self.training_cutoffs, self.training_cadence_days)
 
