@@ -39,21 +39,33 @@ def home(tmp_path, monkeypatch) -> ShopcastPaths:
 
 
 @pytest.fixture(scope="session")
-def built_home(tmp_path_factory) -> Path:
-    """Generate, ingest and materialize the whole graph once; tests copy it before changing anything."""
+def built_home(tmp_path_factory, worker_id) -> Path:
+    """Generate, ingest and materialize the whole graph once for the whole session, on whichever worker asks
+    first (the xdist workers share the folder above their own temporary folders, and wait on a file lock while
+    one builds); tests copy it before changing anything, so it is never written after the build."""
+    from filelock import FileLock
+
     from dagster_project import runs
     from dagster_project.generate.synthetic import GeneratorConfig, generate
 
-    saved = dict(os.environ)
-    home = tmp_path_factory.mktemp("built") / "home"
-    try:
-        paths = _point_at(home)
-        generate(GeneratorConfig(**DEMO), paths.landing / "canonical")
-        runs.ingest("canonical", [str(paths.landing / "canonical")])
-        runs.run_graph(DEMO_AS_OF, progress=lambda _: None)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    # under xdist each worker's base folder lies in the session's folder, which they share; without xdist the base
+    # folder is the session's own (its parent holds older sessions, whose builds must never be reused)
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent
+    home, built = shared / "built" / "home", shared / "built" / "complete"
+    with FileLock(str(shared / "built.lock")):
+        if not built.exists():
+            saved = dict(os.environ)
+            try:
+                shutil.rmtree(home.parent, ignore_errors=True)  # what a worker that failed mid-build left
+                paths = _point_at(home)
+                generate(GeneratorConfig(**DEMO), paths.landing / "canonical")
+                runs.ingest("canonical", [str(paths.landing / "canonical")])
+                runs.run_graph(DEMO_AS_OF, progress=lambda _: None)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            built.touch()
     return home
 
 
