@@ -20,7 +20,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 EVENTS ?= 300000
 PYTEST_ARGS ?=
 
-.PHONY: install manifest demo test ui mlflow-ui validate lint bench bench-scale clean
+.PHONY: install manifest demo test test-fast ui mlflow-ui validate lint bench bench-scale clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ endif
 TEST_WORKERS ?= 2
 test: manifest
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+
+# The base of the pyramid (a few minutes): Python unit tests, dbt unit tests on an empty warehouse, the CLI on small
+# files; no whole-graph build (those are marked slow and run with `make test`).
+test-fast: manifest
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 validate: manifest
 	$(BIN)/dagster definitions validate -w workspace.yaml

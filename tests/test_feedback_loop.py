@@ -16,7 +16,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from tests.conftest import _point_at
 
 # One worker runs the whole module: its fixture (about 6 minutes) is built once, not on both (Makefile: loadgroup).
-pytestmark = pytest.mark.xdist_group("feedback_loop")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("feedback_loop")]
 
 DRIFT_FROM = dt.date(2026, 11, 1)       # behaviour shifts from this day ...
 FIRST_AS_OF = DRIFT_FROM                # ... the first run trains on the days before it
