@@ -84,6 +84,7 @@ def land_events(n_events: int, workdir: Path) -> dict:
     import duckdb
 
     from dagster_project.generate.synthetic import GeneratorConfig, generate
+    from dagster_project.settings import load_settings
 
     folder = workdir / f"events_{n_events}"
     marker = folder / "events.json"
@@ -96,7 +97,7 @@ def land_events(n_events: int, workdir: Path) -> dict:
     seconds = time.perf_counter() - started
     con = duckdb.connect()
     con.execute("set TimeZone = 'UTC'; set preserve_insertion_order = false")
-    con.execute(f"set memory_limit = '{os.environ.get('SHOPCAST_DUCKDB_MEMORY_LIMIT', '6GB')}'")
+    con.execute(f"set memory_limit = '{load_settings().duckdb_memory_limit}'")
     con.execute(f"set temp_directory = '{folder / 'spill'}'")
     by_day = folder / "by_day"
     con.execute(f"copy (select *, cast(event_ts as date) as day from read_parquet(?)) to '{by_day}' "
