@@ -25,6 +25,20 @@ FAILPOINTS = {
 }
 
 
+# Faults that change what the code does instead of killing it: tests use them to show that a check catches what it
+# guards (a load that loses a row must be refused by the audit).
+FAULTS = {
+    "ingest.lose_row": "one accepted row is dropped before it is written (the audit must refuse the load)",
+}
+
+
+def fault(name: str) -> bool:
+    """True when the ``failpoint`` setting names this fault (tests only)."""
+    if name not in FAULTS:
+        raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+    return load_settings().failpoint == name
+
+
 def failpoint(name: str) -> None:
     if name not in FAILPOINTS:
         raise ValueError(f"unknown failpoint {name!r}; known: {', '.join(FAILPOINTS)}")

@@ -63,6 +63,32 @@ def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
     assert rejected[4] == (6, "non_numeric_price", "abc")
 
 
+def test_duplicates_are_counted_on_their_own_and_a_lost_row_makes_the_load_fail(tmp_path, monkeypatch):
+    warehouse = tmp_path / "w.duckdb"
+    first = tmp_path / "first.csv"
+    pd.DataFrame({"event_id": ["a", "b", "c"], "user_id": "u", "event_ts": "2026-01-01",
+                  "event_type": "view"}).to_csv(first, index=False)
+    load_file(warehouse, first)
+    second = tmp_path / "second.csv"  # b and c were loaded before; d comes twice; e once; one row is bad
+    pd.DataFrame({"event_id": ["b", "c", "d", "d", "e", "f"], "user_id": ["u", "u", "u", "u", "u", ""],
+                  "event_ts": ["2026-01-01", "2026-01-01", "2026-01-02", "2026-01-02", "2026-01-02", "2026-01-02"],
+                  "event_type": "view"}).to_csv(second, index=False)
+    report = load_file(warehouse, second)
+    assert (report.rows_read, report.rows_accepted, report.rows_rejected) == (6, 2, 1)
+    assert (report.rows_duplicate_in_file, report.rows_already_loaded, report.rows_duplicate) == (1, 2, 3)
+    assert report.reconciles()
+    # a bug that loses an accepted row between validation and the write: the audit refuses to commit the load
+    third = tmp_path / "third.csv"
+    pd.DataFrame({"event_id": ["g", "h"], "user_id": "u", "event_ts": "2026-01-03",
+                  "event_type": "view"}).to_csv(third, index=False)
+    monkeypatch.setenv("SHOPCAST_FAILPOINT", "ingest.lose_row")
+    with pytest.raises(RuntimeError, match="counts do not reconcile"):
+        load_file(warehouse, third)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("select count(*) from raw.events where event_id in ('g', 'h')").fetchone() == (0,)
+        assert con.execute("select count(*) from raw.load_audit").fetchone() == (2,)
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_non_finite_prices_are_quarantined_with_their_own_reason(tmp_path, fmt):
     warehouse = tmp_path / "w.duckdb"
