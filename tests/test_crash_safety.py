@@ -104,10 +104,14 @@ def _killed_publish(paths: ShopcastPaths, point: str) -> None:
 
 
 def _aliases(paths: ShopcastPaths) -> dict:
+    """The gate's aliases of every target. (Not BG/NBD's: the run refits and registers it before training, by
+    design, so whether its alias moved before a kill in training depends only on how far the run got.)"""
     from mlflow import MlflowClient
 
+    from ml.targets import TARGETS
+
     client = MlflowClient(tracking_uri=f"sqlite:///{paths.mlflow_dir / 'mlflow.db'}")
-    return {m.name: dict(m.aliases) for m in client.search_registered_models()}
+    return {m.name: dict(m.aliases) for m in client.search_registered_models() if m.name in TARGETS}
 
 
 def _decisions(paths: ShopcastPaths) -> list[tuple]:
