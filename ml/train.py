@@ -76,9 +76,9 @@ def time_split(frame: pd.DataFrame, target: Target, min_examples_per_class: int 
     labelled = target.select(frame[frame[target.label].notna()])
     ranks = sorted(labelled["cutoff_rank"].unique())
     if len(ranks) < 2:
-        raise NotEligible(f"{target.name}: {len(ranks)} cutoff(s) with a closed label in the training set; need at "
-                          "least 2 (one to validate, one to train): more training cutoffs (training_cutoffs) over a "
-                          "longer history of events give more")
+        raise NotEligible(f"{target.name}: {len(ranks)} cutoff(s) with a closed {target.horizon_days}-day label in the "
+                          f"training set; {2 - len(ranks)} more needed (one to validate, one to train): a longer "
+                          "history of events gives more (the run's training windows say how many days more)")
     valid = labelled[labelled.cutoff_rank == ranks[0]]
     train = labelled[labelled.cutoff_rank != ranks[0]]
     tune = labelled[labelled.cutoff_rank == ranks[1]]
@@ -88,8 +88,12 @@ def time_split(frame: pd.DataFrame, target: Target, min_examples_per_class: int 
         positives, negatives = int((y > 0).sum()), int((y == 0).sum())  # revenue: spenders and non-spenders
         needed = min_examples_per_class if name == "training" else max(1, min_examples_per_class // 10)
         if positives < needed or negatives < needed:
+            short = "; ".join(f"{needed - count} more {kind}" for kind, count in (("positive", positives),
+                                                                                  ("negative", negatives))
+                              if count < needed)
             raise NotEligible(f"{target.name}: the {name} data hold {positives} positive and {negatives} negative "
-                              f"examples; at least {needed} of each are needed")
+                              f"examples; at least {needed} of each are needed ({short}: more history or more "
+                              "users, or a lower min_class_examples)")
     as_of = lambda part: sorted(str(d)[:10] for d in part["as_of_date"].unique())
     return Split(fit, tune, train, valid, as_of(valid)[0], as_of(train))
 

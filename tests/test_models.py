@@ -224,7 +224,7 @@ def test_too_few_examples_of_a_class_make_a_target_not_eligible(store):
     frame = _panel(n_per_cutoff=300)
     positives = int(frame[frame.cutoff_rank > 1]["purchase_next_7d"].sum())
     with pytest.raises(NotEligible, match=rf"the training data hold {positives} positive and \d+ negative examples; "
-                                          r"at least 1000 of each are needed"):
+                                          rf"at least 1000 of each are needed \({1000 - positives} more positive"):
         train_candidates(frame, TARGET, store, eligibility=Eligibility(min_examples_per_class=1000))
     assert time_split(frame, TARGET, min_examples_per_class=20).valid_as_of == "2026-10-25"
 
