@@ -64,6 +64,9 @@ def test_dbt_unit_tests_pin_the_window_logic(empty_warehouse, tmp_path):
         "labels_close_only_when_their_window_has_passed": "pass",
         "rfm_counts_repeat_purchase_days_before_the_as_of_date_only": "pass",
         "outcomes_only_for_closed_windows_and_matching_users": "pass",
+        # business days in a zone other than UTC, and across a daylight-saving change (issue 21)
+        "business_days_follow_the_business_zone_across_a_daylight_saving_change": "pass",
+        "features_use_only_events_before_the_business_day_in_a_zone_ahead_of_utc": "pass",
     }
 
 
