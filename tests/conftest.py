@@ -79,10 +79,10 @@ def pipeline(built_home, home, tmp_path) -> ShopcastPaths:
 
 # The longest work first (measured): xdist deals tests out in collection order, so the two cores finish together
 # instead of one running the three real-sample runs alone at the end.
-HEAVIEST_FIRST = ["test_real_samples.py::test_each_sample_runs_end_to_end_and_produces_predictions[ga-merch]",
-                  "test_feedback_loop.py",
+HEAVIEST_FIRST = ["test_crash_safety.py", "test_feedback_loop.py",
+                  "test_real_samples.py::test_each_sample_runs_end_to_end_and_produces_predictions[ga-merch]",
                   "test_real_samples.py::test_each_sample_runs_end_to_end_and_produces_predictions[online-retail]",
-                  "test_crash_safety.py", "test_serving_under_load.py", "test_pipeline.py", "test_serving.py"]
+                  "test_serving_under_load.py", "test_pipeline.py", "test_serving.py"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -15,15 +15,17 @@ import pytest
 from dagster_project.faults import FAILPOINT_ENV, FAILPOINT_LOG, FAILPOINTS
 from dagster_project.serving import SERVING_FILE, read_manifest, verify
 from dagster_project.settings import ShopcastPaths
-from tests.conftest import DEMO_AS_OF
+from tests.conftest import DEMO_AS_OF, TEST_ENV
 from tests.support import served, shopcast, snapshot
 
 
 def _assert_before_or_after(after: dict, before: dict, reference: dict, point: str) -> None:
-    partial = {t: (after[t], before.get(t), reference.get(t)) for t in after
-               if after[t] != before.get(t) and after[t] != reference.get(t)}
-    assert partial == {}, f"killed at {point}: tables neither as before nor as after: {partial}"
-    assert set(after) <= set(before) | set(reference), f"killed at {point}: unexpected tables"
+    """Every table that existed before the killed run or after the uninterrupted one is, after the kill, exactly as
+    it was before or as it is after (a table that vanished is neither)."""
+    tables = set(before) | set(reference) | set(after)
+    partial = {t: (after.get(t), before.get(t), reference.get(t)) for t in sorted(tables)
+               if after.get(t) != before.get(t) and after.get(t) != reference.get(t)}
+    assert partial == {}, f"killed at {point}: tables neither as before nor as after (rows, hash): {partial}"
 
 
 def _fired(paths: ShopcastPaths) -> str:
@@ -32,7 +34,7 @@ def _fired(paths: ShopcastPaths) -> str:
 
 
 def _killed(paths: ShopcastPaths, args, point: str, env=None) -> subprocess.CompletedProcess:
-    proc = shopcast(args, env={**(env or {}), FAILPOINT_ENV: point}, check=False)
+    proc = shopcast(args, env={**(env or {}), FAILPOINT_ENV: point}, check=False)  # env names the home
     assert proc.returncode == -signal.SIGKILL, f"{point} not reached: {proc.returncode}\n{proc.stderr[-3000:]}"
     assert _fired(paths) == point
     return proc
@@ -41,65 +43,94 @@ def _killed(paths: ShopcastPaths, args, point: str, env=None) -> subprocess.Comp
 # The whole graph (ingest → dbt → checks → training → scoring → publish) for the demo date. One model family with
 # time to search its whole grid, so that a retrain after a crash trains the same model as the uninterrupted run.
 GRAPH = ["run", "--as-of", DEMO_AS_OF.isoformat()]
-DETERMINISTIC = {"SHOPCAST_MODEL_FAMILIES": "logistic_regression", "SHOPCAST_TRAINING_BUDGET_SECONDS": "600"}
+# (With the settings the demo home was built with: TEST_ENV.)
+DETERMINISTIC = {**TEST_ENV, "SHOPCAST_MODEL_FAMILIES": "logistic_regression",
+                 "SHOPCAST_TRAINING_BUDGET_SECONDS": "600"}
 # Registry versions differ between a home that crashed (a killed run registered a version) and one that did not;
 # the backtest folds are JSON text with full-precision scores (compared rounded by _decisions instead).
 VERSIONS = frozenset({"model_version", "candidate_version", "incumbent", "backtest_folds"})
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
-def test_killing_the_pipeline_at_any_point_leaves_tables_before_or_after_and_the_next_run_completes(
-        pipeline, tmp_path):
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("crash_safety")]  # one worker: the reference is built once
+KILL_POINTS = ("ingest.before_commit", "dbt.mid_build", "training.after_register", "scoring.mid_write")
+PUBLISH_POINTS = ("publish.tables_written", "publish.before_swap")
+
+
+@pytest.fixture(scope="module")
+def crashed_from(built_home, tmp_path_factory) -> dict:
+    """The state every kill starts from (the demo home with a new day of events landed: the next run ingests
+    them, rebuilds the marts, retrains, scores and publishes) and the uninterrupted run's result, built once."""
     from dagster_project.generate.synthetic import GeneratorConfig, generate
 
-    assert set(FAILPOINTS) == {"ingest.before_commit", "dbt.mid_build", "training.after_register",
-                               "scoring.mid_write", "publish.tables_written", "publish.before_swap"}
-    # new events landed for the day: the run ingests them, rebuilds the marts, retrains, scores and publishes
-    generate(GeneratorConfig(n_events=3_000, seed=99, days=14, end_date=DEMO_AS_OF), pipeline.landing / "canonical")
-    reference_home = tmp_path / "reference"
-    shutil.copytree(pipeline.home, reference_home, symlinks=True)
-    start = snapshot(pipeline, VERSIONS)
-
-    # the uninterrupted run, on a copy of the same state
+    assert set(FAILPOINTS) == set(KILL_POINTS) | set(PUBLISH_POINTS)
+    root = tmp_path_factory.mktemp("crash")
+    start = root / "start"
+    shutil.copytree(built_home, start, symlinks=True)
+    generate(GeneratorConfig(n_events=3_000, seed=99, days=14, end_date=DEMO_AS_OF), start / "landing" / "canonical")
+    reference_home = root / "reference"
+    shutil.copytree(start, reference_home, symlinks=True)
     shopcast(GRAPH, env={**DETERMINISTIC, "SHOPCAST_HOME": str(reference_home)})
-    reference = snapshot(ShopcastPaths(reference_home), VERSIONS)
-    assert reference["warehouse:raw.events"][0] > start["warehouse:raw.events"][0]
-    assert reference["warehouse:monitoring.model_decisions"] != start["warehouse:monitoring.model_decisions"]
+    reference = ShopcastPaths(reference_home)
+    return {"start": start, "start_snapshot": snapshot(ShopcastPaths(start), VERSIONS),
+            "reference": snapshot(reference, VERSIONS), "decisions": _decisions(reference)}
 
-    # the same run, killed at each point in turn; each kill leaves every table as before or as after
-    outcomes = []
-    for point in ("ingest.before_commit", "dbt.mid_build", "training.after_register", "scoring.mid_write"):
-        before, champions = snapshot(pipeline, VERSIONS), _aliases(pipeline)
-        _killed(pipeline, GRAPH, point, env=DETERMINISTIC)
-        after = snapshot(pipeline, VERSIONS)
-        _assert_before_or_after(after, before, reference, point)
-        outcomes.append((point, sum(after[t] != before.get(t) for t in after)))
-        if point == "training.after_register":  # registered, not decided: no alias moved, no decision recorded
-            assert _aliases(pipeline) == champions
-            assert after["warehouse:monitoring.model_decisions"] == before["warehouse:monitoring.model_decisions"]
-    assert outcomes[0][1] == 0  # the killed ingest changed nothing at all
-    # publishing, killed half-way and just before the swap: the served file stays the previous one, whole
-    served_before = read_manifest(served(pipeline))[0]["publish_id"]
-    for point in ("publish.tables_written", "publish.before_swap"):
-        _killed_publish(pipeline, point)
-        assert read_manifest(served(pipeline))[0]["publish_id"] == served_before and verify(served(pipeline)) == []
-    # the next run completes and equals the uninterrupted one (the temporary files of the killed publishes go)
-    shopcast(GRAPH, env=DETERMINISTIC)
-    assert snapshot(pipeline, VERSIONS) == reference
-    assert _decisions(pipeline) == _decisions(ShopcastPaths(reference_home))
-    assert sorted(p.name for p in pipeline.serving.iterdir()) == ["parquet", SERVING_FILE]
-    print("kill points (tables changed by the killed run):", outcomes)
+
+def _copy(crashed_from: dict, tmp_path) -> ShopcastPaths:
+    home = tmp_path / "home"
+    shutil.copytree(crashed_from["start"], home, symlinks=True)
+    return ShopcastPaths(home)
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_run_killed_at_a_point_leaves_every_table_before_or_after_and_the_next_run_completes(
+        crashed_from, tmp_path, point):
+    paths, reference = _copy(crashed_from, tmp_path), crashed_from["reference"]
+    env = {**DETERMINISTIC, "SHOPCAST_HOME": str(paths.home)}
+    assert reference["warehouse:raw.events"][0] > crashed_from["start_snapshot"]["warehouse:raw.events"][0]
+    before, champions = snapshot(paths, VERSIONS), _aliases(paths)
+    assert before == crashed_from["start_snapshot"]
+    _killed(paths, GRAPH, point, env=env)
+    after = snapshot(paths, VERSIONS)
+    _assert_before_or_after(after, before, reference, point)
+    if point == "ingest.before_commit":  # the killed ingest changed nothing at all
+        assert after == before
+    if point == "training.after_register":  # registered, not decided: no alias moved, no decision recorded
+        assert _aliases(paths) == champions
+        assert after["warehouse:monitoring.model_decisions"] == before["warehouse:monitoring.model_decisions"]
+    # the next run completes and equals the uninterrupted one
+    shopcast(GRAPH, env=env)
+    assert snapshot(paths, VERSIONS) == reference
+    assert _decisions(paths) == crashed_from["decisions"]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("point", PUBLISH_POINTS)
+def test_a_publish_killed_half_way_leaves_the_served_file_whole_and_the_next_publish_cleans_up(
+        crashed_from, tmp_path, point):
+    paths = _copy(crashed_from, tmp_path)
+    served_before = read_manifest(served(paths))[0]["publish_id"]
+    _killed_publish(paths, point)
+    assert read_manifest(served(paths))[0]["publish_id"] == served_before and verify(served(paths)) == []
+    # the next publish completes, and the temporary files of the killed one go
+    _publish(paths)
+    assert read_manifest(served(paths))[0]["publish_id"] != served_before and verify(served(paths)) == []
+    assert sorted(p.name for p in paths.serving.iterdir()) == ["parquet", SERVING_FILE]
+
+
+def _publish(paths: ShopcastPaths, env: dict | None = None) -> subprocess.CompletedProcess:
+    code = ("import datetime as dt, sys; from pathlib import Path; from dagster_project.serving import publish, "
+            "ServingOptions; publish(Path(sys.argv[1]), Path(sys.argv[2]), dt.date.fromisoformat(sys.argv[3]), "
+            "ServingOptions(), 'killed')")
+    return subprocess.run([sys.executable, "-c", code, str(paths.warehouse), str(paths.serving),
+                           DEMO_AS_OF.isoformat()],
+                          env={**os.environ, **TEST_ENV, "SHOPCAST_HOME": str(paths.home), **(env or {})},
+                          capture_output=True, text=True, timeout=300, start_new_session=True, check=False)
 
 
 def _killed_publish(paths: ShopcastPaths, point: str) -> None:
     """The publish step, killed at a failpoint: the code the serving asset runs, in its own process."""
-    code = ("import datetime as dt, sys; from pathlib import Path; from dagster_project.serving import publish, "
-            "ServingOptions; publish(Path(sys.argv[1]), Path(sys.argv[2]), dt.date.fromisoformat(sys.argv[3]), "
-            "ServingOptions(), 'killed')")
-    proc = subprocess.run([sys.executable, "-c", code, str(paths.warehouse), str(paths.serving),
-                           DEMO_AS_OF.isoformat()], env={**os.environ, FAILPOINT_ENV: point}, capture_output=True,
-                          text=True, timeout=300, start_new_session=True, check=False)
+    proc = _publish(paths, {FAILPOINT_ENV: point})
     assert proc.returncode == -signal.SIGKILL and _fired(paths) == point, proc.stderr[-3000:]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 
 import duckdb
 import numpy as np
@@ -18,6 +19,10 @@ from tests.conftest import _point_at
 # One worker runs the whole module: its fixture (about 6 minutes) is built once, not on both (Makefile: loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("feedback_loop")]
 
+# Every retrain is backtested on up to 3 closed cutoffs; one family, with the time to try its whole grid, so that
+# training (and so every gate decision) is the same on every run, however busy the machine.
+LOOP_ENV = {"SHOPCAST_BACKTEST_CUTOFFS": "3", "SHOPCAST_MODEL_FAMILIES": "logistic_regression",
+            "SHOPCAST_TRAINING_BUDGET_SECONDS": "600"}
 DRIFT_FROM = dt.date(2026, 11, 1)       # behaviour shifts from this day ...
 FIRST_AS_OF = DRIFT_FROM                # ... the first run trains on the days before it
 DRIFTED_AS_OF = dt.date(2026, 11, 12)   # 11 days later the 7-day windows are all drifted
@@ -30,19 +35,28 @@ def loop(tmp_path_factory):
     from dagster_project.generate.synthetic import GeneratorConfig, generate
 
     saved = dict(os.environ)
-    home = tmp_path_factory.mktemp("loop") / "home"
+    root = tmp_path_factory.mktemp("loop")
+    home, twin = root / "home", root / "twin"
+
+    def point_at(folder):
+        paths = _point_at(folder)
+        os.environ.update(LOOP_ENV)
+        return paths
+
     try:
-        paths = _point_at(home)
-        os.environ["SHOPCAST_BACKTEST_CUTOFFS"] = "3"  # every retrain is backtested on up to 3 closed cutoffs
+        paths = point_at(home)
         generate(GeneratorConfig(n_events=40_000, seed=7, days=80, end_date=dt.date(2026, 11, 15),
                                  drift_from=DRIFT_FROM), paths.landing / "canonical")
         runs.ingest("canonical", [str(paths.landing / "canonical")])
         runs.run_graph(FIRST_AS_OF, progress=lambda _: None)
+        shutil.copytree(home, twin, symlinks=True)  # the same starting home, for the backfill
         days = [FIRST_AS_OF + dt.timedelta(days=1), FIRST_AS_OF + dt.timedelta(days=2)]
         runs.backfill("daily_scoring", days[0], days[1], per_day=True, progress=lambda _: None)
         daily = snapshot(paths.warehouse, days)
-        runs.backfill("daily_scoring", days[0], days[1], progress=lambda _: None)  # the same dates as one run
-        backfilled = snapshot(paths.warehouse, days)
+        point_at(twin)  # the same dates as one run, on the copy: a backfill that did nothing would compare empty
+        runs.backfill("daily_scoring", days[0], days[1], progress=lambda _: None)
+        backfilled = snapshot(twin / "warehouse.duckdb", days)
+        paths = point_at(home)
         # the days in between are never run: the drift retrain at DRIFTED_AS_OF computes the features of the
         # weekly cutoffs it reads (marts/training_cutoff_features)
         runs.run_job("daily_scoring", DRIFTED_AS_OF)
@@ -145,10 +159,21 @@ def test_every_retrain_is_backtested_and_its_decision_recorded(loop):
         log = con.execute("select * from monitoring.model_decisions order by decided_at").df()
     first = log[pd.to_datetime(log.as_of_date).dt.date == FIRST_AS_OF]
     assert set(first.trigger) == {"manual"} and len(first) == 3  # one decision per target at the first run
+    # the decisions this data set and the one deterministic family lead to (measured, then pinned): churn beats
+    # BG/NBD and is published; purchase does not and stays challenger; revenue has no closed 28-day window yet
+    assert dict(zip(first.target, first.decision)) == {"churn_probability_7d": "champion",
+                                                       "purchase_propensity_7d": "challenger",
+                                                       "predicted_revenue_28d": "none"}
+    purchase = first[first.target == "purchase_propensity_7d"].iloc[0]
+    assert purchase.reason.startswith("kept as challenger: does not beat baseline (BG/NBD)")
+    assert purchase.candidate_score < purchase.incumbent_score
+    # the drift retrain of the published target: backtested against its champion, which it beats
     retrains = log[log.trigger == "drift"]
-    assert len(retrains) == len(loop["requests"])
+    assert len(retrains) == len(loop["requests"]) == 1
+    assert list(zip(retrains.target, retrains.decision, retrains.incumbent)) == [
+        ("churn_probability_7d", "champion", "champion v1")]
     for row in retrains.itertuples():
-        assert row.decision in ("champion", "challenger", "none") and row.reason
+        assert row.candidate_score > row.incumbent_score and row.reason.startswith("promoted: beats champion v1")
         if row.decision != "none":
             folds = pd.read_json(pd.io.common.StringIO(row.backtest_folds))
             assert len(folds) >= 2 and row.incumbent.startswith(("champion v", "baseline"))
