@@ -254,7 +254,7 @@ def test_revenue_is_not_published_without_a_closed_28_day_window_and_says_why(pi
     revenue = {t["target"]: t for t in report["targets"]}["predicted_revenue_28d"]
     # 3 weekly cutoffs (7, 14, 21 days back): no 28-day revenue window has closed, so there is nothing to learn from
     assert revenue["champion"] is None and revenue["latest_predictions"] is None
-    assert "0 cutoff(s) with a closed label" in revenue["not_published_reason"]
+    assert "0 cutoff(s) with a closed 28-day label" in revenue["not_published_reason"]
     assert "predicted_revenue_28d:\n  not published in the latest run: predicted_revenue_28d: 0 cutoff(s)" in render(report)
 
 
