@@ -77,11 +77,20 @@ def test_a_failed_publish_changes_nothing_that_readers_see(pipeline):
 
 
 @pytest.mark.slow
-def test_pseudonymised_publish_hides_every_user_id_behind_a_keyed_hash(pipeline):
+def test_pseudonymised_publish_hides_every_user_id_behind_a_keyed_hash(pipeline, monkeypatch):
+    from dagster_project.defs.resources import build_resources
+    from dagster_project.settings import SettingsError, load_settings
+
     key = "a-secret-of-at-least-16-characters"
     with pytest.raises(ValueError, match="SHOPCAST_PSEUDONYMISATION_KEY"):
         ServingOptions(pseudonymise=True, key="short")
-    result = publish(pipeline.warehouse, pipeline.serving, DEMO_AS_OF, ServingOptions(pseudonymise=True, key=key), "p")
+    # switched on as a user does: through the settings (the environment here), into the serving resource
+    monkeypatch.setenv("SHOPCAST_PSEUDONYMISE_USER_IDS", "true")
+    monkeypatch.setenv("SHOPCAST_PSEUDONYMISATION_KEY", "short")
+    with pytest.raises(SettingsError, match="SHOPCAST_PSEUDONYMISATION_KEY is missing or shorter than 16"):
+        load_settings()
+    monkeypatch.setenv("SHOPCAST_PSEUDONYMISATION_KEY", key)
+    result = build_resources(load_settings())["serving"].publish(pipeline.warehouse, DEMO_AS_OF, "p")
     with connect(pipeline.warehouse, read_only=True) as con:
         raw_ids = {u for (u,) in con.execute("select distinct user_id from raw.events").fetchall()}
         some_user = con.execute("select user_id, probability from predictions.churn_probability_7d "
@@ -97,6 +106,14 @@ def test_pseudonymised_publish_hides_every_user_id_behind_a_keyed_hash(pipeline)
                             [expected]).fetchone()
     assert len(published) > 100 and not (published & raw_ids)
     assert all(u.startswith("u_") and len(u) == 34 for u in published)
+    # the Parquet copies too: every file with a user column holds pseudonyms only, the same ones
+    in_parquet = set()
+    files = sorted(result.parquet.glob("*.parquet"))
+    for file in files:
+        names = duckdb.sql(f"describe select * from read_parquet('{file}')").fetchall()
+        if any(name == "user_id" for name, *_ in names):
+            in_parquet |= {u for (u,) in duckdb.sql(f"select distinct user_id from read_parquet('{file}')").fetchall()}
+    assert len(files) >= 10 and in_parquet == published
     assert found is not None and found[0] == pytest.approx(some_user[1])  # stable: joinable across tables
     assert pseudonym(key, some_user[0]) == expected != pseudonym(key + "x", some_user[0])
 
