@@ -164,7 +164,9 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _ProjectFileSource(settings_cls)
+        # the file lives in the home: the one the caller names (load_settings always does), else the environment's
+        home = init_settings.init_kwargs.get("home")
+        return init_settings, env_settings, _ProjectFileSource(settings_cls, Path(home) if home else None)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -280,7 +282,7 @@ def write_project_file(home: Path, values: dict[str, Any], comment: str) -> Path
     unknown = sorted(set(values) - set(Settings.model_fields))
     if unknown or set(values) & ENVIRONMENT_ONLY:
         raise SettingsError(f"not a project-file setting: {', '.join(unknown or sorted(set(values) & ENVIRONMENT_ONLY))}")
-    load_settings(home=home, _file_values=values)  # fail before writing anything invalid
+    load_settings(home=home, **values)  # fail before writing anything invalid
     home.mkdir(parents=True, exist_ok=True)
     lines = [f"# {line}" for line in comment.splitlines()]
     lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
@@ -300,24 +302,13 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a TOML basic string
 
 
-def load_settings(*, home: Path | None = None, _file_values: dict | None = None, **overrides) -> Settings:
+def load_settings(*, home: Path | None = None, **overrides) -> Settings:
     """The effective settings: ``overrides`` (field names) > environment > the home's project file > defaults."""
     home = (Path(home).expanduser().resolve() if home is not None else _home_from_environment())
-
-    class _Loaded(Settings):
-        @classmethod
-        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                       file_secret_settings):
-            file_source = _ProjectFileSource(settings_cls, home)
-            if _file_values is not None:
-                file_source.values = dict(_file_values)
-            return init_settings, env_settings, file_source
-
     try:
-        loaded = _Loaded(**overrides, home=home)
+        return Settings(**overrides, home=home)
     except ValidationError as exc:
         raise SettingsError(_explain(exc, home)) from None
-    return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields})
 
 
 def _explain(exc: ValidationError, home: Path) -> str:
