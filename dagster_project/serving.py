@@ -8,7 +8,8 @@ next connection sees the new one; nobody ever sees half a publish. Parquet copie
 ``current`` symlink is swapped the same way.
 
 Every serving file carries ``serving.publish`` (one row: id, time, as-of date, run) and ``serving.published_tables``
-(rows and as-of range per table), so a reader can check that what it reads belongs together.
+(rows, as-of range and a content hash per table), so a reader can check that what it reads belongs together: the
+hash is ``CONTENT_HASH_SQL``, the sum of every row's hash, independent of row order and equal in the Parquet copy.
 
 No Dagster import: the asset in defs/serving.py is a thin wrapper, and tests call this directly too.
 """
@@ -194,7 +195,8 @@ def _build(warehouse: Path, temporary: Path, parquet_dir: Path, publish_id: str,
             con.execute(f"create table serving.{qualified(schema, table)} as {select}")
             rows.append(_table_summary(con, schema, table))
         failpoint("publish.tables_written")
-        tables = pd.DataFrame(rows, columns=["schema", "table_name", "rows", "min_as_of_date", "max_as_of_date"])
+        tables = pd.DataFrame(rows, columns=["schema", "table_name", "rows", "min_as_of_date", "max_as_of_date",
+                                             "content_hash"])
         _write_manifest(con, publish_id, started, as_of, run_id, options, tables)
         for schema, table, _ in (*published, ("serving", "publish", False),
                                  ("serving", "published_tables", False)):
@@ -239,13 +241,23 @@ def _pseudonymised(con: duckdb.DuckDBPyConnection, schema: str, table: str, sele
     return f"select src.* replace ({replace}) from ({select}) src {joins}"
 
 
+# A table's content in one value: order-independent (a sum), duplicate rows counted (unlike xor), every column and
+# value in it (DuckDB's hash of the row as a struct). Not cryptographic: it finds a torn or mixed read, not tampering.
+CONTENT_HASH_SQL = "select coalesce(sum(hash(content)), 0)::varchar from {relation} content"
+
+
+def content_hash(con: duckdb.DuckDBPyConnection, relation: str) -> str:
+    """CONTENT_HASH_SQL of a table or ``read_parquet(...)`` relation, as the manifest records it."""
+    return con.execute(CONTENT_HASH_SQL.format(relation=relation)).fetchone()[0]
+
+
 def _table_summary(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> tuple:
     name = f"serving.{qualified(schema, table)}"
     if "as_of_date" in _columns(con, "serving", schema, table):
         count, low, high = con.execute(f"select count(*), min(as_of_date), max(as_of_date) from {name}").fetchone()
     else:
         (count,), low, high = con.execute(f"select count(*) from {name}").fetchone(), None, None
-    return schema, table, int(count), low, high
+    return schema, table, int(count), low, high, content_hash(con, name)
 
 
 def _write_manifest(con, publish_id: str, started: dt.datetime, as_of: dt.date, run_id: str,
@@ -268,13 +280,26 @@ def read_manifest(path: Path) -> tuple[dict, pd.DataFrame]:
     return publish_row, tables
 
 
-def verify(path: Path) -> list[str]:
-    """Problems of a serving file: tables whose rows differ from what the manifest says (empty when consistent)."""
+def verify(path: Path, parquet: Path | None = None) -> list[str]:
+    """Problems of a serving file (and of its Parquet copies, when their folder is given): tables whose rows or
+    content differ from what the manifest says. Empty when consistent."""
     problems = []
     with duckdb.connect(str(path), read_only=True) as con:
-        for schema, table, rows in con.execute(
-                "select schema, table_name, rows from serving.published_tables").fetchall():
-            (found,) = con.execute(f"select count(*) from {qualified(schema, table)}").fetchone()
-            if found != rows:
-                problems.append(f"{schema}.{table}: {found} rows, the manifest says {rows}")
+        recorded = {c for (c,) in con.execute(
+            "select column_name from information_schema.columns where table_schema = 'serving' "
+            "and table_name = 'published_tables'").fetchall()}
+        hashed = "content_hash" in recorded  # a serving file published before the hash has counts only
+        for schema, table, rows, expected in con.execute(
+                f"select schema, table_name, rows, {'content_hash' if hashed else 'null'} "
+                "from serving.published_tables").fetchall():
+            relations = {"": qualified(schema, table)}
+            if parquet is not None:
+                relations["Parquet copy of "] = f"read_parquet({string_literal(parquet / f'{schema}.{table}.parquet')})"
+            for what, relation in relations.items():
+                (found,) = con.execute(f"select count(*) from {relation}").fetchone()
+                if found != rows:
+                    problems.append(f"{what}{schema}.{table}: {found} rows, the manifest says {rows}")
+                elif hashed and (actual := content_hash(con, relation)) != expected:
+                    problems.append(f"{what}{schema}.{table}: content hash {actual}, the manifest says {expected} "
+                                    "(same row count, different rows)")
     return problems

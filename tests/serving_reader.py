@@ -1,8 +1,8 @@
 """A BI stand-in for the load test: query the serving file in a loop, as a dashboard would, and record every read.
 
 Run as ``python tests/serving_reader.py SERVING_FILE OUT_JSON STOP_FILE MAX_SECONDS MAX_READS``. Each read opens a
-read-only connection, reads the manifest and every published table's row count and latest as-of date, and checks
-they belong together (one publish). Stops when STOP_FILE appears, after MAX_SECONDS, or after MAX_READS reads.
+read-only connection, reads the manifest and every published table's row count, latest as-of date and content hash
+(serving.CONTENT_HASH_SQL), and checks they are the manifest's (one publish, nothing torn or mixed). Stops when STOP_FILE appears, after MAX_SECONDS, or after MAX_READS reads.
 """
 
 from __future__ import annotations
@@ -14,20 +14,26 @@ from pathlib import Path
 
 import duckdb
 
+from dagster_project.serving import content_hash
+from dagster_project.warehouse import qualified
+
 
 def read_once(path: str) -> tuple[str, list[str]]:
     """(publish id, problems) of one consistent read."""
     problems = []
     with duckdb.connect(path, read_only=True) as con:
         (publish_id, as_of) = con.execute("select publish_id, as_of_date from serving.publish").fetchone()
-        for schema, table, rows, high in con.execute(
-                "select schema, table_name, rows, max_as_of_date from serving.published_tables").fetchall():
+        for schema, table, rows, high, expected_hash in con.execute(
+                "select schema, table_name, rows, max_as_of_date, content_hash from serving.published_tables"
+        ).fetchall():
             has_date = con.execute("select count(*) from information_schema.columns where table_schema = ? and "
                                    "table_name = ? and column_name = 'as_of_date'", [schema, table]).fetchone()[0]
             found, latest = con.execute(
                 f'select count(*), {"max(as_of_date)" if has_date else "null"} from "{schema}"."{table}"').fetchone()
-            if found != rows or latest != high:
-                problems.append(f"{publish_id} {schema}.{table}: {found} rows / {latest}, manifest {rows} / {high}")
+            found_hash = content_hash(con, qualified(schema, table))
+            if (found, latest, found_hash) != (rows, high, expected_hash):
+                problems.append(f"{publish_id} {schema}.{table}: {found} rows / {latest} / content {found_hash}, "
+                                f"manifest {rows} / {high} / {expected_hash}")
         scored = con.execute("select max(as_of_date) from predictions.churn_probability_7d").fetchone()[0]
         if scored is not None and scored > as_of:
             problems.append(f"{publish_id}: scores dated {scored}, after the publish's as-of date {as_of}")

@@ -63,6 +63,34 @@ def test_publish_swaps_a_whole_file_in_and_open_readers_keep_theirsnapshot(pipel
 
 
 @pytest.mark.slow
+def test_verify_finds_a_changed_value_that_keeps_the_row_count_in_the_file_and_in_parquet(pipeline, tmp_path):
+    import shutil
+
+    path, parquet = served(pipeline), pipeline.serving / "parquet" / "current"
+    assert verify(path, parquet) == []
+    _, tables = read_manifest(path)
+    assert tables.content_hash.notna().all() and tables.content_hash.nunique() > 5  # one hash per table
+    # a torn or mixed read looks like this: the same rows, one value from elsewhere
+    changed = tmp_path / "changed.duckdb"
+    shutil.copy(path, changed)
+    with duckdb.connect(str(changed)) as con:
+        assert con.execute("update predictions.churn_probability_7d set probability = 1 - probability "
+                           "where user_id = (select min(user_id) from predictions.churn_probability_7d)"
+                           ).fetchone()[0] == 1
+    (problem,) = verify(changed)
+    assert problem.startswith("predictions.churn_probability_7d: content hash "), problem
+    copies = tmp_path / "parquet"
+    shutil.copytree(parquet, copies)
+    original = string_literal(copies / "predictions.user_scores_latest.parquet")
+    duckdb.sql(f"copy (select * replace (case when user_id = (select min(user_id) from {original}) "
+               f"then user_id || '-moved' else user_id end as user_id) from {original}) to "
+               f"{string_literal(tmp_path / 'rewritten.parquet')} (format parquet)")
+    (tmp_path / "rewritten.parquet").replace(copies / "predictions.user_scores_latest.parquet")
+    (problem,) = verify(path, copies)
+    assert problem.startswith("Parquet copy of predictions.user_scores_latest: content hash "), problem
+
+
+@pytest.mark.slow
 def test_a_failed_publish_changes_nothing_that_readers_see(pipeline):
     path = served(pipeline)
     before, _ = read_manifest(path)

@@ -15,7 +15,7 @@ from dagster_dbt import DbtCliResource
 
 from dagster_project.dbt_project import dbt_project
 from dagster_project.locking import PID_TAG, recover_crashed_runs, run_lock
-from dagster_project.serving import Publish, ServingOptions, publish, serving_path
+from dagster_project.serving import CURRENT_LINK, PARQUET_DIR, Publish, ServingOptions, publish, serving_path
 from dagster_project.settings import Settings, dbt_base_vars, load_settings
 from dagster_project.training_windows import TrainingWindows, choose_windows
 from dagster_project.warehouse import connect, ensure_raw_schema, history_start, table_exists
@@ -129,6 +129,11 @@ class ServingResource(dg.ConfigurableResource):
     @property
     def path(self) -> Path:
         return serving_path(Path(self.folder))
+
+    @property
+    def parquet_current(self) -> Path:
+        """The folder of the current publish's Parquet copies (a symlink swapped with each publish)."""
+        return Path(self.folder) / PARQUET_DIR / CURRENT_LINK
 
     @property
     def pseudonymise(self) -> bool:

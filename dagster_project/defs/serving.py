@@ -34,12 +34,12 @@ def serving_file(context: dg.AssetExecutionContext, warehouse: WarehouseResource
 
 
 @dg.asset_check(asset=SERVING, blocking=True, partitions_def=as_of_daily,
-                description="The swapped-in serving file is the one this run built, its tables hold the rows its "
-                            "manifest says, and every published target's latest as-of date is the run's.")
+                description="The swapped-in serving file is the one this run built, its tables and their Parquet "
+                            "copies hold the rows and content hash its manifest says, and every published target's latest as-of date is the run's.")
 def serving_file_is_consistent(context: dg.AssetCheckExecutionContext,
                                serving: ServingResource) -> dg.AssetCheckResult:
     publish, tables = read_manifest(serving.path)
-    problems = verify(serving.path)
+    problems = verify(serving.path, serving.parquet_current)
     as_of = as_of_dates(context)[-1]
     if publish["dagster_run_id"] != context.run.run_id:
         problems.append(f"the serving file was published by run {publish['dagster_run_id']}, not this one")
