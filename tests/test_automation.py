@@ -72,3 +72,65 @@ def test_a_fresh_home_lets_duckdb_spill_a_query_larger_than_its_memory_limit(hom
                            "order by h)").fetchone()[0]
     assert rows == 3_000_000
     assert (home.home / "tmp" / "duckdb").is_dir()
+
+
+def _signal(instance: dg.DagsterInstance, asset: dg.AssetKey, as_of: str, signals: dict) -> None:
+    """What the monitoring assets record when they call for a retrain (defs/monitoring.py: RETRAIN_METADATA)."""
+    from dagster_project.defs.monitoring import RETRAIN_METADATA
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=asset, partition=as_of, metadata={RETRAIN_METADATA: dg.MetadataValue.json(signals)}))
+
+
+def test_a_realised_drop_requests_one_retrain_then_waits_out_the_cooldown(home):
+    from dagster_project.asset_keys import candidates_key
+    from dagster_project.defs.monitoring import PERFORMANCE
+
+    drop = "realised pr_auc 0.210 over 7 closed date(s) is below the validation figure 0.300 by more than 0.05"
+    with runs.instance() as instance:
+        _signal(instance, PERFORMANCE, "2026-11-01", {"purchase_propensity_7d": drop})
+    (request,), cursor = runs.evaluate_retraining_sensor()
+    assert (request.partition_key, request.run_key) == ("2026-11-01", "retrain:purchase_propensity_7d:2026-11-01")
+    assert request.tags["shopcast/trigger"] == "performance" and request.tags["shopcast/retrain_reason"] == drop
+    assert request.asset_selection[:2] == [candidates_key("purchase_propensity_7d"),
+                                           dg.AssetKey(["models", "purchase_propensity_7d_champion"])]
+    # the drop persists day after day (the retrain has not run yet): no new request inside the cooldown (7 days)
+    for day in ("2026-11-02", "2026-11-07"):
+        with runs.instance() as instance:
+            _signal(instance, PERFORMANCE, day, {"purchase_propensity_7d": drop})
+        requests, cursor = runs.evaluate_retraining_sensor(cursor)
+        assert requests == [], day
+    with runs.instance() as instance:
+        _signal(instance, PERFORMANCE, "2026-11-08", {"purchase_propensity_7d": drop,
+                                                       "churn_probability_7d": drop.replace("pr_auc", "roc_auc")})
+    requests, cursor = runs.evaluate_retraining_sensor(cursor)
+    assert sorted(r.run_key for r in requests) == ["retrain:churn_probability_7d:2026-11-08",
+                                                   "retrain:purchase_propensity_7d:2026-11-08"]
+    # a target already retrained for the signal's date (by the weekly run, say) is not asked again
+    with runs.instance() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=candidates_key("purchase_propensity_7d"), partition="2026-11-20"))
+        _signal(instance, PERFORMANCE, "2026-11-20", {"purchase_propensity_7d": drop})
+    assert runs.evaluate_retraining_sensor(cursor)[0] == []
+
+
+def test_the_cooldown_setting_is_the_sensors_and_the_monitoring_policys(home, monkeypatch):
+    from dagster_project.defs.monitoring import DRIFT
+    from dagster_project.defs.resources import MonitoringPolicy
+    from ml.registry import RegisteredModel
+
+    monkeypatch.setenv("SHOPCAST_RETRAIN_COOLDOWN_DAYS", "2")
+    with runs.instance() as instance:
+        _signal(instance, DRIFT, "2026-11-01", {"churn_probability_7d": "drift: view_count_7d psi 0.4"})
+    (first,), cursor = runs.evaluate_retraining_sensor()
+    assert first.tags["shopcast/trigger"] == "drift"
+    with runs.instance() as instance:
+        _signal(instance, DRIFT, "2026-11-03", {"churn_probability_7d": "drift: view_count_7d psi 0.4"})
+    (second,), _ = runs.evaluate_retraining_sensor(cursor)  # 2 days later: the cooldown of 2 days has passed
+    assert second.partition_key == "2026-11-03"
+    # the monitoring assets do not even signal for a champion trained fewer than cooldown days before the date
+    policy = MonitoringPolicy(retrain_cooldown_days=7)
+    champion = RegisteredModel("churn_probability_7d", "3", "run", {"as_of_date": "2026-11-01"})
+    assert [policy.may_retrain(champion, day) for day in ("2026-11-01", "2026-11-07", "2026-11-08")] == [
+        False, False, True]
+    assert policy.may_retrain(None, "2026-11-01")  # no champion yet: nothing to protect

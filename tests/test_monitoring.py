@@ -160,3 +160,32 @@ def test_the_hash_sample_bounds_rows_per_date_keeps_the_same_users_and_applies_t
     assert per_date.size().drop("2026-10-04").between(4500, 5500).all() and per_date.size()["2026-10-04"] == 50
     assert "2026-10-01" not in per_date.size() and (sample.events_7d > 0).all()
     assert set(per_date.get_group("2026-10-02")) == set(per_date.get_group("2026-10-03"))  # the same users
+
+
+def test_a_realised_drop_of_the_current_champion_beyond_the_setting_signals_a_retrain(tmp_path):
+    from ml.monitoring import performance_drops
+    from ml.registry import CHAMPION, Store, set_alias
+    from ml.targets import CHURN_PROBABILITY_7D
+
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    client = store.activate()
+    client.create_registered_model(TARGET.name)
+    for _ in range(2):  # v1 the previous champion, v2 the current one; both promised PR-AUC 0.30 at validation
+        client.create_model_version(TARGET.name, source=str(tmp_path), tags={"pr_auc": "0.30"})
+    set_alias(store, TARGET.name, CHAMPION, "2")
+    days = pd.date_range("2026-10-01", periods=14)
+
+    def table(recent_v2: float) -> pd.DataFrame:
+        return pd.DataFrame({
+            "target": [TARGET.name] * 28 + [CHURN_PROBABILITY_7D.name],  # churn has no champion in this store
+            "model_version": ["1"] * 14 + ["2"] * 14 + ["1"],
+            "as_of_date": [*days, *days, days[-1]],
+            # v1 fell far (it is no longer the champion); v2 was poor long ago and is `recent_v2` in the last 7 days
+            "pr_auc": [0.05] * 14 + [0.10] * 7 + [recent_v2] * 7 + [0.01],
+            "roc_auc": 0.5})
+
+    assert performance_drops(table(0.26), store, [TARGET, CHURN_PROBABILITY_7D], drop=0.05) == {}
+    assert performance_drops(table(0.24), store, [TARGET, CHURN_PROBABILITY_7D], drop=0.05) == {
+        TARGET.name: "realised pr_auc 0.240 over 7 closed date(s) is below the validation figure 0.300 by more "
+                     "than 0.05"}
+    assert performance_drops(table(0.24), store, [TARGET], drop=0.1) == {}
