@@ -28,6 +28,18 @@ def _assert_before_or_after(after: dict, before: dict, reference: dict, point: s
     assert partial == {}, f"killed at {point}: tables neither as before nor as after (rows, hash): {partial}"
 
 
+def test_the_comparison_fails_a_table_that_vanished_or_is_half_written():
+    before = {"predictions.churn": (10, "h1"), "serving.file": (3, "s1")}
+    after_run = {"predictions.churn": (12, "h2"), "serving.file": (3, "s2"), "predictions.new": (5, "n1")}
+    for survived in (before, after_run, {**before, "predictions.new": (5, "n1")}):
+        _assert_before_or_after(survived, before, after_run, "test")  # as before, as after, or each its own
+    for broken, table in (({"serving.file": (3, "s1")}, "predictions.churn"),  # vanished in the kill
+                          ({**before, "predictions.churn": (11, "h3")}, "predictions.churn"),  # half written
+                          ({**after_run, "predictions.new": (0, "e")}, "predictions.new")):  # created empty
+        with pytest.raises(AssertionError, match=table):
+            _assert_before_or_after(broken, before, after_run, "test")
+
+
 def _fired(paths: ShopcastPaths) -> str:
     """The failpoint that fired last (dagster_project/faults.py logs it before the kill)."""
     return (paths.logs / FAILPOINT_LOG).read_text().splitlines()[-1].split()[0]
