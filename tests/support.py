@@ -37,6 +37,8 @@ def served(paths: ShopcastPaths) -> Path:
 VOLATILE = {"scored_at", "computed_at", "loaded_at", "load_id", "decided_at", "dagster_run_id", "published_at",
             "publish_id"}
 VOLATILE_BY_TABLE = {"predictions.clv": {"model_version"},
+                     # a hash of every column of a published table, the volatile ones (scored_at...) included
+                     "serving.published_tables": {"content_hash"},
                      # absolute paths: a copied home loads the same file (same checksum) from another folder
                      "raw.load_audit": {"source_file"}, "raw.rejected_events": {"source_file"}}
 
