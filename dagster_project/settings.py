@@ -95,8 +95,7 @@ class Settings(BaseSettings):
                                description="primary metric a candidate must gain over the champion to replace it")
     training_budget_seconds: int = Field(
         300, ge=1, description="time budget of one target's model search, shared by the families: every family "
-                               "tries at least its first configuration, further ones while they and the refit fit in "
-                               "what is left")
+                               "tries at least its first configuration, further ones while they fit in what is left")
     model_families: FamilyList = Field(
         "all", description="or a comma-separated subset of logistic_regression, decision_tree, random_forest, "
                            "linear_svm, neural_network, gradient_boosting")
@@ -109,6 +108,13 @@ class Settings(BaseSettings):
                           "ranking")
     min_normalized_gini: float = Field(0.2, ge=-1, le=1, allow_inf_nan=False,
                                        description="quality floor of amount targets (revenue)")
+    min_expected_over_observed: float = Field(
+        0.8, gt=0, allow_inf_nan=False, description="quality floor: a classifier's calibrated probabilities summed over "
+                                                    "the validation cutoff, over the positives observed, at least this; "
+                                                    "after release, a champion's realised ratio outside the band warns "
+                                                    "and asks for a retrain")
+    max_expected_over_observed: float = Field(
+        1.25, gt=0, allow_inf_nan=False, description="quality floor: ... and at most this (probabilities that add up)")
     backtest_cutoffs: int = Field(
         3, ge=1, description="closed cutoffs on which a candidate is backtested against the champion before the gate "
                              "decides")
@@ -172,6 +178,9 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.psi_fail < self.psi_warn:
             raise ValueError(f"psi_fail ({self.psi_fail}) must not be below psi_warn ({self.psi_warn})")
+        if self.max_expected_over_observed <= self.min_expected_over_observed:
+            raise ValueError(f"max_expected_over_observed ({self.max_expected_over_observed}) must be above "
+                             f"min_expected_over_observed ({self.min_expected_over_observed})")
         if self.pseudonymise_user_ids and len(self.key) < 16:
             raise ValueError(f"pseudonymise_user_ids is on but {env_name('pseudonymisation_key')} is missing or "
                              "shorter than 16 characters")

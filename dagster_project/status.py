@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from dagster_project.serving import serving_path
 from dagster_project.settings import get_paths
 from dagster_project.warehouse import connect, qualified, table_exists, table_row_counts
@@ -100,14 +102,28 @@ def _decisions(con, limit: int = 15) -> list[dict]:
 
 
 def _audiences(con) -> list[dict]:
-    """The size of each marketing audience at its latest as-of date (audiences.audience_sizes)."""
+    """The size of each marketing audience at its latest as-of date, and what it is expected to bring (expected
+    buyers in 7 days, expected revenue in 28 days; None where that target is not published: audiences.audience_sizes)."""
     if not table_exists(con, "audiences", "audience_sizes"):
         return []
-    rows = con.execute("""
-        select audience, as_of_date, users, scored_users from audiences.audience_sizes
+    columns = {c for (c,) in con.execute("select column_name from information_schema.columns where table_schema = "
+                                         "'audiences' and table_name = 'audience_sizes'").fetchall()}
+    # (a home built before expected buyers were added has sizes only until its next run)
+    expected = ("expected_buyers_7d, expected_revenue_28d" if "expected_buyers_7d" in columns
+                else "null as expected_buyers_7d, null as expected_revenue_28d")
+    frame = con.execute(f"""
+        select audience, as_of_date, users, scored_users, {expected} from audiences.audience_sizes
         qualify as_of_date = max(as_of_date) over (partition by audience) order by audience
-    """).fetchall()
-    return [{"audience": a, "as_of_date": d.isoformat(), "users": u, "scored_users": s} for a, d, u, s in rows]
+    """).df()
+    return [{"audience": r.audience, "as_of_date": r.as_of_date.date().isoformat(), "users": int(r.users),
+             "scored_users": int(r.scored_users),
+             "expected_buyers_7d": None if pd.isna(r.expected_buyers_7d) else round(float(r.expected_buyers_7d), 1),
+             "expected_revenue_28d": None if pd.isna(r.expected_revenue_28d) else round(float(r.expected_revenue_28d), 2)}
+            for r in frame.itertuples()]
+
+
+def _or_dash(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
 
 
 def _target_status(name: str, paths) -> dict:
@@ -198,7 +214,9 @@ def render(report: dict) -> str:
                      if p else "  predictions: none yet")
     if report.get("audiences"):
         lines += ["", "audiences (latest as-of date):"]
-        lines += [f"  {a['audience']:<30} {a['users']:>8,} of {a['scored_users']:>8,} scored users ({a['as_of_date']})"
+        lines += [f"  {a['audience']:<30} {a['users']:>8,} of {a['scored_users']:>8,} scored users ({a['as_of_date']}); "
+                  f"expected buyers in 7 days {_or_dash(a['expected_buyers_7d'], '{:,.1f}')}, expected revenue in 28 "
+                  f"days {_or_dash(a['expected_revenue_28d'], '{:,.2f}')}"
                   for a in report["audiences"]]
     if report.get("realised_by_week"):
         lines += ["", "realised performance of past predictions (per week of as-of date; docs/feedback_loop.md):",

@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.utils.class_weight import compute_sample_weight
 
+from ml.calibration import uncalibrated
 from ml.evaluate import predict_scores, target_metrics
 from ml.features import to_matrix
 from ml.models import FAMILIES
@@ -70,9 +71,10 @@ class Backtest:
 
 
 def refit(model, family: str, frame: pd.DataFrame, target: Target):
-    """The same configuration as ``model`` (hyperparameters, features), fitted afresh on ``frame``."""
+    """The same configuration as ``model`` (hyperparameters, features), fitted afresh on ``frame`` (a calibrated
+    model's pipeline, uncalibrated: the backtest compares rankings)."""
     columns = list(model.feature_names_in_)
-    fresh = clone(model)
+    fresh = clone(uncalibrated(model))
     X = to_matrix(frame, columns)
     if target.is_regression:
         return fresh.fit(X, frame[target.label].astype(float).to_numpy())

@@ -46,6 +46,10 @@ def top_decile(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
 
 
 def classification_metrics(y, p, threshold: float) -> dict[str, float]:
+    """Ranking (ROC-AUC, PR-AUC, lift), thresholded (precision, recall, F1 at ``threshold``) and probability
+    (log loss, Brier, and whether they add up: ml.calibration.calibration_metrics) metrics."""
+    from ml.calibration import calibration_metrics
+
     y, p = np.asarray(y, dtype=int), np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
     predicted = (p >= threshold).astype(int)
     lift, capture = top_decile(y, p)
@@ -64,6 +68,7 @@ def classification_metrics(y, p, threshold: float) -> dict[str, float]:
         "base_rate": float(y.mean()),
         "rows": len(y),
         "positives": int(y.sum()),
+        **calibration_metrics(y, p),
     }
 
 
@@ -108,6 +113,8 @@ def regression_metrics(y, predicted) -> dict[str, float]:
         "capture_top_decile": float(deciles.users.iloc[0] * deciles.mean_actual.iloc[0] / total),
         "mean_actual": float(y.mean()),
         "mean_predicted": float(predicted.mean()),
+        # the forecast summed over everyone, over what they spent: 1 when the total adds up
+        "predicted_over_realised_total": float(predicted.sum() / y.sum()) if y.sum() > 0 else float("nan"),
         "base_rate": float((y > 0).mean()),
         "rows": len(y),
         "positives": int((y > 0).sum()),

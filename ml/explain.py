@@ -24,6 +24,7 @@ import pandas as pd
 from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
+from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neural_network import MLPClassifier
@@ -32,6 +33,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import LinearSVC
 
+from ml.calibration import ScaledRegressor
 from ml.evaluate import predict_scores
 from ml.features import _signed_log1p
 from ml.models import HurdleRegressor
@@ -58,6 +60,9 @@ class _TransformedForm:
 
     @classmethod
     def of(cls, model) -> _TransformedForm | None:
+        calibrated = _calibrated_pipeline(model)
+        if calibrated is not None:
+            return calibrated
         if not (isinstance(model, Pipeline) and len(model.steps) == 2 and _columnwise(model[0])):
             return None
         prep, final = model[0], model[-1]
@@ -114,6 +119,29 @@ class _TransformedForm:
         if unknown:
             raise ValueError(f"transformed columns that are not one input column each: {', '.join(unknown)}")
         return np.array([inputs.index(n) for n in names])
+
+
+def _calibrated_pipeline(model) -> _TransformedForm | None:
+    """A scaled amount model: its pipeline's form, the link times the scale. A calibrated model (ml/calibration.py: one calibrator over a frozen pipeline) whose pipeline has a transformed
+    form: the same form, its link followed by the calibrator, on the score the calibrator was fitted on (the
+    pipeline's decision function where it has one, else its probability)."""
+    if isinstance(model, ScaledRegressor):
+        inner = _TransformedForm.of(model.model)
+        return None if inner is None else _TransformedForm(inner.prep, inner.weights, inner.bias,
+                                                           lambda a: inner.link(a) * model.scale)
+    if not (isinstance(model, CalibratedClassifierCV) and isinstance(model.estimator, FrozenEstimator)
+            and len(model.calibrated_classifiers_) == 1):
+        return None
+    pipeline = model.estimator.estimator
+    inner = _TransformedForm.of(pipeline)
+    if inner is None:
+        return None
+    calibrator = model.calibrated_classifiers_[0].calibrators[0]
+    if hasattr(pipeline, "decision_function"):
+        if not isinstance(pipeline[-1], LogisticRegression):
+            return None  # a decision function the form does not give
+        return _TransformedForm(inner.prep, inner.weights, inner.bias, lambda a: calibrator.predict(a[:, 0]))
+    return _TransformedForm(inner.prep, inner.weights, inner.bias, lambda a: calibrator.predict(inner.link(a)))
 
 
 def _moved(values: np.ndarray, reference: float) -> np.ndarray:

@@ -65,10 +65,12 @@ def realised_performance(outcomes: pd.DataFrame, regression_targets: set[str]) -
         y, p = group["outcome"].to_numpy(dtype=float), group["score"].to_numpy(dtype=float)
         metrics = (realised_regression(y, p) if key[0] in regression_targets else realised_classification(y, p))
         rows.append({**dict(zip(PERFORMANCE_KEYS, key)), "users": len(group), "positives": int((y > 0).sum()),
-                     **metrics})
+                     **metrics,
+                     # what the scores promised in total over what happened (buyers, or money): 1 when they add up
+                     "expected_over_observed": float(p.sum() / y.sum()) if y.sum() > 0 else float("nan")})
     columns = [*PERFORMANCE_KEYS, "users", "positives", "roc_auc", "pr_auc", "lift_top_decile",
                "capture_top_decile", "normalized_gini", "spearman", "mae", "rmse", "mean_predicted",
-               "observed_rate", "calibration_error"]
+               "observed_rate", "calibration_error", "expected_over_observed"]
     # typed even when no window has closed yet, so the table written from it has its real column types
     dtypes = {"target": "string", "as_of_date": "datetime64[ns]", "model_name": "string", "model_version": "string",
               "users": "int64", "positives": "int64", **{c: "float64" for c in columns[6:]}}
@@ -165,4 +167,27 @@ def performance_drops(table: pd.DataFrame, store, targets, drop: float, window_d
             signals[target.name] = (f"realised {target.primary_metric} {realised:.3f} over {len(recent)} closed "
                                     f"date(s) is below the validation figure {float(promised):.3f} by more than "
                                     f"{drop}")
+    return signals
+
+
+def calibration_drifts(table: pd.DataFrame, store, targets, low: float, high: float,
+                       window_days: int = 7) -> dict[str, str]:
+    """Of ``targets``, those whose champion's scores over its last ``window_days`` closed dates, summed, are
+    outside [low, high] times what then happened (buyers, churners, money): the probabilities stopped adding up."""
+    signals = {}
+    for target in targets:
+        entry = version_by_alias(store, target.name, CHAMPION)
+        rows = table[(table.target == target.name) & (table.model_version == (entry.version if entry else None))]
+        if rows.empty:
+            continue
+        recent = rows[pd.to_datetime(rows.as_of_date) > pd.to_datetime(rows.as_of_date).max()
+                      - pd.Timedelta(days=window_days)]
+        observed = float((recent.observed_rate * recent.users).sum())
+        expected = float((recent.mean_predicted * recent.users).sum())
+        if observed <= 0:
+            continue
+        ratio = expected / observed
+        if not low <= ratio <= high:
+            signals[target.name] = (f"realised expected/observed {ratio:.2f} over {len(recent)} closed date(s) is "
+                                    f"outside [{low}, {high}]: the published scores no longer add up")
     return signals

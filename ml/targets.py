@@ -87,6 +87,9 @@ class Eligibility:
     # 0, a perfect one 1. Unlike a ratio it works for rare (GA: 0.2 %) and common (Taobao: 64 %) outcomes alike.
     min_pr_auc_skill: float = 0.05
     min_normalized_gini: float = 0.2  # amounts (revenue): how well the prediction orders what users then spent
+    # probabilities are summed by their users: expected over observed positives on the validation cutoff
+    min_expected_over_observed: float = 0.8
+    max_expected_over_observed: float = 1.25
 
     def quality_problems(self, metrics: dict) -> list[str]:
         if "normalized_gini" in metrics:
@@ -101,6 +104,10 @@ class Eligibility:
         if skill < self.min_pr_auc_skill:
             problems.append(f"PR-AUC {metrics['pr_auc']:.3f} is {skill:.3f} of the way from the base rate "
                             f"{base:.3f} to 1 (< {self.min_pr_auc_skill})")
+        ratio = metrics.get("expected_over_observed")
+        if ratio is not None and not self.min_expected_over_observed <= ratio <= self.max_expected_over_observed:
+            problems.append(f"expected/observed positives {ratio:.2f} outside [{self.min_expected_over_observed}, "
+                            f"{self.max_expected_over_observed}] (the probabilities do not add up)")
         return problems
 
 

@@ -1,8 +1,10 @@
 """Train candidate models for a target with time-based validation, log everything to MLflow, register the best.
 
 Time-based validation, never a random split across time: the training set holds weekly cutoffs ranked from the
-newest closed one (rank 1). Rank 1 validates. Hyperparameters and the decision threshold are chosen by fitting on
-ranks >= 3 and scoring rank 2; the chosen configuration is then refit on ranks >= 2.
+newest closed one (rank 1). Rank 1 validates. Models are fitted on ranks >= 3; rank 2, which they never saw, chooses
+the hyperparameters and then calibrates the chosen model's probabilities (ml/calibration.py), so that what is
+published adds up on the newest data; the decision threshold is chosen there on the calibrated probabilities. With
+a single training cutoff, a fixed share of its users (a hash of the user id) stands in for rank 2.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.utils.class_weight import compute_sample_weight
 
+from ml.calibration import CalibrationChoice, calibrate, calibration_metrics, reliability_table, scale_total
 from ml.evaluate import best_f1_threshold, plots, predict_scores, regression_plots, target_metrics
 from ml.explain import global_importance
 from ml.features import feature_columns, to_matrix
@@ -30,10 +33,12 @@ from ml.targets import Eligibility, Target
 # tests/test_models.py fails if a family starts to need another.
 SKOPS_TRUSTED_TYPES = [
     "ml.features._signed_log1p",
+    "ml.calibration.ScaledRegressor",
     "ml.models.HurdleRegressor",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
+    "sklearn.frozen._frozen.FrozenEstimator",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.tree._tree.Tree",
@@ -55,19 +60,30 @@ class NotEligible(ValueError):
     """The training data cannot support a model for this target (too few examples or cutoffs)."""
 
 
+# With one training cutoff, the share of its users (by a hash of the id) held out to tune and calibrate.
+HOLDOUT_SHARE = 0.3
+
+
 @dataclass
 class Split:
-    fit: pd.DataFrame     # ranks >= 3 (or >= 2 when there is no rank 3)
-    tune: pd.DataFrame    # rank 2
-    train: pd.DataFrame   # ranks >= 2
+    fit: pd.DataFrame     # ranks >= 3: what models are fitted on (rank 2's other users when there is no rank 3)
+    tune: pd.DataFrame    # rank 2 (or a held-out share of its users): hyperparameters, calibration, threshold
+    train: pd.DataFrame   # ranks >= 2: every training cutoff (eligibility counts examples here)
     valid: pd.DataFrame   # rank 1
     valid_as_of: str
     train_as_of: list[str]
+    tune_is_holdout: bool = False  # one training cutoff: fit and tune are disjoint users of the same cutoff
 
     @property
     def tune_as_of(self) -> str | None:
-        """The tuning cutoff, when models are fitted on older cutoffs than it (else None: fit is tune)."""
-        return None if self.fit is self.tune else str(self.tune["as_of_date"].iloc[0])[:10]
+        """The tuning cutoff, when models are fitted on older cutoffs than it (else None: the same cutoff)."""
+        return None if self.tune_is_holdout else str(self.tune["as_of_date"].iloc[0])[:10]
+
+
+def _held_out(frame: pd.DataFrame, share: float) -> np.ndarray:
+    """A stable ``share`` of the users (the same users on every run): a hash of the id, not a random draw."""
+    hashed = pd.util.hash_pandas_object(frame["user_id"].astype(str), index=False).to_numpy()
+    return (hashed % 1000) < share * 1000
 
 
 def time_split(frame: pd.DataFrame, target: Target, min_examples_per_class: int = 20) -> Split:
@@ -82,7 +98,12 @@ def time_split(frame: pd.DataFrame, target: Target, min_examples_per_class: int 
     valid = labelled[labelled.cutoff_rank == ranks[0]]
     train = labelled[labelled.cutoff_rank != ranks[0]]
     tune = labelled[labelled.cutoff_rank == ranks[1]]
-    fit = labelled[labelled.cutoff_rank > ranks[1]] if len(ranks) > 2 else tune
+    holdout = len(ranks) == 2
+    if holdout:
+        held = _held_out(tune, HOLDOUT_SHARE)
+        fit, tune = tune[~held], tune[held]
+    else:
+        fit = labelled[labelled.cutoff_rank > ranks[1]]
     for name, part in (("training", train), ("validation", valid)):
         y = part[target.label]
         positives, negatives = int((y > 0).sum()), int((y == 0).sum())  # revenue: spenders and non-spenders
@@ -95,7 +116,7 @@ def time_split(frame: pd.DataFrame, target: Target, min_examples_per_class: int 
                               f"examples; at least {needed} of each are needed ({short}: more history or more "
                               "users, or a lower min_class_examples)")
     as_of = lambda part: sorted(str(d)[:10] for d in part["as_of_date"].unique())
-    return Split(fit, tune, train, valid, as_of(valid)[0], as_of(train))
+    return Split(fit, tune, train, valid, as_of(valid)[0], as_of(train), holdout)
 
 
 def bounded(frame: pd.DataFrame, max_rows: int, seed: int = 0) -> pd.DataFrame:
@@ -121,6 +142,8 @@ class Candidate:
     # validation cutoff and the tuning one. They are the promotion backtest's newest folds (ml/backtest.py),
     # which then need not be refitted.
     fold_scores: dict[str, float] = field(default_factory=dict)
+    calibration: CalibrationChoice | None = None  # classification: how the published probability was calibrated
+    total_scale: float | None = None  # amounts: the factor that makes the tuning cutoff's total add up
 
 
 def _fit(family: Family, columns, params, frame, target: Target):
@@ -145,30 +168,34 @@ def families_for(target: Target, names: list[str] | None = None) -> list[Family]
 
 
 def search(family: Family, split: Split, columns: list[str], target: Target, budget_seconds: float) -> Candidate:
-    """Try the family's grid, keep the best on the tuning cutoff, choose its F1-optimal threshold there
-    (classification), and refit it on all training cutoffs. The first configuration is always tried; another only
-    while it and the final refit (projected from the last fit's time and the rows) still fit in the budget."""
+    """Try the family's grid, each configuration fitted on the fit cutoffs and scored on the tuning one, and keep
+    the best; a classifier is then calibrated on the tuning cutoff and its F1-optimal threshold chosen there on the
+    calibrated probabilities. The first configuration is always tried; another only while it still fits in the
+    budget (projected from the last fit's time)."""
     started, best, tried = time.perf_counter(), None, 0
+    X_tune = to_matrix(split.tune, columns)
     y_tune = split.tune[target.label].to_numpy(dtype=float)
-    refit_share = len(split.train) / max(len(split.fit), 1)
     last_fit = 0.0
     for params in family.grid:
-        if best is not None and time.perf_counter() - started + last_fit * (1 + refit_share) > budget_seconds:
+        if best is not None and time.perf_counter() - started + last_fit > budget_seconds:
             break
         fit_started = time.perf_counter()
         model = _fit(family, columns, params, split.fit, target)
         last_fit = time.perf_counter() - fit_started
         tried += 1
-        p = predict_scores(model, to_matrix(split.tune, columns), target.is_regression)
+        p = predict_scores(model, X_tune, target.is_regression)
         score = float(target_metrics(target.is_regression, y_tune, p)[target.primary_metric])
         if best is None or score > best[0]:
-            threshold = 0.0 if target.is_regression else best_f1_threshold(y_tune.astype(int), p)
-            best = (score, params, threshold)
-    score, params, threshold = best
-    fit_started = time.perf_counter()
-    model = _fit(family, columns, params, split.train, target)
-    return Candidate(family.name, params, score, threshold, model, fit_seconds=time.perf_counter() - fit_started,
-                     configurations_tried=tried)
+            best = (score, params, model, last_fit)
+    score, params, model, fit_seconds = best
+    if target.is_regression:
+        scaled, scale = scale_total(model, X_tune, y_tune, as_of=split.tune_as_of or "held-out users")
+        return Candidate(family.name, params, score, 0.0, scaled, fit_seconds=fit_seconds, configurations_tried=tried,
+                         total_scale=scale)
+    calibrated, choice = calibrate(model, X_tune, y_tune, as_of=split.tune_as_of or "held-out users")
+    threshold = best_f1_threshold(y_tune.astype(int), calibrated.predict_proba(X_tune)[:, 1])
+    return Candidate(family.name, params, score, threshold, calibrated, fit_seconds=fit_seconds,
+                     configurations_tried=tried, calibration=choice)
 
 
 @dataclass
@@ -182,6 +209,18 @@ class TrainingOutcome:
     columns: list[str]
     quality_problems: list[str] = field(default_factory=list)  # why the best may not be published (empty: fine)
     baseline_name: str = ""
+    reliability: pd.DataFrame | None = None  # classification: the best's deciles on validation, predicted vs observed
+
+
+def choose(candidates: list[Candidate], eligibility: Eligibility, metric: str) -> tuple[Candidate, list[str]]:
+    """(the best candidate, why it may not be published). The floor first, then the best: a candidate that ranks
+    best but misses a floor does not hide one that passes; when none passes, the best is returned with every
+    candidate's misses, so that the gate says which floor each one missed."""
+    passing = [c for c in candidates if not eligibility.quality_problems(c.metrics)]
+    best = max(passing or candidates, key=lambda c: c.metrics[metric])
+    problems = [] if passing else [f"{c.family}: {', '.join(eligibility.quality_problems(c.metrics))}"
+                                   for c in candidates]
+    return best, problems
 
 
 def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags: dict | None = None,
@@ -207,6 +246,8 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
     baseline_threshold = 0.0 if regression else best_f1_threshold(
         split.tune[target.label].astype(int).to_numpy(), target.baseline(split.tune)[1])
     baseline = target_metrics(regression, y_valid, baseline_scores, baseline_threshold)
+    if not regression and baseline_name != "BG/NBD":  # a ranking, not a probability: nothing to add up
+        baseline.update(dict.fromkeys(calibration_metrics([0, 1], [0.5, 0.5]), float("nan")))
     experiment_id = store.experiment_id(target.name)
     all_tags = {"target": target.name, "label": target.label, "validation_as_of_date": split.valid_as_of,
                 "baseline_name": baseline_name,
@@ -230,7 +271,13 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                 candidate.fold_scores[split.tune_as_of] = candidate.tuning_score
             with mlflow.start_run(experiment_id=experiment_id, run_name=family.name, nested=True,
                                   tags={**all_tags, "family": family.name}) as child:
-                mlflow.log_params({**candidate.params, "family": family.name})
+                mlflow.log_params({**candidate.params, "family": family.name,
+                                   **(candidate.calibration.as_params() if candidate.calibration else {}),
+                                   **({"total_scale": candidate.total_scale} if candidate.total_scale else {})})
+                if candidate.calibration:
+                    mlflow.log_dict({"out_of_fold_log_loss": candidate.calibration.log_loss,
+                                     "reliability_validation": reliability_table(y_valid, p).to_dict("records")},
+                                    "calibration.json")
                 mlflow.log_metrics({k: v for k, v in candidate.metrics.items() if np.isfinite(v)}
                                    | {"tuning_score": candidate.tuning_score, "fit_seconds": candidate.fit_seconds,
                                      "configurations_tried": candidate.configurations_tried})
@@ -254,11 +301,11 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
             shown = ("normalized_gini", "spearman", "mae") if regression else ("roc_auc", "pr_auc")
             progress(f"{target.name} {family.name}: "
                      + ", ".join(f"{k} {candidate.metrics[k]:.3f}" for k in shown) + f" ({candidate.params})")
-        best = max(candidates, key=lambda c: c.metrics[target.primary_metric])
-        problems = eligibility.quality_problems(best.metrics)
+        best, problems = choose(candidates, eligibility, target.primary_metric)
         mlflow.set_tags({"best_family": best.family, "best_run_id": best.run_id,
                          "quality_problems": "; ".join(problems) or "none"})
         mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items() if np.isfinite(v)})
+    reliability = None if regression else reliability_table(y_valid, predict_scores(best.model, X_valid, False))
     return TrainingOutcome(target, parent.info.run_id, candidates, best, baseline, split, columns, problems,
-                           baseline_name)
+                           baseline_name, reliability)
 

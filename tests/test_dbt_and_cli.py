@@ -46,7 +46,8 @@ def empty_warehouse(home) -> dict:
             replace_dates(con, "predictions", target.name, pd.DataFrame([row]))
             con.execute(f"delete from predictions.{target.name}")
     dbt_vars = json.dumps({**load_settings().dbt_vars(), "training_cutoffs": 3, "training_cadence_days": 7})
-    _run([str(BIN / "dbt"), "run", "--empty", "--select", "staging", "intermediate", "marts", "--vars", dbt_vars],
+    _run([str(BIN / "dbt"), "run", "--empty", "--select", "staging", "intermediate", "marts",
+          "aud_likely_purchasers_7d", "aud_likely_churning_high_value", "aud_predicted_top_spenders", "--vars", dbt_vars],
          cwd=DBT_PROJECT_DIR)
     return dbt_vars
 
@@ -67,6 +68,9 @@ def test_dbt_unit_tests_pin_the_window_logic(empty_warehouse, tmp_path):
         # business days in a zone other than UTC, and across a daylight-saving change (issue 21)
         "business_days_follow_the_business_zone_across_a_daylight_saving_change": "pass",
         "features_use_only_events_before_the_business_day_in_a_zone_ahead_of_utc": "pass",
+        # expected buyers and revenue per audience (issue 22)
+        "purchasers_carry_their_revenue_forecast_where_revenue_is_published": "pass",
+        "audience_sizes_sum_expected_buyers_and_revenue_and_leave_unpublished_ones_null": "pass",
     }
 
 

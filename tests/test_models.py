@@ -26,14 +26,14 @@ from ml.targets import PURCHASE_PROPENSITY_7D as TARGET
 from ml.train import SKOPS_TRUSTED_TYPES, time_split, train_candidates
 
 
-def _panel(n_per_cutoff=600, cutoffs=3, seed=0) -> pd.DataFrame:
+def _panel(n_per_cutoff=600, cutoffs=3, seed=0, intercept=-1.0) -> pd.DataFrame:
     """A training set whose label follows `cart_count_28d` strongly and `fav_count_28d` weakly, while the
     baseline's inputs (events, recency) are noise."""
     rng = np.random.default_rng(seed)
     frames = []
     for rank in range(1, cutoffs + 1):
         strong, weak = rng.normal(size=n_per_cutoff), rng.normal(size=n_per_cutoff)
-        logit = -1.0 + 2.5 * strong + 0.4 * weak
+        logit = intercept + 2.5 * strong + 0.4 * weak
         frames.append(pd.DataFrame({
             "cutoff_rank": rank,
             "as_of_date": pd.Timestamp("2026-10-25") - pd.Timedelta(days=7 * (rank - 1)),
@@ -105,10 +105,16 @@ def test_a_winner_below_the_quality_floor_is_not_published():
 def test_every_family_saves_with_only_the_reviewed_skops_types():
     frame = _panel(200, 1)
     columns = ["events_28d", "days_since_last_event", "cart_count_28d", "fav_count_28d"]
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
     for family in FAMILIES.values():
-        model = family.build(columns, family.grid[0]).fit(frame[columns].astype(float), frame[TARGET.label])
-        untrusted = sio.get_untrusted_types(data=sio.dumps(model))
-        assert set(untrusted) <= set(SKOPS_TRUSTED_TYPES), family.name
+        X = frame[columns].astype(float)
+        model = family.build(columns, family.grid[0]).fit(X, frame[TARGET.label])
+        for published in (model, *(CalibratedClassifierCV(FrozenEstimator(model), method=m).fit(X, frame[TARGET.label])
+                                   for m in ("sigmoid", "isotonic"))):
+            untrusted = sio.get_untrusted_types(data=sio.dumps(published))
+            assert set(untrusted) <= set(SKOPS_TRUSTED_TYPES), family.name
     revenue = _revenue_panel(300, 1)
     for family in REGRESSION_FAMILIES.values():
         model = family.build(columns[:3] + ["revenue_90d"], family.grid[0])
@@ -154,6 +160,10 @@ def test_training_logs_candidates_and_the_registered_model_predicts_the_same_aft
     loaded, champion = load_by_alias(store, TARGET.name, CHAMPION)
     assert champion.version == entry.version
     X = outcome.split.valid[outcome.columns].astype(float)
+    # what MLflow gives back is the calibrated pipeline, probability for probability
+    from sklearn.calibration import CalibratedClassifierCV
+
+    assert isinstance(loaded, CalibratedClassifierCV) and outcome.best.calibration.method in ("sigmoid", "isotonic")
     np.testing.assert_allclose(loaded.predict_proba(X)[:, 1], outcome.best.model.predict_proba(X)[:, 1])
     client = store.activate()
     children = client.search_runs([store.experiment_id(TARGET.name)],
@@ -168,11 +178,15 @@ def test_training_logs_candidates_and_the_registered_model_predicts_the_same_aft
         assert sorted(candidate.fold_scores) == ["2026-10-18", "2026-10-25"]
         refitted = backtest(frame, TARGET, candidate.model, candidate.family, folds=3, min_examples_per_class=2)
         measured = {f.as_of_date: f.candidate for f in refitted.folds}
-        assert candidate.fold_scores == pytest.approx({d: measured[d] for d in candidate.fold_scores}, abs=1e-9)
+        # the tuning cutoff's score is the refit's (fitted on the older cutoffs); the validation cutoff's is the
+        # published model's own (fitted on ranks >= 3, calibrated on rank 2, never shown rank 1)
+        assert candidate.fold_scores["2026-10-18"] == pytest.approx(measured["2026-10-18"], abs=1e-9)
+        assert candidate.fold_scores["2026-10-25"] == candidate.metrics["pr_auc"]
         reused = backtest(frame, TARGET, candidate.model, candidate.family, folds=3, min_examples_per_class=2,
                           candidate_scores=candidate.fold_scores)
         assert [f.candidate_from_training for f in reused.folds] == [True, True, False]
-        assert [f.candidate for f in reused.folds] == pytest.approx([f.candidate for f in refitted.folds], abs=1e-9)
+        assert [f.candidate for f in reused.folds][1:] == pytest.approx([f.candidate for f in refitted.folds][1:],
+                                                                        abs=1e-9)
 
 
 def test_the_budget_bounds_the_whole_search_and_every_family_still_tries_its_first_configuration(store):
@@ -391,10 +405,11 @@ def test_stacked_effects_equal_one_prediction_per_feature_and_row_whatever_the_b
                                by_hand.to_numpy(), atol=1e-12)
 
 
+@pytest.mark.parametrize("calibration", [None, "sigmoid", "isotonic"])
 @pytest.mark.parametrize("family", ["logistic_regression", "linear_svm", "hurdle_linear", "neural_network",
                                     "decision_tree", "random_forest", "gradient_boosting", "hurdle_gradient_boosting",
                                     "pca_logistic"])
-def test_every_familys_effects_equal_one_prediction_per_feature_and_row(family):
+def test_every_familys_effects_equal_one_prediction_per_feature_and_row(family, calibration):
     """The linear families and the network are explained after their column-by-column transform and first linear
     map; every family's effects must equal the counterfactual predictions of the whole pipeline, NaN and missing
     indicators included. Trees, boosting and a pipeline that mixes columns (PCA) predict the changed rows whole."""
@@ -419,6 +434,15 @@ def test_every_familys_effects_equal_one_prediction_per_feature_and_row(family):
         model = chosen.build(list(X.columns), chosen.grid[0])
     target = np.where(y == 1, np.exp(rng.normal(3, 1, 600)) * (1 + X.c1.to_numpy()), 0.0) if regression else y
     model.fit(X, target)
+    if calibration and regression:  # amounts are scaled to add up instead (ml/calibration.scale_total)
+        from ml.calibration import ScaledRegressor
+
+        model = ScaledRegressor(model, 1.7 if calibration == "sigmoid" else 0.6)
+    elif calibration:  # as ml/calibration.py publishes them: the fitted pipeline frozen, a calibrator over it
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.frozen import FrozenEstimator
+
+        model = CalibratedClassifierCV(FrozenEstimator(model), method=calibration).fit(X[::2], y[::2])
     takes_shortcut = family in ("logistic_regression", "linear_svm", "hurdle_linear", "neural_network")
     assert (explain._TransformedForm.of(model) is not None) == takes_shortcut
     reference = X.median()

@@ -189,3 +189,32 @@ def test_a_realised_drop_of_the_current_champion_beyond_the_setting_signals_a_re
         TARGET.name: "realised pr_auc 0.240 over 7 closed date(s) is below the validation figure 0.300 by more "
                      "than 0.05"}
     assert performance_drops(table(0.24), store, [TARGET], drop=0.1) == {}
+
+
+def test_realised_scores_that_stop_adding_up_signal_a_retrain_of_the_champion(tmp_path):
+    from ml.monitoring import calibration_drifts
+    from ml.registry import CHAMPION, Store, set_alias
+
+    # the realised ratio, per date, is what the scores promised in total over what happened
+    outcomes = pd.DataFrame({"target": TARGET.name, "as_of_date": pd.Timestamp("2026-10-01"), "model_name": "m",
+                             "model_version": "2", "score": P, "outcome": Y})
+    (row,) = realised_performance(outcomes, set()).itertuples()
+    assert row.expected_over_observed == pytest.approx(sum(P) / sum(Y))
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    client = store.activate()
+    client.create_registered_model(TARGET.name)
+    for _ in range(2):
+        client.create_model_version(TARGET.name, source=str(tmp_path))
+    set_alias(store, TARGET.name, CHAMPION, "2")
+    days = pd.date_range("2026-10-01", periods=10)
+
+    def table(promised_rate: float) -> pd.DataFrame:  # 100 users a day, 10 % buy; v1's old rows promise 5x
+        return pd.DataFrame({"target": TARGET.name, "model_version": ["1"] * 10 + ["2"] * 10,
+                             "as_of_date": [*days, *days], "users": 100, "observed_rate": 0.10,
+                             "mean_predicted": [0.5] * 10 + [0.2] * 3 + [promised_rate] * 7})
+
+    assert calibration_drifts(table(0.12), store, [TARGET], 0.8, 1.25) == {}  # the last 7 dates: 1.2
+    assert calibration_drifts(table(0.13), store, [TARGET], 0.8, 1.25) == {
+        TARGET.name: "realised expected/observed 1.30 over 7 closed date(s) is outside [0.8, 1.25]: the published "
+                     "scores no longer add up"}
+    assert set(calibration_drifts(table(0.07), store, [TARGET], 0.8, 1.25)) == {TARGET.name}  # too few promised

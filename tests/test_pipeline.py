@@ -302,7 +302,12 @@ def test_audiences_and_latest_scores_are_built_from_the_prediction_tables(pipeli
     sizes = {a["audience"]: a for a in collect()["audiences"]}
     assert sizes["likely_purchasers_7d"]["users"] == found.purchasers
     assert sizes["predicted_top_spenders"] == {"audience": "predicted_top_spenders", "as_of_date": DEMO_AS_OF.isoformat(),
-                                               "users": 0, "scored_users": 0}
+                                               "users": 0, "scored_users": 0, "expected_buyers_7d": None,
+                                               "expected_revenue_28d": None}
+    # expected buyers: the sum of the audience's calibrated purchase probabilities
+    expected = _read(pipeline, "select sum(purchase_probability_7d) from audiences.aud_likely_purchasers_7d "
+                               "where as_of_date = $1", [DEMO_AS_OF]).iloc[0, 0]
+    assert sizes["likely_purchasers_7d"]["expected_buyers_7d"] == pytest.approx(expected, abs=0.05) and expected > 1
 
 
 def test_a_backfill_can_compute_only_some_dates_of_its_range(pipeline):

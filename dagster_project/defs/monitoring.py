@@ -17,7 +17,13 @@ from dagster_project.markdown import figure_to_markdown, frame_to_markdown
 from dagster_project.warehouse import hash_sample_sql, replace_dates
 from ml.evaluate import predict_scores
 from ml.features import to_matrix
-from ml.monitoring import SCORE_FEATURE, drift_table, performance_drops, realised_performance
+from ml.monitoring import (
+    SCORE_FEATURE,
+    calibration_drifts,
+    drift_table,
+    performance_drops,
+    realised_performance,
+)
 from ml.registry import CHAMPION, load_by_alias, training_dates, version_by_alias
 from ml.targets import TARGETS
 
@@ -62,10 +68,13 @@ def prediction_performance(context: dg.AssetExecutionContext, warehouse: Warehou
                     "select * replace (cast(as_of_date as date) as as_of_date) from performance")
         con.unregister("performance")
     store = mlflow.store()
-    signals = {target: reason for target, reason in performance_drops(table, store, TARGETS.values(),
-                                                                      monitoring_policy.drop).items()
-               if monitoring_policy.may_retrain(version_by_alias(store, target, CHAMPION),
-                                                as_of_dates(context)[-1])}
+    found: dict[str, list[str]] = {}
+    for reasons in (performance_drops(table, store, TARGETS.values(), monitoring_policy.drop),
+                    calibration_drifts(table, store, TARGETS.values(), *monitoring_policy.calibration_band)):
+        for target, reason in reasons.items():
+            found.setdefault(target, []).append(reason)
+    signals = {target: "; ".join(reasons) for target, reasons in found.items()
+               if monitoring_policy.may_retrain(version_by_alias(store, target, CHAMPION), as_of_dates(context)[-1])}
     for target, reason in signals.items():
         context.log.warning(f"{target}: {reason}: a retrain will be requested")
     latest = table.sort_values("as_of_date").groupby("target").tail(1)
@@ -210,6 +219,18 @@ def realised_performance_holds(context: dg.AssetCheckExecutionContext, warehouse
     drops = performance_drops(table, mlflow.store(), TARGETS.values(), monitoring_policy.drop)
     return dg.AssetCheckResult(passed=not drops, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"drops": dg.MetadataValue.json(drops)})
+
+
+@dg.asset_check(asset=PERFORMANCE, partitions_def=as_of_daily, pool="duckdb",
+                description="Each champion's scores over its last 7 closed dates, summed, are within the "
+                            "expected/observed band of what then happened (WARN otherwise; the retraining sensor "
+                            "then asks for a retrain).")
+def realised_scores_add_up(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                           mlflow: MlflowStore, monitoring_policy: MonitoringPolicy) -> dg.AssetCheckResult:
+    table = warehouse.query_df("select * from monitoring.prediction_performance")
+    drifts = calibration_drifts(table, mlflow.store(), TARGETS.values(), *monitoring_policy.calibration_band)
+    return dg.AssetCheckResult(passed=not drifts, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"outside_band": dg.MetadataValue.json(drifts)})
 
 
 @dg.definitions

@@ -174,6 +174,8 @@ class TrainingPolicy(dg.ConfigurableResource):
     min_roc_auc: float = 0.6            # quality floor
     min_pr_auc_skill: float = 0.05      # (PR-AUC - base rate) / (1 - base rate)
     min_normalized_gini: float = 0.2    # amount targets
+    min_expected_over_observed: float = 0.8   # calibration band of the classifiers' summed probabilities
+    max_expected_over_observed: float = 1.25
     backtest_cutoffs: int = 3           # the gate compares candidate and champion on this many closed cutoffs
     personal_features: bool = False     # true: personal attributes (age, gender, region...) may be features
     rows_per_cutoff: int = 200_000      # training reads at most about this many users per cutoff (a hash sample)
@@ -195,7 +197,8 @@ class TrainingPolicy(dg.ConfigurableResource):
         from ml.targets import Eligibility
 
         return Eligibility(self.min_examples_per_class, self.min_roc_auc, self.min_pr_auc_skill,
-                           self.min_normalized_gini)
+                           self.min_normalized_gini, self.min_expected_over_observed,
+                           self.max_expected_over_observed)
 
 
 class MonitoringPolicy(dg.ConfigurableResource):
@@ -207,6 +210,12 @@ class MonitoringPolicy(dg.ConfigurableResource):
     informational_features: str = "tenure_days,clv_*"  # PSI reported, never failing (ml.monitoring.DriftLimits)
     performance_drop: float = 0.05  # realised primary metric below the validation figure by more than this
     retrain_cooldown_days: int = 7  # no retrain request for a champion trained fewer days ago than this
+    min_expected_over_observed: float = 0.8   # realised scores summed over what happened: the band they must stay in
+    max_expected_over_observed: float = 1.25
+
+    @property
+    def calibration_band(self) -> tuple[float, float]:
+        return self.min_expected_over_observed, self.max_expected_over_observed
 
     def may_retrain(self, champion, as_of) -> bool:
         """A retrain signal counts only once the champion is old enough: a model trained for this week is not
@@ -273,13 +282,17 @@ def build_resources(settings: Settings) -> dict:
             budget_seconds=settings.training_budget_seconds, families=settings.model_families,
             gate_margin=settings.gate_margin, min_examples_per_class=settings.min_class_examples,
             min_roc_auc=settings.min_roc_auc, min_pr_auc_skill=settings.min_pr_auc_skill,
-            min_normalized_gini=settings.min_normalized_gini, backtest_cutoffs=settings.backtest_cutoffs,
+            min_normalized_gini=settings.min_normalized_gini,
+            min_expected_over_observed=settings.min_expected_over_observed,
+            max_expected_over_observed=settings.max_expected_over_observed, backtest_cutoffs=settings.backtest_cutoffs,
             personal_features=settings.personal_features, rows_per_cutoff=settings.training_rows_per_cutoff,
             max_training_rows=settings.max_training_rows),
         "monitoring_policy": MonitoringPolicy(
             psi_warn=settings.psi_warn, psi_fail=settings.psi_fail, null_rate_jump=settings.null_rate_jump,
             informational_features=settings.drift_informational_features,
-            performance_drop=settings.performance_drop, retrain_cooldown_days=settings.retrain_cooldown_days),
+            performance_drop=settings.performance_drop, retrain_cooldown_days=settings.retrain_cooldown_days,
+            min_expected_over_observed=settings.min_expected_over_observed,
+            max_expected_over_observed=settings.max_expected_over_observed),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
     }
 

@@ -93,9 +93,10 @@ def _manifest_checksum() -> str:
 
 
 def _metrics_table(rows: dict[str, dict], regression: bool) -> str:
-    shown = (["normalized_gini", "spearman", "mae", "rmse", "decile_calibration_error", "capture_top_decile"]
-             if regression else ["roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1",
-                                 "lift_top_decile"])
+    shown = (["normalized_gini", "spearman", "predicted_over_realised_total", "mae", "rmse",
+              "decile_calibration_error", "capture_top_decile"]
+             if regression else ["roc_auc", "pr_auc", "expected_over_observed", "ece", "calibration_slope",
+                                 "log_loss", "brier", "precision", "recall", "f1", "lift_top_decile"])
     return frame_to_markdown(pd.DataFrame.from_dict(rows, orient="index")[shown].rename_axis("model").reset_index(),
                              float_format="{:.3f}")
 
@@ -136,6 +137,10 @@ def build_target_assets(target: Target) -> list:
             "best_family": outcome.best.family,
             "registered_version": version.version,
             "quality_problems": "; ".join(outcome.quality_problems) or "none",
+            **({"calibration": f"{outcome.best.calibration.method} on {outcome.best.calibration.as_of} "
+                               f"({outcome.best.calibration.rows} users)",
+                "reliability": dg.MetadataValue.md(frame_to_markdown(outcome.reliability, float_format="{:.3f}"))}
+               if outcome.best.calibration else {}),
             "validation_as_of_date": outcome.split.valid_as_of,
             "training_rows": len(outcome.split.train),
             "training_set_rows_loaded": len(frame),

@@ -1,8 +1,10 @@
 {#-
     Likely churning high-value users: users whose purchase revenue in the last 90 days is in the top quarter of the
-    buyers' and whose churn probability is above the median of the scored users (deciles 1-5). Who to win back first.
+    buyers' and whose churn probability is above the median of the scored users (deciles 1-5). Who to win back first;
+    with their purchase probability and revenue forecast (NULL where not published): what they are expected to bring.
 -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='as_of_date') }}
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='as_of_date',
+          on_schema_change='append_new_columns') }}
 
 with
 
@@ -24,11 +26,17 @@ select
     c.as_of_date,
     c.probability as churn_probability_7d,
     v.revenue_90d,
+    p.probability as purchase_probability_7d,
+    r.predicted_revenue as predicted_revenue_28d,
     c.reason_1 as top_reason,
     c.model_version
 from {{ source('predictions', 'churn_probability_7d') }} as c
 inner join buyer_value as v
     on v.user_id = c.user_id and v.as_of_date = c.as_of_date
+left join {{ source('predictions', 'purchase_propensity_7d') }} as p
+    on p.user_id = c.user_id and p.as_of_date = c.as_of_date
+left join {{ source('predictions', 'predicted_revenue_28d') }} as r
+    on r.user_id = c.user_id and r.as_of_date = c.as_of_date
 where c.decile <= 5
   and v.value_rank >= 0.75
   and c.as_of_date between {{ min_as_of_date() }} and {{ as_of_date() }}

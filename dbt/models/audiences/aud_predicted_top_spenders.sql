@@ -1,7 +1,9 @@
 {#-
-    Predicted top spenders: the top 5 % of predicted_revenue_28d at each as-of date (GA4's "predicted top spenders").
+    Predicted top spenders: the top 5 % of predicted_revenue_28d at each as-of date (GA4's "predicted top spenders"),
+    with their 7-day purchase probability (NULL where purchase is not published).
 -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='as_of_date') }}
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='as_of_date',
+          on_schema_change='append_new_columns') }}
 
 with
 
@@ -17,10 +19,13 @@ ranked as (
 )
 
 select
-    user_id,
-    as_of_date,
-    predicted_revenue as predicted_revenue_28d,
-    reason_1 as top_reason,
-    model_version
+    ranked.user_id,
+    ranked.as_of_date,
+    ranked.predicted_revenue as predicted_revenue_28d,
+    p.probability as purchase_probability_7d,
+    ranked.reason_1 as top_reason,
+    ranked.model_version
 from ranked
-where spend_rank <= ceil(0.05 * scored_users)
+left join {{ source('predictions', 'purchase_propensity_7d') }} as p
+    on p.user_id = ranked.user_id and p.as_of_date = ranked.as_of_date
+where ranked.spend_rank <= ceil(0.05 * ranked.scored_users)

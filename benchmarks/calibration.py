@@ -1,0 +1,130 @@
+"""Do the published probabilities add up? Ranking and probability metrics of every candidate on the validation
+cutoff, on the training sample of a built home (generated or a real sample), for the report in issue 22.
+
+    python benchmarks/calibration.py --home data/ga-merch --label ga-merch --tag after
+    python benchmarks/calibration.py --report      # benchmarks/results/calibration.md from every results file
+
+Each run trains every target's candidates afresh on the home's training sample (the rows a run trains on) into a
+temporary MLflow store, with the home's eligibility settings, and measures on the validation cutoff: PR-AUC,
+ROC-AUC, log loss, Brier and expected over observed positives (the sum of the probabilities over the buyers seen);
+for revenue, the predicted total over the realised total. Computed here, not read from the candidates' metrics, so
+that the same script measures the code before a change (run it with PYTHONPATH pointing at a checkout of the older
+commit) and after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = RESULTS / "calibration"
+
+
+def _training_sample(home: Path) -> pd.DataFrame:
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        tables = {t for (t,) in con.execute("select table_schema || '.' || table_name from information_schema.tables")
+                  .fetchall()}
+        table = "training.training_sample" if "training.training_sample" in tables else "marts.fct_training_set"
+        return con.execute(f"select * from {table}").df()
+
+
+def measure(home: Path, label: str, tag: str, budget: float, families: list[str] | None) -> dict:
+    os.environ["SHOPCAST_HOME"] = str(home)
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+    from dagster_project.settings import load_settings
+    from ml.evaluate import predict_scores
+    from ml.features import to_matrix
+    from ml.registry import Store
+    from ml.targets import TARGETS, Eligibility
+    from ml.train import NotEligible, train_candidates
+
+    settings = load_settings()
+    frame = _training_sample(home)
+    eligibility = Eligibility(settings.min_class_examples, settings.min_roc_auc, settings.min_pr_auc_skill,
+                              settings.min_normalized_gini)
+    work = Path(tempfile.mkdtemp(prefix="shopcast-calibration-"))
+    store = Store(f"sqlite:///{work / 'mlflow.db'}", work / "artifacts")
+    rows = []
+    for target in TARGETS.values():
+        started = time.perf_counter()
+        try:
+            outcome = train_candidates(frame, target, store, families=families, budget_seconds=budget,
+                                       eligibility=eligibility, max_training_rows=settings.max_training_rows)
+        except NotEligible as exc:
+            rows.append({"target": target.name, "family": "-", "note": f"not eligible: {exc}"})
+            continue
+        valid = outcome.split.valid
+        y = valid[target.label].to_numpy(dtype=float)
+        for candidate in outcome.candidates:
+            p = predict_scores(candidate.model, to_matrix(valid, outcome.columns), target.is_regression)
+            row = {"target": target.name, "family": candidate.family, "best": candidate is outcome.best,
+                   "validation_as_of": outcome.split.valid_as_of, "rows": len(y), "positives": int((y > 0).sum()),
+                   "quality_problems": "; ".join(outcome.quality_problems) if candidate is outcome.best else ""}
+            if target.is_regression:
+                row |= {"predicted_over_realised_total": float(p.sum() / y.sum()) if y.sum() else float("nan")}
+            else:
+                clipped = np.clip(p, 1e-7, 1 - 1e-7)
+                row |= {"pr_auc": float(average_precision_score(y, p)), "roc_auc": float(roc_auc_score(y, p)),
+                        "log_loss": float(log_loss(y, clipped, labels=[0, 1])),
+                        "brier": float(brier_score_loss(y, clipped)),
+                        "expected_over_observed": float(p.sum() / y.sum())}
+            rows.append(row)
+        print(f"{label} {tag} {target.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    result = {"label": label, "tag": tag, "home": str(home), "budget_seconds": budget,
+              "families": families or "all", "rows": rows}
+    RUNS.mkdir(parents=True, exist_ok=True)
+    (RUNS / f"{label}.{tag}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def report() -> str:
+    frames = []
+    for path in sorted(RUNS.glob("*.json")):
+        result = json.loads(path.read_text())
+        frames.append(pd.DataFrame(result["rows"]).assign(data=result["label"], code=result["tag"]))
+    table = pd.concat(frames, ignore_index=True)
+    best = table[table.best.fillna(False).astype(bool)]
+    shown = ["data", "target", "code", "family", "positives", "pr_auc", "roc_auc", "log_loss", "brier",
+             "expected_over_observed", "predicted_over_realised_total", "quality_problems"]
+    best = best[[c for c in shown if c in best.columns]].sort_values(["data", "target", "code"], ascending=[
+        True, True, False])
+    lines = ["# Calibration: do the published probabilities add up?", "",
+             ("The best candidate of each target on its validation cutoff (benchmarks/calibration.py; `before` is "
+             "the code before calibration, `after` with it), on the same training sample of each home."), "",
+             best.to_markdown(index=False, floatfmt=".3f"), "",
+             "Every candidate: benchmarks/results/calibration/*.json."]
+    text = "\n".join(lines) + "\n"
+    (RESULTS / "calibration.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path)
+    parser.add_argument("--label")
+    parser.add_argument("--tag", default="after")
+    parser.add_argument("--budget", type=float, default=120)
+    parser.add_argument("--families", default=None, help="comma-separated (default: all)")
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if args.report:
+        print(report())
+        return
+    measure(args.home.resolve(), args.label, args.tag, args.budget,
+            args.families.split(",") if args.families else None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Probabilities that add up (issue 22): calibration metrics by hand, the calibrator's choice, the floor applied
+before choosing, and a miscalibrated model refused by the gate on its real path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from ml.calibration import calibrate, calibration_metrics, reliability_table, uncalibrated
+from ml.evaluate import classification_metrics
+from ml.registry import CHAMPION, version_by_alias
+from ml.targets import PURCHASE_PROPENSITY_7D as TARGET
+from ml.targets import Eligibility
+from ml.train import Candidate, choose, train_candidates
+from tests.test_models import _gate, _log, _panel, store  # noqa: F401 (a fixture)
+
+COLUMNS = ["events_28d", "days_since_last_event", "cart_count_28d", "fav_count_28d"]
+
+
+def test_calibration_metrics_equal_a_hand_computation():
+    y = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.1, 0.1, 0.1, 0.5, 0.5, 0.05, 0.05, 0.05, 0.05])
+    metrics = calibration_metrics(y, p)
+    assert metrics["expected_positives"] == pytest.approx(2.4)
+    assert metrics["expected_over_observed"] == pytest.approx(1.2)
+    # equal-width bins: [0, .1): 4 users predicted .05, observed 0; [.1, .2): 3 at .1, observed 0; [.5, .6): 2 at
+    # .5, observed .5; [.9, 1]: 1 at .9, observed 1
+    assert metrics["ece"] == pytest.approx((4 * 0.05 + 3 * 0.1 + 2 * 0.0 + 1 * 0.1) / 10)
+    # outcomes drawn from the probabilities themselves: slope 1 and intercept 0, within sampling error
+    rng = np.random.default_rng(0)
+    p = rng.beta(1, 6, 200_000)
+    drawn = calibration_metrics(rng.random(len(p)) < p, p)
+    assert drawn["calibration_slope"] == pytest.approx(1, abs=0.03)
+    assert drawn["calibration_intercept"] == pytest.approx(0, abs=0.05)
+    assert drawn["expected_over_observed"] == pytest.approx(1, abs=0.02) and drawn["ece"] < 0.01
+    # too extreme (a logit doubled): a slope near one half
+    assert calibration_metrics(rng.random(len(p)) < p, 1 / (1 + (1 / p - 1) ** 2))["calibration_slope"] == \
+        pytest.approx(0.5, abs=0.03)
+    table = reliability_table(y, np.linspace(1, 0.1, 10))
+    assert table.decile.tolist() == list(range(1, 11)) and table.observed_rate.tolist() == y.tolist()
+
+
+def _weighted_model(seed=0):
+    """A real source of miscalibration: balanced class weights on a 25 % outcome (the demo's champions had it)."""
+    frame = _panel(3000, 3, seed=seed, intercept=-4.0)  # about 10 % buy
+    fit, tune, valid = (frame[frame.cutoff_rank == r] for r in (3, 2, 1))
+    model = LogisticRegression(class_weight="balanced").fit(fit[COLUMNS].astype(float), fit[TARGET.label])
+    return frame, model, tune, valid
+
+
+def test_a_calibrator_fitted_on_a_later_cutoff_makes_a_weighted_model_add_up():
+    _, model, tune, valid = _weighted_model()
+    X_valid, y_valid = valid[COLUMNS].astype(float), valid[TARGET.label].to_numpy()
+    before = calibration_metrics(y_valid, model.predict_proba(X_valid)[:, 1])
+    calibrated, choice = calibrate(model, tune[COLUMNS].astype(float), tune[TARGET.label].to_numpy(),
+                                   as_of="2026-10-18")
+    after = calibration_metrics(y_valid, calibrated.predict_proba(X_valid)[:, 1])
+    assert before["expected_over_observed"] > 1.5  # balanced weights: about twice the buyers there are
+    assert 0.9 <= after["expected_over_observed"] <= 1.1 and after["ece"] < before["ece"] / 3
+    # the method with the lower out-of-fold log loss, both better than none; isotonic was allowed (enough positives)
+    assert set(choice.log_loss) == {"none", "sigmoid", "isotonic"}
+    assert choice.method == min(("sigmoid", "isotonic"), key=choice.log_loss.get)
+    assert choice.log_loss[choice.method] < choice.log_loss["none"]
+    assert uncalibrated(calibrated) is model  # what the backtest refits: the pipeline, not the calibrator
+    # few positives: isotonic is not tried
+    few = pd.concat([tune[tune[TARGET.label] == 1].head(150), tune[tune[TARGET.label] == 0].head(600)])
+    assert set(calibrate(model, few[COLUMNS].astype(float), few[TARGET.label].to_numpy())[1].log_loss) == {
+        "none", "sigmoid"}
+
+
+def _candidate(family: str, **metrics) -> Candidate:
+    return Candidate(family, {}, 0.0, 0.5, None, metrics={"base_rate": 0.1, "expected_over_observed": 1.0,
+                                                         "roc_auc": 0.7, **metrics})
+
+
+def test_the_floor_is_applied_before_the_best_is_chosen_and_every_miss_is_said():
+    floor = Eligibility(min_roc_auc=0.6)
+    ranks_best_but_too_weak = _candidate("neural_network", roc_auc=0.598, pr_auc=0.723)  # Taobao's case
+    passes = _candidate("random_forest", roc_auc=0.617, pr_auc=0.720)
+    best, problems = choose([ranks_best_but_too_weak, passes], floor, "pr_auc")
+    assert best is passes and problems == []
+    inflated = _candidate("random_forest", pr_auc=0.72, expected_over_observed=2.56)
+    best, problems = choose([ranks_best_but_too_weak, inflated], floor, "pr_auc")
+    assert best is ranks_best_but_too_weak and problems == [
+        "neural_network: ROC-AUC 0.598 < 0.6",
+        "random_forest: expected/observed positives 2.56 outside [0.8, 1.25] (the probabilities do not add up)"]
+
+
+def test_a_miscalibrated_model_is_refused_by_the_gate_and_its_calibrated_twin_is_not(store):  # noqa: F811
+    from ml.gate import register
+
+    frame, model, tune, valid = _weighted_model(seed=1)
+    X_valid, y_valid = valid[COLUMNS].astype(float), valid[TARGET.label].to_numpy()
+    for published, expected_problem in ((model, True), (calibrate(model, tune[COLUMNS].astype(float),
+                                                                  tune[TARGET.label].to_numpy())[0], False)):
+        problems = Eligibility().quality_problems(classification_metrics(y_valid, published.predict_proba(X_valid)[:, 1],
+                                                                         0.5))
+        assert bool(problems) is expected_problem, problems
+        entry = register(store, TARGET, _log(store, published, frame, COLUMNS),
+                         {"as_of_date": "2026-11-01", "family": "logistic_regression"})
+        decision = _gate(store, TARGET, entry, frame, problems=problems)
+        assert decision.promoted is not expected_problem, decision.reason
+        if expected_problem:
+            assert decision.reason.startswith("not published: below the quality floor (expected/observed positives")
+            assert version_by_alias(store, TARGET.name, CHAMPION) is None
+
+
+def test_every_trained_classifier_is_calibrated_and_its_probabilities_add_up_on_validation(store):  # noqa: F811
+    frame = _panel(2000, 4, seed=3)
+    outcome = train_candidates(frame, TARGET, store, families=["logistic_regression", "random_forest"],
+                               eligibility=Eligibility(min_examples_per_class=20), budget_seconds=60)
+    for candidate in outcome.candidates:
+        assert candidate.calibration.as_of == "2026-10-18" and candidate.calibration.rows == 2000
+        assert 0.9 <= candidate.metrics["expected_over_observed"] <= 1.1, candidate.family
+    assert outcome.quality_problems == [] and list(outcome.reliability.columns) == [
+        "decile", "users", "mean_predicted", "observed_rate"]
+    # the baseline (a ranking, not a probability) has no calibration figures
+    assert np.isnan(outcome.baseline["expected_over_observed"])
+    # one training cutoff: a fixed share of its users tunes and calibrates, never the ones the model was fitted on
+    two = frame[frame.cutoff_rank <= 2]
+    single = train_candidates(two, TARGET, store, families=["logistic_regression"],
+                              eligibility=Eligibility(min_examples_per_class=20), budget_seconds=60)
+    assert single.split.tune_is_holdout and set(single.split.fit.user_id).isdisjoint(single.split.tune.user_id)
+    assert len(single.split.tune) == pytest.approx(0.3 * 2000, rel=0.1)
+    assert single.candidates[0].calibration.as_of == "held-out users"
+    pd.testing.assert_frame_equal(single.split.train, two[two.cutoff_rank == 2])
+
+
+def test_a_revenue_forecast_scaled_on_the_tuning_cutoff_adds_up_when_spending_grows():
+    """Spending grows 15 % a week (a season starting): a model fitted on older weeks underpredicts the newest; the
+    scale fitted on the tuning cutoff brings the validation total within 20 % of what was spent."""
+    import tempfile
+    from pathlib import Path
+
+    from ml.calibration import ScaledRegressor
+    from ml.evaluate import predict_scores
+    from ml.features import to_matrix
+    from ml.registry import Store
+    from ml.targets import PREDICTED_REVENUE_28D as REVENUE
+    from tests.test_models import _revenue_panel
+
+    frame = _revenue_panel(1500, 4, seed=4)
+    frame["revenue_next_28d"] *= 1.15 ** -(frame.cutoff_rank - 1)
+    work = Path(tempfile.mkdtemp())
+    outcome = train_candidates(frame, REVENUE, Store(f"sqlite:///{work / 'm.db'}", work / "a"),
+                               families=["hurdle_linear"], budget_seconds=30,
+                               eligibility=Eligibility(min_examples_per_class=50))
+    best = outcome.best
+    assert isinstance(best.model, ScaledRegressor) and best.total_scale == pytest.approx(best.model.scale)
+    assert 1.05 < best.total_scale < 1.4  # about one week of growth over the fit cutoffs' mean
+    assert 0.8 <= best.metrics["predicted_over_realised_total"] <= 1.2
+    X, y = to_matrix(outcome.split.valid, outcome.columns), outcome.split.valid["revenue_next_28d"].to_numpy()
+    unscaled = predict_scores(uncalibrated(best.model), X, True).sum() / y.sum()
+    assert unscaled < 0.85 and best.metrics["predicted_over_realised_total"] == pytest.approx(
+        unscaled * best.total_scale)
