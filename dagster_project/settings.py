@@ -95,7 +95,8 @@ class Settings(BaseSettings):
                                description="primary metric a candidate must gain over the champion to replace it")
     training_budget_seconds: int = Field(
         300, ge=1, description="time budget of one target's model search, shared by the families: every family "
-                               "tries at least its first configuration, further ones while they fit in what is left")
+                               "tries at least its first configuration, further ones while they and the refit fit in "
+                               "what is left")
     model_families: FamilyList = Field(
         "all", description="or a comma-separated subset of logistic_regression, decision_tree, random_forest, "
                            "linear_svm, neural_network, gradient_boosting")

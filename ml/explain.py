@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
+from scipy.special import expit, logit
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
-from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neural_network import MLPClassifier
@@ -33,7 +32,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import LinearSVC
 
-from ml.calibration import ScaledRegressor
+from ml.calibration import CLIP, CalibratedModel, ScaledRegressor
 from ml.evaluate import predict_scores
 from ml.features import _signed_log1p
 from ml.models import HurdleRegressor
@@ -122,26 +121,20 @@ class _TransformedForm:
 
 
 def _calibrated_pipeline(model) -> _TransformedForm | None:
-    """A scaled amount model: its pipeline's form, the link times the scale. A calibrated model (ml/calibration.py: one calibrator over a frozen pipeline) whose pipeline has a transformed
-    form: the same form, its link followed by the calibrator, on the score the calibrator was fitted on (the
-    pipeline's decision function where it has one, else its probability)."""
+    """A scaled amount model: its pipeline's form, the link times the scale. A calibrated model (ml/calibration.py:
+    a calibrator over the logit of a fitted pipeline's probability) whose pipeline has a transformed form: the
+    same form, its link followed by the logit and the calibrator."""
     if isinstance(model, ScaledRegressor):
         inner = _TransformedForm.of(model.model)
         return None if inner is None else _TransformedForm(inner.prep, inner.weights, inner.bias,
                                                            lambda a: inner.link(a) * model.scale)
-    if not (isinstance(model, CalibratedClassifierCV) and isinstance(model.estimator, FrozenEstimator)
-            and len(model.calibrated_classifiers_) == 1):
+    if not isinstance(model, CalibratedModel):
         return None
-    pipeline = model.estimator.estimator
-    inner = _TransformedForm.of(pipeline)
+    inner = _TransformedForm.of(model.model)
     if inner is None:
         return None
-    calibrator = model.calibrated_classifiers_[0].calibrators[0]
-    if hasattr(pipeline, "decision_function"):
-        if not isinstance(pipeline[-1], LogisticRegression):
-            return None  # a decision function the form does not give
-        return _TransformedForm(inner.prep, inner.weights, inner.bias, lambda a: calibrator.predict(a[:, 0]))
-    return _TransformedForm(inner.prep, inner.weights, inner.bias, lambda a: calibrator.predict(inner.link(a)))
+    return _TransformedForm(inner.prep, inner.weights, inner.bias,
+                            lambda a: model.calibrated(logit(np.clip(inner.link(a), CLIP, 1 - CLIP))))
 
 
 def _moved(values: np.ndarray, reference: float) -> np.ndarray:

@@ -1,10 +1,10 @@
 """Train candidate models for a target with time-based validation, log everything to MLflow, register the best.
 
 Time-based validation, never a random split across time: the training set holds weekly cutoffs ranked from the
-newest closed one (rank 1). Rank 1 validates. Models are fitted on ranks >= 3; rank 2, which they never saw, chooses
-the hyperparameters and then calibrates the chosen model's probabilities (ml/calibration.py), so that what is
-published adds up on the newest data; the decision threshold is chosen there on the calibrated probabilities. With
-a single training cutoff, a fixed share of its users (a hash of the user id) stands in for rank 2.
+newest closed one (rank 1). Rank 1 validates. Each configuration is fitted on ranks >= 3 and scored on rank 2,
+which chooses the hyperparameters; the chosen one is refitted on ranks >= 2 (the published model) and calibrated
+on out-of-fold predictions for rank 2's users (ml/calibration.py), where the decision threshold is chosen too. With
+a single training cutoff, a fixed share of its users (a hash of the user id) stands in for rank 2 in the search.
 """
 
 from __future__ import annotations
@@ -18,9 +18,18 @@ import mlflow.sklearn
 import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
+from scipy.special import logit
+from sklearn.model_selection import GroupKFold
 from sklearn.utils.class_weight import compute_sample_weight
 
-from ml.calibration import CalibrationChoice, calibrate, calibration_metrics, reliability_table, scale_total
+from ml.calibration import (
+    CLIP,
+    CalibrationChoice,
+    calibrate,
+    calibration_metrics,
+    reliability_table,
+    scale_total,
+)
 from ml.evaluate import best_f1_threshold, plots, predict_scores, regression_plots, target_metrics
 from ml.explain import global_importance
 from ml.features import feature_columns, to_matrix
@@ -33,12 +42,12 @@ from ml.targets import Eligibility, Target
 # tests/test_models.py fails if a family starts to need another.
 SKOPS_TRUSTED_TYPES = [
     "ml.features._signed_log1p",
+    "ml.calibration.CalibratedModel",
     "ml.calibration.ScaledRegressor",
     "ml.models.HurdleRegressor",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
-    "sklearn.frozen._frozen.FrozenEstimator",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.tree._tree.Tree",
@@ -66,9 +75,9 @@ HOLDOUT_SHARE = 0.3
 
 @dataclass
 class Split:
-    fit: pd.DataFrame     # ranks >= 3: what models are fitted on (rank 2's other users when there is no rank 3)
+    fit: pd.DataFrame     # ranks >= 3: where configurations are tried (rank 2's other users when there is no rank 3)
     tune: pd.DataFrame    # rank 2 (or a held-out share of its users): hyperparameters, calibration, threshold
-    train: pd.DataFrame   # ranks >= 2: every training cutoff (eligibility counts examples here)
+    train: pd.DataFrame   # ranks >= 2: every training cutoff, what the published model is refitted on
     valid: pd.DataFrame   # rank 1
     valid_as_of: str
     train_as_of: list[str]
@@ -167,17 +176,42 @@ def families_for(target: Target, names: list[str] | None = None) -> list[Family]
     return chosen or list(pool.values())
 
 
+CROSS_FIT_FOLDS = 3  # user folds of the out-of-fold predictions the calibrator learns from (ml/calibration.py)
+MIN_CALIBRATION_CLASS_ROWS = 20  # below this many of a class in the newest cutoff, every training cutoff calibrates
+
+
+def out_of_fold(family: Family, columns: list[str], params: dict, split: Split, target: Target,
+                folds: int = CROSS_FIT_FOLDS) -> tuple[pd.DataFrame, np.ndarray]:
+    """(the rows the calibrator learns from, their out-of-fold predictions): the configuration fitted on every
+    training cutoff without a third of the users predicts those users (folds by user: no model predicts a user it
+    saw at any cutoff). The rows are the newest training cutoff's, unless it holds fewer than
+    MIN_CALIBRATION_CLASS_ROWS of a class (amounts: spenders); then every training cutoff's."""
+    train = split.train.reset_index(drop=True)
+    predictions = np.full(len(train), np.nan)
+    for fitted_on, left_out in GroupKFold(n_splits=folds).split(train, groups=train["user_id"]):
+        model = _fit(family, columns, params, train.iloc[fitted_on], target)
+        predictions[left_out] = predict_scores(model, to_matrix(train.iloc[left_out], columns), target.is_regression)
+    newest = (train["as_of_date"] == train["as_of_date"].max()).to_numpy()
+    y = train.loc[newest, target.label] > 0
+    if min(int(y.sum()), int((~y).sum())) < MIN_CALIBRATION_CLASS_ROWS:
+        return train, predictions
+    return train[newest], predictions[newest]
+
+
 def search(family: Family, split: Split, columns: list[str], target: Target, budget_seconds: float) -> Candidate:
-    """Try the family's grid, each configuration fitted on the fit cutoffs and scored on the tuning one, and keep
-    the best; a classifier is then calibrated on the tuning cutoff and its F1-optimal threshold chosen there on the
-    calibrated probabilities. The first configuration is always tried; another only while it still fits in the
-    budget (projected from the last fit's time)."""
+    """Try the family's grid, each configuration fitted on the fit cutoffs and scored on the tuning one, keep the
+    best and refit it on every training cutoff: the published model. A classifier is then calibrated (on
+    out-of-fold predictions for the newest training cutoff's users: ml/calibration.py) and its F1-optimal threshold
+    chosen on those calibrated predictions; an amount model's total is scaled the same way. The first configuration
+    is always tried; another only while it, the refit and the cross-fits (projected from the last fit's time and
+    the rows) still fit in the budget."""
     started, best, tried = time.perf_counter(), None, 0
     X_tune = to_matrix(split.tune, columns)
     y_tune = split.tune[target.label].to_numpy(dtype=float)
+    refit_share = len(split.train) / max(len(split.fit), 1) * (1 + CROSS_FIT_FOLDS * (CROSS_FIT_FOLDS - 1) / CROSS_FIT_FOLDS)
     last_fit = 0.0
     for params in family.grid:
-        if best is not None and time.perf_counter() - started + last_fit > budget_seconds:
+        if best is not None and time.perf_counter() - started + last_fit * (1 + refit_share) > budget_seconds:
             break
         fit_started = time.perf_counter()
         model = _fit(family, columns, params, split.fit, target)
@@ -186,14 +220,22 @@ def search(family: Family, split: Split, columns: list[str], target: Target, bud
         p = predict_scores(model, X_tune, target.is_regression)
         score = float(target_metrics(target.is_regression, y_tune, p)[target.primary_metric])
         if best is None or score > best[0]:
-            best = (score, params, model, last_fit)
-    score, params, model, fit_seconds = best
+            best = (score, params)
+    score, params = best
+    fit_started = time.perf_counter()
+    model = _fit(family, columns, params, split.train, target)
+    fit_seconds = time.perf_counter() - fit_started
+    rows, predictions = out_of_fold(family, columns, params, split, target)
+    y_rows = rows[target.label].to_numpy(dtype=float)
+    dates = sorted({str(d)[:10] for d in rows["as_of_date"].unique()})
+    calibrated_on = dates[0] if len(dates) == 1 else f"{dates[0]} .. {dates[-1]}"
     if target.is_regression:
-        scaled, scale = scale_total(model, X_tune, y_tune, as_of=split.tune_as_of or "held-out users")
+        scaled, scale = scale_total(model, predictions, y_rows, as_of=calibrated_on)
         return Candidate(family.name, params, score, 0.0, scaled, fit_seconds=fit_seconds, configurations_tried=tried,
                          total_scale=scale)
-    calibrated, choice = calibrate(model, X_tune, y_tune, as_of=split.tune_as_of or "held-out users")
-    threshold = best_f1_threshold(y_tune.astype(int), calibrated.predict_proba(X_tune)[:, 1])
+    calibrated, choice = calibrate(model, predictions, y_rows, as_of=calibrated_on)
+    threshold = best_f1_threshold(y_rows.astype(int),
+                                  calibrated.calibrated(logit(np.clip(predictions, CLIP, 1 - CLIP))))
     return Candidate(family.name, params, score, threshold, calibrated, fit_seconds=fit_seconds,
                      configurations_tried=tried, calibration=choice)
 

@@ -54,8 +54,9 @@ def test_a_calibrator_fitted_on_a_later_cutoff_makes_a_weighted_model_add_up():
     _, model, tune, valid = _weighted_model()
     X_valid, y_valid = valid[COLUMNS].astype(float), valid[TARGET.label].to_numpy()
     before = calibration_metrics(y_valid, model.predict_proba(X_valid)[:, 1])
-    calibrated, choice = calibrate(model, tune[COLUMNS].astype(float), tune[TARGET.label].to_numpy(),
-                                   as_of="2026-10-18")
+    # the model was fitted on rank 3: its predictions for rank 2 are out of sample, as cross-fitting makes them
+    calibrated, choice = calibrate(model, model.predict_proba(tune[COLUMNS].astype(float))[:, 1],
+                                   tune[TARGET.label].to_numpy(), as_of="2026-10-18")
     after = calibration_metrics(y_valid, calibrated.predict_proba(X_valid)[:, 1])
     assert before["expected_over_observed"] > 1.5  # balanced weights: about twice the buyers there are
     assert 0.9 <= after["expected_over_observed"] <= 1.1 and after["ece"] < before["ece"] / 3
@@ -66,8 +67,8 @@ def test_a_calibrator_fitted_on_a_later_cutoff_makes_a_weighted_model_add_up():
     assert uncalibrated(calibrated) is model  # what the backtest refits: the pipeline, not the calibrator
     # few positives: isotonic is not tried
     few = pd.concat([tune[tune[TARGET.label] == 1].head(150), tune[tune[TARGET.label] == 0].head(600)])
-    assert set(calibrate(model, few[COLUMNS].astype(float), few[TARGET.label].to_numpy())[1].log_loss) == {
-        "none", "sigmoid"}
+    assert set(calibrate(model, model.predict_proba(few[COLUMNS].astype(float))[:, 1],
+                         few[TARGET.label].to_numpy())[1].log_loss) == {"none", "sigmoid"}
 
 
 def _candidate(family: str, **metrics) -> Candidate:
@@ -93,8 +94,8 @@ def test_a_miscalibrated_model_is_refused_by_the_gate_and_its_calibrated_twin_is
 
     frame, model, tune, valid = _weighted_model(seed=1)
     X_valid, y_valid = valid[COLUMNS].astype(float), valid[TARGET.label].to_numpy()
-    for published, expected_problem in ((model, True), (calibrate(model, tune[COLUMNS].astype(float),
-                                                                  tune[TARGET.label].to_numpy())[0], False)):
+    on_tune = model.predict_proba(tune[COLUMNS].astype(float))[:, 1]
+    for published, expected_problem in ((model, True), (calibrate(model, on_tune, tune[TARGET.label])[0], False)):
         problems = Eligibility().quality_problems(classification_metrics(y_valid, published.predict_proba(X_valid)[:, 1],
                                                                          0.5))
         assert bool(problems) is expected_problem, problems
@@ -124,7 +125,7 @@ def test_every_trained_classifier_is_calibrated_and_its_probabilities_add_up_on_
                               eligibility=Eligibility(min_examples_per_class=20), budget_seconds=60)
     assert single.split.tune_is_holdout and set(single.split.fit.user_id).isdisjoint(single.split.tune.user_id)
     assert len(single.split.tune) == pytest.approx(0.3 * 2000, rel=0.1)
-    assert single.candidates[0].calibration.as_of == "held-out users"
+    assert single.candidates[0].calibration.as_of == "2026-10-18"  # out-of-fold over its users
     pd.testing.assert_frame_equal(single.split.train, two[two.cutoff_rank == 2])
 
 
@@ -155,3 +156,24 @@ def test_a_revenue_forecast_scaled_on_the_tuning_cutoff_adds_up_when_spending_gr
     unscaled = predict_scores(uncalibrated(best.model), X, True).sum() / y.sum()
     assert unscaled < 0.85 and best.metrics["predicted_over_realised_total"] == pytest.approx(
         unscaled * best.total_scale)
+
+
+def test_calibration_keeps_the_ranking_when_scores_leave_the_training_range():
+    """A feature far outside its training range on the calibration rows (a young cutoff's near-constant column,
+    scaled) gives decision values of 1e4: Platt's fit on them went flat and inverted the ranking (ROC-AUC 0.78 ->
+    0.25 on the feedback loop's data). The calibrator reads the logit of the clipped probability instead."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(5)
+    fit = pd.DataFrame({"x": rng.normal(0, 0.01, 400), "z": rng.normal(size=400)})
+    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced")).fit(
+        fit, (fit.z + rng.normal(size=400) > 1).astype(int))
+    later = pd.DataFrame({"x": np.where(rng.random(600) < 0.2, 50.0, 0.0), "z": rng.normal(size=600)})
+    y = (later.z + rng.normal(size=600) > 1).astype(int).to_numpy()
+    assert np.abs(model.decision_function(later)).max() > 1_000
+    calibrated, choice = calibrate(model, model.predict_proba(later[:300])[:, 1], y[:300])
+    base = roc_auc_score(y[300:], model.predict_proba(later[300:])[:, 1])
+    assert roc_auc_score(y[300:], calibrated.predict_proba(later[300:])[:, 1]) == pytest.approx(base, abs=0.01)
+    assert choice.log_loss[choice.method] < choice.log_loss["none"]

@@ -105,14 +105,14 @@ def test_a_winner_below_the_quality_floor_is_not_published():
 def test_every_family_saves_with_only_the_reviewed_skops_types():
     frame = _panel(200, 1)
     columns = ["events_28d", "days_since_last_event", "cart_count_28d", "fav_count_28d"]
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.frozen import FrozenEstimator
+    from ml.calibration import calibrate
 
     for family in FAMILIES.values():
         X = frame[columns].astype(float)
         model = family.build(columns, family.grid[0]).fit(X, frame[TARGET.label])
-        for published in (model, *(CalibratedClassifierCV(FrozenEstimator(model), method=m).fit(X, frame[TARGET.label])
-                                   for m in ("sigmoid", "isotonic"))):
+        p = model.predict_proba(X)[:, 1]
+        for published in (model, *(calibrate(model, p, frame[TARGET.label], min_isotonic_positives=n)[0]
+                                   for n in (10**9, 0))):  # sigmoid only, then isotonic allowed
             untrusted = sio.get_untrusted_types(data=sio.dumps(published))
             assert set(untrusted) <= set(SKOPS_TRUSTED_TYPES), family.name
     revenue = _revenue_panel(300, 1)
@@ -161,9 +161,9 @@ def test_training_logs_candidates_and_the_registered_model_predicts_the_same_aft
     assert champion.version == entry.version
     X = outcome.split.valid[outcome.columns].astype(float)
     # what MLflow gives back is the calibrated pipeline, probability for probability
-    from sklearn.calibration import CalibratedClassifierCV
+    from ml.calibration import CalibratedModel
 
-    assert isinstance(loaded, CalibratedClassifierCV) and outcome.best.calibration.method in ("sigmoid", "isotonic")
+    assert isinstance(loaded, CalibratedModel) and outcome.best.calibration.method in ("sigmoid", "isotonic")
     np.testing.assert_allclose(loaded.predict_proba(X)[:, 1], outcome.best.model.predict_proba(X)[:, 1])
     client = store.activate()
     children = client.search_runs([store.experiment_id(TARGET.name)],
@@ -179,7 +179,7 @@ def test_training_logs_candidates_and_the_registered_model_predicts_the_same_aft
         refitted = backtest(frame, TARGET, candidate.model, candidate.family, folds=3, min_examples_per_class=2)
         measured = {f.as_of_date: f.candidate for f in refitted.folds}
         # the tuning cutoff's score is the refit's (fitted on the older cutoffs); the validation cutoff's is the
-        # published model's own (fitted on ranks >= 3, calibrated on rank 2, never shown rank 1)
+        # published model's own (refitted on ranks >= 2 behind its calibrator; isotonic steps can tie scores)
         assert candidate.fold_scores["2026-10-18"] == pytest.approx(measured["2026-10-18"], abs=1e-9)
         assert candidate.fold_scores["2026-10-25"] == candidate.metrics["pr_auc"]
         reused = backtest(frame, TARGET, candidate.model, candidate.family, folds=3, min_examples_per_class=2,
@@ -438,11 +438,15 @@ def test_every_familys_effects_equal_one_prediction_per_feature_and_row(family, 
         from ml.calibration import ScaledRegressor
 
         model = ScaledRegressor(model, 1.7 if calibration == "sigmoid" else 0.6)
-    elif calibration:  # as ml/calibration.py publishes them: the fitted pipeline frozen, a calibrator over it
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.frozen import FrozenEstimator
+    elif calibration:  # as ml/calibration.py publishes them: a calibrator over the logit of the pipeline's probability
+        from sklearn.isotonic import IsotonicRegression
 
-        model = CalibratedClassifierCV(FrozenEstimator(model), method=calibration).fit(X[::2], y[::2])
+        from ml.calibration import CalibratedModel, logit_scores
+
+        scores = logit_scores(model, X[::2])
+        calibrator = (LogisticRegression(C=np.inf).fit(scores.reshape(-1, 1), y[::2]) if calibration == "sigmoid"
+                      else IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(scores, y[::2]))
+        model = CalibratedModel(model, calibrator, calibration)
     takes_shortcut = family in ("logistic_regression", "linear_svm", "hurdle_linear", "neural_network")
     assert (explain._TransformedForm.of(model) is not None) == takes_shortcut
     reference = X.median()
