@@ -40,6 +40,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from ml.evaluate import decile_table
+
 METHODS = ("sigmoid", "isotonic")
 MIN_ISOTONIC_POSITIVES = 200  # below this an isotonic step function follows noise (scikit-learn's guide: ~1000 rows)
 FOLDS = 5
@@ -201,11 +203,8 @@ def calibration_metrics(y, p, bins: int = 10) -> dict[str, float]:
             "calibration_slope": slope, "calibration_intercept": intercept}
 
 
-def reliability_table(y, p, bins: int = 10) -> pd.DataFrame:
+def reliability_table(y, p) -> pd.DataFrame:
     """Per decile of the probability (1 = highest): users, mean predicted probability, observed rate."""
-    frame = pd.DataFrame({"y": np.asarray(y, dtype=float), "p": np.asarray(p, dtype=float)})
-    frame["decile"] = np.ceil(frame.p.rank(method="first", ascending=False) * bins / len(frame)).clip(1, bins)
-    table = frame.groupby("decile").agg(users=("y", "size"), mean_predicted=("p", "mean"),
-                                        observed_rate=("y", "mean")).reset_index()
+    table = decile_table(y, p).rename(columns={"mean_actual": "observed_rate"})
     table["decile"] = table.decile.astype(int)
     return table

@@ -150,18 +150,25 @@ def drift_table(reference: pd.DataFrame, current: pd.DataFrame, features: list[s
     return table
 
 
+def _champion_recent(table: pd.DataFrame, store, target, window_days: int):
+    """(the target's champion entry or None, its rows of ``table`` over its last ``window_days`` closed dates)."""
+    entry = version_by_alias(store, target.name, CHAMPION)
+    rows = table[(table.target == target.name) & (table.model_version == (entry.version if entry else None))]
+    if rows.empty:
+        return entry, rows
+    dates = pd.to_datetime(rows.as_of_date)
+    return entry, rows[dates > dates.max() - pd.Timedelta(days=window_days)]
+
+
 def performance_drops(table: pd.DataFrame, store, targets, drop: float, window_days: int = 7) -> dict[str, str]:
     """Of ``targets`` (ml.targets.Target), those whose champion's realised primary metric, averaged over its last
     ``window_days`` closed dates, is more than ``drop`` below the figure it was promoted on (a registry read)."""
     signals = {}
     for target in targets:
-        entry = version_by_alias(store, target.name, CHAMPION)
+        entry, recent = _champion_recent(table, store, target, window_days)
         promised = entry.tags.get(target.primary_metric) if entry else None
-        rows = table[(table.target == target.name) & (table.model_version == (entry.version if entry else None))]
-        if promised is None or rows.empty:
+        if promised is None or recent.empty:
             continue
-        recent = rows[pd.to_datetime(rows.as_of_date) > pd.to_datetime(rows.as_of_date).max()
-                      - pd.Timedelta(days=window_days)]
         realised = float(recent[target.primary_metric].mean())
         if realised < float(promised) - drop:
             signals[target.name] = (f"realised {target.primary_metric} {realised:.3f} over {len(recent)} closed "
@@ -176,12 +183,9 @@ def calibration_drifts(table: pd.DataFrame, store, targets, low: float, high: fl
     outside [low, high] times what then happened (buyers, churners, money): the probabilities stopped adding up."""
     signals = {}
     for target in targets:
-        entry = version_by_alias(store, target.name, CHAMPION)
-        rows = table[(table.target == target.name) & (table.model_version == (entry.version if entry else None))]
-        if rows.empty:
+        _, recent = _champion_recent(table, store, target, window_days)
+        if recent.empty:
             continue
-        recent = rows[pd.to_datetime(rows.as_of_date) > pd.to_datetime(rows.as_of_date).max()
-                      - pd.Timedelta(days=window_days)]
         observed = float((recent.observed_rate * recent.users).sum())
         expected = float((recent.mean_predicted * recent.users).sum())
         if observed <= 0:

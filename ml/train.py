@@ -208,7 +208,9 @@ def search(family: Family, split: Split, columns: list[str], target: Target, bud
     started, best, tried = time.perf_counter(), None, 0
     X_tune = to_matrix(split.tune, columns)
     y_tune = split.tune[target.label].to_numpy(dtype=float)
-    refit_share = len(split.train) / max(len(split.fit), 1) * (1 + CROSS_FIT_FOLDS * (CROSS_FIT_FOLDS - 1) / CROSS_FIT_FOLDS)
+    # after the search: the refit on every training row, and the cross-fits, each on (folds - 1) / folds of them:
+    # together `folds` times the training rows
+    refit_share = len(split.train) / max(len(split.fit), 1) * CROSS_FIT_FOLDS
     last_fit = 0.0
     for params in family.grid:
         if best is not None and time.perf_counter() - started + last_fit * (1 + refit_share) > budget_seconds:
