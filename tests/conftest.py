@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+# One OpenMP thread per process: `make test` runs two workers on two cores, and OpenMP's spin-waiting threads
+# (HistGradientBoosting's) then take turns with the other worker's: two trainings side by side took 90 s each
+# instead of 8 s (measured here). Set before scikit-learn loads; subprocesses (the CLI in end-to-end tests) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from dagster_project.settings import ShopcastPaths, ensure_home, load_settings
 
 # Small but real: 70 days of synthetic behaviour, 3 weekly training cutoffs.
