@@ -67,7 +67,9 @@ def measure(home: Path, label: str, tag: str, budget: float, families: list[str]
         valid = outcome.split.valid
         y = valid[target.label].to_numpy(dtype=float)
         for candidate in outcome.candidates:
-            p = predict_scores(candidate.model, to_matrix(valid, outcome.columns), target.is_regression)
+            # the model's own inputs (a checkout before feature sets fitted every candidate on outcome.columns)
+            p = predict_scores(candidate.model, to_matrix(valid, list(candidate.model.feature_names_in_)),
+                               target.is_regression)
             row = {"target": target.name, "family": candidate.family, "best": candidate is outcome.best,
                    "validation_as_of": outcome.split.valid_as_of, "rows": len(y), "positives": int((y > 0).sum()),
                    "quality_problems": "; ".join(outcome.quality_problems) if candidate is outcome.best else ""}

@@ -70,8 +70,22 @@ def _families(text: str) -> str:
     return ",".join(chosen)
 
 
+def _feature_sets(text: str) -> str:
+    from ml.features import FEATURE_SETS
+
+    if text.strip() in ("", "all"):
+        return "all"
+    chosen = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = sorted(set(chosen) - set(FEATURE_SETS))
+    if unknown:
+        raise ValueError(f"unknown feature set(s) {', '.join(unknown)}; expected all or some of "
+                         f"{', '.join(FEATURE_SETS)}")
+    return ",".join(chosen)
+
+
 TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
 FamilyList = Annotated[str, AfterValidator(_families)]
+FeatureSetList = Annotated[str, AfterValidator(_feature_sets)]
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
@@ -100,6 +114,9 @@ class Settings(BaseSettings):
     model_families: FamilyList = Field(
         "all", description="or a comma-separated subset of logistic_regression, decision_tree, random_forest, "
                            "linear_svm, neural_network, gradient_boosting")
+    feature_sets: FeatureSetList = Field(
+        "all", description="or a comma-separated subset of counts, behaviour: the feature sets every family is tried "
+                           "on (the tuning cutoff keeps the better per family; see ml/features.py)")
     min_class_examples: int = Field(
         1000, ge=1, description="eligibility: positive and negative examples a target's training cutoffs must hold "
                                 "(the validation cutoff a tenth); below it the target is not trained")

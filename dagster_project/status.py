@@ -148,6 +148,7 @@ def _target_status(name: str, paths) -> dict:
             tags = run_tags(store, entry)
             out[alias] = {
                 "model_name": name, "version": entry.version, "family": entry.tags.get("family"),
+                "feature_set": entry.tags.get("feature_set"),
                 "validation_as_of_date": tags.get("validation_as_of_date"),
                 "training_as_of_dates": tags.get("training_as_of_dates", "").split(","),
                 "validation_metrics": {k: round(v, 4) for k, v in run_metrics(store, entry).items()
@@ -194,9 +195,9 @@ def render(report: dict) -> str:
         training = t.get("latest_training")
         if training:
             lines.append(f"  latest training, validated on {training['validation_as_of_date']}:")
-            lines.append("    " + f"{'model':<26}" + "".join(f"{k:>{max(len(k) + 2, 10)}}" for k in shown))
-            for family, m in {**training["candidates"], f"baseline ({training['baseline_name']})": training["baseline"]}.items():
-                lines.append("    " + f"{family[:26]:<26}" + "".join(f"{m.get(k, float('nan')):>{max(len(k) + 2, 10)}.4f}"
+            lines.append("    " + f"{'model':<36}" + "".join(f"{k:>{max(len(k) + 2, 10)}}" for k in shown))
+            for model, m in {**training["candidates"], f"baseline ({training['baseline_name']})": training["baseline"]}.items():
+                lines.append("    " + f"{model[:36]:<36}" + "".join(f"{m.get(k, float('nan')):>{max(len(k) + 2, 10)}.4f}"
                                                                 for k in shown))
         for alias in ("champion", "challenger"):
             entry = t[alias]
@@ -204,7 +205,8 @@ def render(report: dict) -> str:
                 m = entry["validation_metrics"]
                 headline = (("normalized_gini", "spearman", "mae") if target.is_regression
                             else ("roc_auc", "pr_auc", "lift_top_decile"))
-                lines.append(f"  {alias}: v{entry['version']} ({entry['family']}), validated on "
+                features = f", {entry['feature_set']} features" if entry.get("feature_set") else ""
+                lines.append(f"  {alias}: v{entry['version']} ({entry['family']}{features}), validated on "
                              f"{entry['validation_as_of_date']}: "
                              + ", ".join(f"{k} {m.get(k, float('nan')):.3f}" for k in headline))
                 if entry["gate_reason"]:

@@ -141,6 +141,14 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     return bool(row and row[0])
 
 
+def column_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str, column: str) -> bool:
+    row = con.execute(
+        "select count(*) from information_schema.columns where table_schema = ? and table_name = ? "
+        "and column_name = ?", [schema, table, column],
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def event_day_bounds(con: duckdb.DuckDBPyConnection, business_timezone: str):
     """(first, last) business day with events in raw.events, in the business time zone; (None, None) when empty."""
     con.execute("set TimeZone = 'UTC'")

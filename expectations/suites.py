@@ -10,7 +10,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 
 EVENT_TYPES = ["view", "cart", "remove_from_cart", "fav", "purchase", "checkout", "return"]
-FEATURE_WINDOWS = (1, 7, 28, 90)
+FEATURE_WINDOWS = (1, 7, 14, 28, 90)
 
 
 def raw_events() -> list:
@@ -50,6 +50,16 @@ def feat_user_daily() -> list:
         gxe.ExpectColumnValuesToBeBetween(column="cart_per_view_28d", min_value=0),
         gxe.ExpectColumnValuesToBeBetween(column="purchase_per_cart_28d", min_value=0),
         gxe.ExpectColumnValuesToBeBetween(column="active_days_28d", min_value=1, max_value=28),
+        # hours are counted to the start of the as-of date: an event on it would be leakage (below 0), and the
+        # population's last event lies within the 28 days before
+        gxe.ExpectColumnValuesToBeBetween(column="hours_since_last_event", min_value=0, max_value=28 * 24),
+        *(gxe.ExpectColumnMinToBeBetween(column=c, min_value=0)
+          for c in ("hours_since_last_view", "hours_since_last_cart", "hours_since_last_checkout",
+                    "open_cart_age_hours", "open_cart_items", "open_cart_value", "purchase_days_all")),
+        *(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
+          for c in ("evening_event_share_90d", "night_event_share_90d", "weekend_event_share_90d")),
+        gxe.ExpectColumnValuesToBeBetween(column="mean_event_hour_90d", min_value=0, max_value=23),
+        gxe.ExpectColumnValuesToBeBetween(column="min_days_between_active_days_90d", min_value=1),
     ]
 
 

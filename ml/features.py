@@ -10,7 +10,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 # Keys, dates and labels of the training set: never model inputs.
-NON_FEATURES = {"user_id", "as_of_date", "cutoff_rank", "purchase_next_7d", "churn_next_7d", "revenue_next_28d"}
+NON_FEATURES = {"user_id", "as_of_date", "cutoff_rank", "purchase_next_7d", "churn_next_7d", "revenue_next_28d",
+                "features_version"}
 # Personal attributes (raw.users has age, gender, region): never model inputs unless personal_features is
 # on. A column is personal when its name is one of these or starts with one and an underscore (age_band, gender_f).
 PERSONAL_ATTRIBUTES = ("age", "birth_year", "date_of_birth", "gender", "sex", "region", "country", "city",
@@ -20,6 +21,45 @@ PERSONAL_ATTRIBUTES = ("age", "birth_year", "date_of_birth", "gender", "sex", "r
 def is_personal(column: str) -> bool:
     name = column.lower()
     return any(name == p or name.startswith(p + "_") for p in PERSONAL_ATTRIBUTES)
+
+
+# Feature sets, a dimension of the model search (ml/train.py): each family's configurations are tried on every set
+# and the tuning cutoff keeps the better; the candidate then meets the floor and the gate like any other, so a set
+# stays only where it wins.
+#   counts     window counts (1/7/28/90 days), recencies in days, revenue, sessions, conversion rates, breadth,
+#              tenure, and the BG/NBD outputs
+#   behaviour  counts, plus what a stronger model on web data used (issue 22): prices of the items viewed and carted,
+#              hour-of-day and weekend habits, gaps between active days and how overdue the next one is, 14-day and
+#              whole-history windows, distinct purchase days, hours since the last view/cart/checkout, and the open
+#              cart (items carted and neither bought nor removed, their value and age)
+FEATURE_SETS = ("counts", "behaviour")
+BEHAVIOUR_COLUMNS = frozenset({
+    "purchase_days_28d", "purchase_days_90d", "purchase_days_all", "revenue_all",
+    "mean_viewed_price_28d", "max_viewed_price_28d", "mean_carted_price_28d", "max_carted_price_28d",
+    "mean_event_hour_90d", "evening_event_share_90d", "night_event_share_90d", "weekend_event_share_90d",
+    "mean_days_between_active_days_90d", "min_days_between_active_days_90d", "active_day_overdue_days_90d",
+    "mean_days_between_purchase_days_all", "purchase_overdue_days_all",
+    "hours_since_last_view", "hours_since_last_cart", "hours_since_last_checkout", "hours_since_last_event",
+    "open_cart_items", "open_cart_value", "open_cart_age_hours",
+})
+
+
+def is_behaviour(column: str) -> bool:
+    return column in BEHAVIOUR_COLUMNS or column.endswith("_14d")
+
+
+def feature_sets(columns: list[str], names: list[str] | None = None) -> dict[str, list[str]]:
+    """The named sets (default all) restricted to ``columns``, in their order; a set with the same columns as an
+    earlier one (data without any behaviour column) is left out."""
+    unknown = [n for n in names or [] if n not in FEATURE_SETS]
+    if unknown:
+        raise ValueError(f"unknown feature sets: {', '.join(unknown)} (known: {', '.join(FEATURE_SETS)})")
+    sets = {"counts": [c for c in columns if not is_behaviour(c)], "behaviour": list(columns)}
+    chosen: dict[str, list[str]] = {}
+    for name in names or FEATURE_SETS:
+        if sets[name] and sets[name] not in chosen.values():
+            chosen[name] = sets[name]
+    return chosen
 
 
 def feature_columns(frame: pd.DataFrame, allow_personal: bool = False) -> list[str]:

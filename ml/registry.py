@@ -109,8 +109,9 @@ def latest_training(store: Store, name: str, metrics: tuple[str, ...]) -> dict |
         return None
     parent = parents[0]
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    candidates = {c.data.tags.get("family"): {k: round(c.data.metrics[k], 4) for k in metrics if k in c.data.metrics}
-                  for c in children}
+    # by run name: the family and its feature set ("gradient_boosting (behaviour)")
+    candidates = {c.info.run_name or c.data.tags.get("family"):
+                  {k: round(c.data.metrics[k], 4) for k in metrics if k in c.data.metrics} for c in children}
     baseline = {k: round(parent.data.metrics[f"baseline_{k}"], 4) for k in metrics
                 if f"baseline_{k}" in parent.data.metrics}
     return {"run_id": parent.info.run_id, "validation_as_of_date": parent.data.tags.get("validation_as_of_date"),

@@ -32,7 +32,7 @@ from ml.calibration import (
 )
 from ml.evaluate import best_f1_threshold, plots, predict_scores, regression_plots, target_metrics
 from ml.explain import global_importance
-from ml.features import feature_columns, to_matrix
+from ml.features import feature_columns, feature_sets, to_matrix
 from ml.models import FAMILIES, REGRESSION_FAMILIES, Family
 from ml.registry import Store
 from ml.targets import Eligibility, Target
@@ -153,6 +153,12 @@ class Candidate:
     fold_scores: dict[str, float] = field(default_factory=dict)
     calibration: CalibrationChoice | None = None  # classification: how the published probability was calibrated
     total_scale: float | None = None  # amounts: the factor that makes the tuning cutoff's total add up
+    feature_set: str = ""  # the feature set (ml/features.py) the tuning cutoff chose for this family
+    columns: list[str] = field(default_factory=list)  # its columns: the model's inputs
+
+    @property
+    def name(self) -> str:
+        return f"{self.family} ({self.feature_set})" if self.feature_set else self.family
 
 
 def _fit(family: Family, columns, params, frame, target: Target):
@@ -198,32 +204,37 @@ def out_of_fold(family: Family, columns: list[str], params: dict, split: Split, 
     return train[newest], predictions[newest]
 
 
-def search(family: Family, split: Split, columns: list[str], target: Target, budget_seconds: float) -> Candidate:
-    """Try the family's grid, each configuration fitted on the fit cutoffs and scored on the tuning one, keep the
-    best and refit it on every training cutoff: the published model. A classifier is then calibrated (on
-    out-of-fold predictions for the newest training cutoff's users: ml/calibration.py) and its F1-optimal threshold
-    chosen on those calibrated predictions; an amount model's total is scaled the same way. The first configuration
-    is always tried; another only while it, the refit and the cross-fits (projected from the last fit's time and
-    the rows) still fit in the budget."""
+def search(family: Family, split: Split, sets: dict[str, list[str]], target: Target,
+           budget_seconds: float) -> Candidate:
+    """Try the family's grid on every feature set (``sets``: name -> columns), each configuration fitted on the fit
+    cutoffs and scored on the tuning one, keep the best and refit it on every training cutoff: the published model.
+    A classifier is then calibrated (on out-of-fold predictions for the newest training cutoff's users:
+    ml/calibration.py) and its F1-optimal threshold chosen on those calibrated predictions; an amount model's total
+    is scaled the same way. The first configuration is always tried on every set; another only while it, the refit
+    and the cross-fits (projected from the last fit's time and the rows) still fit in the budget."""
     started, best, tried = time.perf_counter(), None, 0
-    X_tune = to_matrix(split.tune, columns)
     y_tune = split.tune[target.label].to_numpy(dtype=float)
     # after the search: the refit on every training row, and the cross-fits, each on (folds - 1) / folds of them:
     # together `folds` times the training rows
     refit_share = len(split.train) / max(len(split.fit), 1) * CROSS_FIT_FOLDS
     last_fit = 0.0
     for params in family.grid:
-        if best is not None and time.perf_counter() - started + last_fit * (1 + refit_share) > budget_seconds:
-            break
-        fit_started = time.perf_counter()
-        model = _fit(family, columns, params, split.fit, target)
-        last_fit = time.perf_counter() - fit_started
-        tried += 1
-        p = predict_scores(model, X_tune, target.is_regression)
-        score = float(target_metrics(target.is_regression, y_tune, p)[target.primary_metric])
-        if best is None or score > best[0]:
-            best = (score, params)
-    score, params = best
+        for set_name, columns in sets.items():
+            if tried >= len(sets) and time.perf_counter() - started + last_fit * (1 + refit_share) > budget_seconds:
+                break
+            fit_started = time.perf_counter()
+            model = _fit(family, columns, params, split.fit, target)
+            last_fit = time.perf_counter() - fit_started
+            tried += 1
+            p = predict_scores(model, to_matrix(split.tune, columns), target.is_regression)
+            score = float(target_metrics(target.is_regression, y_tune, p)[target.primary_metric])
+            if best is None or score > best[0]:
+                best = (score, params, set_name)
+        else:
+            continue
+        break
+    score, params, set_name = best
+    columns = sets[set_name]
     fit_started = time.perf_counter()
     model = _fit(family, columns, params, split.train, target)
     fit_seconds = time.perf_counter() - fit_started
@@ -231,15 +242,14 @@ def search(family: Family, split: Split, columns: list[str], target: Target, bud
     y_rows = rows[target.label].to_numpy(dtype=float)
     dates = sorted({str(d)[:10] for d in rows["as_of_date"].unique()})
     calibrated_on = dates[0] if len(dates) == 1 else f"{dates[0]} .. {dates[-1]}"
+    common = {"fit_seconds": fit_seconds, "configurations_tried": tried, "feature_set": set_name, "columns": columns}
     if target.is_regression:
         scaled, scale = scale_total(model, predictions, y_rows, as_of=calibrated_on)
-        return Candidate(family.name, params, score, 0.0, scaled, fit_seconds=fit_seconds, configurations_tried=tried,
-                         total_scale=scale)
+        return Candidate(family.name, params, score, 0.0, scaled, total_scale=scale, **common)
     calibrated, choice = calibrate(model, predictions, y_rows, as_of=calibrated_on)
     threshold = best_f1_threshold(y_rows.astype(int),
                                   calibrated.calibrated(logit(np.clip(predictions, CLIP, 1 - CLIP))))
-    return Candidate(family.name, params, score, threshold, calibrated, fit_seconds=fit_seconds,
-                     configurations_tried=tried, calibration=choice)
+    return Candidate(family.name, params, score, threshold, calibrated, calibration=choice, **common)
 
 
 @dataclass
@@ -250,7 +260,7 @@ class TrainingOutcome:
     best: Candidate
     baseline: dict
     split: Split
-    columns: list[str]
+    columns: list[str]  # every feature column the data has (each candidate fits its set of them)
     quality_problems: list[str] = field(default_factory=list)  # why the best may not be published (empty: fine)
     baseline_name: str = ""
     reliability: pd.DataFrame | None = None  # classification: the best's deciles on validation, predicted vs observed
@@ -262,13 +272,14 @@ def choose(candidates: list[Candidate], eligibility: Eligibility, metric: str) -
     candidate's misses, so that the gate says which floor each one missed."""
     passing = [c for c in candidates if not eligibility.quality_problems(c.metrics)]
     best = max(passing or candidates, key=lambda c: c.metrics[metric])
-    problems = [] if passing else [f"{c.family}: {', '.join(eligibility.quality_problems(c.metrics))}"
+    problems = [] if passing else [f"{c.name}: {', '.join(eligibility.quality_problems(c.metrics))}"
                                    for c in candidates]
     return best, problems
 
 
 def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags: dict | None = None,
                      families: list[str] | None = None, budget_seconds: float = 300.0,
+                     feature_set_names: list[str] | None = None,
                      eligibility: Eligibility | None = None,
                      max_training_rows: int = 100_000, allow_personal_features: bool = False,
                      progress: Callable[[str], None] = lambda _: None) -> TrainingOutcome:
@@ -282,9 +293,9 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
     split.fit = bounded(split.fit, max_training_rows)  # the tuning cutoff is scored whole, like validation
     # features with a value in the rows models are fitted on (BG/NBD outputs are missing at cutoffs too young to fit)
     columns = [c for c in feature_columns(split.train, allow_personal_features) if split.fit[c].notna().any()]
+    sets = feature_sets(columns, feature_set_names)
     chosen = families_for(target, families)
     regression = target.is_regression
-    X_valid = to_matrix(split.valid, columns)
     y_valid = split.valid[target.label].to_numpy(dtype=float)
     baseline_name, baseline_scores = target.baseline(split.valid)
     baseline_threshold = 0.0 if regression else best_f1_threshold(
@@ -299,6 +310,7 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{target.name} train {split.valid_as_of}",
                           tags=all_tags) as parent:
         mlflow.log_params({"families": ",".join(f.name for f in chosen), "features": len(columns),
+                           "feature_sets": ",".join(f"{name} ({len(cols)})" for name, cols in sets.items()),
                            "max_training_rows": max_training_rows,
                            "training_rows": len(split.train), "validation_rows": len(split.valid),
                            "budget_seconds": budget_seconds})
@@ -307,15 +319,18 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
         for i, family in enumerate(chosen):
             # each family gets an even share of what is left, so one that ran over shortens the others' search
             share = max(0.0, deadline - time.perf_counter()) / (len(chosen) - i)
-            candidate = search(family, split, columns, target, share)
+            candidate = search(family, split, sets, target, share)
+            X_valid = to_matrix(split.valid, candidate.columns)
             p = predict_scores(candidate.model, X_valid, regression)
             candidate.metrics = target_metrics(regression, y_valid, p, candidate.threshold)
             candidate.fold_scores = {split.valid_as_of: float(candidate.metrics[target.primary_metric])}
             if split.tune_as_of is not None:
                 candidate.fold_scores[split.tune_as_of] = candidate.tuning_score
-            with mlflow.start_run(experiment_id=experiment_id, run_name=family.name, nested=True,
-                                  tags={**all_tags, "family": family.name}) as child:
-                mlflow.log_params({**candidate.params, "family": family.name,
+            with mlflow.start_run(experiment_id=experiment_id, run_name=candidate.name, nested=True,
+                                  tags={**all_tags, "family": family.name,
+                                        "feature_set": candidate.feature_set}) as child:
+                mlflow.log_params({**candidate.params, "family": family.name, "feature_set": candidate.feature_set,
+                                   "features": len(candidate.columns),
                                    **(candidate.calibration.as_params() if candidate.calibration else {}),
                                    **({"total_scale": candidate.total_scale} if candidate.total_scale else {})})
                 if candidate.calibration:
@@ -343,13 +358,14 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                 candidate.run_id = child.info.run_id
             candidates.append(candidate)
             shown = ("normalized_gini", "spearman", "mae") if regression else ("roc_auc", "pr_auc")
-            progress(f"{target.name} {family.name}: "
+            progress(f"{target.name} {candidate.name}: "
                      + ", ".join(f"{k} {candidate.metrics[k]:.3f}" for k in shown) + f" ({candidate.params})")
         best, problems = choose(candidates, eligibility, target.primary_metric)
-        mlflow.set_tags({"best_family": best.family, "best_run_id": best.run_id,
+        mlflow.set_tags({"best_family": best.family, "best_feature_set": best.feature_set, "best_run_id": best.run_id,
                          "quality_problems": "; ".join(problems) or "none"})
         mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items() if np.isfinite(v)})
-    reliability = None if regression else reliability_table(y_valid, predict_scores(best.model, X_valid, False))
+    reliability = None if regression else reliability_table(
+        y_valid, predict_scores(best.model, to_matrix(split.valid, best.columns), False))
     return TrainingOutcome(target, parent.info.run_id, candidates, best, baseline, split, columns, problems,
                            baseline_name, reliability)
 

@@ -154,7 +154,7 @@ def test_a_revenue_forecast_scaled_on_the_tuning_cutoff_adds_up_when_spending_gr
     # that restores rank 2's total (out of fold) is about 1 / 0.875 = 1.14 (measured 1.10: sampling noise)
     assert best.total_scale == pytest.approx(1 / np.mean(1.15 ** -np.arange(3)), abs=0.06)
     assert 0.8 <= best.metrics["predicted_over_realised_total"] <= 1.2
-    X, y = to_matrix(outcome.split.valid, outcome.columns), outcome.split.valid["revenue_next_28d"].to_numpy()
+    X, y = to_matrix(outcome.split.valid, outcome.best.columns), outcome.split.valid["revenue_next_28d"].to_numpy()
     unscaled = predict_scores(uncalibrated(best.model), X, True).sum() / y.sum()
     assert unscaled < 0.85 and best.metrics["predicted_over_realised_total"] == pytest.approx(
         unscaled * best.total_scale)

@@ -62,6 +62,7 @@ def test_dbt_unit_tests_pin_the_window_logic(empty_warehouse, tmp_path):
         "stg_events_computes_purchase_revenue_and_business_date": "pass",
         "activity_counts_per_day_and_derives_sessions_from_gaps": "pass",
         "features_use_only_events_strictly_before_as_of_date": "pass",
+        "intent_prices_habits_and_rhythm_use_only_events_before_as_of_date": "pass",
         "labels_close_only_when_their_window_has_passed": "pass",
         "rfm_counts_repeat_purchase_days_before_the_as_of_date_only": "pass",
         "outcomes_only_for_closed_windows_and_matching_users": "pass",

@@ -159,7 +159,7 @@ def test_training_logs_candidates_and_the_registered_model_predicts_the_same_aft
     _gate(store, TARGET, entry, frame)
     loaded, champion = load_by_alias(store, TARGET.name, CHAMPION)
     assert champion.version == entry.version
-    X = outcome.split.valid[outcome.columns].astype(float)
+    X = outcome.split.valid[outcome.best.columns].astype(float)
     # what MLflow gives back is the calibrated pipeline, probability for probability
     from ml.calibration import CalibratedModel
 
@@ -203,6 +203,51 @@ def test_the_budget_bounds_the_whole_search_and_every_family_still_tries_its_fir
     assert [c.configurations_tried for c in ample.candidates] == [len(FAMILIES[f].grid) for f in families]
     logged = store.activate().get_run(ample.candidates[0].run_id).data.metrics
     assert logged["configurations_tried"] == len(FAMILIES["logistic_regression"].grid)
+
+
+@pytest.mark.parametrize("signal_in", ["behaviour", "counts"])
+def test_each_family_keeps_the_feature_set_that_wins_on_the_tuning_cutoff(store, signal_in):
+    """The behaviour set (counts plus intent, prices, habits...) is kept only where it scores better: with the
+    label driven by the open cart, every family picks it; where the open cart is noise over the same counts, the
+    smaller set keeps its place (a tie keeps the first set tried) or wins outright."""
+    rng = np.random.default_rng(3)
+    frame = _panel(intercept=-1.5)
+    if signal_in == "behaviour":  # the label follows the open cart; the counts lose their signal
+        frame["open_cart_items"] = frame["cart_count_28d"]
+        frame["cart_count_28d"] = rng.normal(size=len(frame))
+        frame["fav_count_28d"] = rng.normal(size=len(frame))
+    else:
+        frame["open_cart_items"] = 0.0  # no information: the sets tie and the first tried stays
+    families = ["logistic_regression", "gradient_boosting"]
+    both = train_candidates(frame, TARGET, store, families=families, budget_seconds=60,
+                            eligibility=Eligibility(min_examples_per_class=20))
+    chosen = {c.family: (c.feature_set, "open_cart_items" in c.columns, list(c.model.feature_names_in_) == c.columns)
+              for c in both.candidates}
+    assert chosen == {f: (signal_in, signal_in == "behaviour", True) for f in families}
+    logged = store.activate().get_run(both.best.run_id).data.params
+    assert logged["feature_set"] == signal_in
+    only = train_candidates(frame, TARGET, store, families=families, budget_seconds=60,
+                            eligibility=Eligibility(min_examples_per_class=20), feature_set_names=["counts"])
+    assert {c.feature_set for c in only.candidates} == {"counts"}
+    assert all("open_cart_items" not in c.columns for c in only.candidates)
+
+
+def test_feature_sets_split_the_documented_columns_of_the_feature_mart():
+    import yaml
+
+    from dagster_project.settings import DBT_PROJECT_DIR
+    from ml.features import BEHAVIOUR_COLUMNS, feature_sets, is_behaviour
+
+    spec = yaml.safe_load((DBT_PROJECT_DIR / "models" / "marts" / "feat_user_daily.yml").read_text())
+    documented = [c["name"] for c in spec["models"][0]["columns"]]
+    assert BEHAVIOUR_COLUMNS <= set(documented)  # a renamed column would silently leave the behaviour set
+    sets = feature_sets(documented)
+    assert set(sets) == {"counts", "behaviour"} and set(sets["counts"]) < set(sets["behaviour"])
+    assert "events_14d" in sets["behaviour"] and "events_28d" in sets["counts"] and is_behaviour("cart_count_14d")
+    # data without any behaviour column has one set, not two copies of it
+    assert list(feature_sets(["events_28d", "tenure_days"])) == ["counts"]
+    with pytest.raises(ValueError, match="unknown feature sets: text"):
+        feature_sets(documented, ["text"])
 
 
 def test_scores_carry_the_version_and_rescoring_a_date_replaces_only_it(store, tmp_path):

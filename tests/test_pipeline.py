@@ -78,6 +78,30 @@ def test_the_first_run_computes_the_features_of_its_training_cutoffs_not_of_ever
     assert (metadata["computed"], metadata["already_built"]) == (0, 3)
 
 
+def test_a_home_built_before_the_feature_columns_changed_recomputes_its_cutoffs(pipeline):
+    """An upgrade: the warehouse was built by the release before the behaviour features (no features_version, no
+    new columns in the activity table). The training cutoffs count as not built; recomputing them appends the new
+    columns, recounts the activity days of their window, and gives the features a fresh build gives."""
+    from dagster_project.defs.dbt_assets import TRAINING_CUTOFF_FEATURES
+
+    cutoffs = sorted(DEMO_AS_OF - dt.timedelta(days=7 * k) for k in (1, 2, 3))
+    rows = "select * from marts.feat_user_daily where as_of_date in (select unnest(?)) order by as_of_date, user_id"
+    fresh = _read(pipeline, rows, [cutoffs])
+    with duckdb.connect(str(pipeline.warehouse)) as con:
+        for column in ("features_version", "open_cart_items", "hours_since_last_cart", "events_14d"):
+            con.execute(f"alter table marts.feat_user_daily drop column {column}")
+        for column in ("last_event_ts", "last_cart_ts", "cart_price_max", "event_hour_sum"):
+            con.execute(f"alter table intermediate.int_user_daily_activity drop column {column}")
+    runs._execute("weekly_training", partition_key=DEMO_AS_OF.isoformat(), asset_selection=[TRAINING_CUTOFF_FEATURES])
+    assert (_metadata(["marts", "training_cutoff_features"])["computed"]) == 3
+    upgraded = _read(pipeline, rows, [cutoffs])
+    pd.testing.assert_frame_equal(fresh, upgraded[fresh.columns])
+    unstamped = _read(pipeline, "select count(*) from intermediate.int_user_daily_activity where last_event_ts is null "
+                                "and activity_date >= ? and activity_date < ?",
+                      [cutoffs[0] - dt.timedelta(days=90), cutoffs[-1]]).iloc[0, 0]
+    assert unstamped == 0
+
+
 def test_every_target_trains_on_the_one_sample_the_run_drew_and_validated(pipeline):
     sample = _read(pipeline, "select as_of_date, count(*) as n from training.training_sample group by 1 order by 1")
     training_set = _read(pipeline, "select as_of_date, count(*) as n from marts.fct_training_set group by 1 order by 1")
@@ -124,10 +148,14 @@ def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
     as_of = DEMO_AS_OF - dt.timedelta(days=7)
     before = _read(pipeline, FEATURES_SQL, [as_of])
     users = before.user_id.head(20).tolist()
+    # every kind of event, at midnight of the as-of date and days later: the open cart, prices, hours since the
+    # last event and whole-history purchases must not see them either
+    kinds = ["purchase", "cart", "remove_from_cart", "view", "checkout"]
     late = pd.DataFrame({
         "user_id": users * 2,
         "event_ts": [pd.Timestamp(as_of)] * len(users) + [pd.Timestamp(as_of) + pd.Timedelta(days=3)] * len(users),
-        "event_type": ["purchase"] * (2 * len(users)),
+        "event_type": [kinds[i % len(kinds)] for i in range(2 * len(users))],
+        "item_id": [f"late-{i % 3}" for i in range(2 * len(users))],
         "price": [99.0] * (2 * len(users)),
     })
     late.to_parquet(tmp_path / "late.parquet")
@@ -136,12 +164,19 @@ def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
     after = _read(pipeline, FEATURES_SQL, [as_of])
     pd.testing.assert_frame_equal(before, after)
     # the same kind of event one day earlier does change the features: the comparison can fail
-    early = late.head(1).assign(event_ts=pd.Timestamp(as_of) - pd.Timedelta(hours=1))
+    early = late.head(2).assign(event_ts=pd.Timestamp(as_of) - pd.Timedelta(hours=1), item_id=["early-0", "early-1"])
     early.to_parquet(tmp_path / "early.parquet")
     runs.ingest("canonical", [str(tmp_path / "early.parquet")])
     runs.backfill_features(as_of, as_of)
-    changed = _read(pipeline, FEATURES_SQL, [as_of]).set_index("user_id").loc[users[0]]
-    assert changed.purchase_count_1d == before.set_index("user_id").loc[users[0]].purchase_count_1d + 1
+    changed = _read(pipeline, FEATURES_SQL, [as_of]).set_index("user_id")
+    was = before.set_index("user_id")
+    assert changed.loc[users[0], "purchase_count_1d"] == was.loc[users[0], "purchase_count_1d"] + 1
+    assert changed.loc[users[0], "purchase_days_all"] == was.loc[users[0], "purchase_days_all"] + (
+        was.loc[users[0], "days_since_last_purchase"] != 1)
+    # a cart an hour before midnight: one more open item, carted an hour ago, at the highest price
+    assert changed.loc[users[1], "open_cart_items"] == was.loc[users[1], "open_cart_items"] + 1
+    assert changed.loc[users[1], "hours_since_last_cart"] == pytest.approx(1.0)
+    assert changed.loc[users[1], "max_carted_price_28d"] >= 99.0
 
 
 def test_materializing_a_partition_twice_gives_identical_tables(pipeline):

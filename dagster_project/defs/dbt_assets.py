@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+import yaml
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from dagster_project.dbt_project import dbt_project
@@ -17,7 +18,8 @@ from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import PipelineSettings, WarehouseResource, as_of_dates
 from dagster_project.faults import failpoint
 from dagster_project.markdown import frame_to_markdown
-from dagster_project.warehouse import event_day_bounds, table_exists
+from dagster_project.settings import DBT_PROJECT_DIR
+from dagster_project.warehouse import column_exists, event_day_bounds, table_exists
 
 
 class ShopcastTranslator(DagsterDbtTranslator):
@@ -109,16 +111,24 @@ def training_cutoff_features(context: dg.AssetExecutionContext, dbt: DbtCliResou
     })
 
 
+def features_version() -> int:
+    """The version of feat_user_daily's columns (dbt var features_version), stamped on every row it writes."""
+    return int(yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())["vars"]["features_version"])
+
+
 def missing_feature_dates(warehouse: WarehouseResource, dates: list[dt.date], business_timezone: str
                           ) -> tuple[list[dt.date], list[dt.date]]:
-    """(dates without features yet, dates on or before the first day with events: no features can exist)."""
+    """(dates without features yet, or with features an older version of the columns computed; dates on or before
+    the first day with events: no features can exist)."""
     with warehouse.reader() as con:
         first_day, _ = event_day_bounds(con, business_timezone)
         built = set()
-        if all(table_exists(con, "marts", t) for t in ("feat_user_daily", "feat_user_rfm")):
+        if all(table_exists(con, "marts", t) for t in ("feat_user_daily", "feat_user_rfm")) \
+                and column_exists(con, "marts", "feat_user_daily", "features_version"):
             built = {row[0] for row in con.execute(
-                "select as_of_date from marts.feat_user_daily where as_of_date in (select unnest(?)) intersect "
+                "select as_of_date from marts.feat_user_daily where as_of_date in (select unnest(?)) "
+                "group by 1 having min(features_version) = ? intersect "
                 "select as_of_date from marts.feat_user_rfm where as_of_date in (select unnest(?))",
-                [dates, dates]).fetchall()}
+                [dates, features_version(), dates]).fetchall()}
     before_data = sorted(d for d in dates if first_day is None or d <= first_day)
     return sorted(set(dates) - built - set(before_data)), before_data

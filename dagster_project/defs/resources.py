@@ -169,6 +169,7 @@ class TrainingPolicy(dg.ConfigurableResource):
 
     budget_seconds: int = 300           # one target's whole search (ml.train.train_candidates), per run
     families: str = "all"               # comma-separated model families, or all (validated by the settings)
+    feature_sets: str = "all"           # comma-separated feature sets (ml/features.py), or all
     gate_margin: float = 0.0            # how much better (primary metric) a candidate must be than the champion
     min_examples_per_class: int = 1000  # eligibility: positives and negatives in the training cutoffs
     min_roc_auc: float = 0.6            # quality floor
@@ -192,6 +193,10 @@ class TrainingPolicy(dg.ConfigurableResource):
     @property
     def family_list(self) -> list[str] | None:
         return None if self.families in ("", "all") else [f for f in self.families.split(",") if f]
+
+    @property
+    def feature_set_list(self) -> list[str] | None:
+        return None if self.feature_sets in ("", "all") else [f for f in self.feature_sets.split(",") if f]
 
     def eligibility(self):
         from ml.targets import Eligibility
@@ -280,6 +285,7 @@ def build_resources(settings: Settings) -> dict:
         "mlflow": MlflowStore(tracking_uri=paths.mlflow_tracking_uri, artifact_root=str(paths.mlflow_artifacts)),
         "training_policy": TrainingPolicy(
             budget_seconds=settings.training_budget_seconds, families=settings.model_families,
+            feature_sets=settings.feature_sets,
             gate_margin=settings.gate_margin, min_examples_per_class=settings.min_class_examples,
             min_roc_auc=settings.min_roc_auc, min_pr_auc_skill=settings.min_pr_auc_skill,
             min_normalized_gini=settings.min_normalized_gini,

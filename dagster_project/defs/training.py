@@ -115,6 +115,7 @@ def build_target_assets(target: Target) -> list:
         try:
             outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=training_policy.budget_seconds,
                                        families=training_policy.family_list,
+                                       feature_set_names=training_policy.feature_set_list,
                                        eligibility=training_policy.eligibility(), progress=context.log.info,
                                        allow_personal_features=training_policy.allow_personal_features,
                                        max_training_rows=training_policy.max_training_rows,
@@ -125,16 +126,18 @@ def build_target_assets(target: Target) -> list:
             return dg.MaterializeResult(metadata={"eligible": False, "reason": str(not_eligible),
                                                   "training_set_rows_loaded": len(frame)})
         version = register(mlflow.store(), target, outcome.best.run_id,
-                           {"as_of_date": as_of, "family": outcome.best.family, "dagster_run_id": context.run.run_id,
+                           {"as_of_date": as_of, "family": outcome.best.family,
+                            "feature_set": outcome.best.feature_set, "dagster_run_id": context.run.run_id,
                             "quality_problems": "; ".join(outcome.quality_problems),
                             "fold_scores": json.dumps(outcome.best.fold_scores),
                             **{k: round(v, 6) for k, v in outcome.best.metrics.items()}})
         failpoint("training.after_register")
-        table = {c.family: c.metrics for c in outcome.candidates} | {f"baseline ({outcome.baseline_name})": outcome.baseline}
+        table = {c.name: c.metrics for c in outcome.candidates} | {f"baseline ({outcome.baseline_name})": outcome.baseline}
         return dg.MaterializeResult(metadata={
             "eligible": True,
             "candidates": dg.MetadataValue.md(_metrics_table(table, target.is_regression)),
             "best_family": outcome.best.family,
+            "best_feature_set": outcome.best.feature_set,
             "registered_version": version.version,
             "quality_problems": "; ".join(outcome.quality_problems) or "none",
             **({"calibration": f"{outcome.best.calibration.method} on {outcome.best.calibration.as_of} "

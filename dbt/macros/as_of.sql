@@ -65,3 +65,16 @@
      and event_ts_utc < cast({{ last }} as timestamp) + interval 1 day
      and event_date >= {{ first }} and event_date < {{ last }})
 {%- endmacro %}
+
+{#- ISO day of the week of a date: 1 = Monday .. 7 = Sunday (the engines name it differently). -#}
+{% macro iso_weekday(expr) -%}
+    {{ return(adapter.dispatch('iso_weekday')(expr)) }}
+{%- endmacro %}
+
+{% macro default__iso_weekday(expr) -%}
+    extract(isodow from {{ expr }})
+{%- endmacro %}
+
+{% macro spark__iso_weekday(expr) -%}
+    extract(dayofweek_iso from {{ expr }})
+{%- endmacro %}

@@ -2,12 +2,15 @@
     Point-in-time user features: one row per (user_id, as_of_date) for users with an event in the
     active_window_days before as_of_date, computed only from events strictly before as_of_date.
     Incremental by as_of_date: a run (re)writes exactly its own as-of dates, so re-running a date replaces it.
+    features_version says which columns a row was computed with: dates written by an older version are rebuilt
+    when a run needs them (dagster_project/defs/dbt_assets.py).
 -#}
 {{
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='as_of_date',
+        on_schema_change='append_new_columns',
     )
 }}
 
@@ -48,6 +51,9 @@ history as (
         p.as_of_date,
         p.user_id,
         {{ days_between('a.activity_date', 'p.as_of_date') }} as days_ago,
+        -- days since the user's previous active day in the window (NULL on the first)
+        {{ days_between('lag(a.activity_date) over (partition by p.as_of_date, p.user_id order by a.activity_date)',
+                        'a.activity_date') }} as days_since_previous_active_day,
         a.*
     exclude (user_id)
     from population as p
@@ -80,7 +86,33 @@ windowed as (
         cast(sum(case when days_ago <= 7 then n_sessions else 0 end) as bigint) as sessions_7d,
         cast(sum(case when days_ago <= 28 then n_sessions else 0 end) as bigint) as sessions_28d,
         count(case when days_ago <= 28 then 1 end) as active_days_28d,
-        count(*) as active_days_{{ lookback }}d
+        count(*) as active_days_{{ lookback }}d,
+        count(case when days_ago <= 28 and n_purchase > 0 then 1 end) as purchase_days_28d,
+        count(case when n_purchase > 0 then 1 end) as purchase_days_{{ lookback }}d,
+        -- prices of the items viewed and carted
+        {% for event_type in ['view', 'cart'] -%}
+        sum(case when days_ago <= 28 then {{ event_type }}_price_sum end)
+            / nullif(sum(case when days_ago <= 28 then {{ event_type }}_price_n else 0 end), 0)
+            as mean_{{ event_type }}ed_price_28d,
+        max(case when days_ago <= 28 then {{ event_type }}_price_max end) as max_{{ event_type }}ed_price_28d,
+        {% endfor -%}
+        -- habits: when in the day and the week the user is active
+        cast(sum(event_hour_sum) as double) / sum(n_events) as mean_event_hour_{{ lookback }}d,
+        cast(sum(n_evening_events) as double) / sum(n_events) as evening_event_share_{{ lookback }}d,
+        cast(sum(n_night_events) as double) / sum(n_events) as night_event_share_{{ lookback }}d,
+        cast(sum(case when {{ iso_weekday('activity_date') }} >= 6 then n_events else 0 end) as double)
+            / sum(n_events) as weekend_event_share_{{ lookback }}d,
+        -- rhythm: the gaps between active days, and how overdue the next one is
+        cast(max(days_ago) - min(days_ago) as double) / nullif(count(*) - 1, 0)
+            as mean_days_between_active_days_{{ lookback }}d,
+        min(days_since_previous_active_day) as min_days_between_active_days_{{ lookback }}d,
+        min(days_ago) - cast(max(days_ago) - min(days_ago) as double) / nullif(count(*) - 1, 0)
+            as active_day_overdue_days_{{ lookback }}d,
+        -- hours from the last event of a kind to the start of the as-of date (business time)
+        {% for event_type in ['view', 'cart', 'checkout', 'event'] -%}
+        {{ dbt.datediff('max(last_' ~ event_type ~ '_ts)', 'cast(as_of_date as timestamp)', 'minute') }} / 60.0
+            as hours_since_last_{{ event_type }}{{ "," if not loop.last }}
+        {% endfor -%}
     from history
     group by 1, 2
 
@@ -106,6 +138,69 @@ breadth as (
 
 ),
 
+purchase_history as (
+
+    -- the whole purchase history (int_user_purchase_days spans it), not only the lookback window
+    select
+        p.as_of_date,
+        p.user_id,
+        count(*) as purchase_days_all,
+        sum(d.revenue) as revenue_all,
+        {{ days_between('min(d.purchase_date)', 'max(d.purchase_date)') }} as purchase_span_days,
+        {{ days_between('max(d.purchase_date)', 'p.as_of_date') }} as days_since_last_purchase_all
+    from population as p
+    inner join {{ ref('int_user_purchase_days') }} as d
+        on d.user_id = p.user_id
+        and d.purchase_date < p.as_of_date
+    group by 1, 2
+
+),
+
+cart_events as (
+
+    select user_id, item_id, event_type, event_ts_local, event_date, price, quantity
+    from {{ ref('stg_shop__events') }}
+    where {{ event_days_between(dbt.dateadd('day', -lookback, min_as_of_date()), as_of_date()) }}
+      and event_type in ('cart', 'remove_from_cart', 'purchase')
+      and item_id is not null
+
+),
+
+cart_items as (
+
+    -- per item a user carted in the lookback window: when it was last carted, and last bought or removed
+    select
+        d.as_of_date,
+        e.user_id,
+        e.item_id,
+        max(case when e.event_type = 'cart' then e.event_ts_local end) as last_carted_ts,
+        max(case when e.event_type <> 'cart' then e.event_ts_local end) as last_closed_ts,
+        max(case when e.event_type = 'cart' then e.price * coalesce(e.quantity, 1) end) as carted_value
+    from as_of_dates as d
+    inner join cart_events as e
+        on e.event_date < d.as_of_date
+        and e.event_date >= {{ dbt.dateadd('day', -lookback, 'd.as_of_date') }}
+    group by 1, 2, 3
+
+),
+
+open_carts as (
+
+    -- intent: items carted and neither bought nor removed since
+    select
+        as_of_date,
+        user_id,
+        count(*) as open_cart_items,
+        sum(carted_value) as open_cart_value,
+        {{ dbt.datediff('min(last_carted_ts)', 'cast(as_of_date as timestamp)', 'minute') }} / 60.0
+            as open_cart_age_hours
+    from cart_items
+    where last_carted_ts is not null
+      and (last_closed_ts is null or last_closed_ts < last_carted_ts)
+    group by 1, 2
+
+),
+
 final as (
 
     select
@@ -120,12 +215,25 @@ final as (
         coalesce(b.distinct_categories_28d, 0) as distinct_categories_28d,
         {{ days_between('f.first_seen_date', 'w.as_of_date') }} as tenure_days,
         -- daily event rate of the last 7 days over that of the 21 days before them (+1 smooths new users)
-        (w.events_7d / 7.0 + 1.0) / ((w.events_28d - w.events_7d) / 21.0 + 1.0) as activity_trend_7d_vs_21d
+        (w.events_7d / 7.0 + 1.0) / ((w.events_28d - w.events_7d) / 21.0 + 1.0) as activity_trend_7d_vs_21d,
+        coalesce(h.purchase_days_all, 0) as purchase_days_all,
+        coalesce(h.revenue_all, 0) as revenue_all,
+        cast(h.purchase_span_days as double) / nullif(h.purchase_days_all - 1, 0) as mean_days_between_purchase_days_all,
+        h.days_since_last_purchase_all
+            - cast(h.purchase_span_days as double) / nullif(h.purchase_days_all - 1, 0) as purchase_overdue_days_all,
+        coalesce(o.open_cart_items, 0) as open_cart_items,
+        coalesce(o.open_cart_value, case when o.open_cart_items is null then 0 end) as open_cart_value,
+        o.open_cart_age_hours,
+        {{ var('features_version') }} as features_version
     from windowed as w
     left join breadth as b
         on b.as_of_date = w.as_of_date and b.user_id = w.user_id
     left join {{ ref('int_user_first_seen') }} as f
         on f.user_id = w.user_id
+    left join purchase_history as h
+        on h.as_of_date = w.as_of_date and h.user_id = w.user_id
+    left join open_carts as o
+        on o.as_of_date = w.as_of_date and o.user_id = w.user_id
 
 )
 
