@@ -171,8 +171,9 @@ def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
     changed = _read(pipeline, FEATURES_SQL, [as_of]).set_index("user_id")
     was = before.set_index("user_id")
     assert changed.loc[users[0], "purchase_count_1d"] == was.loc[users[0], "purchase_count_1d"] + 1
+    bought_yesterday = was.loc[users[0], "days_since_last_purchase"]
     assert changed.loc[users[0], "purchase_days_all"] == was.loc[users[0], "purchase_days_all"] + (
-        was.loc[users[0], "days_since_last_purchase"] != 1)
+        0 if not pd.isna(bought_yesterday) and bought_yesterday == 1 else 1)
     # a cart an hour before midnight: one more open item, carted an hour ago, at the highest price
     assert changed.loc[users[1], "open_cart_items"] == was.loc[users[1], "open_cart_items"] + 1
     assert changed.loc[users[1], "hours_since_last_cart"] == pytest.approx(1.0)
