@@ -89,6 +89,18 @@ def test_the_floor_is_applied_before_the_best_is_chosen_and_every_miss_is_said()
         "random_forest: expected/observed positives 2.56 outside [0.8, 1.25] (the probabilities do not add up)"]
 
 
+def test_among_candidates_that_rank_alike_the_better_fitting_probabilities_are_published():
+    floor = Eligibility(min_roc_auc=0.6)
+    # Taobao's validation cutoff: a tie in PR-AUC, the logistic regression's probabilities fitted worse
+    logistic = _candidate("logistic_regression", pr_auc=0.7186, log_loss=0.749)
+    forest = _candidate("random_forest", pr_auc=0.7183, log_loss=0.642)
+    best, _ = choose([logistic, forest], floor, "pr_auc")
+    assert best is forest
+    # a clearly better ranking is not traded for a better fit
+    boosting = _candidate("gradient_boosting", pr_auc=0.7300, log_loss=0.700)
+    assert choose([logistic, forest, boosting], floor, "pr_auc")[0] is boosting
+
+
 def test_a_miscalibrated_model_is_refused_by_the_gate_and_its_calibrated_twin_is_not(store):  # noqa: F811
     from ml.gate import register
 
