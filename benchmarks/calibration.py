@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "calibration"
 
 
-def _training_sample(home: Path) -> pd.DataFrame:
+def training_sample(home: Path) -> pd.DataFrame:
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         tables = {t for (t,) in con.execute("select table_schema || '.' || table_name from information_schema.tables")
                   .fetchall()}
@@ -50,7 +50,7 @@ def measure(home: Path, label: str, tag: str, budget: float, families: list[str]
     from ml.train import NotEligible, train_candidates
 
     settings = load_settings()
-    frame = _training_sample(home)
+    frame = training_sample(home)
     eligibility = Eligibility(settings.min_class_examples, settings.min_roc_auc, settings.min_pr_auc_skill,
                               settings.min_normalized_gini)
     work = Path(tempfile.mkdtemp(prefix="shopcast-calibration-"))

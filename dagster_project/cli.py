@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="materialize the whole graph for an as-of date (Dagster runs)")
     run.add_argument("--as-of", type=_date, default=None,
-                     help="as-of date YYYY-MM-DD (default: the day after the latest event)")
+                     help="as-of date YYYY-MM-DD (default: the day after the latest event, or the latest event's day when "
+                          "the export cut that day short)")
     run.set_defaults(func=cmd_run)
 
     smp = sub.add_parser("sample", help="load a real public sample (../shared/datasets) with its settings and run "

@@ -17,7 +17,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from dagster_project.locking import run_lock
 from dagster_project.settings import Settings, ensure_home, load_settings
-from dagster_project.warehouse import connect, event_day_bounds, history_start, table_exists
+from dagster_project.warehouse import connect, event_day_bounds, history_end, history_start, table_exists
 
 
 class RunFailed(RuntimeError):
@@ -111,6 +111,8 @@ class EventSpan:
     first_date: dt.date
     last_date: dt.date
     history_start: dt.date   # the first day of the history proper (warehouse.history_start: stray events left out)
+    history_end: dt.date     # the last complete day (warehouse.history_end: an export's cut-short last day left out)
+    end_note: str | None = None  # why history_end is before last_date
 
 
 @contextmanager
@@ -132,9 +134,10 @@ def event_span() -> EventSpan:
             raise RunFailed("raw.events does not exist yet: load events first (shopcast ingest)")
         first, last = event_day_bounds(con, tz)
         start = history_start(con, tz) if first is not None else None
+        end, end_note = history_end(con, tz)
     if first is None:
         raise RunFailed("raw.events is empty: load events first (shopcast ingest)")
-    return EventSpan(first, last, start)
+    return EventSpan(first, last, start, end, end_note)
 
 
 def run_partition(as_of: dt.date) -> dg.ExecuteInProcessResult:
@@ -189,13 +192,17 @@ def launch(request: dg.RunRequest, job_name: str = "weekly_training") -> dg.Exec
 
 
 def run_graph(as_of: dt.date | None = None, *, progress=print) -> dict:
-    """Materialize the whole graph for ``as_of`` (default: the day after the latest event). On a fresh warehouse
+    """Materialize the whole graph for ``as_of`` (default: the day after the history's last complete day, which is
+    the day of the latest event unless that day was cut short by the export). On a fresh warehouse
     this trains on a full history too: the graph computes the features of the training cutoffs it lacks
     (marts/training_cutoff_features), not every day before ``as_of``."""
     from dagster_project.training_windows import choose_windows
 
     span = event_span()
-    as_of = as_of or span.last_date + dt.timedelta(days=1)
+    if as_of is None:
+        as_of = span.history_end + dt.timedelta(days=1)
+        if span.end_note:
+            progress(span.end_note)
     settings = load_settings()
     windows = choose_windows(as_of, span.history_start, settings.training_cutoffs, settings.training_cadence_days)
     progress(f"materializing the whole graph for as-of date {as_of}")

@@ -6,6 +6,7 @@ the duration of a write and close it; readers (status, checks, scoring inputs) o
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -181,6 +182,44 @@ def history_start(con: duckdb.DuckDBPyConnection, business_timezone: str):
             select min(day) from days where n >= {HISTORY_DAY_SHARE} * (select median(n) from days)
         """, [business_timezone]).fetchone()[0]
     return _history_starts[key]
+
+
+# The last day of an export is often cut short (Online Retail's ends at 12:50, with a quarter of a usual day's
+# events): a label window ending on it would count half a day of purchases as a whole one, and the newest cutoff's
+# buyers would look fewer than they were. The last day counts as complete with at least this share of the median
+# day of the four weeks before it.
+COMPLETE_DAY_SHARE = 0.5
+
+
+def last_day_counts(con: duckdb.DuckDBPyConnection, business_timezone: str):
+    """(last business day with events, its events, the median events of the days with events in the 28 days
+    before it, or None when there are none); None when raw.events is empty."""
+    con.execute("set TimeZone = 'UTC'")
+    row = con.execute("""
+        with days as (
+            select cast(timezone(?, event_ts at time zone 'UTC') as date) as day, count(*) as n
+            from raw.events group by 1
+        ),
+        last_day as (select max(day) as day from days)
+        select l.day, (select n from days where day = l.day),
+               (select median(n) from days where day < l.day and day >= l.day - interval 28 day)
+        from last_day l
+    """, [business_timezone]).fetchone()
+    return None if row[0] is None else row
+
+
+def history_end(con: duckdb.DuckDBPyConnection, business_timezone: str):
+    """(the last complete business day of the events' history, why the last day with events is not it or None);
+    (None, None) when raw.events is empty. See COMPLETE_DAY_SHARE."""
+    counts = last_day_counts(con, business_timezone)
+    if counts is None:
+        return None, None
+    day, events, usual = counts
+    if usual is None or events >= COMPLETE_DAY_SHARE * usual:
+        return day, None
+    return day - dt.timedelta(days=1), (
+        f"the last day with events, {day}, holds {events} events, {events / usual:.0%} of the median day of the "
+        f"4 weeks before it ({usual:g}): taken as cut short by the export, so the history ends the day before")
 
 
 def table_row_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:

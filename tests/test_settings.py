@@ -191,3 +191,27 @@ def test_a_few_stray_events_weeks_earlier_do_not_stretch_the_history(tmp_path):
     assert start == dt.date(2017, 11, 25)
     windows = choose_windows(dt.date(2017, 12, 4), start)
     assert (windows.cutoffs, windows.cadence_days) == (2, 1)
+
+
+def test_an_export_cut_short_on_its_last_day_ends_the_history_the_day_before(tmp_path):
+    import duckdb
+
+    from dagster_project.warehouse import ensure_raw_schema, history_end
+
+    warehouse = tmp_path / "w.duckdb"
+    ensure_raw_schema(warehouse)
+    # 20 days of 100 events each (UTC), then Online Retail's kind of ending: a last day with 26 of them
+    insert = """
+        insert into raw.events (event_id, user_id, event_ts, event_type, quantity, load_id)
+        select ? || i, 'u', cast(? as timestamp) + to_minutes(cast(i * 5 as bigint)), 'view', 1, 'l' from range(?) t(i)
+    """
+    with duckdb.connect(str(warehouse)) as con:
+        for day in range(20):
+            con.execute(insert, [f"d{day}-", dt.datetime(2011, 11, 1) + dt.timedelta(days=day), 100])
+        assert history_end(con, "UTC") == (dt.date(2011, 11, 20), None)  # every day whole
+        con.execute(insert, ["short-", dt.datetime(2011, 11, 21), 26])
+        end, note = history_end(con, "UTC")
+        assert end == dt.date(2011, 11, 20)
+        assert note.startswith("the last day with events, 2011-11-21, holds 26 events, 26% of the median day")
+        con.execute(insert, ["more-", dt.datetime(2011, 11, 21, 3), 30])  # 56 of 100: not cut short
+        assert history_end(con, "UTC") == (dt.date(2011, 11, 21), None)

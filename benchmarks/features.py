@@ -1,0 +1,125 @@
+"""What the behaviour features add: each target trained on the `counts` feature set alone, on `behaviour` alone and
+on both (as shipped: the tuning cutoff keeps the better set per family), on the training sample of a built home,
+then backtested like the gate does, against the target's baseline (BG/NBD or the recency/frequency ranking), for the
+report in issue 22.
+
+    python benchmarks/features.py --home data/ga-merch --label ga-merch
+    python benchmarks/features.py --report      # benchmarks/results/features.md from every results file
+
+The home's marts must have been built by a version with the behaviour features (`shopcast run` rebuilds older
+ones). Families, budget and eligibility are the home's settings unless given; every run trains into a temporary
+MLflow store. The backtest is ml/backtest.py's: the best candidate's configuration refit per fold on the older
+cutoffs, the baseline scored on the same rows, the mean over the folds (the two newest reuse training's scores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.calibration import training_sample
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = RESULTS / "features"
+VARIANTS = {"counts": ["counts"], "behaviour": ["behaviour"], "both (shipped)": None}
+
+
+def measure(home: Path, label: str, budget: float | None, families: list[str] | None, folds: int) -> dict:
+    os.environ["SHOPCAST_HOME"] = str(home)
+    from dagster_project.settings import load_settings
+    from ml.backtest import backtest
+    from ml.registry import Store
+    from ml.targets import TARGETS, Eligibility
+    from ml.train import NotEligible, train_candidates
+
+    settings = load_settings()
+    frame = training_sample(home)
+    eligibility = Eligibility(settings.min_class_examples, settings.min_roc_auc, settings.min_pr_auc_skill,
+                              settings.min_normalized_gini, settings.min_expected_over_observed,
+                              settings.max_expected_over_observed)
+    budget = budget or settings.training_budget_seconds
+    families = families or settings.family_list
+    rows = []
+    for target in TARGETS.values():
+        for variant, sets in VARIANTS.items():
+            work = Path(tempfile.mkdtemp(prefix="shopcast-features-"))
+            store = Store(f"sqlite:///{work / 'mlflow.db'}", work / "artifacts")
+            started = time.perf_counter()
+            try:
+                outcome = train_candidates(frame, target, store, families=families, budget_seconds=budget,
+                                           feature_set_names=sets, eligibility=eligibility,
+                                           max_training_rows=settings.max_training_rows)
+            except NotEligible as exc:
+                rows.append({"target": target.name, "features": variant, "note": f"not eligible: {exc}"})
+                break
+            best = outcome.best
+            tested = backtest(frame, target, best.model, best.family, folds=folds,
+                              min_examples_per_class=eligibility.min_examples_per_class,
+                              max_training_rows=settings.max_training_rows, candidate_scores=best.fold_scores)
+            metrics = best.metrics
+            rows.append({
+                "target": target.name, "features": variant, "best": best.name, "columns": len(best.columns),
+                "metric": target.primary_metric, "validation": metrics[target.primary_metric],
+                "log_loss": metrics.get("log_loss"), "expected_over_observed": metrics.get("expected_over_observed"),
+                "backtest": tested.candidate_score, "baseline": tested.incumbent_name,
+                "baseline_backtest": tested.incumbent_score,
+                "margin": tested.candidate_score - tested.incumbent_score, "folds": tested.summary,
+                "quality_problems": "; ".join(outcome.quality_problems), "seconds": time.perf_counter() - started})
+            print(f"{label} {target.name} {variant}: {best.name} backtest {tested.candidate_score:.4f} vs "
+                  f"{tested.incumbent_score:.4f} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    result = {"label": label, "home": str(home), "budget_seconds": budget, "families": families or "all",
+              "folds": folds, "rows": rows}
+    RUNS.mkdir(parents=True, exist_ok=True)
+    (RUNS / f"{label}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def report() -> str:
+    frames = [pd.DataFrame(json.loads(path.read_text())["rows"]).assign(data=json.loads(path.read_text())["label"])
+              for path in sorted(RUNS.glob("*.json"))]
+    table = pd.concat(frames, ignore_index=True)
+    measured = table[table["best"].notna()] if "best" in table else table.iloc[:0]
+    shown = ["data", "target", "features", "best", "columns", "metric", "validation", "backtest", "baseline",
+             "baseline_backtest", "margin", "log_loss", "expected_over_observed", "quality_problems"]
+    lines = ["# What the behaviour features add", "",
+             ("Each target's best candidate trained on the `counts` set, the `behaviour` set and both (as shipped), "
+              "on the same training sample of each home, with the home's families, budget and eligibility "
+              "(benchmarks/features.py). `backtest` is the mean of the target's primary metric over the newest "
+              "closed cutoffs, the configuration refit on the older ones each time; `baseline_backtest` the "
+              "baseline's on the same rows; `margin` their difference."), "",
+             measured[[c for c in shown if c in measured.columns]].to_markdown(index=False, floatfmt=".4f"), ""]
+    skipped = table[table["best"].isna()] if "best" in table else table
+    if len(skipped):
+        lines += ["Not measured:", ""] + [f"- {r.data} {r.target}: {r.note}" for r in skipped.itertuples()] + [""]
+    lines.append("Folds and timings: benchmarks/results/features/*.json.")
+    text = "\n".join(lines) + "\n"
+    (RESULTS / "features.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path)
+    parser.add_argument("--label")
+    parser.add_argument("--budget", type=float, default=None, help="seconds per target search (default: the home's)")
+    parser.add_argument("--families", default=None, help="comma-separated (default: the home's)")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if args.report:
+        print(report())
+        return
+    measure(args.home.resolve(), args.label, args.budget,
+            args.families.split(",") if args.families else None, args.folds)
+
+
+if __name__ == "__main__":
+    main()
