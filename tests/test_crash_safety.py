@@ -15,6 +15,7 @@ import pytest
 from dagster_project.faults import FAILPOINT_ENV, FAILPOINT_LOG, FAILPOINTS
 from dagster_project.serving import SERVING_FILE, read_manifest, verify
 from dagster_project.settings import ShopcastPaths
+from ml.targets import TARGETS
 from tests.conftest import DEMO_AS_OF, TEST_ENV
 from tests.support import served, shopcast, snapshot
 
@@ -60,7 +61,8 @@ DETERMINISTIC = {**TEST_ENV, "SHOPCAST_MODEL_FAMILIES": "logistic_regression",
                  "SHOPCAST_TRAINING_BUDGET_SECONDS": "600"}
 # Registry versions differ between a home that crashed (a killed run registered a version) and one that did not;
 # the backtest folds are JSON text with full-precision scores (compared rounded by _decisions instead).
-VERSIONS = frozenset({"model_version", "candidate_version", "incumbent", "backtest_folds"})
+VERSIONS = frozenset({"model_version", "candidate_version", "incumbent", "backtest_folds",
+                      *(f"{t.short_name}_model_version" for t in TARGETS.values())})  # user_scores_latest
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("crash_safety")]  # one worker: the reference is built once
