@@ -116,7 +116,7 @@ class Settings(BaseSettings):
                            "linear_svm, neural_network, gradient_boosting")
     feature_sets: FeatureSetList = Field(
         "all", description="or a comma-separated subset of counts, behaviour: the feature sets every family is tried "
-                           "on (the tuning cutoff keeps the better per family; see ml/features.py)")
+                           "on (each family is a candidate on each set; see ml/features.py)")
     min_class_examples: int = Field(
         1000, ge=1, description="eligibility: positive and negative examples a target's training cutoffs must hold "
                                 "(the validation cutoff a tenth); below it the target is not trained")

@@ -204,14 +204,14 @@ def out_of_fold(family: Family, columns: list[str], params: dict, split: Split, 
     return train[newest], predictions[newest]
 
 
-def search(family: Family, split: Split, sets: dict[str, list[str]], target: Target,
+def search(family: Family, split: Split, set_name: str, columns: list[str], target: Target,
            budget_seconds: float) -> Candidate:
-    """Try the family's grid on every feature set (``sets``: name -> columns), each configuration fitted on the fit
-    cutoffs and scored on the tuning one, keep the best and refit it on every training cutoff: the published model.
-    A classifier is then calibrated (on out-of-fold predictions for the newest training cutoff's users:
-    ml/calibration.py) and its F1-optimal threshold chosen on those calibrated predictions; an amount model's total
-    is scaled the same way. The first configuration is always tried on every set; another only while it, the refit
-    and the cross-fits (projected from the last fit's time and the rows) still fit in the budget."""
+    """Try the family's grid on one feature set, each configuration fitted on the fit cutoffs and scored on the
+    tuning one, keep the best and refit it on every training cutoff: the published model. A classifier is then
+    calibrated (on out-of-fold predictions for the newest training cutoff's users: ml/calibration.py) and its
+    F1-optimal threshold chosen on those calibrated predictions; an amount model's total is scaled the same way. The
+    first configuration is always tried; another only while it, the refit and the cross-fits (projected from the
+    last fit's time and the rows) still fit in the budget."""
     started, best, tried = time.perf_counter(), None, 0
     y_tune = split.tune[target.label].to_numpy(dtype=float)
     # after the search: the refit on every training row, and the cross-fits, each on (folds - 1) / folds of them:
@@ -219,22 +219,17 @@ def search(family: Family, split: Split, sets: dict[str, list[str]], target: Tar
     refit_share = len(split.train) / max(len(split.fit), 1) * CROSS_FIT_FOLDS
     last_fit = 0.0
     for params in family.grid:
-        for set_name, columns in sets.items():
-            if tried >= len(sets) and time.perf_counter() - started + last_fit * (1 + refit_share) > budget_seconds:
-                break
-            fit_started = time.perf_counter()
-            model = _fit(family, columns, params, split.fit, target)
-            last_fit = time.perf_counter() - fit_started
-            tried += 1
-            p = predict_scores(model, to_matrix(split.tune, columns), target.is_regression)
-            score = float(target_metrics(target.is_regression, y_tune, p)[target.primary_metric])
-            if best is None or score > best[0]:
-                best = (score, params, set_name)
-        else:
-            continue
-        break
-    score, params, set_name = best
-    columns = sets[set_name]
+        if tried and time.perf_counter() - started + last_fit * (1 + refit_share) > budget_seconds:
+            break
+        fit_started = time.perf_counter()
+        model = _fit(family, columns, params, split.fit, target)
+        last_fit = time.perf_counter() - fit_started
+        tried += 1
+        p = predict_scores(model, to_matrix(split.tune, columns), target.is_regression)
+        score = float(target_metrics(target.is_regression, y_tune, p)[target.primary_metric])
+        if best is None or score > best[0]:
+            best = (score, params)
+    score, params = best
     fit_started = time.perf_counter()
     model = _fit(family, columns, params, split.train, target)
     fit_seconds = time.perf_counter() - fit_started
@@ -281,7 +276,9 @@ def choose(candidates: list[Candidate], eligibility: Eligibility, metric: str) -
     pool = passing or candidates
     top = max(c.metrics[metric] for c in pool)
     tied = [c for c in pool if c.metrics[metric] >= top - TIED_WITHIN]
-    best = min(tied, key=lambda c: (c.metrics.get("log_loss", np.inf), -c.metrics[metric]))
+    # log loss to 4 decimals: a feature set that adds nothing (a constant column) does not win on float noise;
+    # then the smaller feature set
+    best = min(tied, key=lambda c: (round(c.metrics.get("log_loss", np.inf), 4), len(c.columns), -c.metrics[metric]))
     problems = [] if passing else [f"{c.name}: {', '.join(eligibility.quality_problems(c.metrics))}"
                                    for c in candidates]
     return best, problems
@@ -326,10 +323,11 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                            "budget_seconds": budget_seconds})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline.items() if np.isfinite(v)})
         candidates, deadline = [], started + budget_seconds
-        for i, family in enumerate(chosen):
-            # each family gets an even share of what is left, so one that ran over shortens the others' search
-            share = max(0.0, deadline - time.perf_counter()) / (len(chosen) - i)
-            candidate = search(family, split, sets, target, share)
+        searches = [(family, set_name) for family in chosen for set_name in sets]
+        for i, (family, set_name) in enumerate(searches):
+            # each search gets an even share of what is left, so one that ran over shortens the others'
+            share = max(0.0, deadline - time.perf_counter()) / (len(searches) - i)
+            candidate = search(family, split, set_name, sets[set_name], target, share)
             X_valid = to_matrix(split.valid, candidate.columns)
             p = predict_scores(candidate.model, X_valid, regression)
             candidate.metrics = target_metrics(regression, y_valid, p, candidate.threshold)

@@ -206,10 +206,10 @@ def test_the_budget_bounds_the_whole_search_and_every_family_still_tries_its_fir
 
 
 @pytest.mark.parametrize("signal_in", ["behaviour", "counts"])
-def test_each_family_keeps_the_feature_set_that_wins_on_the_tuning_cutoff(store, signal_in):
-    """The behaviour set (counts plus intent, prices, habits...) is kept only where it scores better: with the
-    label driven by the open cart, every family picks it; where the open cart is noise over the same counts, the
-    smaller set keeps its place (a tie keeps the first set tried) or wins outright."""
+def test_each_family_is_a_candidate_on_each_feature_set_and_validation_chooses(store, signal_in):
+    """The behaviour set (counts plus intent, prices, habits...) is published only where it scores better: with the
+    label driven by the open cart, the best candidate uses it; where the open cart carries nothing over the same
+    counts, the candidates tie and the smaller set is chosen."""
     rng = np.random.default_rng(3)
     frame = _panel(intercept=-1.5)
     if signal_in == "behaviour":  # the label follows the open cart; the counts lose their signal
@@ -217,13 +217,17 @@ def test_each_family_keeps_the_feature_set_that_wins_on_the_tuning_cutoff(store,
         frame["cart_count_28d"] = rng.normal(size=len(frame))
         frame["fav_count_28d"] = rng.normal(size=len(frame))
     else:
-        frame["open_cart_items"] = 0.0  # no information: the sets tie and the first tried stays
+        frame["open_cart_items"] = 0.0  # no information: the sets tie
     families = ["logistic_regression", "gradient_boosting"]
     both = train_candidates(frame, TARGET, store, families=families, budget_seconds=60,
                             eligibility=Eligibility(min_examples_per_class=20))
-    chosen = {c.family: (c.feature_set, "open_cart_items" in c.columns, list(c.model.feature_names_in_) == c.columns)
-              for c in both.candidates}
-    assert chosen == {f: (signal_in, signal_in == "behaviour", True) for f in families}
+    assert [(c.family, c.feature_set, "open_cart_items" in c.columns, list(c.model.feature_names_in_) == c.columns)
+            for c in both.candidates] == [(f, s, s == "behaviour", True) for f in families
+                                          for s in ("counts", "behaviour")]
+    assert both.best.feature_set == signal_in
+    if signal_in == "behaviour":  # every family ranks better with the set that holds the signal
+        by = {(c.family, c.feature_set): c.metrics["pr_auc"] for c in both.candidates}
+        assert all(by[f, "behaviour"] > by[f, "counts"] + 0.05 for f in families)
     logged = store.activate().get_run(both.best.run_id).data.params
     assert logged["feature_set"] == signal_in
     only = train_candidates(frame, TARGET, store, families=families, budget_seconds=60,
