@@ -92,7 +92,7 @@ def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
            "SHOPCAST_MODEL_FAMILIES": "logistic_regression,gradient_boosting"}
     for key in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "SHOPCAST_BUSINESS_TZ",
                 "SHOPCAST_TRAINING_CUTOFFS", "SHOPCAST_TRAINING_CADENCE_DAYS", "SHOPCAST_MIN_CLASS_EXAMPLES",
-                "SHOPCAST_MIN_ROC_AUC", "SHOPCAST_MIN_PR_AUC_SKILL"):
+                "SHOPCAST_MIN_ROC_AUC", "SHOPCAST_MIN_PR_AUC_SKILL", "SHOPCAST_FEATURE_SETS"):
         env.pop(key, None)
     shopcast = str(Path(sys.executable).parent / "shopcast")
     sample = get(name)
