@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from benchmarks.calibration import training_sample
 
 RESULTS = Path(__file__).resolve().parent / "results"
