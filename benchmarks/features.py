@@ -33,7 +33,8 @@ RUNS = RESULTS / "features"
 VARIANTS = {"counts": ["counts"], "behaviour": ["behaviour"], "both (shipped)": None}
 
 
-def measure(home: Path, label: str, budget: float | None, families: list[str] | None, folds: int) -> dict:
+def measure(home: Path, label: str, budget: float | None, families: list[str] | None, folds: int,
+            targets: list[str] | None = None) -> dict:
     os.environ["SHOPCAST_HOME"] = str(home)
     from dagster_project.settings import load_settings
     from ml.backtest import backtest
@@ -49,7 +50,12 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
     budget = budget or settings.training_budget_seconds
     families = families or settings.family_list
     rows = []
+    result = {"label": label, "home": str(home), "budget_seconds": budget, "families": families or "all",
+              "folds": folds, "rows": rows}
+    RUNS.mkdir(parents=True, exist_ok=True)
     for target in TARGETS.values():
+        if targets and target.name not in targets:
+            continue
         for variant, sets in VARIANTS.items():
             work = Path(tempfile.mkdtemp(prefix="shopcast-features-"))
             store = Store(f"sqlite:///{work / 'mlflow.db'}", work / "artifacts")
@@ -74,11 +80,9 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
                 "baseline_backtest": tested.incumbent_score,
                 "margin": tested.candidate_score - tested.incumbent_score, "folds": tested.summary,
                 "quality_problems": "; ".join(outcome.quality_problems), "seconds": time.perf_counter() - started})
+            (RUNS / f"{label}.json").write_text(json.dumps(result, indent=1))  # each row as it comes: runs are long
             print(f"{label} {target.name} {variant}: {best.name} backtest {tested.candidate_score:.4f} vs "
                   f"{tested.incumbent_score:.4f} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    result = {"label": label, "home": str(home), "budget_seconds": budget, "families": families or "all",
-              "folds": folds, "rows": rows}
-    RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / f"{label}.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -113,6 +117,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, help="seconds per target search (default: the home's)")
     parser.add_argument("--families", default=None, help="comma-separated (default: the home's)")
     parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--targets", default=None, help="comma-separated target names (default: every target)")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -120,7 +125,8 @@ def main() -> None:
         print(report())
         return
     measure(args.home.resolve(), args.label, args.budget,
-            args.families.split(",") if args.families else None, args.folds)
+            args.families.split(",") if args.families else None, args.folds,
+            args.targets.split(",") if args.targets else None)
 
 
 if __name__ == "__main__":
