@@ -92,7 +92,7 @@ def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
            "SHOPCAST_MODEL_FAMILIES": "logistic_regression,gradient_boosting"}
     for key in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "SHOPCAST_BUSINESS_TZ",
                 "SHOPCAST_TRAINING_CUTOFFS", "SHOPCAST_TRAINING_CADENCE_DAYS", "SHOPCAST_MIN_CLASS_EXAMPLES",
-                "SHOPCAST_MIN_ROC_AUC", "SHOPCAST_MIN_PR_AUC_SKILL", "SHOPCAST_FEATURE_SETS"):
+                "SHOPCAST_MIN_ROC_AUC", "SHOPCAST_MIN_PR_AUC_SKILL"):
         env.pop(key, None)
     shopcast = str(Path(sys.executable).parent / "shopcast")
     sample = get(name)
@@ -104,6 +104,7 @@ def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
         # every family, as the sample command trains them: the network ranked best here but missed the ROC-AUC
         # floor, and hid the forest that passed it (issue 22): the floor is now applied before the best is chosen
         env.pop("SHOPCAST_MODEL_FAMILIES")
+        env.pop("SHOPCAST_FEATURE_SETS", None)  # and on both feature sets, as shipped (9 days: fast)
         steps = [[shopcast, "ingest", "--format", sample.format, str(sample.path(DATASETS))], [shopcast, "run"]]
     else:
         steps = [[shopcast, "sample", name, "--datasets", str(DATASETS)]]
