@@ -70,7 +70,8 @@ def measure(home: Path, label: str, tag: str, budget: float, families: list[str]
             # the model's own inputs (a checkout before feature sets fitted every candidate on outcome.columns)
             p = predict_scores(candidate.model, to_matrix(valid, list(candidate.model.feature_names_in_)),
                                target.is_regression)
-            row = {"target": target.name, "family": candidate.family, "best": candidate is outcome.best,
+            # the family with its feature set where the code has feature sets
+            row = {"target": target.name, "family": getattr(candidate, "name", candidate.family), "best": candidate is outcome.best,
                    "validation_as_of": outcome.split.valid_as_of, "rows": len(y), "positives": int((y > 0).sum()),
                    "quality_problems": "; ".join(outcome.quality_problems) if candidate is outcome.best else ""}
             if target.is_regression:

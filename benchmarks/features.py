@@ -49,12 +49,15 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
                               settings.max_expected_over_observed)
     budget = budget or settings.training_budget_seconds
     families = families or settings.family_list
-    rows = []
+    measured = set(targets or TARGETS)
+    path = RUNS / f"{label}.json"
+    # a run for some targets keeps the other targets' rows of an earlier run of the same home
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["target"] not in measured] if path.exists() else []
     result = {"label": label, "home": str(home), "budget_seconds": budget, "families": families or "all",
               "folds": folds, "rows": rows}
     RUNS.mkdir(parents=True, exist_ok=True)
     for target in TARGETS.values():
-        if targets and target.name not in targets:
+        if target.name not in measured:
             continue
         for variant, sets in VARIANTS.items():
             work = Path(tempfile.mkdtemp(prefix="shopcast-features-"))
@@ -73,17 +76,18 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
                               max_training_rows=settings.max_training_rows, candidate_scores=best.fold_scores)
             metrics = best.metrics
             rows.append({
-                "target": target.name, "features": variant, "best": best.name, "columns": len(best.columns),
+                "target": target.name, "home": str(home), "features": variant, "best": best.name,
+                "columns": len(best.columns),
                 "metric": target.primary_metric, "validation": metrics[target.primary_metric],
                 "log_loss": metrics.get("log_loss"), "expected_over_observed": metrics.get("expected_over_observed"),
                 "backtest": tested.candidate_score, "baseline": tested.incumbent_name,
                 "baseline_backtest": tested.incumbent_score,
                 "margin": tested.candidate_score - tested.incumbent_score, "folds": tested.summary,
                 "quality_problems": "; ".join(outcome.quality_problems), "seconds": time.perf_counter() - started})
-            (RUNS / f"{label}.json").write_text(json.dumps(result, indent=1))  # each row as it comes: runs are long
+            path.write_text(json.dumps(result, indent=1))  # each row as it comes: runs are long
             print(f"{label} {target.name} {variant}: {best.name} backtest {tested.candidate_score:.4f} vs "
                   f"{tested.incumbent_score:.4f} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    (RUNS / f"{label}.json").write_text(json.dumps(result, indent=1))
+    path.write_text(json.dumps(result, indent=1))
     return result
 
 
