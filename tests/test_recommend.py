@@ -1,0 +1,125 @@
+"""Recommenders (ml/recommend.py) on hand-made interactions: lists, reasons, the cross-sell list and the metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.recommend import (
+    ALS,
+    BPR,
+    EASE,
+    Fallback,
+    History,
+    ItemKNN,
+    Popularity,
+    RecommendationInputError,
+    coverage,
+    new_item_truth,
+    ranking_metrics,
+)
+
+
+def _rows(*rows) -> pd.DataFrame:
+    """(user, item, category, views, carts, purchases, days_since_last) -> interactions, weight as the mart's default"""
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "category_id", "views", "carts", "purchases",
+                                        "days_since_last"])
+    return frame.assign(weight=frame.views + 3 * frame.carts + 5 * frame.purchases)
+
+
+def _communities(users_per_group: int = 40, seed: int = 0) -> pd.DataFrame:
+    """Two groups of users, each buying from its own 6 items (a1..a6 or b1..b6), 3 items each."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for group in "ab":
+        for u in range(users_per_group):
+            for item in rng.choice(6, size=3, replace=False):
+                rows.append((f"{group}{u}", f"{group}{item + 1}", f"cat_{group}", 1, 0, 1, int(rng.integers(1, 30))))
+    return _rows(*rows)
+
+
+def _assert_lists(recs: pd.DataFrame, k: int) -> None:
+    assert not recs.duplicated(["user_id", "item_id"]).any()
+    for _, ranks in recs.groupby("user_id")["rank"]:
+        assert list(ranks) == list(range(1, len(ranks) + 1)) and len(ranks) <= k
+
+
+def test_history_ranks_what_the_user_bought_most_then_freshest_and_the_cross_sell_list_leaves_it_out():
+    interactions = _rows(("u", "x", "c", 0, 0, 1, 30), ("u", "y", "c", 0, 0, 2, 60), ("u", "z", "c", 0, 0, 1, 2),
+                         ("u", "v", "c", 4, 1, 0, 1), ("w", "x", "c", 0, 0, 1, 5))
+    model = History("bought").fit(interactions)
+    recs = model.recommend(["u"], k=10)
+    assert list(recs.item_id) == ["y", "z", "x"] and set(recs.reason) == {"bought before"}
+    _assert_lists(recs, 10)
+    engaged = History("engaged").fit(interactions).recommend(["u"], k=10)
+    assert engaged.set_index("item_id").reason.to_dict() == {
+        "y": "bought before", "v": "carted before", "z": "bought before", "x": "bought before"}
+    assert History("bought").fit(interactions).recommend(["u"], k=10, new_only=True).empty
+    assert model.recommend(["nobody"], k=10).empty  # an unseen user gets nothing from the model itself
+
+
+def test_ease_and_item_knn_recommend_what_others_bought_with_the_users_items_and_say_which():
+    interactions = _communities()
+    for model in (EASE(l2=10.0), ItemKNN(neighbours=10)):
+        recs = model.fit(interactions).recommend(["a0", "b0"], k=3, new_only=True)
+        _assert_lists(recs, 3)
+        bought = set(interactions[interactions.user_id.isin(["a0", "b0"])].item_id)
+        assert bought.isdisjoint(recs.item_id)  # the cross-sell list holds only new items
+        for user, group in recs.groupby("user_id"):
+            assert all(item.startswith(user[0]) for item in group.item_id), (model.name, group)
+            own = set(interactions[interactions.user_id == user].item_id)
+            assert all(r.startswith("bought with ") and r.removeprefix("bought with ") in own for r in group.reason)
+
+
+@pytest.mark.parametrize("family", [ALS(factors=2, iterations=20), BPR(factors=2, iterations=200)])
+def test_factor_models_learn_the_communities(family):
+    interactions = _communities()
+    recs = family.fit(interactions).recommend([f"a{u}" for u in range(10)] + [f"b{u}" for u in range(10)], k=3,
+                                              new_only=True)
+    same_group = (recs.item_id.str[0] == recs.user_id.str[0]).mean()
+    assert same_group >= 0.85, (family.name, same_group)  # a random ranking: 0.5
+    assert recs.reason.str.startswith("similar to ").all()
+
+
+def test_popularity_within_categories_puts_the_users_categories_first_and_says_so():
+    interactions = _rows(("u", "shoe1", "shoes", 1, 0, 0, 3), ("v", "hat1", "hats", 0, 0, 1, 3),
+                         ("w", "hat1", "hats", 0, 0, 1, 3), ("w", "shoe2", "shoes", 0, 0, 1, 3))
+    recs = Popularity(within_categories=True).fit(interactions).recommend(["u"], k=3)
+    assert list(recs.item_id) == ["shoe2", "shoe1", "hat1"]
+    assert list(recs.reason) == ["popular in shoes", "popular in shoes", "popular"]
+    overall = Popularity().fit(interactions).recommend(["u"], k=3)
+    assert list(overall.item_id) == ["hat1", "shoe2", "shoe1"] and set(overall.reason) == {"popular"}
+
+
+def test_a_fallback_fills_the_history_up_to_k_without_repeating_an_item():
+    interactions = _communities()
+    model = Fallback(History("bought"), Popularity()).fit(interactions)
+    recs = model.recommend(["a0"], k=8)
+    _assert_lists(recs, 8)
+    assert len(recs) == 8 and list(recs.reason[:3]) == ["bought before"] * 3 and set(recs.reason[3:]) == {"popular"}
+
+
+def test_ranking_metrics_equal_a_hand_computation():
+    recs = pd.DataFrame({"user_id": ["u", "u", "u", "v", "v"], "rank": [1, 2, 3, 1, 2],
+                         "item_id": ["a", "b", "c", "a", "b"], "score": 1.0, "reason": ""})
+    truth = pd.DataFrame({"user_id": ["u", "u", "v", "w"], "item_id": ["b", "z", "q", "a"]})
+    metrics = ranking_metrics(recs, truth, k=2)
+    # u: 1 hit of min(2, 2) at rank 2; v: none; w: no list at all, still counted
+    assert metrics["recall_at_2"] == pytest.approx((0.5 + 0 + 0) / 3)
+    assert metrics["ndcg_at_2"] == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)) / 3)
+    assert metrics["hit_rate_at_2"] == pytest.approx(1 / 3) and metrics["users"] == 3
+    assert coverage(recs, catalogue_size=10, k=2) == pytest.approx(0.2)
+    bought = _rows(("u", "b", "c", 0, 0, 1, 3), ("w", "a", "c", 2, 0, 0, 3))
+    assert new_item_truth(truth, bought).values.tolist() == [["u", "z"], ["v", "q"], ["w", "a"]]
+
+
+def test_bad_interactions_are_refused_with_the_row_that_is_wrong():
+    bad = _rows(("u", "x", "c", 1, 0, 0, 3), ("v", "y", "c", 1, 0, 0, 3))
+    bad.loc[1, "weight"] = np.nan
+    with pytest.raises(RecommendationInputError, match="user v item y"):
+        EASE().fit(bad)
+    with pytest.raises(RecommendationInputError, match="more than one row"):
+        EASE().fit(pd.concat([bad.iloc[:1]] * 2))
+    with pytest.raises(RecommendationInputError, match="lack the columns"):
+        EASE().fit(bad.drop(columns="days_since_last"))
