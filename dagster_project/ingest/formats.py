@@ -76,7 +76,9 @@ def taobao_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]
 
 # Google Merchandise Store product events: event_time is UTC. product_click is kept as a view (a click into a
 # product's page); checkout is a canonical type of its own. The event id is the hit's identity, so the
-# duplicated (visitor, visit, hit, sku, type) rows of the export are skipped as duplicates.
+# duplicated (visitor, visit, hit, sku, type) rows of the export are skipped as duplicates. The item is the product
+# name where the export has one: GA lists a product's views under one SKU and its purchases under its variants' (a
+# size, a colour), so by SKU most purchases would follow no view of the same item (recommendations, open carts).
 GA_REQUIRED = ("full_visitor_id", "visit_id", "event_time", "hit_number", "event_type", "product_sku")
 GA_TYPES = {"product_click": "view", "view": "view", "cart": "cart", "remove_from_cart": "remove_from_cart",
             "checkout": "checkout", "purchase": "purchase"}
@@ -85,7 +87,8 @@ GA_TYPES = {"product_click": "view", "view": "view", "cart": "cart", "remove_fro
 def ga_merch_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
     reader = reader_sql(path)
     columns = require_columns(con, path, reader, GA_REQUIRED)
-    optional = {c: (f'"{c}"' if c in columns else "null") for c in ("product_category", "price", "quantity")}
+    optional = {c: (f'"{c}"' if c in columns else "null")
+                for c in ("product_name", "product_category", "price", "quantity")}
     return reader, f"""
         select
             _row_number,
@@ -93,7 +96,8 @@ def ga_merch_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, st
             cast(full_visitor_id as varchar) as user_id,
             event_time as event_ts_raw,
             {_case('event_type', GA_TYPES)} as event_type,
-            cast(product_sku as varchar) as item_id,
+            coalesce(nullif(trim(cast({optional['product_name']} as varchar)), ''), cast(product_sku as varchar))
+                as item_id,
             cast({optional['product_category']} as varchar) as category_id,
             {optional['price']} as price_raw,
             {optional['quantity']} as quantity_raw,
