@@ -34,7 +34,7 @@ VARIANTS = {"counts": ["counts"], "behaviour": ["behaviour"], "both (shipped)": 
 
 
 def measure(home: Path, label: str, budget: float | None, families: list[str] | None, folds: int,
-            targets: list[str] | None = None) -> dict:
+            targets: list[str] | None = None, variants: list[str] | None = None) -> dict:
     os.environ["SHOPCAST_HOME"] = str(home)
     from dagster_project.settings import load_settings
     from ml.backtest import backtest
@@ -60,6 +60,8 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
         if target.name not in measured:
             continue
         for variant, sets in VARIANTS.items():
+            if variants and variant.split(" ")[0] not in variants:
+                continue
             work = Path(tempfile.mkdtemp(prefix="shopcast-features-"))
             store = Store(f"sqlite:///{work / 'mlflow.db'}", work / "artifacts")
             started = time.perf_counter()
@@ -122,6 +124,7 @@ def main() -> None:
     parser.add_argument("--families", default=None, help="comma-separated (default: the home's)")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--targets", default=None, help="comma-separated target names (default: every target)")
+    parser.add_argument("--variants", default=None, help="comma-separated: counts, behaviour, both (default: all)")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -130,7 +133,7 @@ def main() -> None:
         return
     measure(args.home.resolve(), args.label, args.budget,
             args.families.split(",") if args.families else None, args.folds,
-            args.targets.split(",") if args.targets else None)
+            args.targets.split(",") if args.targets else None, args.variants.split(",") if args.variants else None)
 
 
 if __name__ == "__main__":
