@@ -279,13 +279,7 @@ class EASE(_ItemToItem):
         P = np.linalg.inv(gram)
         B = -P / np.diag(P)
         B[np.diag_indices_from(B)] = 0.0
-        full = np.zeros((len(catalogue.items), len(catalogue.items)), dtype=np.float32) if len(
-            catalogue.items) <= self.max_items else None
-        if full is not None:
-            full[np.ix_(self.kept_, self.kept_)] = B
-            self.B_, self.kept_ = full, np.arange(len(catalogue.items))
-        else:
-            self.B_ = B.astype(np.float32)
+        self.B_ = B.astype(np.float32)  # over kept_ (every item, in order, when the catalogue fits)
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         X = self._user_rows(rows)[:, self.kept_]
