@@ -37,48 +37,79 @@ RECOMMENDATION_COLUMNS = ("user_id", "rank", "item_id", "score", "reason")
 SCORE_CELLS_PER_BATCH = 20_000_000
 
 
+def _no_recommendations() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+        RECOMMENDATION_COLUMNS, (object, "int64", object, "float64", object))})
+
+
 class RecommendationInputError(ValueError):
     """Interactions a recommender cannot be fitted on (missing columns, non-finite or negative weights)."""
 
 
+def _checked(interactions: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in INTERACTION_COLUMNS if c not in interactions.columns]
+    if missing:
+        raise RecommendationInputError(f"interactions lack the columns {missing}")
+    numeric = interactions[["views", "carts", "purchases", "weight", "days_since_last"]].to_numpy(dtype=float)
+    bad = ~np.isfinite(numeric).all(axis=1) | (numeric < 0).any(axis=1)
+    if bad.any():
+        first = interactions[bad].iloc[0]
+        raise RecommendationInputError(
+            f"{int(bad.sum())} interaction rows have a negative or non-finite count, weight or age, e.g. user "
+            f"{first.user_id} item {first.item_id}: {first[['views', 'carts', 'purchases', 'weight', 'days_since_last']].to_dict()}")
+    if interactions.duplicated(["user_id", "item_id"]).any():
+        raise RecommendationInputError("interactions hold more than one row for a (user, item)")
+    return interactions
+
+
 @dataclass
-class Catalogue:
-    """Users and items of the training interactions as matrix positions, with the matrices the families use."""
+class UserRows:
+    """Users' interactions as matrices over a model's items: the fit's own, or (at scoring) fresh ones, where an
+    item the model has not seen is left out (it cannot be scored until the model is refitted)."""
 
     users: pd.Index
-    items: pd.Index
-    item_category: np.ndarray  # category per item position ("" when unknown)
     weight: sp.csr_matrix  # users x items: the mart's interaction weight
     purchases: sp.csr_matrix  # users x items: purchase events
     carts: sp.csr_matrix
     recency: sp.csr_matrix  # users x items: 1 / (1 + days since the last interaction)
+    unknown_item_rows: int = 0  # fresh rows on items the model has not seen
 
     @classmethod
-    def from_interactions(cls, interactions: pd.DataFrame) -> Catalogue:
-        missing = [c for c in INTERACTION_COLUMNS if c not in interactions.columns]
-        if missing:
-            raise RecommendationInputError(f"interactions lack the columns {missing}")
-        numeric = interactions[["views", "carts", "purchases", "weight", "days_since_last"]].to_numpy(dtype=float)
-        bad = ~np.isfinite(numeric).all(axis=1) | (numeric < 0).any(axis=1)
-        if bad.any():
-            first = interactions[bad].iloc[0]
-            raise RecommendationInputError(
-                f"{int(bad.sum())} interaction rows have a negative or non-finite count, weight or age, e.g. user "
-                f"{first.user_id} item {first.item_id}: {first[['views', 'carts', 'purchases', 'weight', 'days_since_last']].to_dict()}")
-        if interactions.duplicated(["user_id", "item_id"]).any():
-            raise RecommendationInputError("interactions hold more than one row for a (user, item)")
-        users = pd.Index(interactions.user_id.unique())
-        items = pd.Index(interactions.item_id.unique())
-        rows, cols = users.get_indexer(interactions.user_id), items.get_indexer(interactions.item_id)
+    def build(cls, interactions: pd.DataFrame, items: pd.Index) -> UserRows:
+        cols = items.get_indexer(interactions.item_id)
+        known = interactions[cols >= 0]
+        cols = cols[cols >= 0]
+        users = pd.Index(known.user_id.unique())
+        rows = users.get_indexer(known.user_id)
         shape = (len(users), len(items))
 
         def matrix(values) -> sp.csr_matrix:
             return sp.csr_matrix((np.asarray(values, dtype=np.float32), (rows, cols)), shape=shape)
 
+        return cls(users, matrix(known.weight), matrix(known.purchases), matrix(known.carts),
+                   matrix(1.0 / (1.0 + known.days_since_last.to_numpy(float))), len(interactions) - len(known))
+
+
+@dataclass
+class Catalogue:
+    """The items of the training interactions as matrix positions, and the training users' rows over them."""
+
+    items: pd.Index
+    item_category: np.ndarray  # category per item position ("" when unknown)
+    fitted: UserRows
+
+    @classmethod
+    def from_interactions(cls, interactions: pd.DataFrame) -> Catalogue:
+        interactions = _checked(interactions)
+        items = pd.Index(interactions.item_id.unique())
         category = (interactions.drop_duplicates("item_id").set_index("item_id").category_id.reindex(items)
                     .fillna("").astype(str).to_numpy())
-        return cls(users, items, category, matrix(interactions.weight), matrix(interactions.purchases),
-                   matrix(interactions.carts), matrix(1.0 / (1.0 + interactions.days_since_last.to_numpy(float))))
+        return cls(items, category, UserRows.build(interactions, items))
+
+    # the training users' matrices, as the families fit on them
+    users = property(lambda self: self.fitted.users)
+    weight = property(lambda self: self.fitted.weight)
+    purchases = property(lambda self: self.fitted.purchases)
 
     def popularity(self) -> np.ndarray:
         """Distinct buyers per item, then distinct users with any interaction as a tie-break below one buyer."""
@@ -88,7 +119,10 @@ class Catalogue:
 
 
 class Recommender:
-    """Fit on interactions before a cutoff; recommend k items per user with a score and a reason."""
+    """Fit on interactions before a cutoff; recommend k items per user with a score and a reason.
+
+    `recommend` scores the users' rows of the fit by default; given `interactions` (the same columns, as of a later
+    date), it scores those instead with what the model learned: how a model fitted weekly serves each day."""
 
     name = "recommender"
 
@@ -100,36 +134,40 @@ class Recommender:
     def _fit(self, catalogue: Catalogue) -> None:
         pass
 
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
-        """Dense scores, users (matrix rows) x items; -inf where the model does not recommend the item."""
+    def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
+        """Dense scores, users (rows of ``view``) x items; -inf where the model does not recommend the item."""
         raise NotImplementedError
 
-    def _reasons(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def _reasons(self, view: UserRows, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """A reason per recommended (row, item position): rows and items of equal shape (users x k)."""
         raise NotImplementedError
 
     def get_params(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.endswith("_")}
 
-    def recommend(self, users, k: int = 10, new_only: bool = False) -> pd.DataFrame:
-        catalogue = self.catalogue_
-        positions = catalogue.users.get_indexer(pd.Index(users).unique())
-        rows = positions[positions >= 0]  # users the model has not seen get nothing here (see Fallback)
-        batch = max(1, SCORE_CELLS_PER_BATCH // max(1, len(catalogue.items)))
+    def user_rows(self, interactions: pd.DataFrame | None) -> UserRows:
+        if interactions is None:
+            return self.catalogue_.fitted
+        return UserRows.build(_checked(interactions), self.catalogue_.items)
+
+    def recommend(self, users, k: int = 10, new_only: bool = False,
+                  interactions: pd.DataFrame | None = None) -> pd.DataFrame:
+        view = self.user_rows(interactions)
+        positions = view.users.get_indexer(pd.Index(users).unique())
+        rows = positions[positions >= 0]  # users without rows get nothing here (see Fallback)
+        batch = max(1, SCORE_CELLS_PER_BATCH // max(1, len(self.catalogue_.items)))
         frames = []
         for start in range(0, len(rows), batch):
             part = rows[start:start + batch]
-            scores = np.asarray(self._scores(part), dtype=np.float32)
+            scores = np.asarray(self._scores(view, part), dtype=np.float32)
             if new_only:
-                bought = catalogue.purchases[part]
-                scores[bought.nonzero()] = -np.inf
-            frames.append(self._top_k(part, scores, k))
+                scores[view.purchases[part].nonzero()] = -np.inf
+            frames.append(self._top_k(view, part, scores, k))
         if not frames:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-                RECOMMENDATION_COLUMNS, (object, "int64", object, "float64", object))})
+            return _no_recommendations()
         return pd.concat(frames, ignore_index=True)
 
-    def _top_k(self, rows: np.ndarray, scores: np.ndarray, k: int) -> pd.DataFrame:
+    def _top_k(self, view: UserRows, rows: np.ndarray, scores: np.ndarray, k: int) -> pd.DataFrame:
         k = min(k, scores.shape[1])
         # ties broken by item position (stable and reproducible), best first
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
@@ -138,8 +176,8 @@ class Recommender:
         order = np.lexsort((top, -top_scores), axis=1)
         top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
         kept = np.isfinite(top_scores)
-        reasons = self._reasons(np.repeat(rows[:, None], k, axis=1), top)
-        user_ids = np.repeat(self.catalogue_.users[rows].to_numpy()[:, None], k, axis=1)
+        reasons = self._reasons(view, np.repeat(rows[:, None], k, axis=1), top)
+        user_ids = np.repeat(view.users[rows].to_numpy()[:, None], k, axis=1)
         ranks = np.tile(np.arange(1, k + 1), (len(rows), 1))
         return pd.DataFrame({"user_id": user_ids[kept], "rank": ranks[kept].astype("int64"),
                              "item_id": self.catalogue_.items[top[kept]].to_numpy(),
@@ -158,25 +196,25 @@ class Popularity(Recommender):
         self.popularity_ = (popularity / (popularity.max() + 1.0)).astype(np.float32)  # in [0, 1)
         self.categories_, codes = np.unique(catalogue.item_category, return_inverse=True)
         self.item_category_code_ = codes
-        # users x categories: has the user interacted with an item of the category
-        one_hot = sp.csr_matrix((np.ones(len(codes), np.float32), (np.arange(len(codes)), codes)),
-                                shape=(len(codes), len(self.categories_)))
-        self.user_categories_ = ((catalogue.weight > 0).astype(np.float32) @ one_hot).tocsr()
+        # items x categories, to find the categories a user has interacted with
+        self.item_categories_ = sp.csr_matrix((np.ones(len(codes), np.float32), (np.arange(len(codes)), codes)),
+                                              shape=(len(codes), len(self.categories_)))
 
-    def _in_categories(self, rows: np.ndarray) -> np.ndarray:
+    def _in_categories(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
         known = self.categories_[self.item_category_code_] != ""
-        return (self.user_categories_[rows].toarray()[:, self.item_category_code_] > 0) & known
+        user_categories = (view.weight[rows] > 0).astype(np.float32) @ self.item_categories_
+        return (user_categories.toarray()[:, self.item_category_code_] > 0) & known
 
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
+    def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
         scores = np.tile(self.popularity_, (len(rows), 1))
         if self.within_categories:
-            scores += self._in_categories(rows)  # the user's categories first, each by popularity
+            scores += self._in_categories(view, rows)  # the user's categories first, each by popularity
         return scores
 
-    def _reasons(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def _reasons(self, view: UserRows, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         reasons = np.full(items.shape, "popular", dtype=object)
         if self.within_categories:
-            in_categories = np.take_along_axis(self._in_categories(rows[:, 0]), items, axis=1)
+            in_categories = np.take_along_axis(self._in_categories(view, rows[:, 0]), items, axis=1)
             names = self.catalogue_.item_category[items]
             reasons[in_categories] = "popular in " + names[in_categories].astype(object)
         return reasons
@@ -191,17 +229,16 @@ class History(Recommender):
         self.source = source
         self.name = f"history_{source}"
 
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
-        c = self.catalogue_
-        base = c.purchases[rows] if self.source == "bought" else c.weight[rows]
+    def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
+        base = view.purchases[rows] if self.source == "bought" else view.weight[rows]
         scores = np.full(base.shape, -np.inf, dtype=np.float32)
         r, i = base.nonzero()
         # fresher first among equal counts: recency is in (0, 1]
-        scores[r, i] = np.asarray(base[r, i]).ravel() + 0.5 * np.asarray(c.recency[rows][r, i]).ravel()
+        scores[r, i] = np.asarray(base[r, i]).ravel() + 0.5 * np.asarray(view.recency[rows][r, i]).ravel()
         return scores
 
-    def _reasons(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-        c = self.catalogue_
+    def _reasons(self, view: UserRows, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        c = view
         bought = np.asarray(c.purchases[rows.ravel(), items.ravel()]).reshape(items.shape) > 0
         carted = np.asarray(c.carts[rows.ravel(), items.ravel()]).reshape(items.shape) > 0
         return np.where(bought, "bought before", np.where(carted, "carted before", "viewed before")).astype(object)
@@ -213,16 +250,16 @@ class _ItemToItem(Recommender):
     binary = False
     reason_prefix = "bought with"
 
-    def _user_rows(self, rows: np.ndarray) -> sp.csr_matrix:
-        rows_matrix = self.catalogue_.weight[rows]
+    def _user_rows(self, view: UserRows, rows: np.ndarray) -> sp.csr_matrix:
+        rows_matrix = view.weight[rows]
         return (rows_matrix > 0).astype(np.float32) if self.binary else rows_matrix
 
     def _item_item(self, items: np.ndarray) -> np.ndarray:
         """Columns of the item-item matrix: from every item (rows) to the given items (columns)."""
         raise NotImplementedError
 
-    def _reasons(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-        user_rows = self._user_rows(rows[:, 0]).toarray()
+    def _reasons(self, view: UserRows, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        user_rows = self._user_rows(view, rows[:, 0]).toarray()
         reasons = np.empty(items.shape, dtype=object)
         names = self.catalogue_.items.to_numpy()
         for position in range(items.shape[1]):
@@ -250,8 +287,8 @@ class ItemKNN(_ItemToItem):
         model.fit(catalogue.weight, show_progress=False)
         self.similarity_ = model.similarity.tocsc()  # item x item
 
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
-        scores = np.asarray((self._user_rows(rows) @ self.similarity_).todense(), dtype=np.float32)
+    def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
+        scores = np.asarray((self._user_rows(view, rows) @ self.similarity_).todense(), dtype=np.float32)
         scores[scores <= 0] = -np.inf  # no neighbour of anything the user touched
         return scores
 
@@ -281,8 +318,8 @@ class EASE(_ItemToItem):
         B[np.diag_indices_from(B)] = 0.0
         self.B_ = B.astype(np.float32)  # over kept_ (every item, in order, when the catalogue fits)
 
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
-        X = self._user_rows(rows)[:, self.kept_]
+    def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
+        X = self._user_rows(view, rows)[:, self.kept_]
         kept_scores = np.asarray(X @ self.B_, dtype=np.float32)
         if len(self.kept_) == len(self.catalogue_.items):
             return kept_scores
@@ -313,13 +350,23 @@ class _Factors(_ItemToItem):
         # implicit advises one BLAS thread: its own threads already use every core
         with threadpool_limits(1, "blas"):
             model.fit(catalogue.weight, show_progress=False)
+        self.model_ = model
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
         norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
         self.item_unit_ = self.item_factors_ / np.where(norms > 0, norms, 1.0)
 
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
-        return self.user_factors_[rows] @ self.item_factors_.T
+    def _fold_in(self, rows_matrix: sp.csr_matrix) -> np.ndarray:
+        """Factors of users the fit did not see as they are now: the least-squares factors that best reproduce their
+        rows from the item factors (ridge, the fit's regularisation)."""
+        Y = self.item_factors_.astype(np.float64)
+        gram = Y.T @ Y + self.regularization * np.eye(Y.shape[1])
+        return np.asarray(rows_matrix @ Y, dtype=np.float64) @ np.linalg.inv(gram)
+
+    def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
+        if view is self.catalogue_.fitted:
+            return self.user_factors_[rows] @ self.item_factors_.T
+        return (self._fold_in(view.weight[rows]) @ self.item_factors_.T).astype(np.float32)
 
     def _item_item(self, items: np.ndarray) -> np.ndarray:
         return self.item_unit_ @ self.item_unit_[items].T
@@ -337,6 +384,11 @@ class ALS(_Factors):
 
         return AlternatingLeastSquares(factors=self.factors, regularization=self.regularization, alpha=self.alpha,
                                        iterations=self.iterations, random_state=self.random_state)
+
+    def _fold_in(self, rows_matrix: sp.csr_matrix) -> np.ndarray:
+        # ALS's own per-user solve, with the fit's confidence weighting
+        with threadpool_limits(1, "blas"):
+            return np.asarray(self.model_.recalculate_user(np.arange(rows_matrix.shape[0]), rows_matrix.tocsr()))
 
 
 class BPR(_Factors):
@@ -372,13 +424,128 @@ class Fallback(Recommender):
         self.catalogue_ = self.first.catalogue_
         return self
 
-    def recommend(self, users, k: int = 10, new_only: bool = False) -> pd.DataFrame:
-        first = self.first.recommend(users, k, new_only)
-        then = self.then.recommend(users, k, new_only).assign(rank=lambda f: f["rank"] + k)
+    def recommend(self, users, k: int = 10, new_only: bool = False,
+                  interactions: pd.DataFrame | None = None) -> pd.DataFrame:
+        first = self.first.recommend(users, k, new_only, interactions)
+        then = self.then.recommend(users, k, new_only, interactions).assign(rank=lambda f: f["rank"] + k)
         combined = pd.concat([first, then], ignore_index=True).drop_duplicates(["user_id", "item_id"])
         combined = combined.sort_values(["user_id", "rank"], kind="stable")
         combined["rank"] = combined.groupby("user_id", sort=False).cumcount() + 1
         return combined[combined["rank"] <= k].reset_index(drop=True)
+
+
+@dataclass
+class Snapshot:
+    """Interactions as of an earlier cutoff and what each user then bought in the horizon after it (user_id,
+    item_id): a labelled example of the task, closed before the cutoff a learned ranker is fitted for."""
+
+    interactions: pd.DataFrame
+    truth: pd.DataFrame
+
+
+def default_generators() -> dict[str, Recommender]:
+    """The reranker's candidate generators: each proposes its top items and its rank and score become features."""
+    return {"history": History("engaged"), "popular_in_categories": Popularity(within_categories=True),
+            "item_knn": ItemKNN(), "als": ALS(), "ease": EASE()}
+
+
+class Reranker(Recommender):
+    """A learned blend: several generators propose their top `candidates` items per user; a gradient-boosted
+    classifier (LightGBM) scores each (user, item) from the generators' ranks and scores, the user's own
+    interactions with the item, the item's popularity and the user's activity, and ranks by that probability.
+
+    It learns from `history`: snapshots of earlier cutoffs whose horizon closed before this fit's cutoff (fit(...,
+    history=[Snapshot, ...])); the generators are fitted on each snapshot to make its training rows, then on the
+    fit's interactions to serve. The reason is the user's history where the item is in it, else that of the
+    generator that ranked the item highest."""
+
+    needs_history = True
+
+    def __init__(self, candidates: int = 50, n_estimators: int = 300, learning_rate: float = 0.05,
+                 num_leaves: int = 31, random_state: int = 0, generators: dict[str, Recommender] | None = None):
+        self.candidates, self.n_estimators, self.learning_rate = candidates, n_estimators, learning_rate
+        self.num_leaves, self.random_state = num_leaves, random_state
+        self.generators = generators
+        self.name = "reranker"
+
+    def get_params(self) -> dict:
+        return {"candidates": self.candidates, "n_estimators": self.n_estimators, "learning_rate": self.learning_rate,
+                "num_leaves": self.num_leaves, "generators": ",".join(self._generators())}
+
+    def _generators(self) -> dict[str, Recommender]:
+        import copy
+
+        return copy.deepcopy(self.generators) if self.generators is not None else default_generators()
+
+    def fit(self, interactions: pd.DataFrame, history: list[Snapshot] = ()) -> Reranker:
+        import lightgbm as lgb
+
+        examples = []
+        for snapshot in history:
+            users = snapshot.truth.user_id.unique()
+            generators = {name: g.fit(snapshot.interactions) for name, g in self._generators().items()}
+            frame = self._candidates(generators, users, False, None)
+            bought = snapshot.truth[["user_id", "item_id"]].drop_duplicates().assign(label=1)
+            examples.append(frame.merge(bought, on=["user_id", "item_id"], how="left").fillna({"label": 0}))
+        data = pd.concat(examples, ignore_index=True) if examples else pd.DataFrame()
+        if data.empty or data.label.nunique() < 2:
+            raise RecommendationInputError(
+                f"the reranker learns from earlier snapshots with buyers: {len(history)} snapshot(s), "
+                f"{0 if data.empty else int(data.label.sum())} bought candidate(s)")
+        self.features_ = [c for c in data.columns if c not in ("user_id", "item_id", "label", "reason")]
+        self.model_ = lgb.LGBMClassifier(n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+                                         num_leaves=self.num_leaves, min_child_samples=20, subsample=1.0,
+                                         random_state=self.random_state, n_jobs=2, verbose=-1)
+        self.model_.fit(data[self.features_], data.label.astype(int))
+        self.training_rows_ = len(data)
+        self.generators_ = {name: g.fit(interactions) for name, g in self._generators().items()}
+        self.catalogue_ = next(iter(self.generators_.values())).catalogue_
+        return self
+
+    def _candidates(self, generators: dict[str, Recommender], users, new_only: bool,
+                    interactions: pd.DataFrame | None) -> pd.DataFrame:
+        """One row per (user, item) any generator proposes, with every generator's rank and score as features."""
+        merged, reasons = None, []
+        for name, generator in generators.items():
+            proposed = generator.recommend(users, self.candidates, new_only, interactions)
+            # the user's own history explains best ("carted before"); else the generator that ranked it highest
+            reasons.append(proposed[["user_id", "item_id", "rank", "reason"]].assign(
+                own=0 if isinstance(generator, History) else 1))
+            proposed = proposed[["user_id", "item_id", "rank", "score"]].rename(
+                columns={"rank": f"{name}_rank", "score": f"{name}_score"})
+            merged = proposed if merged is None else merged.merge(proposed, on=["user_id", "item_id"], how="outer")
+        for column in merged.columns:
+            if column.endswith("_rank"):
+                merged[column] = merged[column].fillna(self.candidates + 1)
+        best = (pd.concat(reasons).sort_values(["own", "rank"], kind="stable").drop_duplicates(["user_id", "item_id"])
+                [["user_id", "item_id", "reason"]])
+        merged = merged.merge(best, on=["user_id", "item_id"], how="left")
+        # the user's own interactions with the item, the item's popularity, the user's activity
+        any_generator = next(iter(generators.values()))
+        catalogue, view = any_generator.catalogue_, any_generator.user_rows(interactions)
+        rows = view.users.get_indexer(merged.user_id)
+        cols = catalogue.items.get_indexer(merged.item_id)
+        for name, matrix in (("weight", view.weight), ("purchases", view.purchases), ("carts", view.carts),
+                             ("recency", view.recency)):
+            merged[f"user_item_{name}"] = np.asarray(matrix[rows, cols]).ravel()
+        buyers = np.asarray((catalogue.purchases > 0).sum(axis=0)).ravel()
+        users_per_item = np.asarray((catalogue.weight > 0).sum(axis=0)).ravel()
+        trend = np.asarray(catalogue.weight.sum(axis=0)).ravel()
+        merged["item_buyers"], merged["item_users"], merged["item_weight"] = buyers[cols], users_per_item[cols], trend[cols]
+        merged["user_items"] = np.diff(view.weight.indptr)[rows]
+        merged["user_purchases"] = np.asarray(view.purchases.sum(axis=1)).ravel()[rows]
+        merged["user_recency"] = np.asarray(view.recency.max(axis=1).todense()).ravel()[rows]
+        return merged
+
+    def recommend(self, users, k: int = 10, new_only: bool = False,
+                  interactions: pd.DataFrame | None = None) -> pd.DataFrame:
+        frame = self._candidates(self.generators_, users, new_only, interactions)
+        if frame.empty:
+            return _no_recommendations()
+        frame["score"] = self.model_.predict_proba(frame[self.features_])[:, 1]
+        frame = frame.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
+        frame["rank"] = frame.groupby("user_id", sort=False).cumcount() + 1
+        return frame.loc[frame["rank"] <= k, list(RECOMMENDATION_COLUMNS)].reset_index(drop=True)
 
 
 def ranking_metrics(recommendations: pd.DataFrame, truth: pd.DataFrame, k: int = 10) -> dict[str, float]:

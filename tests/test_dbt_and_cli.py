@@ -72,6 +72,10 @@ def test_dbt_unit_tests_pin_the_window_logic(empty_warehouse, tmp_path):
         # expected buyers and revenue per audience (issue 22)
         "purchasers_carry_their_revenue_forecast_where_revenue_is_published": "pass",
         "audience_sizes_sum_expected_buyers_and_revenue_and_leave_unpublished_ones_null": "pass",
+        # what the recommenders are fitted on (issue 23)
+        "item_days_count_each_kind_and_leave_out_events_without_an_item": "pass",
+        "interactions_use_the_lookback_before_the_as_of_date_only_and_weight_by_type_and_age": "pass",
+        "items_take_the_catalogue_first_then_the_latest_category_and_price_seen": "pass",
     }
 
 

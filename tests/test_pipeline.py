@@ -16,6 +16,7 @@ from tests.conftest import DEMO_AS_OF
 pytestmark = pytest.mark.slow
 
 FEATURES_SQL = "select * from marts.feat_user_daily where as_of_date = ? order by user_id"
+INTERACTIONS_SQL = "select * from marts.fct_user_item_interactions where as_of_date = ? order by user_id, item_id"
 
 
 def _read(paths, sql, params=None) -> pd.DataFrame:
@@ -144,9 +145,24 @@ def test_every_check_of_the_run_passed_and_status_reports_it(pipeline):
     assert tables["raw.events"] > 35_000 and tables["marts.fct_training_set"] > 0
 
 
+def _build_interactions(as_of: dt.date) -> None:
+    """The user x item interactions (and the item days they sum) of one as-of date, as a Dagster materialization."""
+    defs = runs.definitions()
+    with runs.instance() as instance:
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks], partition_key=as_of.isoformat(), instance=instance,
+            resources=defs.resources,
+            selection=dg.AssetSelection.assets(["marts", "fct_user_item_interactions"]).upstream()
+            - dg.AssetSelection.groups("ingest"))
+    assert result.success
+
+
 def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
     as_of = DEMO_AS_OF - dt.timedelta(days=7)
+    _build_interactions(as_of)  # the demo run built the interactions of its own date only
     before = _read(pipeline, FEATURES_SQL, [as_of])
+    interactions_before = _read(pipeline, INTERACTIONS_SQL, [as_of])
+    assert len(interactions_before) > 1000
     users = before.user_id.head(20).tolist()
     # every kind of event, at midnight of the as-of date and days later: the open cart, prices, hours since the
     # last event and whole-history purchases must not see them either
@@ -161,13 +177,16 @@ def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
     late.to_parquet(tmp_path / "late.parquet")
     runs.ingest("canonical", [str(tmp_path / "late.parquet")])
     runs.backfill_features(as_of, as_of)
+    _build_interactions(as_of)
     after = _read(pipeline, FEATURES_SQL, [as_of])
     pd.testing.assert_frame_equal(before, after)
+    pd.testing.assert_frame_equal(interactions_before, _read(pipeline, INTERACTIONS_SQL, [as_of]))
     # the same kind of event one day earlier does change the features: the comparison can fail
     early = late.head(2).assign(event_ts=pd.Timestamp(as_of) - pd.Timedelta(hours=1), item_id=["early-0", "early-1"])
     early.to_parquet(tmp_path / "early.parquet")
     runs.ingest("canonical", [str(tmp_path / "early.parquet")])
     runs.backfill_features(as_of, as_of)
+    _build_interactions(as_of)
     changed = _read(pipeline, FEATURES_SQL, [as_of]).set_index("user_id")
     was = before.set_index("user_id")
     assert changed.loc[users[0], "purchase_count_1d"] == was.loc[users[0], "purchase_count_1d"] + 1
@@ -178,6 +197,11 @@ def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
     assert changed.loc[users[1], "open_cart_items"] == was.loc[users[1], "open_cart_items"] + 1
     assert changed.loc[users[1], "hours_since_last_cart"] == pytest.approx(1.0)
     assert changed.loc[users[1], "max_carted_price_28d"] >= 99.0
+    # and the interactions: the user who bought early-0 an hour before midnight has it, bought, a day ago
+    interactions = _read(pipeline, INTERACTIONS_SQL, [as_of])
+    bought = interactions[(interactions.user_id == users[0]) & (interactions.item_id == "early-0")]
+    assert bought[["purchases", "days_since_last"]].values.tolist() == [[1, 1]]
+    assert len(interactions) == len(interactions_before) + 2
 
 
 def test_materializing_a_partition_twice_gives_identical_tables(pipeline):

@@ -15,6 +15,8 @@ from ml.recommend import (
     ItemKNN,
     Popularity,
     RecommendationInputError,
+    Reranker,
+    Snapshot,
     coverage,
     new_item_truth,
     ranking_metrics,
@@ -123,3 +125,48 @@ def test_bad_interactions_are_refused_with_the_row_that_is_wrong():
         EASE().fit(pd.concat([bad.iloc[:1]] * 2))
     with pytest.raises(RecommendationInputError, match="lack the columns"):
         EASE().fit(bad.drop(columns="days_since_last"))
+
+
+@pytest.mark.parametrize("family", [History("engaged"), Popularity(True), EASE(l2=10.0), ItemKNN(neighbours=10),
+                                    ALS(factors=2, iterations=20), BPR(factors=2, iterations=200)])
+def test_a_fitted_model_scores_fresh_interactions_as_of_a_later_date(family):
+    """Fitted weekly, scored daily: given the interactions as of the scoring date, a model scores those (new users
+    included) with what it learned, and leaves out items it has never seen."""
+    interactions = _communities()
+    model = family.fit(interactions)
+    # a user the fit never saw, who bought a1 and a2 since, and an item that did not exist at the fit
+    fresh = _rows(("newcomer", "a1", "cat_a", 1, 0, 1, 1), ("newcomer", "a2", "cat_a", 2, 1, 1, 2),
+                  ("newcomer", "brand-new", "cat_a", 3, 0, 0, 1))
+    assert model.recommend(["newcomer"], k=3).empty  # not in the fit's rows
+    recs = model.recommend(["newcomer"], k=3, new_only=True, interactions=fresh)
+    _assert_lists(recs, 3)
+    assert "brand-new" not in set(recs.item_id) and not {"a1", "a2"} & set(recs.item_id)
+    if family.name != "history_engaged":  # the history holds nothing new for this user
+        assert len(recs) == 3 and (recs.item_id.str[0] == "a").mean() >= 2 / 3, (family.name, recs)
+    assert model.user_rows(fresh).unknown_item_rows == 1
+
+
+def test_the_reranker_learns_from_earlier_snapshots_which_generator_to_trust():
+    """Snapshots where users buy again what they carted (and never what similar users bought): the reranker puts
+    the carted items first, says why, and refuses to fit without labelled snapshots."""
+    rng = np.random.default_rng(1)
+
+    def snapshot(seed_users: int):
+        interactions = _communities(users_per_group=seed_users, seed=seed_users)
+        carted = interactions.groupby("user_id").head(1).index
+        interactions.loc[carted, ["carts", "purchases"]] = [1, 0]
+        interactions["weight"] = interactions.views + 3 * interactions.carts + 5 * interactions.purchases
+        truth = interactions.loc[carted, ["user_id", "item_id"]]
+        return Snapshot(interactions, truth)
+
+    history = [snapshot(30), snapshot(35)]
+    now = snapshot(40)
+    model = Reranker(candidates=6, n_estimators=50, generators={
+        "history": History("engaged"), "ease": EASE(l2=10.0)}).fit(now.interactions, history=history)
+    users = now.truth.user_id.unique()[rng.permutation(len(now.truth.user_id.unique()))[:20]]
+    recs = model.recommend(users, k=3)
+    _assert_lists(recs, 3)
+    assert ranking_metrics(recs, now.truth[now.truth.user_id.isin(users)], k=1)["recall_at_1"] == 1.0
+    assert set(recs[recs["rank"] == 1].reason) == {"carted before"}
+    with pytest.raises(RecommendationInputError, match="earlier snapshots"):
+        Reranker(generators={"history": History("engaged")}).fit(now.interactions, history=[])

@@ -13,6 +13,8 @@
             'stg_shop__events': event_days_between(first ~ ' - 1', last),
             'int_user_daily_activity': 'activity_date >= ' ~ first ~ ' - 1 and activity_date < ' ~ last,
             'int_user_purchase_days': 'purchase_date >= ' ~ first ~ ' - 1 and purchase_date < ' ~ last,
+            'int_user_item_daily': 'activity_date >= ' ~ first ~ ' - 1 and activity_date < ' ~ last,
+            'fct_user_item_interactions': is_run_as_of_date('as_of_date'),
             'feat_user_daily': is_run_as_of_date('as_of_date'),
             'feat_user_rfm': is_run_as_of_date('as_of_date'),
             'fct_scoring_population': is_run_as_of_date('as_of_date'),

@@ -1,0 +1,138 @@
+"""The recommendations target: its candidates, the time-based protocol they are judged by, and the choice between
+them (issue 23). The recommenders themselves are in ml/recommend.py.
+
+Protocol, for a cutoff T and a horizon h: fit on the interactions before T (marts.fct_user_item_interactions at
+as-of date T); the test users are the users with interactions before T who bought in [T, T + h); the truth is the
+distinct items each bought then. Recall@10 = hits / min(10, |truth|), averaged over the test users (a user without
+a list counts as zero), and the same on the cross-sell list (`new_items`: the items the user had not bought before
+T, against the truth's new items). A candidate that learns from labelled history (the reranker) learns from the
+snapshots T - h, T - 2h, ..., whose horizons closed before T.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ml.recommend import (
+    ALS,
+    BPR,
+    EASE,
+    Fallback,
+    History,
+    ItemKNN,
+    Popularity,
+    Recommender,
+    Reranker,
+    Snapshot,
+    coverage,
+    new_item_truth,
+    ranking_metrics,
+)
+
+K = 10
+PRIMARY_METRIC = f"recall_at_{K}"
+# the naive candidates: the first champion is the best of these, so that a learned model has to beat the simple
+# rankings of this shop to be served
+NAIVE = ("popularity", "popularity_in_categories", "history_bought", "history_engaged")
+RERANKER_SNAPSHOTS = 3  # labelled snapshots the reranker learns from, one horizon apart
+
+CANDIDATES: dict[str, Callable[[], Recommender]] = {
+    "popularity": lambda: Popularity(),
+    "popularity_in_categories": lambda: Popularity(within_categories=True),
+    "history_bought": lambda: History("bought"),
+    "history_engaged": lambda: History("engaged"),
+    "item_knn": lambda: ItemKNN(),
+    "als": lambda: ALS(),
+    "bpr": lambda: BPR(),
+    "ease": lambda: EASE(),
+    "history_bought_then_ease": lambda: Fallback(History("bought"), EASE()),
+    "history_engaged_then_als": lambda: Fallback(History("engaged"), ALS()),
+    "reranker": lambda: Reranker(),
+}
+
+
+def snapshot_cutoffs(cutoff: dt.date, horizon_days: int, snapshots: int = RERANKER_SNAPSHOTS) -> list[dt.date]:
+    """The earlier cutoffs a learned ranker fitted at ``cutoff`` learns from: their horizons closed by ``cutoff``."""
+    return [cutoff - dt.timedelta(days=horizon_days * j) for j in range(1, snapshots + 1)]
+
+
+def truth_after(item_days: pd.DataFrame, cutoff: dt.date, horizon_days: int, interactions: pd.DataFrame
+                ) -> pd.DataFrame:
+    """user_id, item_id: the distinct items bought in [cutoff, cutoff + horizon) by users with interactions before
+    the cutoff. item_days: int_user_item_daily's user_id, item_id, activity_date, n_purchase."""
+    dates = pd.to_datetime(item_days.activity_date)
+    start, end = pd.Timestamp(cutoff), pd.Timestamp(cutoff + dt.timedelta(days=horizon_days))
+    bought = item_days[(dates >= start) & (dates < end) & (item_days.n_purchase > 0)]
+    bought = bought[bought.user_id.isin(set(interactions.user_id))]
+    return bought[["user_id", "item_id"]].drop_duplicates().reset_index(drop=True)
+
+
+@dataclass
+class Fold:
+    """One cutoff of the protocol: the interactions before it, the truth after it, and the labelled snapshots
+    before it (for candidates that learn from them)."""
+
+    cutoff: dt.date
+    interactions: pd.DataFrame
+    truth: pd.DataFrame
+    history: list[Snapshot] = field(default_factory=list)
+
+
+def fit(name: str, interactions: pd.DataFrame, history: list[Snapshot] = ()) -> Recommender:
+    model = CANDIDATES[name]()
+    if getattr(model, "needs_history", False):
+        return model.fit(interactions, history=list(history))
+    return model.fit(interactions)
+
+
+def evaluate(model: Recommender, fold: Fold, k: int = K) -> dict[str, float]:
+    """The protocol's metrics of a fitted model on a fold: both lists, and how much of the catalogue they use."""
+    users = fold.truth.user_id.unique()
+    next_items = model.recommend(users, k)
+    metrics = ranking_metrics(next_items, fold.truth, k)
+    new_truth = new_item_truth(fold.truth, fold.interactions)
+    new_items = model.recommend(new_truth.user_id.unique(), k, new_only=True)
+    new_metrics = ranking_metrics(new_items, new_truth, k)
+    return {**metrics, f"new_item_recall_at_{k}": new_metrics[f"recall_at_{k}"],
+            f"new_item_hit_rate_at_{k}": new_metrics[f"hit_rate_at_{k}"], "new_item_users": new_metrics["users"],
+            f"coverage_at_{k}": coverage(next_items, fold.interactions.item_id.nunique(), k)}
+
+
+def backtest(names: list[str], folds: list[Fold], k: int = K, progress: Callable[[str], None] | None = None
+             ) -> pd.DataFrame:
+    """Every candidate fitted and measured on every fold: one row per (candidate, cutoff)."""
+    rows = []
+    for fold in folds:
+        for name in names:
+            started = time.perf_counter()
+            model = fit(name, fold.interactions, fold.history)
+            fitted = time.perf_counter() - started
+            metrics = evaluate(model, fold, k)
+            rows.append({"candidate": name, "cutoff": fold.cutoff, **metrics, "fit_seconds": fitted,
+                         "seconds": time.perf_counter() - started})
+            if progress:
+                progress(f"{fold.cutoff} {name}: {PRIMARY_METRIC} {metrics[PRIMARY_METRIC]:.3f}, new items "
+                         f"{metrics[f'new_item_recall_at_{k}']:.3f} ({rows[-1]['seconds']:.1f} s)")
+    return pd.DataFrame(rows)
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean over the folds per candidate, best first by the primary metric (ties: the naive one, then by name)."""
+    means = results.drop(columns="cutoff").groupby("candidate").mean(numeric_only=True)
+    means["naive"] = means.index.isin(NAIVE)
+    return means.sort_values([PRIMARY_METRIC, "naive"], ascending=[False, False]).reset_index()
+
+
+def best(results: pd.DataFrame, among: tuple[str, ...] | None = None) -> str:
+    table = summarise(results)
+    if among is not None:
+        table = table[table.candidate.isin(among)]
+    if table.empty or not np.isfinite(table[PRIMARY_METRIC].iloc[0]):
+        raise ValueError("no candidate was measured on a fold with buyers")
+    return str(table.candidate.iloc[0])
