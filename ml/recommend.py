@@ -452,7 +452,8 @@ def default_generators() -> dict[str, Recommender]:
 class Reranker(Recommender):
     """A learned blend: several generators propose their top `candidates` items per user; a gradient-boosted
     classifier (LightGBM) scores each (user, item) from the generators' ranks and scores, the user's own
-    interactions with the item, the item's popularity and the user's activity, and ranks by that probability.
+    interactions with the item, the item's popularity and the user's activity, and ranks by that probability. The
+    cross-sell list (new_only) has its own classifier, learned on the items new to their buyers.
 
     It learns from `history`: snapshots of earlier cutoffs whose horizon closed before this fit's cutoff (fit(...,
     history=[Snapshot, ...])); the generators are fitted on each snapshot to make its training rows, then on the
@@ -478,29 +479,39 @@ class Reranker(Recommender):
         return copy.deepcopy(self.generators) if self.generators is not None else default_generators()
 
     def fit(self, interactions: pd.DataFrame, history: list[Snapshot] = ()) -> Reranker:
-        import lightgbm as lgb
-
-        examples = []
+        # two rankers: one for next_items (everything a user buys, mostly repurchases where a shop sells
+        # consumables) and one for new_items, learned only on the items the users had not bought: what wins the
+        # cross-sell list (similar users, categories) is drowned by repurchases in the first
+        examples = {False: [], True: []}
         for snapshot in history:
-            users = snapshot.truth.user_id.unique()
             generators = {name: g.fit(snapshot.interactions) for name, g in self._generators().items()}
-            frame = self._candidates(generators, users, False, None)
-            bought = snapshot.truth[["user_id", "item_id"]].drop_duplicates().assign(label=1)
-            examples.append(frame.merge(bought, on=["user_id", "item_id"], how="left").fillna({"label": 0}))
-        data = pd.concat(examples, ignore_index=True) if examples else pd.DataFrame()
-        if data.empty or data.label.nunique() < 2:
-            raise RecommendationInputError(
-                f"the reranker learns from earlier snapshots with buyers: {len(history)} snapshot(s), "
-                f"{0 if data.empty else int(data.label.sum())} bought candidate(s)")
-        self.features_ = [c for c in data.columns if c not in ("user_id", "item_id", "label", "reason")]
-        self.model_ = lgb.LGBMClassifier(n_estimators=self.n_estimators, learning_rate=self.learning_rate,
-                                         num_leaves=self.num_leaves, min_child_samples=20, subsample=1.0,
-                                         random_state=self.random_state, n_jobs=2, verbose=-1)
-        self.model_.fit(data[self.features_], data.label.astype(int))
-        self.training_rows_ = len(data)
+            bought_before = snapshot.interactions[snapshot.interactions.purchases > 0]
+            for new_only, truth in ((False, snapshot.truth), (True, new_item_truth(snapshot.truth, bought_before))):
+                frame = self._candidates(generators, truth.user_id.unique(), new_only, None)
+                bought = truth[["user_id", "item_id"]].drop_duplicates().assign(label=1)
+                examples[new_only].append(frame.merge(bought, on=["user_id", "item_id"], how="left")
+                                          .fillna({"label": 0}))
+        self.models_, self.training_rows_ = {}, {}
+        for new_only, parts in examples.items():
+            data = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+            if data.empty or data.label.nunique() < 2:
+                raise RecommendationInputError(
+                    f"the reranker learns from earlier snapshots with buyers: {len(history)} snapshot(s), "
+                    f"{0 if data.empty else int(data.label.sum())} bought candidate(s)"
+                    + (" of items new to their buyers" if new_only else ""))
+            self.features_ = [c for c in data.columns if c not in ("user_id", "item_id", "label", "reason")]
+            self.models_[new_only] = self._classifier().fit(data[self.features_], data.label.astype(int))
+            self.training_rows_[new_only] = len(data)
         self.generators_ = {name: g.fit(interactions) for name, g in self._generators().items()}
         self.catalogue_ = next(iter(self.generators_.values())).catalogue_
         return self
+
+    def _classifier(self):
+        import lightgbm as lgb
+
+        return lgb.LGBMClassifier(n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+                                  num_leaves=self.num_leaves, min_child_samples=20, random_state=self.random_state,
+                                  n_jobs=2, verbose=-1)
 
     def _candidates(self, generators: dict[str, Recommender], users, new_only: bool,
                     interactions: pd.DataFrame | None) -> pd.DataFrame:
@@ -542,7 +553,7 @@ class Reranker(Recommender):
         frame = self._candidates(self.generators_, users, new_only, interactions)
         if frame.empty:
             return _no_recommendations()
-        frame["score"] = self.model_.predict_proba(frame[self.features_])[:, 1]
+        frame["score"] = self.models_[new_only].predict_proba(frame[self.features_])[:, 1]
         frame = frame.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
         frame["rank"] = frame.groupby("user_id", sort=False).cumcount() + 1
         return frame.loc[frame["rank"] <= k, list(RECOMMENDATION_COLUMNS)].reset_index(drop=True)

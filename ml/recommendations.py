@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
@@ -136,3 +137,127 @@ def best(results: pd.DataFrame, among: tuple[str, ...] | None = None) -> str:
     if table.empty or not np.isfinite(table[PRIMARY_METRIC].iloc[0]):
         raise ValueError("no candidate was measured on a fold with buyers")
     return str(table.candidate.iloc[0])
+
+
+# -- training, the registry and the gate -------------------------------------------------------------------------
+
+MODEL_NAME = "next_items"  # the registered model: one model serves both lists (new_items is its cross-sell list)
+
+
+class RecommenderModel(mlflow.pyfunc.PythonModel):
+    """The MLflow pyfunc of a fitted recommender. Input: the interactions as of the scoring date
+    (INTERACTION_COLUMNS, ml/recommend.py) of the users to serve; params: k and new_only. Output: user_id, rank,
+    item_id, score, reason."""
+
+    def __init__(self, recommender: Recommender):
+        self.recommender = recommender
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        params = params or {}
+        return self.recommender.recommend(model_input.user_id.unique(), int(params.get("k", K)),
+                                          bool(params.get("new_only", False)), interactions=model_input)
+
+
+@dataclass
+class TrainingOutcome:
+    results: pd.DataFrame          # one row per (candidate, cutoff)
+    summary: pd.DataFrame          # means per candidate, best first
+    best: str
+    best_naive: str
+    parent_run_id: str
+    model_runs: dict[str, str]     # candidate -> the run holding its model fitted on the training date's interactions
+
+
+def fold_scores(results: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """{candidate: {cutoff: primary metric}}: what the gate compares, kept on the registered version."""
+    return {name: {str(row.cutoff): float(row[PRIMARY_METRIC]) for _, row in rows.iterrows()}
+            for name, rows in results.groupby("candidate")}
+
+
+def train_candidates(folds: list[Fold], interactions: pd.DataFrame, history: list[Snapshot], store,
+                     names: list[str] | None = None, tags: dict | None = None,
+                     progress: Callable[[str], None] = print) -> TrainingOutcome:
+    """Backtest every candidate on the folds (newest first: the first is the validation cutoff), log one MLflow run
+    per candidate under a parent run, and fit the best (and the best naive one) on ``interactions``, the training
+    date's, with ``history`` for a learned ranker, logging each as a model."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from ml.recommend import INTERACTION_COLUMNS
+    from ml.train import model_requirements
+
+    names = names or list(CANDIDATES)
+    results = backtest(names, folds, progress=progress)
+    summary = summarise(results)
+    chosen, naive = best(results), best(results, among=tuple(n for n in NAIVE if n in names) or None)
+    validation = folds[0].cutoff
+    store.activate()
+    tags = {k: str(v) for k, v in (tags or {}).items()}
+    model_runs = {}
+    experiment = store.experiment_id(MODEL_NAME)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{MODEL_NAME} candidates",
+                          tags={**tags, "validation_as_of_date": str(validation)}) as parent:
+        for name in names:
+            rows = results[results.candidate == name]
+            with mlflow.start_run(experiment_id=experiment, run_name=name, nested=True,
+                                  tags={**tags, "candidate": name}) as child:
+                mlflow.log_params({"candidate": name, **CANDIDATES[name]().get_params(),
+                                   "cutoffs": ",".join(str(c) for c in rows.cutoff)})
+                newest = rows[rows.cutoff == validation].drop(columns=["candidate", "cutoff"]).iloc[0]
+                mlflow.log_metrics({f"validation_{k}": float(v) for k, v in newest.items() if np.isfinite(v)}
+                                   | {f"backtest_{k}": float(v) for k, v in
+                                      rows.drop(columns=["candidate", "cutoff"]).mean().items() if np.isfinite(v)})
+                mlflow.log_table(rows.assign(cutoff=rows.cutoff.astype(str)), "folds.json")
+                if name in (chosen, naive):
+                    fitted = fit(name, interactions, history)
+                    example = interactions[list(INTERACTION_COLUMNS)].head(20)
+                    mlflow.pyfunc.log_model(
+                        name="model", python_model=RecommenderModel(fitted), input_example=example,
+                        signature=infer_signature(example, fitted.recommend(example.user_id.unique(), K,
+                                                                            interactions=example),
+                                                  params={"k": K, "new_only": False}),
+                        pip_requirements=[*model_requirements(), "implicit", "lightgbm"])
+                    model_runs[name] = child.info.run_id
+            progress(f"{MODEL_NAME} {name}: backtest {PRIMARY_METRIC} {rows[PRIMARY_METRIC].mean():.3f}")
+        mlflow.set_tags({"best_candidate": chosen, "best_naive_candidate": naive})
+        mlflow.log_table(summary, "candidates.json")
+    return TrainingOutcome(results, summary, chosen, naive, parent.info.run_id, model_runs)
+
+
+def register(store, run_id: str, candidate: str, tags: dict):
+    """Register a candidate's logged model as a version of `next_items`, its configuration named in the tags."""
+    import mlflow
+
+    from ml.registry import RegisteredModel
+
+    store.activate()
+    all_tags = {**{k: str(v) for k, v in tags.items()}, "candidate": candidate, "family": candidate}
+    mv = mlflow.register_model(f"runs:/{run_id}/model", MODEL_NAME, tags=all_tags)
+    return RegisteredModel(MODEL_NAME, str(mv.version), run_id, all_tags)
+
+
+def decide(candidate: str, candidate_version: str, incumbent: str, incumbent_label: str,
+           scores: dict[str, dict[str, float]], margin: float):
+    """The gate's decision, from the backtest alone: the candidate's configuration and the incumbent's (the
+    champion's, or for a first champion the best naive one), each refit per fold, compared by the mean primary
+    metric over the same cutoffs. A tie keeps the incumbent."""
+    from ml.gate import GateDecision
+    from ml.registry import CHALLENGER, CHAMPION
+
+    cutoffs = sorted(set(scores[candidate]) & set(scores[incumbent]))
+    if not cutoffs:
+        raise ValueError(f"no cutoff on which both {candidate} and {incumbent} were measured")
+    mine = float(np.mean([scores[candidate][c] for c in cutoffs]))
+    theirs = float(np.mean([scores[incumbent][c] for c in cutoffs]))
+    promoted = candidate != incumbent and mine > theirs + margin
+    comparison = (f"{PRIMARY_METRIC} {mine:.4f} ({candidate}) vs {incumbent_label} {theirs:.4f} ({incumbent}), "
+                  f"margin {margin}, mean over {len(cutoffs)} cutoffs")
+    if candidate == incumbent:
+        reason = f"kept as challenger: the same configuration as {incumbent_label}: {comparison}"
+    elif promoted:
+        reason = f"promoted: beats {incumbent_label} on the same cutoffs: {comparison}"
+    else:
+        reason = f"kept as challenger: does not beat {incumbent_label} by the margin: {comparison}"
+    folds = [{"cutoff": c, "candidate": scores[candidate][c], "incumbent": scores[incumbent][c]} for c in cutoffs]
+    return GateDecision(MODEL_NAME, candidate_version, promoted, CHAMPION if promoted else CHALLENGER,
+                        PRIMARY_METRIC, mine, incumbent_label, theirs, margin, reason, folds)

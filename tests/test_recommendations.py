@@ -55,3 +55,43 @@ def test_the_backtest_measures_each_candidate_on_each_fold_and_the_choice_prefer
     tied.loc[tied.candidate == "item_knn", "recall_at_10"] = tied.loc[tied.candidate == "popularity", "recall_at_10"].to_numpy()
     assert best(tied) == "popularity"
     assert set(NAIVE) <= set(CANDIDATES)
+
+
+def test_training_logs_every_candidate_registers_the_best_and_the_gate_compares_configurations(tmp_path):
+    """A real MLflow store: one nested run per candidate, the best and the best naive fitted and logged as models;
+    the registered best loads back as a pyfunc that serves fresh interactions; the gate's decision rests on the
+    same cutoffs for both configurations and keeps the incumbent on a tie."""
+    import mlflow
+
+    from ml.recommendations import MODEL_NAME, decide, fold_scores, register, train_candidates
+    from ml.registry import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    interactions = _communities()
+    bought = interactions.groupby("user_id").item_id.apply(set)
+    truth = pd.DataFrame([(user, next(f"{user[0]}{i}" for i in range(1, 7) if f"{user[0]}{i}" not in items))
+                          for user, items in bought.items()], columns=["user_id", "item_id"])
+    folds = [Fold(dt.date(2026, 3, 8), interactions, truth), Fold(dt.date(2026, 3, 1), interactions, truth)]
+    outcome = train_candidates(folds, interactions, [], store, names=["popularity", "history_bought", "ease"],
+                               tags={"as_of_date": "2026-03-15"}, progress=lambda _: None)
+    assert (outcome.best, outcome.best_naive) == ("ease", "popularity")
+    assert set(outcome.model_runs) == {"ease", "popularity"}
+    runs = mlflow.search_runs(experiment_ids=[store.experiment_id(MODEL_NAME)])
+    assert len(runs) == 4  # the parent and one per candidate
+    child = runs[runs["tags.candidate"] == "ease"].iloc[0]
+    assert child["metrics.validation_recall_at_10"] == pytest.approx(1.0)
+    assert child["metrics.backtest_new_item_recall_at_10"] == pytest.approx(1.0)
+
+    version = register(store, outcome.model_runs["ease"], "ease", {"as_of_date": "2026-03-15"})
+    served = mlflow.pyfunc.load_model(version.uri).predict(
+        interactions[interactions.user_id.isin(["a0", "b0"])], params={"k": 2, "new_only": True})
+    assert set(served.user_id) == {"a0", "b0"} and list(served.groupby("user_id").size()) == [2, 2]
+    assert all(item[0] == user[0] for user, item in zip(served.user_id, served.item_id))
+
+    scores = fold_scores(outcome.results)
+    first = decide("ease", version.version, "popularity", "the best naive candidate", scores, margin=0.0)
+    assert first.promoted and first.alias == "champion" and len(first.folds) == 2
+    assert first.candidate_score == pytest.approx(1.0) and first.incumbent_score < 0.9
+    assert not decide("ease", "2", "ease", "champion v1", scores, 0.0).promoted  # the same configuration
+    assert not decide("popularity", "3", "ease", "champion v1", scores, 0.0).promoted
+    assert not decide("ease", "4", "popularity", "champion v1", scores, margin=0.9).promoted  # within the margin
