@@ -19,7 +19,13 @@ def prediction_sources_yml() -> str:
         lines += [f"      - name: {target.name}",
                   (f"        description: \"{target.description} Per user and as-of date, with decile, reason codes "
                   "and the model version.\"")]
-    lines += ["      - name: clv",
+    lines += ["      - name: next_items",
+              ("        description: \"The recommendations: per user and as-of date, k items the user is likely to buy "
+               "next (rank, item, category, score, reason, model version).\""),
+              "      - name: new_items",
+              ("        description: \"The cross-sell list: per user and as-of date, k items the user has not bought "
+               "before.\""),
+              "      - name: clv",
               ("        description: BG/NBD + Gamma-Gamma outputs (P(alive), expected purchases, expected spend) per "
               "user and as-of date.")]
     return "\n".join(lines) + "\n"

@@ -40,10 +40,13 @@ CURRENT_LINK = "current"
 PUBLISHED_TABLES = (
     *(("predictions", name, True) for name in TARGETS),   # the target registry: every target's predictions
     ("predictions", "clv", True),
+    ("predictions", "next_items", True),
+    ("predictions", "new_items", True),
     ("predictions", "user_scores_latest", False),
     ("audiences", "aud_likely_purchasers_7d", True),
     ("audiences", "aud_likely_churning_high_value", True),
     ("audiences", "aud_predicted_top_spenders", True),
+    ("audiences", "aud_likely_purchasers_with_items", True),
     ("audiences", "audience_sizes", False),
     ("monitoring", "prediction_performance", False),
     ("monitoring", "model_decisions", False),

@@ -83,7 +83,21 @@ def _feature_sets(text: str) -> str:
     return ",".join(chosen)
 
 
+def _recommenders(text: str) -> str:
+    from ml.recommendations import CANDIDATES
+
+    if text.strip() in ("", "all"):
+        return "all"
+    chosen = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(CANDIDATES))
+    if unknown:
+        raise ValueError(f"unknown recommender(s) {', '.join(unknown)}; expected all or some of "
+                         f"{', '.join(CANDIDATES)}")
+    return ",".join(chosen)
+
+
 TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
+RecommenderList = Annotated[str, AfterValidator(_recommenders)]
 FamilyList = Annotated[str, AfterValidator(_families)]
 FeatureSetList = Annotated[str, AfterValidator(_feature_sets)]
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -147,6 +161,18 @@ class Settings(BaseSettings):
                                      "sample), then applied to every user")
     personal_features: bool = Field(
         False, description="true lets personal attributes (age, gender, region...) be model features")
+    # -- recommendations (which items each user buys next)
+    recommendation_horizon_days: int = Field(
+        28, ge=1, le=90, description="the recommendations' truth: the items a user buys in this many days after a "
+                                     "cutoff")
+    recommendation_candidates: RecommenderList = Field(
+        "all", description="or a comma-separated subset of the recommenders of ml/recommendations.py (popularity, "
+                           "history_bought, als, ease, reranker...); the best naive one is always tried")
+    recommendations_per_user: int = Field(10, ge=1, le=100, description="items in each user's next_items and "
+                                                                         "new_items lists")
+    recommendation_min_buyers: int = Field(
+        30, ge=1, description="eligibility: users with history who bought in the validation cutoff's horizon; below "
+                              "it the recommenders are not trained")
     # -- monitoring
     psi_warn: float = Field(0.1, gt=0, allow_inf_nan=False,
                             description="drift checks warn above this population stability index")

@@ -261,3 +261,24 @@ def decide(candidate: str, candidate_version: str, incumbent: str, incumbent_lab
     folds = [{"cutoff": c, "candidate": scores[candidate][c], "incumbent": scores[incumbent][c]} for c in cutoffs]
     return GateDecision(MODEL_NAME, candidate_version, promoted, CHAMPION if promoted else CHALLENGER,
                         PRIMARY_METRIC, mine, incumbent_label, theirs, margin, reason, folds)
+
+
+@dataclass(frozen=True)
+class ProtocolDates:
+    """The as-of dates a training run of the recommendations target at ``as_of`` reads interactions at."""
+
+    as_of: dt.date
+    folds: list[dt.date]                         # newest first: the validation cutoff, then the backtest's
+    snapshots: dict[dt.date, list[dt.date]]      # per fold, and for as_of itself: what a learned ranker learns from
+
+    @property
+    def all(self) -> list[dt.date]:
+        return sorted({self.as_of, *self.folds, *(d for dates in self.snapshots.values() for d in dates)})
+
+
+def protocol_dates(as_of: dt.date, horizon_days: int, cadence_days: int, folds: int) -> ProtocolDates:
+    """Folds ``cadence_days`` apart, the newest ``horizon_days`` before ``as_of`` (its horizon just closed), and
+    each one's (and the training date's) labelled snapshots, one horizon apart."""
+    newest = as_of - dt.timedelta(days=horizon_days)
+    cutoffs = [newest - dt.timedelta(days=cadence_days * k) for k in range(folds)]
+    return ProtocolDates(as_of, cutoffs, {d: snapshot_cutoffs(d, horizon_days) for d in [as_of, *cutoffs]})

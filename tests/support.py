@@ -46,8 +46,9 @@ VOLATILE_BY_TABLE = {"predictions.clv": {"model_version"},
 ROUNDING_OFFSET = 3.14159e-9
 
 
-def snapshot(paths: ShopcastPaths, extra_volatile: frozenset = frozenset()) -> dict:
-    """Every base table of the warehouse and the serving file: (rows, an order-free hash of its stable columns)."""
+def snapshot(paths: ShopcastPaths, extra_volatile: frozenset = frozenset(), where: dict | None = None) -> dict:
+    """Every base table of the warehouse and the serving file: (rows, an order-free hash of its stable columns);
+    ``where`` limits a table (schema.table) to some of its rows."""
     out = {}
     for label, file in (("warehouse", paths.warehouse), ("serving", served(paths))):
         if not file.exists():
@@ -68,7 +69,8 @@ def snapshot(paths: ShopcastPaths, extra_volatile: frozenset = frozenset()) -> d
                                "and table_name = ? order by ordinal_position", [schema, table]).fetchall()
                            if c not in skip]
                 digest = f"sum(hash({', '.join(columns)})::hugeint)" if columns else "0"
-                out[f"{label}:{name}"] = con.execute(f"select count(*), {digest} from {schema}.{table}").fetchone()
+                rows = f" where {where[name]}" if where and name in where else ""
+                out[f"{label}:{name}"] = con.execute(f"select count(*), {digest} from {schema}.{table}{rows}").fetchone()
     return out
 
 

@@ -379,3 +379,30 @@ def test_a_backfill_can_compute_only_some_dates_of_its_range(pipeline):
         dates = set(_read(pipeline, f"select distinct as_of_date from marts.{table} where as_of_date < ?",
                           [DEMO_AS_OF - dt.timedelta(days=21)]).as_of_date.dt.date)
         assert dates == set(wanted), table
+
+
+def test_both_recommendation_lists_are_published_ranked_and_gated(pipeline):
+    """Every user of the scoring population gets k distinct items in next_items and in new_items (the cross-sell
+    list, nothing bought before), each with a reason; the first champion was the best naive recommender, and a
+    learned one replaced it only by beating it on the same cutoffs."""
+    population = set(_read(pipeline, "select user_id from marts.fct_scoring_population where as_of_date = ?",
+                           [DEMO_AS_OF]).user_id)
+    bought = _read(pipeline, "select user_id, item_id from marts.fct_user_item_interactions "
+                             "where as_of_date = ? and purchases > 0", [DEMO_AS_OF])
+    for table in ("next_items", "new_items"):
+        lists = _read(pipeline, f"select * from predictions.{table} where as_of_date = ?", [DEMO_AS_OF])
+        assert set(lists.user_id) == population, table
+        ranks = lists.sort_values(["user_id", "rank"]).groupby("user_id")["rank"].apply(list)
+        assert all(r == list(range(1, 11)) for r in ranks), table
+        assert not lists.duplicated(["user_id", "item_id"]).any() and lists.reason.notna().all()
+        assert lists.model_version.notna().all() and lists.category_id.notna().mean() > 0.9
+    new_items = _read(pipeline, "select user_id, item_id from predictions.new_items where as_of_date = ?",
+                      [DEMO_AS_OF])
+    assert new_items.merge(bought, on=["user_id", "item_id"]).empty
+    decisions = _read(pipeline, "select * from monitoring.model_decisions where target = 'next_items' "
+                                "order by decided_at")
+    assert decisions.reason.iloc[0].startswith("first champion: the best naive candidate")
+    assert decisions.candidate_family.iloc[0] in ("popularity", "popularity_in_categories", "history_bought",
+                                                  "history_engaged")
+    for _, later in decisions.iloc[1:].iterrows():  # a promotion beat its predecessor on the same cutoffs
+        assert later.promoted == (later.candidate_score > later.incumbent_score), later.reason

@@ -102,7 +102,10 @@ def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
            "SHOPCAST_MODEL_FAMILIES": "logistic_regression,gradient_boosting",
            # BG/NBD fitted on a 5,000-user sample per date (GA has 29,850 users: in a GA run measured beside other
            # work its 13 fits took 4 of the run's 8 minutes); the fit on a sample is what the setting is for
-           "SHOPCAST_CLV_FIT_USERS": "5000"}
+           "SHOPCAST_CLV_FIT_USERS": "5000",
+           # the recommenders: two learned ones besides the naive ones (every candidate is compared on these data
+           # by benchmarks/recommendations.py)
+           "SHOPCAST_RECOMMENDATION_CANDIDATES": "als,ease"}
     for key in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "SHOPCAST_BUSINESS_TZ",
                 "SHOPCAST_TRAINING_CUTOFFS", "SHOPCAST_TRAINING_CADENCE_DAYS", "SHOPCAST_MIN_CLASS_EXAMPLES",
                 "SHOPCAST_MIN_ROC_AUC", "SHOPCAST_MIN_PR_AUC_SKILL"):
@@ -157,3 +160,10 @@ def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
         assert churn["champion"] is None and churn["latest_predictions"] is None
     else:
         assert churn["champion"] is not None and churn["latest_predictions"]["as_of_date"] == as_of.isoformat()
+        # both recommendation lists, for every user of the scoring population, ten items each
+        with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+            for table in ("next_items", "new_items"):
+                users, rows, first_rank_items = con.execute(
+                    f"select count(distinct user_id), count(*), count(distinct item_id) filter (where rank = 1) "
+                    f"from predictions.{table} where as_of_date = ?", [as_of]).fetchone()
+                assert users == population and rows == 10 * population and first_rank_items > 1, table

@@ -95,3 +95,13 @@ def test_training_logs_every_candidate_registers_the_best_and_the_gate_compares_
     assert not decide("ease", "2", "ease", "champion v1", scores, 0.0).promoted  # the same configuration
     assert not decide("popularity", "3", "ease", "champion v1", scores, 0.0).promoted
     assert not decide("ease", "4", "popularity", "champion v1", scores, margin=0.9).promoted  # within the margin
+
+
+def test_the_protocol_dates_of_a_training_run():
+    from ml.recommendations import protocol_dates
+
+    dates = protocol_dates(dt.date(2026, 6, 1), horizon_days=14, cadence_days=7, folds=2)
+    assert dates.folds == [dt.date(2026, 5, 18), dt.date(2026, 5, 11)]
+    assert dates.snapshots[dt.date(2026, 6, 1)] == [dt.date(2026, 5, 18), dt.date(2026, 5, 4), dt.date(2026, 4, 20)]
+    assert dates.snapshots[dt.date(2026, 5, 11)] == [dt.date(2026, 4, 27), dt.date(2026, 4, 13), dt.date(2026, 3, 30)]
+    assert dates.all[0] == dt.date(2026, 3, 30) and dates.all[-1] == dt.date(2026, 6, 1) and len(dates.all) == 9

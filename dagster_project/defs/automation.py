@@ -15,6 +15,9 @@ from dagster_project.defs.clv import CUTOFFS_KEY
 from dagster_project.defs.dbt_assets import TRAINING_CUTOFF_FEATURES
 from dagster_project.defs.dbt_assets import TRAINING_SET as TRAINING_SET_KEY
 from dagster_project.defs.partitions import as_of_daily
+from dagster_project.defs.recommendations import CANDIDATES_KEY as RECOMMENDATION_CANDIDATES
+from dagster_project.defs.recommendations import CHAMPION_KEY as RECOMMENDATION_CHAMPION
+from dagster_project.defs.recommendations import CUTOFF_INTERACTIONS as RECOMMENDATION_CUTOFFS
 from dagster_project.defs.training import TRAINING_SAMPLE
 from ml.targets import TARGETS
 
@@ -38,7 +41,8 @@ feature_backfill = dg.define_asset_job(
 )
 
 TRAINING = dg.AssetSelection.assets(TRAINING_CUTOFF_FEATURES, CUTOFFS_KEY, TRAINING_SAMPLE,
-                                    *[key(t) for t in TARGETS for key in (candidates_key, champion_key)])
+                                    *[key(t) for t in TARGETS for key in (candidates_key, champion_key)],
+                                    RECOMMENDATION_CUTOFFS, RECOMMENDATION_CANDIDATES, RECOMMENDATION_CHAMPION)
 
 # Daily: ingest, features, checks and scores with the current champion, no retraining (and so no training set:
 # twelve cutoffs of features joined with their labels, rebuilt when a run trains, with any cutoff's features missing).
@@ -55,7 +59,7 @@ daily_scoring = dg.define_asset_job(
 weekly_training = dg.define_asset_job(
     "weekly_training",
     executor_def=EXECUTOR,
-    selection=TRAINING | TRAINING_SET.upstream()
+    selection=TRAINING | TRAINING_SET.upstream() | dg.AssetSelection.assets(RECOMMENDATION_CANDIDATES).upstream()
     - dg.AssetSelection.groups("ingest"),
     partitions_def=as_of_daily,
     description="Rebuild the training set, train candidates, and let the gate decide on the champion.",

@@ -15,7 +15,12 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.partitions import as_of_daily
-from dagster_project.defs.resources import PipelineSettings, WarehouseResource, as_of_dates
+from dagster_project.defs.resources import (
+    PipelineSettings,
+    RecommendationPolicy,
+    WarehouseResource,
+    as_of_dates,
+)
 from dagster_project.faults import failpoint
 from dagster_project.markdown import frame_to_markdown
 from dagster_project.settings import DBT_PROJECT_DIR
@@ -51,11 +56,20 @@ translator = ShopcastTranslator()
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]  # unit tests run in CI, not on every partition
 
 
+def interaction_dates_kept(settings: PipelineSettings, recommendation_policy: RecommendationPolicy,
+                           as_of: dt.date) -> list[str]:
+    """The older as-of dates of marts.fct_user_item_interactions a run at ``as_of`` keeps: the recommenders'
+    folds and snapshots (the mart's post-hook deletes the rest)."""
+    dates = recommendation_policy.dates(as_of, settings.windows(as_of).cadence_days)
+    return [d.isoformat() for d in dates.all]
+
+
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
-           crash_test_point: str | None = None):
+           recommendation_policy: RecommendationPolicy, crash_test_point: str | None = None):
     """(The dbt assets take the ``warehouse`` resource only for its run lock: dbt writes the same file.)"""
     dates = as_of_dates(context)
-    dbt_vars = settings.dbt_vars(dates)
+    dbt_vars = {**settings.dbt_vars(dates),
+                "interaction_dates_kept": interaction_dates_kept(settings, recommendation_policy, dates[-1])}
     context.log.info(f"dbt build for as-of dates {dates[0]} .. {dates[-1]}"
                      + (f" (only {', '.join(map(str, dates))})" if dbt_vars["as_of_dates"] else ""))
     for number, event in enumerate(dbt.cli([*BUILD_ARGS, "--vars", json.dumps(dbt_vars)], context=context).stream()):
@@ -68,24 +82,24 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: Pip
             partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
             name="dbt_staging")
 def dbt_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
-                warehouse: WarehouseResource):
-    yield from _build(context, dbt, settings)
+                warehouse: WarehouseResource, recommendation_policy: RecommendationPolicy):
+    yield from _build(context, dbt, settings, recommendation_policy)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, select="intermediate marts", dagster_dbt_translator=translator,
             partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
             name="dbt_marts")
 def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
-              warehouse: WarehouseResource):
-    yield from _build(context, dbt, settings, crash_test_point="dbt.mid_build")
+              warehouse: WarehouseResource, recommendation_policy: RecommendationPolicy):
+    yield from _build(context, dbt, settings, recommendation_policy, crash_test_point="dbt.mid_build")
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, select="audiences monitoring", dagster_dbt_translator=translator,
             partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
             name="dbt_audiences")
 def dbt_audiences(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
-                  warehouse: WarehouseResource):
-    yield from _build(context, dbt, settings)
+                  warehouse: WarehouseResource, recommendation_policy: RecommendationPolicy):
+    yield from _build(context, dbt, settings, recommendation_policy)
 
 
 @dg.asset(key=TRAINING_CUTOFF_FEATURES, deps=[STAGED_EVENTS], group_name="marts", partitions_def=as_of_daily,

@@ -206,6 +206,29 @@ class TrainingPolicy(dg.ConfigurableResource):
                            self.max_expected_over_observed)
 
 
+class RecommendationPolicy(dg.ConfigurableResource):
+    """How the recommenders are chosen and served (ml/recommendations.py)."""
+
+    horizon_days: int = 28              # the truth: items bought in this many days after a cutoff
+    candidates: str = "all"             # comma-separated recommenders, or all
+    per_user: int = 10                  # items per list
+    min_buyers: int = 30                # eligibility: buyers with history in the validation cutoff's horizon
+    backtest_cutoffs: int = 3           # folds, newest first (the first validates)
+    gate_margin: float = 0.0
+
+    @property
+    def candidate_list(self) -> list[str]:
+        from ml.recommendations import CANDIDATES, NAIVE
+
+        chosen = list(CANDIDATES) if self.candidates in ("", "all") else [c for c in self.candidates.split(",") if c]
+        return [*chosen, *(n for n in NAIVE if n not in chosen)]  # the first champion is the best naive one
+
+    def dates(self, as_of: dt.date, cadence_days: int):
+        from ml.recommendations import protocol_dates
+
+        return protocol_dates(as_of, self.horizon_days, cadence_days, self.backtest_cutoffs)
+
+
 class MonitoringPolicy(dg.ConfigurableResource):
     """When drift or realised performance calls for a retrain."""
 
@@ -293,6 +316,10 @@ def build_resources(settings: Settings) -> dict:
             max_expected_over_observed=settings.max_expected_over_observed, backtest_cutoffs=settings.backtest_cutoffs,
             personal_features=settings.personal_features, rows_per_cutoff=settings.training_rows_per_cutoff,
             max_training_rows=settings.max_training_rows),
+        "recommendation_policy": RecommendationPolicy(
+            horizon_days=settings.recommendation_horizon_days, candidates=settings.recommendation_candidates,
+            per_user=settings.recommendations_per_user, min_buyers=settings.recommendation_min_buyers,
+            backtest_cutoffs=settings.backtest_cutoffs, gate_margin=settings.gate_margin),
         "monitoring_policy": MonitoringPolicy(
             psi_warn=settings.psi_warn, psi_fail=settings.psi_fail, null_rate_jump=settings.null_rate_jump,
             informational_features=settings.drift_informational_features,
@@ -308,4 +335,4 @@ def resources() -> dg.Definitions:
     return dg.Definitions(resources=build_resources(load_settings()))
 
 
-__all__ = ["AS_OF_DATES_TAG", "MlflowStore", "MonitoringPolicy", "PipelineSettings", "ServingResource", "TrainingPolicy", "WarehouseResource", "as_of_dates", "duckdb"]
+__all__ = ["AS_OF_DATES_TAG", "MlflowStore", "MonitoringPolicy", "PipelineSettings", "RecommendationPolicy", "ServingResource", "TrainingPolicy", "WarehouseResource", "as_of_dates", "duckdb"]

@@ -22,6 +22,7 @@
             'aud_likely_purchasers_7d': 'as_of_date between ' ~ first ~ ' and ' ~ last,
             'aud_likely_churning_high_value': 'as_of_date between ' ~ first ~ ' and ' ~ last,
             'aud_predicted_top_spenders': 'as_of_date between ' ~ first ~ ' and ' ~ last,
+            'aud_likely_purchasers_with_items': 'as_of_date between ' ~ first ~ ' and ' ~ last,
         } -%}
         {%- set window = windows.get(relation.identifier) -%}
         {%- if window is none -%}

@@ -1,6 +1,7 @@
 {#-
     One row per user with the latest score of every target (each at its own latest as-of date) and its reason codes,
-    and the BG/NBD outputs: what a CRM sync or a BI tool reads. Users appear if any target scored them.
+    the BG/NBD outputs and the user's top 3 next items with their reasons: what a CRM sync or a BI tool reads. Users
+    appear if any target scored them.
 -#}
 {{ config(materialized='table', schema='predictions') }}
 
@@ -21,6 +22,23 @@ with
 
 ),
 {% endfor %}
+
+next_items as (
+
+    select
+        user_id,
+        as_of_date,
+        {% for rank in [1, 2, 3] %}
+        max(case when rank = {{ rank }} then item_id end) as next_item_{{ rank }},
+        max(case when rank = {{ rank }} then reason end) as next_item_{{ rank }}_reason,
+        {% endfor %}
+        max(model_version) as next_items_model_version
+    from {{ source('predictions', 'next_items') }}
+    where as_of_date = (select max(as_of_date) from {{ source('predictions', 'next_items') }})
+      and rank <= 3
+    group by 1, 2
+
+),
 
 clv as (
 
@@ -54,9 +72,16 @@ select
     clv.as_of_date as clv_as_of_date,
     clv.clv_p_alive as p_alive,
     clv.clv_expected_purchases_90d as expected_purchases_90d,
-    clv.clv_expected_spend as expected_spend_per_purchase_day
+    clv.clv_expected_spend as expected_spend_per_purchase_day,
+    n.as_of_date as next_items_as_of_date,
+    {% for rank in [1, 2, 3] %}
+    n.next_item_{{ rank }},
+    n.next_item_{{ rank }}_reason,
+    {% endfor %}
+    n.next_items_model_version
 from users as u
 {% for prefix, table, score in targets %}
 left join {{ prefix }} on {{ prefix }}.user_id = u.user_id
 {% endfor %}
 left join clv on clv.user_id = u.user_id
+left join next_items as n on n.user_id = u.user_id

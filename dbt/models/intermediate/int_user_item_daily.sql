@@ -36,9 +36,9 @@ daily as (
         event_date as activity_date,
         max(category_id) as category_id,
         {% for event_type in var('event_types') -%}
-        sum(case when event_type = '{{ event_type }}' then 1 else 0 end) as n_{{ event_type }},
+        cast(sum(case when event_type = '{{ event_type }}' then 1 else 0 end) as bigint) as n_{{ event_type }},
         {% endfor -%}
-        sum(case when event_type = 'purchase' then quantity else 0 end) as quantity_purchased,
+        cast(sum(case when event_type = 'purchase' then quantity else 0 end) as bigint) as quantity_purchased,
         coalesce(sum(purchase_revenue), 0) as purchase_revenue,
         max(price) as max_price
     from events

@@ -54,8 +54,8 @@ activity as (
         count(distinct case when activity_date >= {{ dbt.dateadd('day', -28, as_of_date()) }} and n_purchase > 0
                             then user_id end) as buyers_28d,
         count(distinct case when n_purchase > 0 then user_id end) as buyers_all_time,
-        sum(case when activity_date >= {{ dbt.dateadd('day', -28, as_of_date()) }} then quantity_purchased else 0 end)
-            as units_sold_28d
+        cast(sum(case when activity_date >= {{ dbt.dateadd('day', -28, as_of_date()) }} then quantity_purchased
+                      else 0 end) as bigint) as units_sold_28d
     from item_days
     group by 1
 

@@ -1,0 +1,357 @@
+"""The recommendations target (issue 23): which items each user buys next.
+
+interactions at the protocol's dates → `models/next_items_candidates` (every recommender backtested on the folds,
+one MLflow run each, the best registered) → `models/next_items_champion` (the gate: the first champion is the best
+naive candidate, and a learned one replaces it only by beating it on the same cutoffs) → `predictions/next_items`
+and `predictions/new_items` (k items per user of the scoring population, with a score and a reason). The work is in
+ml/recommendations.py; these assets read the warehouse and record what was decided.
+"""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster_dbt import DbtCliResource
+
+from dagster_project import decisions
+from dagster_project.dbt_project import dbt_project
+from dagster_project.defs.dbt_assets import BUILD_ARGS, STAGED_EVENTS, translator
+from dagster_project.defs.partitions import as_of_daily
+from dagster_project.defs.resources import (
+    MlflowStore,
+    PipelineSettings,
+    RecommendationPolicy,
+    WarehouseResource,
+    as_of_dates,
+)
+from dagster_project.markdown import frame_to_markdown
+from dagster_project.warehouse import replace_dates
+from ml.gate import GateDecision, apply
+from ml.recommend import INTERACTION_COLUMNS, Popularity, Snapshot
+from ml.recommendations import (
+    CANDIDATES,
+    MODEL_NAME,
+    PRIMARY_METRIC,
+    Fold,
+    decide,
+    fold_scores,
+    register,
+    train_candidates,
+    truth_after,
+)
+from ml.registry import CHAMPION, version_by_alias, version_for_date
+
+GROUP = MODEL_NAME
+INTERACTIONS = dg.AssetKey(["marts", "fct_user_item_interactions"])
+ITEM_DAYS = dg.AssetKey(["intermediate", "int_user_item_daily"])
+ITEMS = dg.AssetKey(["marts", "dim_items"])
+SCORING_POPULATION = dg.AssetKey(["marts", "fct_scoring_population"])
+CUTOFF_INTERACTIONS = dg.AssetKey(["marts", "recommendation_cutoff_interactions"])
+CANDIDATES_KEY = dg.AssetKey(["models", f"{MODEL_NAME}_candidates"])
+CHAMPION_KEY = dg.AssetKey(["models", f"{MODEL_NAME}_champion"])
+NEXT_ITEMS = dg.AssetKey(["predictions", "next_items"])
+NEW_ITEMS = dg.AssetKey(["predictions", "new_items"])
+LIST_COLUMNS = ["user_id", "as_of_date", "rank", "item_id", "category_id", "score", "reason", "model_name",
+                "model_version", "scored_at"]
+
+
+def _protocol(settings: PipelineSettings, policy: RecommendationPolicy, as_of: dt.date):
+    return policy.dates(as_of, settings.windows(as_of).cadence_days)
+
+
+def _interactions(warehouse: WarehouseResource, dates: list[dt.date]) -> dict[dt.date, pd.DataFrame]:
+    frame = warehouse.query_df(f"select as_of_date, {', '.join(INTERACTION_COLUMNS)} "
+                               "from marts.fct_user_item_interactions where as_of_date in (select unnest(?))", [dates])
+    frame["as_of_date"] = pd.to_datetime(frame.as_of_date).dt.date
+    return {d: frame[frame.as_of_date == d].drop(columns="as_of_date").reset_index(drop=True) for d in dates}
+
+
+@dg.asset(key=CUTOFF_INTERACTIONS, deps=[STAGED_EVENTS, ITEM_DAYS], group_name=GROUP, partitions_def=as_of_daily,
+          backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"dbt", "duckdb"},
+          description="The user x item interactions (marts.fct_user_item_interactions) at the recommenders' folds "
+                      "and labelled snapshots of the run's date that are not built yet, computed by dbt over those "
+                      "dates alone. Runs with training; a date's interactions use only events before it.")
+def recommendation_cutoff_interactions(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                                       settings: PipelineSettings,
+                                       warehouse: WarehouseResource,
+                                       recommendation_policy: RecommendationPolicy) -> dg.MaterializeResult:
+    as_of = as_of_dates(context)[-1]
+    protocol = _protocol(settings, recommendation_policy, as_of)
+    wanted = [d for d in protocol.all if d != as_of]  # the run's own date: the daily marts build it
+    built = set()
+    if warehouse.has_table("marts", "fct_user_item_interactions"):
+        built = set(warehouse.query_df("select distinct as_of_date from marts.fct_user_item_interactions "
+                                       "where as_of_date in (select unnest(?))", [wanted]).as_of_date.dt.date)
+    missing = sorted(set(wanted) - built)
+    if missing:
+        context.log.info(f"dbt build of the interactions of {len(missing)} dates: {', '.join(map(str, missing))}")
+        dbt_vars = {**settings.dbt_vars(missing), "interaction_dates_kept": [d.isoformat() for d in protocol.all]}
+        dbt.cli([*BUILD_ARGS, "--select", "fct_user_item_interactions", "--vars", json.dumps(dbt_vars)],
+                manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
+    rows = warehouse.query_df("select as_of_date, count(*) as pairs, count(distinct user_id) as users "
+                              "from marts.fct_user_item_interactions where as_of_date in (select unnest(?)) "
+                              "group by 1 order by 1", [wanted])
+    return dg.MaterializeResult(metadata={
+        "dates": len(wanted), "computed": len(missing), "folds": ", ".join(map(str, protocol.folds)),
+        "dagster/row_count": int(rows.pairs.sum()) if len(rows) else 0,
+        "per_date": dg.MetadataValue.md(frame_to_markdown(rows)),
+    })
+
+
+@dg.asset(key=CANDIDATES_KEY, deps=[CUTOFF_INTERACTIONS, INTERACTIONS, ITEM_DAYS], group_name=GROUP,
+          partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
+          kinds={"implicit", "lightgbm", "mlflow"},
+          description="Every recommender (popularity, the user's history, item-kNN, ALS, BPR, EASE, blends, the "
+                      "reranker) fitted and measured on the folds (Recall@10, new-item Recall@10, NDCG, hit rate, "
+                      "coverage), one MLflow run each; the best is fitted on the run's date and registered.")
+def next_items_candidates(context: dg.AssetExecutionContext, settings: PipelineSettings,
+                          warehouse: WarehouseResource, mlflow: MlflowStore,
+                          recommendation_policy: RecommendationPolicy) -> dg.MaterializeResult:
+    as_of = as_of_dates(context)[-1]
+    protocol = _protocol(settings, recommendation_policy, as_of)
+    interactions = _interactions(warehouse, protocol.all)
+    item_days = warehouse.query_df(
+        "select user_id, item_id, activity_date, n_purchase from intermediate.int_user_item_daily "
+        "where n_purchase > 0 and activity_date >= ? and activity_date < ?", [protocol.all[0], as_of])
+    horizon = recommendation_policy.horizon_days
+
+    def snapshots(dates):  # the labelled ones: interactions before, buyers after
+        found = [Snapshot(interactions[d], truth_after(item_days, d, horizon, interactions[d])) for d in dates]
+        return [s for s in found if len(s.interactions) and len(s.truth)]
+
+    folds = [Fold(d, interactions[d], truth_after(item_days, d, horizon, interactions[d]),
+                  snapshots(protocol.snapshots[d])) for d in protocol.folds]
+    folds = [f for f in folds if len(f.interactions)]
+    buyers = folds[0].truth.user_id.nunique() if folds and folds[0].cutoff == protocol.folds[0] else 0
+    if buyers < recommendation_policy.min_buyers or interactions[as_of].empty:
+        reason = (f"{buyers} users with history bought in the {horizon} days after the validation cutoff "
+                  f"{protocol.folds[0]} (at least {recommendation_policy.min_buyers} needed)"
+                  if not interactions[as_of].empty else f"no interactions before {as_of}")
+        context.log.warning(f"{MODEL_NAME} not trained: {reason}")
+        return dg.MaterializeResult(metadata={"eligible": False, "reason": reason})
+    folds = [f for f in folds if len(f.truth)]
+    names = recommendation_policy.candidate_list
+    champion = version_by_alias(mlflow.store(), MODEL_NAME, CHAMPION)
+    if champion is not None and champion.tags.get("candidate") in CANDIDATES and champion.tags["candidate"] not in names:
+        names.append(champion.tags["candidate"])  # the gate compares with the champion's configuration
+    production_history = snapshots(protocol.snapshots[as_of])
+    learning = [n for n in names if getattr(CANDIDATES[n](), "needs_history", False)]
+    if learning and (not production_history or not all(f.history for f in folds)):
+        context.log.warning(f"{', '.join(learning)} left out: they learn from labelled snapshots a horizon apart, "
+                            "and the history is too short for every fold to have one")
+        names = [n for n in names if n not in learning]
+    outcome = train_candidates(folds, interactions[as_of], production_history, mlflow.store(), names,
+                               tags={"as_of_date": as_of.isoformat(), "dagster_run_id": context.run.run_id},
+                               progress=context.log.info)
+    scores = fold_scores(outcome.results)
+    version = register(mlflow.store(), outcome.model_runs[outcome.best], outcome.best, {
+        "as_of_date": as_of.isoformat(), "dagster_run_id": context.run.run_id, "fold_scores": json.dumps(scores),
+        "best_naive": outcome.best_naive, "best_naive_run_id": outcome.model_runs[outcome.best_naive],
+        "horizon_days": horizon})
+    shown = outcome.summary[["candidate", PRIMARY_METRIC, "new_item_recall_at_10", "ndcg_at_10", "hit_rate_at_10",
+                             "coverage_at_10", "fit_seconds"]]
+    return dg.MaterializeResult(metadata={
+        "eligible": True, "best": outcome.best, "best_naive": outcome.best_naive,
+        "registered_version": version.version, "folds": ", ".join(str(f.cutoff) for f in folds),
+        "test_users_per_fold": ", ".join(str(f.truth.user_id.nunique()) for f in folds),
+        "candidates": dg.MetadataValue.md(frame_to_markdown(shown, float_format="{:.3f}")),
+        f"best_{PRIMARY_METRIC}": float(outcome.summary.iloc[0][PRIMARY_METRIC]),
+        "mlflow_run": dg.MetadataValue.url(mlflow.run_link(outcome.parent_run_id)),
+    })
+
+
+@dg.asset(key=CHAMPION_KEY, deps=[CANDIDATES_KEY], group_name=GROUP, partitions_def=as_of_daily,
+          backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"mlflow"},
+          description="The gate of the recommendations: the registered candidate against the champion's "
+                      "configuration on the same cutoffs (the first champion: the best naive candidate); champion "
+                      "or challenger, appended to monitoring.model_decisions.")
+def next_items_champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
+                        recommendation_policy: RecommendationPolicy) -> dg.MaterializeResult:
+    as_of = as_of_dates(context)[-1].isoformat()
+    store, trigger = mlflow.store(), decisions.trigger_of(context.run.tags)
+    candidate = version_for_date(store, MODEL_NAME, as_of)
+    made: list[GateDecision] = []
+    if candidate is None:
+        reason = f"no candidate for {as_of}: not eligible (see the candidates asset)"
+        with warehouse.writer() as con:
+            decisions.record(con, as_of_date=as_of, target=MODEL_NAME, trigger=trigger, promoted=False,
+                             dagster_run_id=context.run.run_id, decision="none", reason=reason)
+        return dg.MaterializeResult(metadata={"decision": "none", "promoted": False, "reason": reason})
+    scores = json.loads(candidate.tags["fold_scores"])
+    champion = version_by_alias(store, MODEL_NAME, CHAMPION)
+    if champion is None:  # the first champion: the best of the simple rankings, then the candidate must beat it
+        naive = candidate if candidate.tags["candidate"] == candidate.tags["best_naive"] else register(
+            store, candidate.tags["best_naive_run_id"], candidate.tags["best_naive"], {
+                "as_of_date": as_of, "dagster_run_id": context.run.run_id, "fold_scores": candidate.tags["fold_scores"],
+                "first_champion": "true"})
+        first = GateDecision(MODEL_NAME, naive.version, True, CHAMPION, PRIMARY_METRIC,
+                             float(pd.Series(scores[naive.tags["candidate"]]).mean()), "none", float("nan"), 0.0,
+                             f"first champion: the best naive candidate ({naive.tags['candidate']}), the ranking a "
+                             "learned recommender must beat")
+        apply(store, first)
+        made.append(first)
+        champion = naive
+    if champion.version != candidate.version:
+        label = f"champion v{champion.version}"
+        made.append(decide(candidate.tags["candidate"], candidate.version, champion.tags["candidate"], label, scores,
+                           recommendation_policy.gate_margin))
+        apply(store, made[-1])
+    with warehouse.writer() as con:
+        for decision in made:
+            decisions.record(con, as_of_date=as_of, target=MODEL_NAME, trigger=trigger,
+                             dagster_run_id=context.run.run_id, decision=decision.alias, promoted=decision.promoted,
+                             candidate_version=decision.candidate_version,
+                             candidate_family=candidate.tags["candidate"]
+                             if decision.candidate_version == candidate.version else candidate.tags["best_naive"],
+                             incumbent=decision.incumbent, metric=decision.metric,
+                             candidate_score=decision.candidate_score, incumbent_score=decision.incumbent_score,
+                             margin=decision.margin, backtest_folds=decision.folds, reason=decision.reason)
+    for decision in made:
+        context.log.info(decision.reason)
+    final = version_by_alias(store, MODEL_NAME, CHAMPION)
+    return dg.MaterializeResult(metadata={
+        "champion_version": final.version, "champion_candidate": final.tags["candidate"],
+        "decisions": dg.MetadataValue.md("\n".join(f"- v{d.candidate_version}: {d.reason}" for d in made)),
+        "promoted": any(d.promoted for d in made),
+    })
+
+
+def _table_ddl(table: str) -> str:
+    return (f"create table if not exists predictions.{table} (user_id varchar, as_of_date date, rank integer, "
+            "item_id varchar, category_id varchar, score double, reason varchar, model_name varchar, "
+            "model_version varchar, scored_at timestamp)")
+
+
+def score_lists(model, version: str, population: pd.DataFrame, interactions: pd.DataFrame, k: int,
+                as_of: dt.date) -> dict[bool, pd.DataFrame]:
+    """{new_only: list} for the users of ``population`` at ``as_of``: the champion's items, then (for users it has
+    nothing or too little for: new users, users of new items) the popularity of the user's categories, marked as
+    the fallback in model_name and model_version."""
+    users = population.user_id.unique()
+    known = interactions[interactions.user_id.isin(set(users))]
+    category = interactions.drop_duplicates("item_id").set_index("item_id").category_id
+    in_categories = Popularity(within_categories=True).fit(interactions) if len(interactions) else None
+    lists = {}
+    for new_only in (False, True):
+        served = (model.predict(known, params={"k": k, "new_only": new_only}) if len(known)
+                  else pd.DataFrame(columns=["user_id", "rank", "item_id", "score", "reason"]))
+        served = served.assign(model_name=MODEL_NAME, model_version=version)
+        if in_categories is not None:
+            extra = in_categories.recommend(users, k, new_only, interactions=known if len(known) else None)
+            # a user without any interaction (a visit without items) gets the overall most popular items
+            strangers = sorted(set(users) - set(extra.user_id))
+            if strangers:
+                top = np.argsort(-in_categories.popularity_, kind="stable")[:k]
+                overall = pd.DataFrame({"rank": np.arange(1, len(top) + 1),
+                                        "item_id": in_categories.catalogue_.items[top].to_numpy(),
+                                        "score": in_categories.popularity_[top].astype(float), "reason": "popular"})
+                extra = pd.concat([extra, *(overall.assign(user_id=u) for u in strangers)], ignore_index=True)
+            extra = extra.assign(rank=extra["rank"] + k, model_name="popularity_in_categories",
+                                 model_version="fallback")
+            served = pd.concat([served, extra], ignore_index=True).drop_duplicates(["user_id", "item_id"])
+        served = served.sort_values(["user_id", "rank"], kind="stable")
+        served["rank"] = served.groupby("user_id", sort=False).cumcount() + 1
+        served = served[served["rank"] <= k]
+        lists[new_only] = served.assign(
+            as_of_date=as_of, category_id=served.item_id.map(category),
+            scored_at=pd.Timestamp.now(tz="UTC").tz_localize(None))[LIST_COLUMNS].reset_index(drop=True)
+    return lists
+
+
+@dg.multi_asset(specs=[dg.AssetSpec(NEXT_ITEMS, deps=[CHAMPION_KEY, INTERACTIONS, SCORING_POPULATION, ITEMS],
+                                    group_name=GROUP, kinds={"duckdb", "mlflow"},
+                                    description="predictions.next_items: k items each user of the scoring "
+                                                "population is likely to buy next (repurchases included), with a "
+                                                "score and a reason, by models:/next_items@champion."),
+                       dg.AssetSpec(NEW_ITEMS, deps=[CHAMPION_KEY, INTERACTIONS, SCORING_POPULATION, ITEMS],
+                                    group_name=GROUP, kinds={"duckdb", "mlflow"},
+                                    description="predictions.new_items: the cross-sell list, k items each user has "
+                                                "not bought before.")],
+                partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
+                name="next_items_predictions")
+def next_items_predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
+                           recommendation_policy: RecommendationPolicy):
+    dates = as_of_dates(context)
+    with warehouse.writer() as con:
+        con.execute("create schema if not exists predictions")
+        for table in ("next_items", "new_items"):
+            con.execute(_table_ddl(table))
+    store = mlflow.store()
+    champion = version_by_alias(store, MODEL_NAME, CHAMPION)
+    if champion is None:
+        reason = "no champion: the recommenders have not been eligible yet (see the candidates asset)"
+        context.log.warning(f"{MODEL_NAME} not published: {reason}")
+        for key in (NEXT_ITEMS, NEW_ITEMS):
+            yield dg.MaterializeResult(asset_key=key, metadata={"published": False, "reason": reason,
+                                                                "dagster/row_count": 0})
+        return
+    import mlflow.pyfunc
+
+    store.activate()
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}")
+    population = warehouse.query_df("select user_id, as_of_date from marts.fct_scoring_population "
+                                    "where as_of_date in (select unnest(?))", [dates])
+    population["as_of_date"] = pd.to_datetime(population.as_of_date).dt.date
+    interactions = _interactions(warehouse, dates)
+    written = {False: [], True: []}
+    for day in dates:
+        lists = score_lists(model, champion.version, population[population.as_of_date == day], interactions[day],
+                            recommendation_policy.per_user, day)
+        for new_only, frame in lists.items():
+            written[new_only].append(frame)
+    with warehouse.writer() as con:
+        for new_only, table in ((False, "next_items"), (True, "new_items")):
+            con.execute(f"delete from predictions.{table} where as_of_date in (select unnest(?))", [dates])
+            frame = pd.concat(written[new_only], ignore_index=True)
+            if len(frame):
+                replace_dates(con, "predictions", table, frame)
+    for new_only, key in ((False, NEXT_ITEMS), (True, NEW_ITEMS)):
+        frame = pd.concat(written[new_only], ignore_index=True)
+        yield dg.MaterializeResult(asset_key=key, metadata={
+            "published": True, "dagster/row_count": len(frame), "model_version": champion.version,
+            "champion_candidate": champion.tags.get("candidate"), "users": int(frame.user_id.nunique()),
+            "fallback_share": float((frame.model_version == "fallback").mean()) if len(frame) else 0.0,
+            "preview": dg.MetadataValue.md(frame_to_markdown(frame.head(10).drop(columns=["scored_at"]))),
+        })
+
+
+def _list_check(table: str, key: dg.AssetKey):
+    @dg.asset_check(asset=key, name="lists_are_complete", blocking=True, partitions_def=as_of_daily, pool="duckdb",
+                    description=f"predictions.{table}: ranks 1..n per user without a gap or a repeated item, at most "
+                                "k items, every user of the scoring population served"
+                                + (", no item the user bought before the date" if table == "new_items" else ""))
+    def lists_are_complete(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                           mlflow: MlflowStore, recommendation_policy: RecommendationPolicy) -> dg.AssetCheckResult:
+        dates = as_of_dates(context)
+        published = version_by_alias(mlflow.store(), MODEL_NAME, CHAMPION) is not None
+        bought_before = "0" if table != "new_items" else """(
+            select count(*) from predictions.new_items p join marts.fct_user_item_interactions i
+              on i.user_id = p.user_id and i.item_id = p.item_id and i.as_of_date = p.as_of_date
+            where p.as_of_date in (select unnest($1)) and i.purchases > 0)"""
+        found = warehouse.query_df(f"""
+            select
+                (select count(*) from (select distinct user_id, as_of_date from marts.fct_scoring_population
+                   where as_of_date in (select unnest($1)))) as population,
+                (select count(*) from (select distinct user_id, as_of_date from predictions.{table}
+                   where as_of_date in (select unnest($1)))) as served,
+                (select count(*) from (select user_id, as_of_date from predictions.{table}
+                   where as_of_date in (select unnest($1)) group by 1, 2
+                   having max(rank) <> count(*) or min(rank) <> 1 or count(distinct item_id) <> count(*)
+                       or count(*) > $2)) as broken_lists,
+                {bought_before} as bought_before
+        """, [dates, recommendation_policy.per_user]).iloc[0]
+        passed = not published or (found.served == found.population and found.broken_lists == 0
+                                   and found.bought_before == 0)
+        return dg.AssetCheckResult(passed=bool(passed), metadata={"published": published,
+                                                                  **{k: int(v) for k, v in found.items()}})
+
+    return lists_are_complete
+
+
+@dg.definitions
+def recommendation_defs() -> dg.Definitions:
+    return dg.Definitions(assets=[recommendation_cutoff_interactions, next_items_candidates, next_items_champion,
+                                  next_items_predictions],
+                          asset_checks=[_list_check("next_items", NEXT_ITEMS), _list_check("new_items", NEW_ITEMS)])
