@@ -11,7 +11,7 @@ import pandas as pd
 
 from dagster_project.serving import serving_path
 from dagster_project.settings import get_paths
-from dagster_project.warehouse import connect, qualified, table_exists, table_row_counts
+from dagster_project.warehouse import column_exists, connect, qualified, table_exists, table_row_counts
 from ml.targets import TARGETS
 
 
@@ -28,6 +28,7 @@ def collect() -> dict:
             report["audiences"] = _audiences(con)
             report["realised_by_week"] = _realised_by_week(con)
             report["decisions"] = _decisions(con)
+            report["recommendations"] = _recommendations(con, paths)
     report["targets"] = [_target_status(name, paths) for name in TARGETS]
     check_keys = list(definitions().resolve_asset_graph().asset_check_keys)
     with instance() as inst:
@@ -81,16 +82,40 @@ def _realised_by_week(con) -> list[dict]:
     """Realised performance of past predictions, averaged per target and week of as-of date."""
     if not table_exists(con, "monitoring", "prediction_performance"):
         return []
-    rows = con.execute("""
+    # the recommendation lists' Recall@10 (a home whose table predates them has no such column)
+    recall = "avg(recall_at_10)" if column_exists(con, "monitoring", "prediction_performance", "recall_at_10") \
+        else "null"
+    rows = con.execute(f"""
         select target, cast(date_trunc('week', as_of_date) as date) as week, count(*) as dates,
                string_agg(distinct model_version, ',' order by model_version) as versions, sum(users) as predictions,
                avg(roc_auc) as roc_auc, avg(pr_auc) as pr_auc, avg(lift_top_decile) as lift_top_decile,
-               avg(normalized_gini) as normalized_gini, avg(calibration_error) as calibration_error
+               avg(normalized_gini) as normalized_gini, avg(calibration_error) as calibration_error,
+               {recall} as recall_at_10
         from monitoring.prediction_performance group by all order by target, week
     """).fetchall()
     names = ["target", "week", "dates", "versions", "predictions", "roc_auc", "pr_auc", "lift_top_decile",
-             "normalized_gini", "calibration_error"]
+             "normalized_gini", "calibration_error", "recall_at_10"]
     return [dict(zip(names, r)) for r in rows]
+
+
+def _recommendations(con, paths) -> dict:
+    """The recommendations target: its champion and the latest lists (docs/recommendations.md)."""
+    from ml.recommendations import MODEL_NAME
+    from ml.registry import CHAMPION, Store, version_by_alias
+
+    champion = version_by_alias(Store(paths.mlflow_tracking_uri, paths.mlflow_artifacts), MODEL_NAME, CHAMPION)
+    lists = {}
+    for table in ("next_items", "new_items"):
+        if table_exists(con, "predictions", table):
+            row = con.execute(f"select max(as_of_date), count(distinct user_id), count(*), "
+                              f"count(*) filter (where model_version = 'fallback') from predictions.{table} "
+                              f"where as_of_date = (select max(as_of_date) from predictions.{table})").fetchone()
+            lists[table] = None if row[0] is None else {"as_of_date": row[0].isoformat(), "users": row[1],
+                                                        "rows": row[2], "fallback_rows": row[3]}
+    return {"champion": None if champion is None else {"version": champion.version,
+                                                       "candidate": champion.tags.get("candidate"),
+                                                       "gate_reason": champion.tags.get("gate_reason")},
+            "lists": lists}
 
 
 def _decisions(con, limit: int = 15) -> list[dict]:
@@ -214,6 +239,18 @@ def render(report: dict) -> str:
         p = t["latest_predictions"]
         lines.append(f"  predictions: {p['rows']:,} rows for {p['as_of_date']} (model v{p['model_version']})"
                      if p else "  predictions: none yet")
+    recommendations = report.get("recommendations")
+    if recommendations:
+        champion = recommendations["champion"]
+        lines += ["", "next_items (recommendations; docs/recommendations.md)",
+                  f"  champion: v{champion['version']} ({champion['candidate']})" if champion
+                  else "  champion: none yet (not eligible, or not trained)"]
+        if champion and champion.get("gate_reason"):
+            lines.append(f"    gate: {champion['gate_reason']}")
+        for table, latest in recommendations["lists"].items():
+            lines.append(f"  {table}: {latest['rows']:,} items for {latest['users']:,} users on {latest['as_of_date']}"
+                         f" ({latest['fallback_rows']:,} from the popularity fallback)" if latest
+                         else f"  {table}: none yet")
     if report.get("audiences"):
         lines += ["", "audiences (latest as-of date):"]
         lines += [f"  {a['audience']:<30} {a['users']:>8,} of {a['scored_users']:>8,} scored users ({a['as_of_date']}); "

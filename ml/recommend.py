@@ -20,6 +20,7 @@ and `Fallback(first, then)`: the history of a user, then a learned model. Reason
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,15 @@ def _checked(interactions: pd.DataFrame) -> pd.DataFrame:
     if interactions.duplicated(["user_id", "item_id"]).any():
         raise RecommendationInputError("interactions hold more than one row for a (user, item)")
     return interactions
+
+
+def item_categories(interactions: pd.DataFrame) -> pd.Series:
+    """Each item's category: the one most of its rows name (ties: the first by name), whatever order the rows come
+    in; items whose rows name none are left out. (Sources can file one item under several categories.)"""
+    named = interactions.dropna(subset=["category_id"])
+    counts = named.groupby(["item_id", "category_id"]).size().rename("rows").reset_index()
+    counts = counts.sort_values(["item_id", "rows", "category_id"], ascending=[True, False, True], kind="stable")
+    return counts.drop_duplicates("item_id").set_index("item_id").category_id
 
 
 @dataclass
@@ -104,8 +114,7 @@ class Catalogue:
     def from_interactions(cls, interactions: pd.DataFrame) -> Catalogue:
         interactions = _checked(interactions)
         items = pd.Index(interactions.item_id.unique())
-        category = (interactions.drop_duplicates("item_id").set_index("item_id").category_id.reindex(items)
-                    .fillna("").astype(str).to_numpy())
+        category = item_categories(interactions).reindex(items).fillna("").astype(str).to_numpy()
         return cls(items, category, UserRows.build(interactions, items))
 
     # the training users' matrices, as the families fit on them
@@ -286,7 +295,9 @@ class ItemKNN(_ItemToItem):
         from implicit.nearest_neighbours import CosineRecommender
 
         model = CosineRecommender(K=self.neighbours)
-        model.fit(catalogue.weight, show_progress=False)
+        with warnings.catch_warnings():  # implicit normalises to COO itself, then warns that it was given COO
+            warnings.filterwarnings("ignore", message="Method expects CSR input")
+            model.fit(catalogue.weight, show_progress=False)
         self.similarity_ = model.similarity.tocsc()  # item x item
 
     def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:

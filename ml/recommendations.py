@@ -12,6 +12,7 @@ snapshots T - h, T - 2h, ..., whose horizons closed before T.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -282,3 +283,54 @@ def protocol_dates(as_of: dt.date, horizon_days: int, cadence_days: int, folds: 
     newest = as_of - dt.timedelta(days=horizon_days)
     cutoffs = [newest - dt.timedelta(days=cadence_days * k) for k in range(folds)]
     return ProtocolDates(as_of, cutoffs, {d: snapshot_cutoffs(d, horizon_days) for d in [as_of, *cutoffs]})
+
+
+# -- feedback: what the served lists were worth once their horizon closed ----------------------------------------
+
+LISTS = {"next_items": False, "new_items": True}  # table -> new_only
+
+
+def realised_lists(lists: pd.DataFrame, purchases: pd.DataFrame, horizon_days: int, closed_by: dt.date,
+                   k: int = K) -> pd.DataFrame:
+    """Per served list (next_items, new_items), as-of date and model version whose horizon had closed by
+    ``closed_by``: the protocol's metrics on what the served users then bought. lists: list, user_id, as_of_date,
+    rank, item_id, model_version; purchases: user_id, item_id, activity_date (every purchase day, earlier ones too:
+    the new_items truth leaves out what a user had bought before). Users who bought nothing count in `served` only."""
+    columns = ["target", "as_of_date", "model_version", "served", "users", f"recall_at_{k}", f"ndcg_at_{k}",
+               f"hit_rate_at_{k}"]
+    rows = []
+    days = pd.to_datetime(purchases.activity_date)
+    for (table, as_of, version), served in lists.groupby(["list", "as_of_date", "model_version"]):
+        start = pd.Timestamp(as_of)
+        if (start + pd.Timedelta(days=horizon_days)).date() > closed_by:
+            continue
+        window = purchases[(days >= start) & (days < start + pd.Timedelta(days=horizon_days))]
+        truth = window[window.user_id.isin(set(served.user_id))][["user_id", "item_id"]].drop_duplicates()
+        if LISTS[table]:
+            before = purchases.loc[days < start, ["user_id", "item_id"]].drop_duplicates()
+            truth = new_item_truth(truth, before.assign(purchases=1))
+        metrics = ranking_metrics(served, truth, k)
+        rows.append({"target": table, "as_of_date": as_of, "model_version": version,
+                     "served": served.user_id.nunique(), **metrics})
+    metrics = {c: "float64" for c in columns[5:]}
+    return pd.DataFrame(rows, columns=columns).astype({"served": "int64", "users": "int64", **metrics})
+
+
+def recall_drop(realised: pd.DataFrame, champion, drop: float, window_days: int = 7) -> str | None:
+    """The retrain signal: the champion's realised Recall@10 on next_items over its last ``window_days`` closed
+    dates more than ``drop`` below the figure it was chosen on (its newest fold's), or None."""
+    if champion is None or "fold_scores" not in champion.tags:
+        return None
+    rows = realised[(realised.target == "next_items") & (realised.model_version == champion.version)
+                    & (realised.users > 0)]
+    if rows.empty:
+        return None
+    dates = pd.to_datetime(rows.as_of_date)
+    recent = rows[dates > dates.max() - pd.Timedelta(days=window_days)]
+    scores = json.loads(champion.tags["fold_scores"])[champion.tags["candidate"]]
+    promised = scores[max(scores)]
+    realised_recall = float(recent[PRIMARY_METRIC].mean())
+    if realised_recall < promised - drop:
+        return (f"realised {PRIMARY_METRIC} {realised_recall:.3f} over {len(recent)} closed date(s) is below the "
+                f"figure {promised:.3f} it was chosen on by more than {drop}")
+    return None

@@ -406,3 +406,33 @@ def test_both_recommendation_lists_are_published_ranked_and_gated(pipeline):
                                                   "history_engaged")
     for _, later in decisions.iloc[1:].iterrows():  # a promotion beat its predecessor on the same cutoffs
         assert later.promoted == (later.candidate_score > later.incumbent_score), later.reason
+    # `shopcast status` names the champion the decisions left and the latest lists
+    from dagster_project.status import collect
+
+    shown = collect()["recommendations"]
+    promoted = decisions[decisions.promoted]
+    assert shown["champion"]["candidate"] == promoted.candidate_family.iloc[-1]
+    assert shown["lists"]["next_items"] == {"as_of_date": DEMO_AS_OF.isoformat(), "users": len(population),
+                                            "rows": 10 * len(population),
+                                            "fallback_rows": shown["lists"]["next_items"]["fallback_rows"]}
+
+
+def test_served_lists_are_measured_once_their_horizon_has_closed(pipeline):
+    """The feedback SQL on a real warehouse: the lists of a date whose 28 days have passed (the demo's, copied 30
+    days back) are judged on the purchases that followed; today's are not judged yet."""
+    from dagster_project.defs.monitoring import realised_recommendations
+    from dagster_project.defs.resources import WarehouseResource
+
+    earlier = DEMO_AS_OF - dt.timedelta(days=30)
+    with duckdb.connect(str(pipeline.warehouse)) as con:
+        for table in ("next_items", "new_items"):
+            con.execute(f"insert into predictions.{table} select * replace (cast(? as date) as as_of_date) "
+                        f"from predictions.{table} where as_of_date = ?", [earlier, DEMO_AS_OF])
+        buyers = con.execute("select count(distinct user_id) from intermediate.int_user_item_daily where n_purchase > 0 "
+                             "and activity_date >= ? and activity_date < ? and user_id in (select user_id from "
+                             "predictions.next_items where as_of_date = ?)",
+                             [earlier, earlier + dt.timedelta(days=28), earlier]).fetchone()[0]
+    table = realised_recommendations(WarehouseResource(path=str(pipeline.warehouse)), 28, DEMO_AS_OF)
+    assert set(table.as_of_date) == {earlier} and set(table.target) == {"next_items", "new_items"}
+    judged = table.set_index("target").loc["next_items"]
+    assert judged.users == buyers > 0 and 0 < judged.recall_at_10 <= 1 and judged.model_version != "fallback"

@@ -170,3 +170,12 @@ def test_the_reranker_learns_from_earlier_snapshots_which_generator_to_trust():
     assert set(recs[recs["rank"] == 1].reason) == {"carted before"}
     with pytest.raises(RecommendationInputError, match="earlier snapshots"):
         Reranker(generators={"history": History("engaged")}).fit(now.interactions, history=[])
+
+
+def test_an_items_category_is_the_one_most_of_its_rows_name_whatever_their_order():
+    from ml.recommend import item_categories
+
+    rows = _rows(("u", "x", "c2", 1, 0, 0, 1), ("v", "x", "c1", 1, 0, 0, 1), ("w", "x", "c2", 1, 0, 0, 1),
+                 ("u", "y", "c9", 1, 0, 0, 1), ("v", "y", "c3", 1, 0, 0, 1), ("u", "z", None, 1, 0, 0, 1))
+    for order in (rows, rows.iloc[::-1]):
+        assert item_categories(order).to_dict() == {"x": "c2", "y": "c3"}

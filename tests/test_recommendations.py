@@ -105,3 +105,29 @@ def test_the_protocol_dates_of_a_training_run():
     assert dates.snapshots[dt.date(2026, 6, 1)] == [dt.date(2026, 5, 18), dt.date(2026, 5, 4), dt.date(2026, 4, 20)]
     assert dates.snapshots[dt.date(2026, 5, 11)] == [dt.date(2026, 4, 27), dt.date(2026, 4, 13), dt.date(2026, 3, 30)]
     assert dates.all[0] == dt.date(2026, 3, 30) and dates.all[-1] == dt.date(2026, 6, 1) and len(dates.all) == 9
+
+
+def test_realised_lists_score_what_users_bought_once_the_horizon_closed_and_a_drop_asks_for_a_retrain():
+    from ml.recommendations import realised_lists, recall_drop
+    from ml.registry import RegisteredModel
+
+    day = dt.date(2026, 3, 1)
+    lists = pd.DataFrame([
+        ("next_items", "u", day, 1, "a", "3"), ("next_items", "u", day, 2, "b", "3"),
+        ("next_items", "w", day, 1, "a", "3"),
+        ("new_items", "u", day, 1, "b", "3"),
+        ("next_items", "u", dt.date(2026, 3, 5), 1, "a", "3"),  # its horizon has not closed yet
+    ], columns=["list", "user_id", "as_of_date", "rank", "item_id", "model_version"])
+    purchases = pd.DataFrame([("u", "a", "2026-02-01"), ("u", "a", "2026-03-02"), ("u", "c", "2026-03-03"),
+                              ("w", "z", "2026-03-20")],  # after the 7-day horizon
+                             columns=["user_id", "item_id", "activity_date"])
+    table = realised_lists(lists, purchases, 7, closed_by=dt.date(2026, 3, 9)).set_index("target")
+    assert len(table) == 2 and table.loc["next_items", "served"] == 2 and table.loc["next_items", "users"] == 1
+    assert table.loc["next_items", "recall_at_10"] == pytest.approx(0.5)  # u bought a (listed) and c (not)
+    # the cross-sell list's truth leaves out a (bought before): c only, not listed
+    assert table.loc["new_items", "recall_at_10"] == 0.0
+    champion = RegisteredModel("next_items", "3", "run", {"candidate": "ease",
+                                                          "fold_scores": '{"ease": {"2026-02-01": 0.7}}'})
+    realised = table.reset_index()
+    assert "below the figure 0.700" in recall_drop(realised, champion, drop=0.05)
+    assert recall_drop(realised, champion, drop=0.3) is None

@@ -149,9 +149,9 @@ def retraining_sensor(context: dg.SensorEvaluationContext):
             context.log.info(f"retrain {target} for {as_of}: {reason}")
             yield dg.RunRequest(
                 run_key=f"retrain:{target}:{as_of}", partition_key=as_of,
-                asset_selection=[candidates_key(target),
-                                 champion_key(target), CUTOFFS_KEY,
-                                 TRAINING_CUTOFF_FEATURES, TRAINING_SET_KEY, TRAINING_SAMPLE],
+                asset_selection=[candidates_key(target), champion_key(target),
+                                 *((RECOMMENDATION_CUTOFFS,) if target == "next_items" else
+                                   (CUTOFFS_KEY, TRAINING_CUTOFF_FEATURES, TRAINING_SET_KEY, TRAINING_SAMPLE))],
                 tags={TRIGGER_TAG: trigger, "shopcast/retrain_reason": reason[:500]},
             )
     context.update_cursor(json.dumps(last_requested))

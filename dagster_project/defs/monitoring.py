@@ -11,7 +11,14 @@ import pandas as pd
 
 from dagster_project.asset_keys import CLV, predictions_key
 from dagster_project.defs.partitions import as_of_daily
-from dagster_project.defs.resources import MlflowStore, MonitoringPolicy, WarehouseResource, as_of_dates
+from dagster_project.defs.recommendations import NEW_ITEMS, NEXT_ITEMS
+from dagster_project.defs.resources import (
+    MlflowStore,
+    MonitoringPolicy,
+    RecommendationPolicy,
+    WarehouseResource,
+    as_of_dates,
+)
 from dagster_project.defs.training import with_clv
 from dagster_project.markdown import figure_to_markdown, frame_to_markdown
 from dagster_project.warehouse import hash_sample_sql, replace_dates
@@ -24,6 +31,8 @@ from ml.monitoring import (
     performance_drops,
     realised_performance,
 )
+from ml.recommendations import MODEL_NAME as RECOMMENDER
+from ml.recommendations import realised_lists, recall_drop
 from ml.registry import CHAMPION, load_by_alias, training_dates, version_by_alias
 from ml.targets import TARGETS
 
@@ -37,6 +46,7 @@ REFERENCE_ROWS = 50_000                  # the training-data sample drift is mea
 # fraction of the load and scoring
 CURRENT_ROWS = 200_000
 REGRESSION = {t.name for t in TARGETS.values() if t.is_regression}
+LISTS_LOOKBACK_DAYS = 90  # the recommendation lists judged on each run: the last 90 days' with a closed horizon
 
 
 def _performance_plot(table: pd.DataFrame):
@@ -52,15 +62,44 @@ def _performance_plot(table: pd.DataFrame):
     return figure
 
 
-@dg.asset(key=PERFORMANCE, deps=[OUTCOMES], group_name="monitoring", partitions_def=as_of_daily,
+def realised_recommendations(warehouse: WarehouseResource, horizon_days: int, as_of) -> pd.DataFrame:
+    """Recall@10 and hit rate of the lists served in the last LISTS_LOOKBACK_DAYS whose horizon has closed."""
+    first = pd.Timestamp(as_of) - pd.Timedelta(days=LISTS_LOOKBACK_DAYS + horizon_days)
+    if not all(warehouse.has_table(s, t) for s, t in (("predictions", "next_items"), ("predictions", "new_items"),
+                                                       ("intermediate", "int_user_item_daily"))):
+        return realised_lists(pd.DataFrame(columns=["list", "user_id", "as_of_date", "rank", "item_id",
+                                                    "model_version"]), pd.DataFrame(columns=["user_id", "item_id",
+                                                                                             "activity_date"]),
+                              horizon_days, as_of)
+    # the lists as served (the fallback's rows included), under the version of the champion that served them
+    lists = warehouse.query_df(" union all ".join(f"""
+        select '{table}' as list, l.user_id, l.as_of_date, l.rank, l.item_id, v.model_version
+        from predictions.{table} l
+        join (select as_of_date, coalesce(max(model_version) filter (where model_version <> 'fallback'),
+                                          'fallback') as model_version
+              from predictions.{table} where as_of_date >= $1 group by 1) v on v.as_of_date = l.as_of_date
+        where l.as_of_date >= $1""" for table in ("next_items", "new_items")), [first])
+    purchases = warehouse.query_df("select user_id, item_id, activity_date from intermediate.int_user_item_daily "
+                                   "where n_purchase > 0 and user_id in (select distinct user_id from "
+                                   "predictions.next_items where as_of_date >= ?)", [first])
+    lists["as_of_date"] = pd.to_datetime(lists.as_of_date).dt.date
+    return realised_lists(lists, purchases, horizon_days, as_of)
+
+
+@dg.asset(key=PERFORMANCE, deps=[OUTCOMES, NEXT_ITEMS, NEW_ITEMS], group_name="monitoring", partitions_def=as_of_daily,
           backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"python", "duckdb"},
           description="Realised ROC-AUC, PR-AUC, top-decile lift and calibration (normalized Gini, Spearman and MAE "
-                      "for amounts) per target, as-of date and model version, once the label windows have closed.")
+                      "for amounts) per target, as-of date and model version, once the label windows have closed; "
+                      "for the recommendation lists (next_items, new_items), Recall@10, NDCG@10 and hit rate.")
 def prediction_performance(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
-                           monitoring_policy: MonitoringPolicy) -> dg.MaterializeResult:
+                           monitoring_policy: MonitoringPolicy,
+                           recommendation_policy: RecommendationPolicy) -> dg.MaterializeResult:
     outcomes = warehouse.query_df("select target, as_of_date, model_name, model_version, score, outcome "
                                   "from monitoring.fct_prediction_outcomes")
-    table = realised_performance(outcomes, REGRESSION).assign(computed_at=pd.Timestamp.now(tz="UTC").tz_localize(None))
+    as_of = as_of_dates(context)[-1]
+    lists = realised_recommendations(warehouse, recommendation_policy.horizon_days, as_of)
+    table = pd.concat([realised_performance(outcomes, REGRESSION), lists], ignore_index=True) \
+        .assign(computed_at=pd.Timestamp.now(tz="UTC").tz_localize(None))
     with warehouse.writer() as con:  # recomputed whole from the outcomes: the table always matches them
         con.register("performance", table)
         con.execute("create schema if not exists monitoring")
@@ -73,6 +112,9 @@ def prediction_performance(context: dg.AssetExecutionContext, warehouse: Warehou
                     calibration_drifts(table, store, TARGETS.values(), *monitoring_policy.calibration_band)):
         for target, reason in reasons.items():
             found.setdefault(target, []).append(reason)
+    listed = recall_drop(lists, version_by_alias(store, RECOMMENDER, CHAMPION), monitoring_policy.drop)
+    if listed:
+        found.setdefault(RECOMMENDER, []).append(listed)
     signals = {target: "; ".join(reasons) for target, reasons in found.items()
                if monitoring_policy.may_retrain(version_by_alias(store, target, CHAMPION), as_of_dates(context)[-1])}
     for target, reason in signals.items():

@@ -29,7 +29,7 @@ from dagster_project.defs.resources import (
 from dagster_project.markdown import frame_to_markdown
 from dagster_project.warehouse import replace_dates
 from ml.gate import GateDecision, apply
-from ml.recommend import INTERACTION_COLUMNS, Popularity, Snapshot
+from ml.recommend import INTERACTION_COLUMNS, Popularity, Snapshot, item_categories
 from ml.recommendations import (
     CANDIDATES,
     MODEL_NAME,
@@ -231,7 +231,7 @@ def score_lists(model, version: str, population: pd.DataFrame, interactions: pd.
     the fallback in model_name and model_version."""
     users = population.user_id.unique()
     known = interactions[interactions.user_id.isin(set(users))]
-    category = interactions.drop_duplicates("item_id").set_index("item_id").category_id
+    category = item_categories(interactions)
     in_categories = Popularity(within_categories=True).fit(interactions) if len(interactions) else None
     lists = {}
     for new_only in (False, True):
