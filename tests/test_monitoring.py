@@ -218,3 +218,15 @@ def test_realised_scores_that_stop_adding_up_signal_a_retrain_of_the_champion(tm
         TARGET.name: "realised expected/observed 1.30 over 7 closed date(s) is outside [0.8, 1.25]: the published "
                      "scores no longer add up"}
     assert set(calibration_drifts(table(0.07), store, [TARGET], 0.8, 1.25)) == {TARGET.name}  # too few promised
+
+
+def test_the_performance_asset_carries_both_feedback_checks():
+    """Both are documented in docs/feedback_loop.md; realised_scores_add_up was defined but never registered."""
+    import dagster as dg
+
+    from dagster_project.runs import definitions
+
+    graph = definitions().resolve_asset_graph()
+    names = {key.name for key in graph.asset_check_keys
+             if key.asset_key == dg.AssetKey(["monitoring", "prediction_performance"])}
+    assert names == {"realised_performance_holds", "realised_scores_add_up"}

@@ -279,4 +279,4 @@ def realised_scores_add_up(context: dg.AssetCheckExecutionContext, warehouse: Wa
 def monitoring_defs() -> dg.Definitions:
     return dg.Definitions(assets=[prediction_performance, feature_drift],
                           asset_checks=[feature_drift_within_limits, features_present_and_null_rates_stable,
-                                        realised_performance_holds])
+                                        realised_performance_holds, realised_scores_add_up])
