@@ -57,43 +57,44 @@ def _time_zone(name: str) -> str:
     return name
 
 
-def _families(text: str) -> str:
-    from ml.models import FAMILIES, REGRESSION_FAMILIES  # lazy: scikit-learn is a slow import
-
+def _subset(text: str, what: str, known) -> str:
+    """"all", or a comma-separated subset of the names ``known()`` returns (imported only when needed: the model
+    libraries are slow imports, and every command validates its settings)."""
     if text.strip() in ("", "all"):
         return "all"
-    chosen = [f.strip() for f in text.split(",") if f.strip()]
-    known = [*FAMILIES, *REGRESSION_FAMILIES]
-    unknown = sorted(set(chosen) - set(known))
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    names = list(known())
+    unknown = sorted(set(chosen) - set(names))
     if unknown:
-        raise ValueError(f"unknown famil(ies) {', '.join(unknown)}; expected all or some of {', '.join(known)}")
+        raise ValueError(f"unknown {what} {', '.join(unknown)}; expected all or some of {', '.join(names)}")
     return ",".join(chosen)
+
+
+def _families(text: str) -> str:
+    def known():
+        from ml.models import FAMILIES, REGRESSION_FAMILIES
+
+        return [*FAMILIES, *REGRESSION_FAMILIES]
+
+    return _subset(text, "famil(ies)", known)
 
 
 def _feature_sets(text: str) -> str:
-    from ml.features import FEATURE_SETS
+    def known():
+        from ml.features import FEATURE_SETS
 
-    if text.strip() in ("", "all"):
-        return "all"
-    chosen = [f.strip() for f in text.split(",") if f.strip()]
-    unknown = sorted(set(chosen) - set(FEATURE_SETS))
-    if unknown:
-        raise ValueError(f"unknown feature set(s) {', '.join(unknown)}; expected all or some of "
-                         f"{', '.join(FEATURE_SETS)}")
-    return ",".join(chosen)
+        return FEATURE_SETS
+
+    return _subset(text, "feature set(s)", known)
 
 
 def _recommenders(text: str) -> str:
-    from ml.recommendations import CANDIDATES
+    def known():
+        from ml.recommendations import CANDIDATES
 
-    if text.strip() in ("", "all"):
-        return "all"
-    chosen = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = sorted(set(chosen) - set(CANDIDATES))
-    if unknown:
-        raise ValueError(f"unknown recommender(s) {', '.join(unknown)}; expected all or some of "
-                         f"{', '.join(CANDIDATES)}")
-    return ",".join(chosen)
+        return CANDIDATES
+
+    return _subset(text, "recommender(s)", known)
 
 
 TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
