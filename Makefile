@@ -20,7 +20,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 EVENTS ?= 300000
 PYTEST_ARGS ?=
 
-.PHONY: install manifest demo test test-fast ui mlflow-ui validate lint bench bench-scale clean
+.PHONY: install manifest demo test test-fast ui mlflow-ui validate lint bench bench-scale bench-recommendations-scale clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ bench: manifest
 # SHOPCAST_BENCH_DIR, default /tmp/shopcast-bench): benchmarks/results/scale.md
 bench-scale: manifest
 	$(BIN)/python benchmarks/scale.py $(if $(SIZES),--sizes $(SIZES))
+
+# The recommendations' training and top-10 for 1M users at 1M, 10M and 100M events (the same generated events):
+# a section of benchmarks/results/scale.md
+bench-recommendations-scale: manifest
+	$(BIN)/python benchmarks/recommendations_scale.py $(if $(SIZES),--sizes $(SIZES))
 
 clean:
 	rm -rf $(SHOPCAST_HOME) dbt/target dbt/logs

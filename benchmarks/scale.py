@@ -256,22 +256,28 @@ def pandas_fits(results: dict, n_events: int) -> str | None:
     return None
 
 
-def run_size(n_events: int, workdir: Path, pandas_budget: float | None, pandas_skipped: str | None = None) -> dict:
-    events = land_events(n_events, workdir)
-    home = workdir / f"home_{n_events}"
+def fresh_home(events: dict, home: Path):
+    """A fresh SHOPCAST_HOME for this process with every generated day but the last in its canonical landing
+    folder: (the home's paths, the landing folder, the days, the held-back last day)."""
     shutil.rmtree(home, ignore_errors=True)
     os.environ["SHOPCAST_HOME"] = str(home)
     os.environ.setdefault("SHOPCAST_LOG_LEVEL", "WARNING")
-    from dagster_project import runs
     from dagster_project.settings import ensure_home
 
     paths = ensure_home().paths
     landing = paths.landing / "canonical"
     landing.mkdir(parents=True)
     days = sorted(events["days"])
-    history, new_day = days[:-1], days[-1]
-    for day in history:
+    for day in days[:-1]:
         os.symlink(events["days"][day], landing / Path(events["days"][day]).name)
+    return paths, landing, days, days[-1]
+
+
+def run_size(n_events: int, workdir: Path, pandas_budget: float | None, pandas_skipped: str | None = None) -> dict:
+    events = land_events(n_events, workdir)
+    home = workdir / f"home_{n_events}"
+    paths, landing, days, new_day = fresh_home(events, home)
+    from dagster_project import runs
     graph_as_of = dt.date.fromisoformat(new_day)   # features use the events strictly before it
     daily_as_of = graph_as_of + dt.timedelta(days=1)
     result = {"events": events["events"], "users": events["users"], "generate_seconds": events["generate_seconds"],

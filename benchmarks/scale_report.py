@@ -113,6 +113,7 @@ def write_report(results: dict) -> Path:
     lines += [f"| {r['events']:,} | {r.get('measured_at', '')} | {r.get('commit', '')} "
               f"| {r['floor']['seconds'] / r['events'] * 1e6:.2f} | {r['graph']['seconds'] / r['floor']['seconds']:,.0f} |"
               for r in rows]
+    lines += recommendations_section()
     lines += ["", "![seconds per stage against events, log-log](scale.png)", ""]
     if NOTES.exists():
         lines += [NOTES.read_text().strip(), ""]
@@ -121,6 +122,47 @@ def write_report(results: dict) -> Path:
     path.write_text("\n".join(lines) + "\n")
     plot(results, RESULTS / "scale.png")
     return path
+
+
+def recommendations_section() -> list[str]:
+    """The recommendations target at the same sizes (benchmarks/recommendations_scale.py), where it was measured."""
+    path = RESULTS / "recommendations_scale.json"
+    if not path.exists():
+        return []
+    import json
+
+    results = json.loads(path.read_text())
+    rows = [results[s] for s in sorted(results, key=int)]
+    lines = ["", "## Recommendations (issue 23): training and top-10 lists", "",
+             ("`make bench-recommendations-scale` (benchmarks/recommendations_scale.py): the same generated events; "
+              "the training run is the recommendations' assets for the as-of date after the 119 days (the dbt "
+              "models of the interactions, every candidate within the training budget on a hash sample of users, "
+              "registration, the gate); scoring is both lists (next_items and new_items, 10 items each) for up to "
+              "1M users by the champion loaded from the registry, through the predictions asset's code."), "",
+             ("| events | users | interaction rows at the as-of date | fitted on users | training s "
+              "(of which candidates) | candidates left out for the budget | champion | users scored | top-10 s, "
+              "both lists | users per minute | peak RSS GB | measured |"),
+             "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        training, scoring = r["training"], r["scoring"]
+        candidates = training["stages"].get("candidates + register", {}).get("seconds", 0.0)
+        left_out = ", ".join(sorted(training.get("left_out") or {})) or "none"
+        peak = max(training["peak_rss_mb"], scoring.get("peak_rss_mb", 0)) / 1024
+        rate = scoring["users"] / scoring["top10_seconds"] * 60 if scoring.get("top10_seconds") else 0.0
+        lines.append(
+            f"| {r['events']:,} | {r['users']:,} | {r['interaction_rows'].get(r['as_of_date'], 0):,} "
+            f"| {training.get('training_users') or 0:,} | {_fmt_seconds(training['seconds'])} "
+            f"({_fmt_seconds(candidates)}) | {left_out} | {training.get('champion_candidate') or '–'} "
+            f"| {scoring.get('users', 0):,} | {_fmt_seconds(scoring.get('top10_seconds', 0.0))} | {rate:,.0f} "
+            f"| {peak:.1f} | {r.get('measured_at', '')} ({r.get('commit', '')}) |")
+    stages = sorted({stage for r in rows for stage in r["training"]["stages"]})
+    lines += ["", "Training, per stage: seconds (peak RSS MB)", "",
+              "| stage | " + " | ".join(f"{r['events']:,} events" for r in rows) + " |", "|---|" + "---:|" * len(rows)]
+    for stage in stages:
+        cells = [f"{_fmt_seconds(f['seconds'])} ({f['peak_rss_mb']:,})" if (f := r["training"]["stages"].get(stage))
+                 else "–" for r in rows]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(results: dict, path: Path) -> None:

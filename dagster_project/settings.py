@@ -171,6 +171,10 @@ class Settings(BaseSettings):
                            "history_bought, als, ease, reranker...); the best naive one is always tried")
     recommendations_per_user: int = Field(10, ge=1, le=100, description="items in each user's next_items and "
                                                                          "new_items lists")
+    recommendation_training_users: int = Field(
+        100_000, ge=100, description="the recommenders are fitted and backtested on at most this many users (those "
+                                     "with the smallest hash of their id, the same from run to run); every user is "
+                                     "served, from their own interactions")
     recommendation_min_buyers: int = Field(
         30, ge=1, description="eligibility: users with history who bought in the validation cutoff's horizon; below "
                               "it the recommenders are not trained")

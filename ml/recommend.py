@@ -21,7 +21,7 @@ and `Fallback(first, then)`: the history of a user, then a learned model. Reason
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,10 @@ INTERACTION_COLUMNS = ("user_id", "item_id", "category_id", "views", "carts", "p
 RECOMMENDATION_COLUMNS = ("user_id", "rank", "item_id", "score", "reason")
 # rows x items of dense scores held at once while ranking: bounds memory (float32: 4 bytes each)
 SCORE_CELLS_PER_BATCH = 20_000_000
+# users whose reasons are worked out at once: (user, recommended item, own item) triples, ~k x 50 per user
+REASON_USERS_PER_BATCH = 10_000
+# a recommendation is explained by one of the user's this many strongest items: bounds the work per user
+REASON_OWN_ITEMS = 20
 
 
 def _no_recommendations() -> pd.DataFrame:
@@ -63,6 +67,24 @@ def _checked(interactions: pd.DataFrame) -> pd.DataFrame:
     return interactions
 
 
+def _values_at(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """matrix[rows[i], cols[i]] for each i (0 where nothing is stored), as a flat array: from the rows asked for
+    alone, without scipy's fancy indexing (whose result type changes with the number of cells asked for)."""
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    if not len(rows):
+        return np.zeros(0, dtype=matrix.dtype)
+    unique, local = np.unique(rows, return_inverse=True)
+    sub = sp.csr_matrix(matrix[unique])
+    sub.sum_duplicates()  # canonical: sorted columns within each row, so the keys below are sorted
+    width = matrix.shape[1]
+    keys = np.repeat(np.arange(len(unique), dtype=np.int64), np.diff(sub.indptr)) * width + sub.indices
+    if not len(keys):
+        return np.zeros(len(rows), dtype=matrix.dtype)
+    wanted = local.ravel() * width + cols
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, sub.data[at], 0)
+
+
 def item_categories(interactions: pd.DataFrame) -> pd.Series:
     """Each item's category: the one most of its rows name (ties: the first by name), whatever order the rows come
     in; items whose rows name none are left out. (Sources can file one item under several categories.)"""
@@ -83,6 +105,7 @@ class UserRows:
     carts: sp.csr_matrix
     recency: sp.csr_matrix  # users x items: 1 / (1 + days since the last interaction)
     unknown_item_rows: int = 0  # fresh rows on items the model has not seen
+    cache: dict = field(default_factory=dict, repr=False)  # what a model derives from these rows once (fold-in)
 
     @classmethod
     def build(cls, interactions: pd.DataFrame, items: pd.Index) -> UserRows:
@@ -161,38 +184,67 @@ class Recommender:
             return self.catalogue_.fitted
         return UserRows.build(_checked(interactions), self.catalogue_.items)
 
+    def candidate_items(self) -> np.ndarray | None:
+        """The item positions this model recommends from (sorted), or None for the whole catalogue."""
+        return None
+
     def recommend(self, users, k: int = 10, new_only: bool = False,
                   interactions: pd.DataFrame | None = None) -> pd.DataFrame:
+        return self._recommend(self.user_rows(interactions), users, k, new_only)
+
+    def recommend_lists(self, users, k: int = 10, interactions: pd.DataFrame | None = None
+                        ) -> dict[bool, pd.DataFrame]:
+        """{new_only: list}: both lists, the users' rows (and what the model derives from them) built once."""
+        if type(self).recommend is not Recommender.recommend:  # a family with its own way of recommending
+            return {new_only: self.recommend(users, k, new_only, interactions) for new_only in (False, True)}
         view = self.user_rows(interactions)
+        return {new_only: self._recommend(view, users, k, new_only) for new_only in (False, True)}
+
+    def _recommend(self, view: UserRows, users, k: int, new_only: bool) -> pd.DataFrame:
         positions = view.users.get_indexer(pd.Index(users).unique())
         rows = positions[positions >= 0]  # users without rows get nothing here (see Fallback)
-        batch = max(1, SCORE_CELLS_PER_BATCH // max(1, len(self.catalogue_.items)))
-        frames = []
+        columns = self.candidate_items()
+        width = len(self.catalogue_.items) if columns is None else len(columns)
+        k = min(k, width)
+        if not len(rows) or k == 0:
+            return _no_recommendations()
+        batch = max(1, SCORE_CELLS_PER_BATCH // max(1, width))
+        top = np.empty((len(rows), k), dtype=np.int64)
+        top_scores = np.empty((len(rows), k), dtype=np.float32)
         for start in range(0, len(rows), batch):
             part = rows[start:start + batch]
-            scores = np.asarray(self._scores(view, part), dtype=np.float32)
-            if new_only:
-                scores[view.purchases[part].nonzero()] = -np.inf
-            frames.append(self._top_k(view, part, scores, k))
-        if not frames:
-            return _no_recommendations()
-        return pd.concat(frames, ignore_index=True)
-
-    def _top_k(self, view: UserRows, rows: np.ndarray, scores: np.ndarray, k: int) -> pd.DataFrame:
-        k = min(k, scores.shape[1])
-        # ties broken by item position (stable and reproducible), best first
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-            np.tile(np.arange(scores.shape[1]), (len(rows), 1))
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.lexsort((top, -top_scores), axis=1)
-        top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+            found, found_scores = self._best(view, part, k, new_only, columns)
+            top[start:start + len(part)] = found if columns is None else columns[found]
+            top_scores[start:start + len(part)] = found_scores
         kept = np.isfinite(top_scores)
-        reasons = self._reasons(view, np.repeat(rows[:, None], k, axis=1), top)
+        reasons = np.empty(top.shape, dtype=object)
+        for start in range(0, len(rows), REASON_USERS_PER_BATCH):
+            end = start + REASON_USERS_PER_BATCH
+            reasons[start:end] = self._reasons(view, np.repeat(rows[start:end, None], k, axis=1), top[start:end])
         user_ids = np.repeat(view.users[rows].to_numpy()[:, None], k, axis=1)
         ranks = np.tile(np.arange(1, k + 1), (len(rows), 1))
         return pd.DataFrame({"user_id": user_ids[kept], "rank": ranks[kept].astype("int64"),
                              "item_id": self.catalogue_.items[top[kept]].to_numpy(),
                              "score": top_scores[kept].astype("float64"), "reason": reasons[kept]})
+
+
+    def _best(self, view: UserRows, rows: np.ndarray, k: int, new_only: bool, columns: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """(positions among ``columns``, scores) of the k best items of each row, best first (-inf: none)."""
+        scores = np.asarray(self._scores(view, rows), dtype=np.float32)  # rows x columns
+        if new_only:
+            bought = view.purchases[rows] if columns is None else view.purchases[rows][:, columns]
+            scores[bought.nonzero()] = -np.inf
+        return _top_k(scores, k)
+
+
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(column positions, scores) of each row's k best, best first; ties broken by column (stable, reproducible)."""
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+        np.tile(np.arange(scores.shape[1]), (len(scores), 1))
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.lexsort((top, -top_scores), axis=1)
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
 
 
 class Popularity(Recommender):
@@ -225,7 +277,12 @@ class Popularity(Recommender):
     def _reasons(self, view: UserRows, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         reasons = np.full(items.shape, "popular", dtype=object)
         if self.within_categories:
-            in_categories = np.take_along_axis(self._in_categories(view, rows[:, 0]), items, axis=1)
+            # the user's categories at the recommended items' categories only: a users x catalogue matrix would not
+            # fit for a large catalogue
+            user_categories = ((view.weight[rows[:, 0]] > 0).astype(np.float32) @ self.item_categories_).tocsr()
+            codes = self.item_category_code_[items]
+            in_categories = (_values_at(user_categories, np.repeat(np.arange(len(items)), items.shape[1]),
+                                        codes.ravel()).reshape(items.shape) > 0) & (self.categories_[codes] != "")
             names = self.catalogue_.item_category[items]
             reasons[in_categories] = "popular in " + names[in_categories].astype(object)
         return reasons
@@ -240,6 +297,32 @@ class History(Recommender):
         self.source = source
         self.name = f"history_{source}"
 
+    def recommend(self, users, k: int = 10, new_only: bool = False,
+                  interactions: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The same lists as the dense scoring of the other families (ties by item position), from the users' own
+        sparse rows alone: a user's history is a few items of a catalogue that can hold hundreds of thousands."""
+        view = self.user_rows(interactions)
+        positions = view.users.get_indexer(pd.Index(users).unique())
+        rows = positions[positions >= 0]
+        base = (view.purchases if self.source == "bought" else view.weight)[rows].tocoo()
+        r, c = base.row, base.col
+        score = base.data.astype(np.float32) + 0.5 * _values_at(view.recency[rows], r, c).astype(np.float32)
+        if new_only:
+            fresh = _values_at(view.purchases[rows], r, c) == 0
+            r, c, score = r[fresh], c[fresh], score[fresh]
+        order = np.lexsort((c, -score, r))  # the users in the order asked, each best first
+        r, c, score = r[order], c[order], score[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(r)) + 1]
+        rank = np.arange(len(r)) - np.repeat(starts, np.diff(np.r_[starts, len(r)])) + 1 if len(r) else r
+        kept = rank <= k
+        r, c, score, rank = r[kept], c[kept], score[kept], rank[kept]
+        if not len(r):
+            return _no_recommendations()
+        reasons = self._reasons(view, rows[r][:, None], c[:, None])[:, 0]
+        return pd.DataFrame({"user_id": view.users[rows[r]].to_numpy(), "rank": rank.astype("int64"),
+                             "item_id": self.catalogue_.items[c].to_numpy(), "score": score.astype("float64"),
+                             "reason": reasons})
+
     def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
         base = view.purchases[rows] if self.source == "bought" else view.weight[rows]
         scores = np.full(base.shape, -np.inf, dtype=np.float32)
@@ -249,46 +332,100 @@ class History(Recommender):
         return scores
 
     def _reasons(self, view: UserRows, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-        c = view
-        bought = np.asarray(c.purchases[rows.ravel(), items.ravel()]).reshape(items.shape) > 0
-        carted = np.asarray(c.carts[rows.ravel(), items.ravel()]).reshape(items.shape) > 0
+        bought = _values_at(view.purchases, rows.ravel(), items.ravel()).reshape(items.shape) > 0
+        carted = _values_at(view.carts, rows.ravel(), items.ravel()).reshape(items.shape) > 0
         return np.where(bought, "bought before", np.where(carted, "carted before", "viewed before")).astype(object)
 
 
 class _ItemToItem(Recommender):
-    """Scores = the user's interactions x an item-item matrix; the reason is the user's item that added the most."""
+    """Scores = the user's interactions x an item-item matrix; the reason is the user's item that added the most.
+
+    Recommends from the `max_items` most popular items (all of them when the catalogue is smaller): what bounds
+    scoring at any catalogue size (every user x those items, in batches); the long tail is left to the user's own
+    history and to the fallback."""
 
     binary = False
     reason_prefix = "bought with"
+    max_items: int | None = None
+
+    def _keep_popular(self, catalogue: Catalogue) -> None:
+        if self.max_items is None or len(catalogue.items) <= self.max_items:
+            self.kept_ = None
+        else:
+            self.kept_ = np.sort(np.argsort(-catalogue.popularity(), kind="stable")[:self.max_items])
+
+    def candidate_items(self) -> np.ndarray | None:
+        return getattr(self, "kept_", None)
+
+    def __setstate__(self, state: dict) -> None:
+        # a model registered before recommending was bounded to the popular items scores every item, as it did
+        self.__dict__.update(state)
+        if "catalogue_" in state and "scored_" not in state and "columns_" not in state:
+            self._from_before_the_bound()
+
+    def _from_before_the_bound(self) -> None:
+        self.kept_ = None
 
     def _user_rows(self, view: UserRows, rows: np.ndarray) -> sp.csr_matrix:
         rows_matrix = view.weight[rows]
         return (rows_matrix > 0).astype(np.float32) if self.binary else rows_matrix
 
-    def _item_item(self, items: np.ndarray) -> np.ndarray:
-        """Columns of the item-item matrix: from every item (rows) to the given items (columns)."""
+    def _pair_values(self, own: np.ndarray, recommended: np.ndarray) -> np.ndarray:
+        """The item-item matrix at (own[i], recommended[i]): what an item of the user adds to a recommended one."""
         raise NotImplementedError
 
+    def _pair_grid(self, own: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """users x recommended x own: the item-item matrix from each user's own items (own: users x M) to their
+        recommended ones (items: users x k)."""
+        shape = (*items.shape, own.shape[1])
+        return self._pair_values(np.broadcast_to(own[:, None, :], shape).ravel(),
+                                 np.broadcast_to(items[:, :, None], shape).ravel()).reshape(shape)
+
     def _reasons(self, view: UserRows, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-        user_rows = self._user_rows(view, rows[:, 0]).toarray()
-        reasons = np.empty(items.shape, dtype=object)
-        names = self.catalogue_.items.to_numpy()
-        for position in range(items.shape[1]):
-            contribution = user_rows * self._item_item(items[:, position]).T  # users x items
-            contribution[user_rows <= 0] = -np.inf  # only the user's own items explain
-            contribution[np.arange(len(items)), items[:, position]] = -np.inf  # not the item itself
-            best = contribution.argmax(axis=1)
-            explained = np.isfinite(contribution[np.arange(len(items)), best])
-            reasons[:, position] = [f"{self.reason_prefix} {names[b]}" if e else "from your history"
-                                    for b, e in zip(best, explained)]
+        """Per (user, recommended item): which of the user's own items (their REASON_OWN_ITEMS strongest) adds the
+        most to it (ties: the first by position), not the item itself."""
+        own, weight = _strongest_items(self._user_rows(view, rows[:, 0]), REASON_OWN_ITEMS)
+        reasons = np.full(items.shape, "from your history", dtype=object)
+        if not own.shape[1]:
+            return reasons
+        values = self._pair_grid(np.maximum(own, 0), items).astype(np.float32) * weight[:, None, :]
+        values[(own[:, None, :] < 0) | (own[:, None, :] == items[:, :, None])] = -np.inf
+        best = values.argmax(axis=2)
+        explained = np.isfinite(np.take_along_axis(values, best[:, :, None], axis=2)[:, :, 0])
+        names = self.catalogue_.items.to_numpy().astype(object)
+        chosen = np.take_along_axis(own, best, axis=1)
+        reasons[explained] = f"{self.reason_prefix} " + names[chosen[explained]]
         return reasons
+
+
+def _strongest_items(user_rows: sp.csr_matrix, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(item positions, weights), users x M: each user's at most ``limit`` items of largest positive weight, in
+    position order, padded with -1 and weight 0 (M: the most any user has, up to ``limit``)."""
+    coo = sp.coo_matrix(user_rows)
+    keep = coo.data > 0
+    row, col, data = coo.row[keep], coo.col[keep], coo.data[keep].astype(np.float32)
+    order = np.lexsort((col, -data, row))  # per user, strongest first
+    row, col, data = row[order], col[order], data[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(row)) + 1] if len(row) else np.zeros(0, dtype=np.int64)
+    rank = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
+    kept = rank < limit
+    row, col, data = row[kept], col[kept], data[kept]
+    order = np.lexsort((col, row))  # back to position order: ties then go to the first by position
+    row, col, data = row[order], col[order], data[order]
+    counts = np.bincount(row, minlength=user_rows.shape[0])
+    width = int(counts.max()) if len(counts) else 0
+    slot = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+    own = np.full((user_rows.shape[0], width), -1, dtype=np.int64)
+    weight = np.zeros((user_rows.shape[0], width), dtype=np.float32)
+    own[row, slot], weight[row, slot] = col, data
+    return own, weight
 
 
 class ItemKNN(_ItemToItem):
     """Item-based nearest neighbours on cosine similarity (implicit's CosineRecommender), K neighbours per item."""
 
-    def __init__(self, neighbours: int = 100):
-        self.neighbours = neighbours
+    def __init__(self, neighbours: int = 100, max_items: int = 20_000):
+        self.neighbours, self.max_items = neighbours, max_items
         self.name = "item_knn"
 
     def _fit(self, catalogue: Catalogue) -> None:
@@ -298,15 +435,21 @@ class ItemKNN(_ItemToItem):
         with warnings.catch_warnings():  # implicit normalises to COO itself, then warns that it was given COO
             warnings.filterwarnings("ignore", message="Method expects CSR input")
             model.fit(catalogue.weight, show_progress=False)
-        self.similarity_ = model.similarity.tocsc()  # item x item
+        self.similarity_ = model.similarity.tocsr()  # item x item
+        self._keep_popular(catalogue)
+        # the columns scored: from every item to the recommendable ones
+        self.scored_ = self.similarity_ if self.kept_ is None else self.similarity_[:, self.kept_].tocsr()
 
     def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
-        scores = np.asarray((self._user_rows(view, rows) @ self.similarity_).todense(), dtype=np.float32)
+        scores = np.asarray((self._user_rows(view, rows) @ self.scored_).todense(), dtype=np.float32)
         scores[scores <= 0] = -np.inf  # no neighbour of anything the user touched
         return scores
 
-    def _item_item(self, items: np.ndarray) -> np.ndarray:
-        return self.similarity_[:, items].toarray()
+    def _pair_values(self, own: np.ndarray, recommended: np.ndarray) -> np.ndarray:
+        return _values_at(self.similarity_, own, recommended)
+
+    def _from_before_the_bound(self) -> None:
+        self.kept_, self.scored_ = None, self.similarity_
 
 
 class EASE(_ItemToItem):
@@ -321,32 +464,30 @@ class EASE(_ItemToItem):
         self.name = "ease"
 
     def _fit(self, catalogue: Catalogue) -> None:
-        keep = np.argsort(-catalogue.popularity(), kind="stable")[:self.max_items]
-        self.kept_ = np.sort(keep)
-        X = (catalogue.weight[:, self.kept_] > 0).astype(np.float64)
+        self._keep_popular(catalogue)
+        self.columns_ = np.arange(len(catalogue.items)) if self.kept_ is None else self.kept_
+        X = (catalogue.weight[:, self.columns_] > 0).astype(np.float64)
         gram = (X.T @ X).toarray()
         gram[np.diag_indices_from(gram)] += self.l2
         P = np.linalg.inv(gram)
         B = -P / np.diag(P)
         B[np.diag_indices_from(B)] = 0.0
-        self.B_ = B.astype(np.float32)  # over kept_ (every item, in order, when the catalogue fits)
+        self.B_ = B.astype(np.float32)  # over columns_ (every item, in order, when the catalogue fits)
 
     def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
-        X = self._user_rows(view, rows)[:, self.kept_]
-        kept_scores = np.asarray(X @ self.B_, dtype=np.float32)
-        if len(self.kept_) == len(self.catalogue_.items):
-            return kept_scores
-        scores = np.full((len(rows), len(self.catalogue_.items)), -np.inf, dtype=np.float32)
-        scores[:, self.kept_] = kept_scores
-        return scores
+        X = self._user_rows(view, rows)[:, self.columns_]
+        return np.asarray(X @ self.B_, dtype=np.float32)
 
-    def _item_item(self, items: np.ndarray) -> np.ndarray:
-        column = np.zeros((len(self.catalogue_.items), len(items)), dtype=np.float32)
-        where = np.searchsorted(self.kept_, items)
-        where = np.clip(where, 0, len(self.kept_) - 1)
-        present = self.kept_[where] == items
-        column[np.ix_(self.kept_, np.flatnonzero(present))] = self.B_[:, where[present]]
-        return column
+    def _pair_values(self, own: np.ndarray, recommended: np.ndarray) -> np.ndarray:
+        a = np.clip(np.searchsorted(self.columns_, own), 0, len(self.columns_) - 1)
+        b = np.clip(np.searchsorted(self.columns_, recommended), 0, len(self.columns_) - 1)
+        present = (self.columns_[a] == own) & (self.columns_[b] == recommended)
+        return np.where(present, self.B_[a, b], 0.0)
+
+    def _from_before_the_bound(self) -> None:  # B_ was over kept_, every item when the catalogue fitted
+        self.columns_ = self.kept_
+        if len(self.kept_) == len(self.catalogue_.items):
+            self.kept_ = None
 
 
 class _Factors(_ItemToItem):
@@ -354,6 +495,7 @@ class _Factors(_ItemToItem):
     item whose factors are nearest (cosine) the recommended one's."""
 
     reason_prefix = "similar to"
+    PAIRS_PER_CHUNK = 500_000  # (own, recommended) pairs whose factors are gathered at once
 
     def _model(self):
         raise NotImplementedError
@@ -368,6 +510,8 @@ class _Factors(_ItemToItem):
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
         norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
         self.item_unit_ = self.item_factors_ / np.where(norms > 0, norms, 1.0)
+        self._keep_popular(catalogue)
+        self.scored_ = self.item_factors_ if self.kept_ is None else self.item_factors_[self.kept_]
 
     def _fold_in(self, rows_matrix: sp.csr_matrix) -> np.ndarray:
         """Factors of users the fit did not see as they are now: the least-squares factors that best reproduce their
@@ -376,20 +520,56 @@ class _Factors(_ItemToItem):
         gram = Y.T @ Y + self.regularization * np.eye(Y.shape[1])
         return np.asarray(rows_matrix @ Y, dtype=np.float64) @ np.linalg.inv(gram)
 
-    def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
+    def _user_factors(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
         if view is self.catalogue_.fitted:
-            return self.user_factors_[rows] @ self.item_factors_.T
-        return (self._fold_in(view.weight[rows]) @ self.item_factors_.T).astype(np.float32)
+            return self.user_factors_[rows]
+        key = ("factors", id(self))
+        if key not in view.cache:  # every row's at once: both lists use them
+            view.cache[key] = self._fold_in(view.weight).astype(np.float32)
+        return view.cache[key][rows]
 
-    def _item_item(self, items: np.ndarray) -> np.ndarray:
-        return self.item_unit_ @ self.item_unit_[items].T
+    def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
+        return (self._user_factors(view, rows) @ self.scored_.T).astype(np.float32)
+
+    def _best(self, view: UserRows, rows: np.ndarray, k: int, new_only: bool, columns: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        # implicit's own top-k: the products and the selection in its threads, no rows x items matrix in Python
+        from implicit.cpu.topk import topk
+
+        bought = None
+        if new_only:
+            bought = view.purchases[rows] if columns is None else view.purchases[rows][:, columns]
+            bought = sp.csr_matrix(bought, dtype=np.float32)
+        ids, scores = topk(np.ascontiguousarray(self.scored_, dtype=np.float32),
+                           np.ascontiguousarray(self._user_factors(view, rows), dtype=np.float32), k,
+                           filter_query_items=bought)
+        scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
+        ids = np.where(ids < 0, 0, ids)
+        # ties by position, as every family: implicit's order among equal scores is its own
+        order = np.lexsort((ids, -scores), axis=1)
+        return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+    def _pair_grid(self, own: np.ndarray, items: np.ndarray) -> np.ndarray:
+        # cosines by batched products: users x k x f against users x f x M
+        return np.matmul(self.item_unit_[items], self.item_unit_[own].transpose(0, 2, 1))
+
+    def _pair_values(self, own: np.ndarray, recommended: np.ndarray) -> np.ndarray:
+        values = np.empty(len(own), dtype=np.float32)
+        for start in range(0, len(own), self.PAIRS_PER_CHUNK):
+            end = start + self.PAIRS_PER_CHUNK
+            values[start:end] = np.einsum("ij,ij->i", self.item_unit_[own[start:end]],
+                                          self.item_unit_[recommended[start:end]])
+        return values
+
+    def _from_before_the_bound(self) -> None:
+        self.kept_, self.scored_ = None, self.item_factors_
 
 
 class ALS(_Factors):
     def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 1.0, iterations: int = 15,
-                 random_state: int = 0):
+                 random_state: int = 0, max_items: int = 20_000):
         self.factors, self.regularization, self.alpha = factors, regularization, alpha
-        self.iterations, self.random_state = iterations, random_state
+        self.iterations, self.random_state, self.max_items = iterations, random_state, max_items
         self.name = "als"
 
     def _model(self):
@@ -406,9 +586,9 @@ class ALS(_Factors):
 
 class BPR(_Factors):
     def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
-                 iterations: int = 100, random_state: int = 0):
+                 iterations: int = 100, random_state: int = 0, max_items: int = 20_000):
         self.factors, self.learning_rate, self.regularization = factors, learning_rate, regularization
-        self.iterations, self.random_state = iterations, random_state
+        self.iterations, self.random_state, self.max_items = iterations, random_state, max_items
         self.name = "bpr"
 
     def _model(self):
@@ -488,6 +668,17 @@ class Reranker(Recommender):
     def get_params(self) -> dict:
         return {"candidates": self.candidates, "n_estimators": self.n_estimators, "learning_rate": self.learning_rate,
                 "num_leaves": self.num_leaves, "generators": ",".join(self._generators())}
+
+    def projected_fold_seconds(self, seconds_per_fold: dict[str, float]) -> float | None:
+        """What one fold of this reranker should take, from what its generators took per fold as candidates
+        (seconds_per_fold: candidate name -> seconds): each is fitted once per labelled snapshot and once more on
+        the fold. None when a generator was not measured."""
+        measured = [seconds_per_fold.get(g.name) for g in self._generators().values()]
+        if any(m is None for m in measured):
+            return None
+        from ml.recommendations import RERANKER_SNAPSHOTS
+
+        return float(sum(measured)) * (RERANKER_SNAPSHOTS + 1)
 
     def _generators(self) -> dict[str, Recommender]:
         import copy

@@ -109,19 +109,54 @@ def evaluate(model: Recommender, fold: Fold, k: int = K) -> dict[str, float]:
 def backtest(names: list[str], folds: list[Fold], k: int = K, progress: Callable[[str], None] | None = None
              ) -> pd.DataFrame:
     """Every candidate fitted and measured on every fold: one row per (candidate, cutoff)."""
-    rows = []
-    for fold in folds:
-        for name in names:
-            started = time.perf_counter()
+    return backtest_within_budget(names, folds, None, (), k, progress)[0]
+
+
+def backtest_within_budget(names: list[str], folds: list[Fold], budget_seconds: float | None,
+                           protected: tuple[str, ...] | list[str] = (), k: int = K,
+                           progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(one row per (candidate, cutoff), {candidate left out: why}). The protected candidates (the naive ones, the
+    champion's configuration: the gate needs them) run first and always. Every other one runs, in the given order,
+    while the time spent plus what it is projected to take (its first fold's time for each fold left and once more
+    for the fit on the training date) fits in ``budget_seconds``; one that would not is left out whole, so that
+    every candidate kept is measured on the same cutoffs."""
+    started = time.perf_counter()
+    order = [n for n in names if n in protected] + [n for n in names if n not in protected]
+    rows, skipped, per_candidate = [], {}, {}
+    for name in order:
+        mine = []
+        # a candidate made of others (the reranker) projects its first fold from theirs, so that it does not
+        # start a fold the budget cannot hold
+        projector = getattr(CANDIDATES[name](), "projected_fold_seconds", None)
+        guess = projector(per_candidate) if projector else None
+        for position, fold in enumerate(folds):
+            spent = time.perf_counter() - started
+            if budget_seconds is not None and name not in protected:
+                per_fold = float(np.mean([r["seconds"] for r in mine])) if mine else (guess or 0.0)
+                projected = spent + per_fold * (len(folds) - position + 1)
+                if projected > budget_seconds:
+                    skipped[name] = (f"left out for the training budget of {budget_seconds:.0f} s: "
+                                     + (f"{per_fold:.1f} s per fold{'' if mine else ' expected'}, "
+                                        f"{projected:.0f} s projected" if per_fold
+                                        else f"{spent:.0f} s spent before it started"))
+                    break
+            begun = time.perf_counter()
             model = fit(name, fold.interactions, fold.history)
-            fitted = time.perf_counter() - started
+            fitted = time.perf_counter() - begun
             metrics = evaluate(model, fold, k)
-            rows.append({"candidate": name, "cutoff": fold.cutoff, **metrics, "fit_seconds": fitted,
-                         "seconds": time.perf_counter() - started})
+            mine.append({"candidate": name, "cutoff": fold.cutoff, **metrics, "fit_seconds": fitted,
+                         "seconds": time.perf_counter() - begun})
             if progress:
                 progress(f"{fold.cutoff} {name}: {PRIMARY_METRIC} {metrics[PRIMARY_METRIC]:.3f}, new items "
-                         f"{metrics[f'new_item_recall_at_{k}']:.3f} ({rows[-1]['seconds']:.1f} s)")
-    return pd.DataFrame(rows)
+                         f"{metrics[f'new_item_recall_at_{k}']:.3f} ({mine[-1]['seconds']:.1f} s)")
+        if mine:  # measured on a fold at least, kept or not: what a reranker over it would cost
+            per_candidate[name] = float(np.mean([r["seconds"] for r in mine]))
+        if name in skipped:
+            if progress:
+                progress(f"{name} {skipped[name]}")
+            continue
+        rows += mine
+    return pd.DataFrame(rows), skipped
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
@@ -167,6 +202,7 @@ class TrainingOutcome:
     best_naive: str
     parent_run_id: str
     model_runs: dict[str, str]     # candidate -> the run holding its model fitted on the training date's interactions
+    skipped: dict[str, str] = field(default_factory=dict)  # candidate -> why it was left out (the budget)
 
 
 def fold_scores(results: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -177,10 +213,12 @@ def fold_scores(results: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 def train_candidates(folds: list[Fold], interactions: pd.DataFrame, history: list[Snapshot], store,
                      names: list[str] | None = None, tags: dict | None = None,
-                     progress: Callable[[str], None] = print) -> TrainingOutcome:
-    """Backtest every candidate on the folds (newest first: the first is the validation cutoff), log one MLflow run
-    per candidate under a parent run, and fit the best (and the best naive one) on ``interactions``, the training
-    date's, with ``history`` for a learned ranker, logging each as a model."""
+                     progress: Callable[[str], None] = print, budget_seconds: float | None = None,
+                     protected: tuple[str, ...] = NAIVE) -> TrainingOutcome:
+    """Backtest every candidate on the folds (newest first: the first is the validation cutoff) within the budget
+    (backtest_within_budget), log one MLflow run per candidate measured under a parent run, and fit the best (and
+    the best naive one) on ``interactions``, the training date's, with ``history`` for a learned ranker, logging
+    each as a model."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -188,7 +226,8 @@ def train_candidates(folds: list[Fold], interactions: pd.DataFrame, history: lis
     from ml.train import model_requirements
 
     names = names or list(CANDIDATES)
-    results = backtest(names, folds, progress=progress)
+    results, skipped = backtest_within_budget(names, folds, budget_seconds, protected, progress=progress)
+    names = [n for n in names if n not in skipped]
     summary = summarise(results)
     chosen, naive = best(results), best(results, among=tuple(n for n in NAIVE if n in names) or None)
     validation = folds[0].cutoff
@@ -220,9 +259,10 @@ def train_candidates(folds: list[Fold], interactions: pd.DataFrame, history: lis
                         pip_requirements=[*model_requirements(), "implicit", "lightgbm"])
                     model_runs[name] = child.info.run_id
             progress(f"{MODEL_NAME} {name}: backtest {PRIMARY_METRIC} {rows[PRIMARY_METRIC].mean():.3f}")
-        mlflow.set_tags({"best_candidate": chosen, "best_naive_candidate": naive})
+        mlflow.set_tags({"best_candidate": chosen, "best_naive_candidate": naive,
+                         **({"left_out": json.dumps(skipped)[:5000]} if skipped else {})})
         mlflow.log_table(summary, "candidates.json")
-    return TrainingOutcome(results, summary, chosen, naive, parent.info.run_id, model_runs)
+    return TrainingOutcome(results, summary, chosen, naive, parent.info.run_id, model_runs, skipped)
 
 
 def register(store, run_id: str, candidate: str, tags: dict):

@@ -127,6 +127,113 @@ def test_bad_interactions_are_refused_with_the_row_that_is_wrong():
         EASE().fit(bad.drop(columns="days_since_last"))
 
 
+def _dense_reasons(model, view, rows, items):
+    """The reasons as first written: every user x every item's contribution, the largest own one (reference)."""
+    n_items = len(model.catalogue_.items)
+    everything = np.tile(np.arange(n_items), (len(items), 1))
+    grid = model._pair_grid(everything, items)  # users x k x every item
+    user_rows = model._user_rows(view, rows[:, 0]).toarray()
+    reasons = np.empty(items.shape, dtype=object)
+    names = model.catalogue_.items.to_numpy()
+    for position in range(items.shape[1]):
+        contribution = user_rows * grid[:, position, :]
+        contribution[user_rows <= 0] = -np.inf
+        contribution[np.arange(len(items)), items[:, position]] = -np.inf
+        best = contribution.argmax(axis=1)
+        explained = np.isfinite(contribution[np.arange(len(items)), best])
+        reasons[:, position] = [f"{model.reason_prefix} {names[b]}" if e else "from your history"
+                                for b, e in zip(best, explained)]
+    return reasons
+
+
+@pytest.mark.parametrize("family", [ItemKNN(neighbours=10), EASE(l2=10.0), ALS(factors=2, iterations=20),
+                                    ItemKNN(neighbours=10, max_items=5), EASE(l2=10.0, max_items=5),
+                                    ALS(factors=2, iterations=20, max_items=5)])
+def test_item_to_item_reasons_from_sparse_pairs_equal_the_dense_argmax_and_lists_keep_to_the_popular_items(family):
+    interactions = _communities()
+    model = family.fit(interactions)
+    view = model.catalogue_.fitted
+    recs = model.recommend(view.users, k=4)
+    rows = np.repeat(np.arange(len(view.users))[:, None], 3, axis=1)
+    items = np.stack([np.roll(np.arange(len(model.catalogue_.items)), -i)[:3] for i in range(len(view.users))])
+    assert (model._reasons(view, rows, items) == _dense_reasons(model, view, rows, items)).all()
+    if model.max_items == 5:  # recommendations come from the 5 most popular items, ranked as over the catalogue
+        popular = set(model.catalogue_.items[np.argsort(-model.catalogue_.popularity(), kind="stable")[:5]])
+        assert set(recs.item_id) <= popular and len(recs) > 0
+    _assert_lists(recs, 4)
+
+
+@pytest.mark.parametrize("new_only", [False, True])
+def test_factor_models_top_k_by_implicit_equals_the_dense_scoring(new_only):
+    from ml.recommend import Recommender
+
+    interactions = _communities()
+    model = ALS(factors=4, iterations=20, max_items=8).fit(interactions)
+    fresh = interactions.sample(frac=0.6, random_state=1)
+    for view in (model.catalogue_.fitted, model.user_rows(fresh)):
+        rows = np.arange(len(view.users))
+        fast_ids, fast_scores = model._best(view, rows, 5, new_only, model.candidate_items())
+        dense_ids, dense_scores = Recommender._best(model, view, rows, 5, new_only, model.candidate_items())
+        finite = np.isfinite(dense_scores)
+        assert (np.isfinite(fast_scores) == finite).all()
+        assert (fast_ids[finite] == dense_ids[finite]).all()
+        np.testing.assert_allclose(fast_scores[finite], dense_scores[finite], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", [ItemKNN(neighbours=10), EASE(l2=10.0), ALS(factors=2, iterations=20)])
+def test_a_model_registered_before_the_popular_items_bound_still_serves_its_lists(family):
+    """Unpickled without the attributes this release added (as the champion a home registered before it), a model
+    serves the lists it served then: every item scored."""
+    import pickle
+
+    model = family.fit(_communities())
+    expected = model.recommend(model.catalogue_.users, k=4)
+    state = dict(model.__dict__)
+    for added in ("scored_", "columns_"):
+        state.pop(added, None)
+    state.pop("max_items", None)
+    if isinstance(model, EASE):
+        state["kept_"] = np.arange(len(model.catalogue_.items))  # EASE kept every item's position then
+    else:
+        state.pop("kept_", None)
+    old = type(model).__new__(type(model))
+    old.__dict__.update(state)
+    revived = pickle.loads(pickle.dumps(old))
+    pd.testing.assert_frame_equal(revived.recommend(model.catalogue_.users, k=4), expected)
+
+
+@pytest.mark.parametrize("within_categories", [False, True])
+def test_popularity_reasons_name_the_users_categories(within_categories):
+    interactions = _communities()
+    model = Popularity(within_categories).fit(interactions)
+    recs = model.recommend(interactions.user_id.unique(), k=6)
+    own = interactions.groupby("user_id").category_id.apply(set)
+    category = interactions.drop_duplicates("item_id").set_index("item_id").category_id
+    for row in recs.itertuples():
+        mine = within_categories and category[row.item_id] in own[row.user_id]
+        assert row.reason == (f"popular in {category[row.item_id]}" if mine else "popular"), row
+
+
+@pytest.mark.parametrize("source", ["bought", "engaged"])
+@pytest.mark.parametrize("new_only", [False, True])
+def test_the_history_lists_from_sparse_rows_equal_the_dense_scoring(source, new_only):
+    """History ranks each user's own rows without a users x catalogue matrix: the same lists, ties, order and
+    reasons as the dense scoring every family shares, for the fit's users and for fresh interactions."""
+    from ml.recommend import Recommender
+
+    interactions = _communities()
+    interactions.loc[interactions.index % 3 == 0, "purchases"] = 0  # some rows viewed only
+    model = History(source).fit(interactions)
+    users = [*interactions.user_id.unique()[::-1], "nobody"]
+    fresh = interactions.sample(frac=0.5, random_state=0).assign(days_since_last=3)
+    for given in (None, fresh):
+        sparse = model.recommend(users, k=4, new_only=new_only, interactions=given)
+        dense = Recommender.recommend(model, users, k=4, new_only=new_only, interactions=given)
+        pd.testing.assert_frame_equal(sparse, dense, check_dtype=False)
+    if not new_only:
+        assert len(sparse) > 0
+
+
 @pytest.mark.parametrize("family", [History("engaged"), Popularity(True), EASE(l2=10.0), ItemKNN(neighbours=10),
                                     ALS(factors=2, iterations=20), BPR(factors=2, iterations=200)])
 def test_a_fitted_model_scores_fresh_interactions_as_of_a_later_date(family):
@@ -179,3 +286,16 @@ def test_an_items_category_is_the_one_most_of_its_rows_name_whatever_their_order
                  ("u", "y", "c9", 1, 0, 0, 1), ("v", "y", "c3", 1, 0, 0, 1), ("u", "z", None, 1, 0, 0, 1))
     for order in (rows, rows.iloc[::-1]):
         assert item_categories(order).to_dict() == {"x": "c2", "y": "c3"}
+
+
+@pytest.mark.parametrize("family", [ALS(factors=2, iterations=20), EASE(l2=10.0), History("engaged")])
+def test_both_lists_at_once_equal_each_list_asked_for_alone(family):
+    """recommend_lists builds the users' rows (and ALS's folded-in factors) once for both lists: the same lists."""
+    interactions = _communities()
+    model = family.fit(interactions)
+    fresh = interactions.sample(frac=0.7, random_state=2)
+    users = fresh.user_id.unique()
+    both = model.recommend_lists(users, k=4, interactions=fresh)
+    for new_only in (False, True):
+        pd.testing.assert_frame_equal(both[new_only], model.recommend(users, 4, new_only, interactions=fresh))
+    assert len(both[False]) > 0

@@ -13,6 +13,7 @@ from ml.recommendations import (
     NAIVE,
     Fold,
     backtest,
+    backtest_within_budget,
     best,
     snapshot_cutoffs,
     summarise,
@@ -55,6 +56,44 @@ def test_the_backtest_measures_each_candidate_on_each_fold_and_the_choice_prefer
     tied.loc[tied.candidate == "item_knn", "recall_at_10"] = tied.loc[tied.candidate == "popularity", "recall_at_10"].to_numpy()
     assert best(tied) == "popularity"
     assert set(NAIVE) <= set(CANDIDATES)
+
+
+def test_the_budget_leaves_out_whole_candidates_but_never_the_protected_ones():
+    interactions = _communities()
+    truth = interactions.groupby("user_id").head(1)[["user_id", "item_id"]]
+    folds = [Fold(dt.date(2026, 3, 1), interactions, truth), Fold(dt.date(2026, 3, 8), interactions, truth)]
+    names = ["ease", "popularity", "history_bought", "item_knn"]
+    spent, skipped = backtest_within_budget(names, folds, 0, protected=("popularity", "history_bought"))
+    # nothing fits in no time: the protected ones are measured on every fold all the same, the others not at all
+    assert sorted(spent.candidate.unique()) == ["history_bought", "popularity"] and len(spent) == 4
+    assert sorted(skipped) == ["ease", "item_knn"] and "training budget of 0 s" in skipped["ease"]
+    # the reranker projects its first fold from its generators' (each fitted per snapshot and on the fold): here
+    # far beyond a budget the others fit in, so it does not start
+    slow = {"history_engaged": 1.0, "popularity_in_categories": 1.0, "item_knn": 1.0, "als": 1.0, "ease": 60.0}
+    assert CANDIDATES["reranker"]().projected_fold_seconds(slow) == pytest.approx(64 * 4)
+    assert CANDIDATES["reranker"]().projected_fold_seconds({"als": 1.0}) is None
+    ample, none_skipped = backtest_within_budget(names, folds, 600, protected=("popularity",))
+    assert none_skipped == {} and len(ample) == 8 and set(ample.candidate) == set(names)
+
+
+def test_scoring_in_batches_of_users_serves_the_same_lists_as_in_one(tmp_path):
+    from dagster_project.defs.recommendations import score_lists
+    from ml.recommendations import fit
+
+    interactions = _communities()
+    model = fit("history_bought_then_ease", interactions)
+    population = pd.DataFrame({"user_id": [*interactions.user_id.unique(), "newcomer"]})
+    day = dt.date(2026, 3, 1)
+    whole = score_lists(model, "7", population, interactions, 5, day, users_per_batch=10_000)
+    batched = score_lists(model, "7", population, interactions, 5, day, users_per_batch=2)
+    for new_only in (False, True):
+        drop = ["scored_at"]
+        pd.testing.assert_frame_equal(whole[new_only].drop(columns=drop), batched[new_only].drop(columns=drop))
+        served = whole[new_only]
+        assert set(served.user_id) == set(population.user_id)
+        assert (served.groupby("user_id")["rank"].max() == 5).all()
+        assert set(served.loc[served.user_id == "newcomer", "model_version"]) == {"fallback"}
+    assert (whole[False].model_version == "7").any()
 
 
 def test_training_logs_every_candidate_registers_the_best_and_the_gate_compares_configurations(tmp_path):

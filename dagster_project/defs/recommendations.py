@@ -29,10 +29,11 @@ from dagster_project.defs.resources import (
 from dagster_project.markdown import frame_to_markdown
 from dagster_project.warehouse import replace_dates
 from ml.gate import GateDecision, apply
-from ml.recommend import INTERACTION_COLUMNS, Popularity, Snapshot, item_categories
+from ml.recommend import INTERACTION_COLUMNS, Popularity, Recommender, Snapshot, item_categories
 from ml.recommendations import (
     CANDIDATES,
     MODEL_NAME,
+    NAIVE,
     PRIMARY_METRIC,
     Fold,
     decide,
@@ -61,9 +62,19 @@ def _protocol(settings: PipelineSettings, policy: RecommendationPolicy, as_of: d
     return policy.dates(as_of, settings.windows(as_of).cadence_days)
 
 
-def _interactions(warehouse: WarehouseResource, dates: list[dt.date]) -> dict[dt.date, pd.DataFrame]:
+def _interactions(warehouse: WarehouseResource, dates: list[dt.date], users_at_most: int | None = None,
+                  sampled_at: dt.date | None = None) -> dict[dt.date, pd.DataFrame]:
+    """The interactions at ``dates``, per date; with ``users_at_most``, of that many users at most: those of
+    ``sampled_at`` with the smallest hash of their id, so that the sample is the same from run to run and mostly
+    the same from one week to the next (what bounds the recommenders' fit at any shop size)."""
+    sample, params = "", [dates]
+    if users_at_most is not None:
+        sample = ("and user_id in (select user_id from (select distinct user_id from marts.fct_user_item_interactions "
+                  "where as_of_date = ?) order by hash(user_id), user_id limit ?)")
+        params += [sampled_at, users_at_most]
     frame = warehouse.query_df(f"select as_of_date, {', '.join(INTERACTION_COLUMNS)} "
-                               "from marts.fct_user_item_interactions where as_of_date in (select unnest(?))", [dates])
+                               f"from marts.fct_user_item_interactions where as_of_date in (select unnest(?)) {sample}",
+                               params)
     frame["as_of_date"] = pd.to_datetime(frame.as_of_date).dt.date
     return {d: frame[frame.as_of_date == d].drop(columns="as_of_date").reset_index(drop=True) for d in dates}
 
@@ -111,7 +122,14 @@ def next_items_candidates(context: dg.AssetExecutionContext, settings: PipelineS
                           recommendation_policy: RecommendationPolicy) -> dg.MaterializeResult:
     as_of = as_of_dates(context)[-1]
     protocol = _protocol(settings, recommendation_policy, as_of)
-    interactions = _interactions(warehouse, protocol.all)
+    users = int(warehouse.query_df("select count(distinct user_id) as n from marts.fct_user_item_interactions "
+                                   "where as_of_date = ?", [as_of]).n.iloc[0])
+    sampled = users > recommendation_policy.training_users
+    interactions = _interactions(warehouse, protocol.all, recommendation_policy.training_users if sampled else None,
+                                 as_of)
+    if sampled:
+        context.log.info(f"recommenders fitted on {recommendation_policy.training_users:,} of {users:,} users "
+                         "(a hash sample); every user is served")
     item_days = warehouse.query_df(
         "select user_id, item_id, activity_date, n_purchase from intermediate.int_user_item_daily "
         "where n_purchase > 0 and activity_date >= ? and activity_date < ?", [protocol.all[0], as_of])
@@ -134,8 +152,11 @@ def next_items_candidates(context: dg.AssetExecutionContext, settings: PipelineS
     folds = [f for f in folds if len(f.truth)]
     names = recommendation_policy.candidate_list
     champion = version_by_alias(mlflow.store(), MODEL_NAME, CHAMPION)
-    if champion is not None and champion.tags.get("candidate") in CANDIDATES and champion.tags["candidate"] not in names:
-        names.append(champion.tags["candidate"])  # the gate compares with the champion's configuration
+    protected = [n for n in NAIVE if n in names]
+    if champion is not None and champion.tags.get("candidate") in CANDIDATES:
+        if champion.tags["candidate"] not in names:
+            names.append(champion.tags["candidate"])
+        protected.append(champion.tags["candidate"])  # the gate compares with the champion's configuration
     production_history = snapshots(protocol.snapshots[as_of])
     learning = [n for n in names if getattr(CANDIDATES[n](), "needs_history", False)]
     if learning and (not production_history or not all(f.history for f in folds)):
@@ -144,7 +165,10 @@ def next_items_candidates(context: dg.AssetExecutionContext, settings: PipelineS
         names = [n for n in names if n not in learning]
     outcome = train_candidates(folds, interactions[as_of], production_history, mlflow.store(), names,
                                tags={"as_of_date": as_of.isoformat(), "dagster_run_id": context.run.run_id},
-                               progress=context.log.info)
+                               progress=context.log.info, budget_seconds=recommendation_policy.budget_seconds,
+                               protected=tuple(protected))
+    for name, reason in outcome.skipped.items():
+        context.log.warning(f"{MODEL_NAME} {name} {reason}")
     scores = fold_scores(outcome.results)
     version = register(mlflow.store(), outcome.model_runs[outcome.best], outcome.best, {
         "as_of_date": as_of.isoformat(), "dagster_run_id": context.run.run_id, "fold_scores": json.dumps(scores),
@@ -156,6 +180,8 @@ def next_items_candidates(context: dg.AssetExecutionContext, settings: PipelineS
         "eligible": True, "best": outcome.best, "best_naive": outcome.best_naive,
         "registered_version": version.version, "folds": ", ".join(str(f.cutoff) for f in folds),
         "test_users_per_fold": ", ".join(str(f.truth.user_id.nunique()) for f in folds),
+        "users": users, "training_users": min(users, recommendation_policy.training_users),
+        "left_out": dg.MetadataValue.json(outcome.skipped),
         "candidates": dg.MetadataValue.md(frame_to_markdown(shown, float_format="{:.3f}")),
         f"best_{PRIMARY_METRIC}": float(outcome.summary.iloc[0][PRIMARY_METRIC]),
         "mlflow_run": dg.MetadataValue.url(mlflow.run_link(outcome.parent_run_id)),
@@ -224,24 +250,43 @@ def _table_ddl(table: str) -> str:
             "model_version varchar, scored_at timestamp)")
 
 
-def score_lists(model, version: str, population: pd.DataFrame, interactions: pd.DataFrame, k: int,
-                as_of: dt.date) -> dict[bool, pd.DataFrame]:
-    """{new_only: list} for the users of ``population`` at ``as_of``: the champion's items, then (for users it has
-    nothing or too little for: new users, users of new items) the popularity of the user's categories, marked as
-    the fallback in model_name and model_version."""
+SCORING_USERS_PER_BATCH = 50_000  # the champion scores this many users at a time: memory stays bounded at any size
+
+
+def _user_batches(interactions: pd.DataFrame, users_per_batch: int):
+    """``interactions`` cut into consecutive frames of at most ``users_per_batch`` users (each user's rows whole)."""
+    ordered = interactions.sort_values("user_id", kind="stable").reset_index(drop=True)
+    firsts = np.flatnonzero(ordered.user_id.ne(ordered.user_id.shift()).to_numpy())
+    for batch in range(0, len(firsts), users_per_batch):
+        end = firsts[batch + users_per_batch] if batch + users_per_batch < len(firsts) else len(ordered)
+        yield ordered.iloc[firsts[batch]:end]
+
+
+def score_lists(recommender: Recommender, version: str, population: pd.DataFrame, interactions: pd.DataFrame,
+                k: int, as_of: dt.date, users_per_batch: int = SCORING_USERS_PER_BATCH) -> dict[bool, pd.DataFrame]:
+    """{new_only: list} for the users of ``population`` at ``as_of``: the champion's items (both lists per batch of
+    users: their rows are built once), then, for the users it has too few for (new users, users of items newer
+    than the model), the popularity of the user's categories, marked as the fallback in model_name and
+    model_version."""
     users = population.user_id.unique()
     known = interactions[interactions.user_id.isin(set(users))]
     category = item_categories(interactions)
     in_categories = Popularity(within_categories=True).fit(interactions) if len(interactions) else None
+    batches = [recommender.recommend_lists(batch.user_id.unique(), k, interactions=batch)
+               for batch in _user_batches(known, users_per_batch)]
     lists = {}
     for new_only in (False, True):
-        served = (model.predict(known, params={"k": k, "new_only": new_only}) if len(known)
+        parts = [lists_of_batch[new_only] for lists_of_batch in batches]
+        served = (pd.concat(parts, ignore_index=True) if parts
                   else pd.DataFrame(columns=["user_id", "rank", "item_id", "score", "reason"]))
         served = served.assign(model_name=MODEL_NAME, model_version=version)
-        if in_categories is not None:
-            extra = in_categories.recommend(users, k, new_only, interactions=known if len(known) else None)
+        per_user = served.groupby("user_id").size()
+        short = users[~pd.Index(users).isin(per_user.index[per_user >= k])]  # a hash lookup: users can be millions
+        if in_categories is not None and len(short):
+            short_known = known[known.user_id.isin(set(short))]
+            extra = in_categories.recommend(short, k, new_only, interactions=short_known if len(short_known) else None)
             # a user without any interaction (a visit without items) gets the overall most popular items
-            strangers = sorted(set(users) - set(extra.user_id))
+            strangers = sorted(set(short) - set(extra.user_id))
             if strangers:
                 top = np.argsort(-in_categories.popularity_, kind="stable")[:k]
                 overall = pd.DataFrame({"rank": np.arange(1, len(top) + 1),
@@ -290,14 +335,15 @@ def next_items_predictions(context: dg.AssetExecutionContext, warehouse: Warehou
     import mlflow.pyfunc
 
     store.activate()
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}")
+    # the registered pyfunc's recommender itself: score_lists asks it for both lists at once
+    recommender = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}").unwrap_python_model().recommender
     population = warehouse.query_df("select user_id, as_of_date from marts.fct_scoring_population "
                                     "where as_of_date in (select unnest(?))", [dates])
     population["as_of_date"] = pd.to_datetime(population.as_of_date).dt.date
     interactions = _interactions(warehouse, dates)
     written = {False: [], True: []}
     for day in dates:
-        lists = score_lists(model, champion.version, population[population.as_of_date == day], interactions[day],
+        lists = score_lists(recommender, champion.version, population[population.as_of_date == day], interactions[day],
                             recommendation_policy.per_user, day)
         for new_only, frame in lists.items():
             written[new_only].append(frame)

@@ -1,0 +1,200 @@
+"""Recommendations at scale (issue 23): the recommendations target's training and its top-10 lists at 1M, 10M and
+100M generated events, on this machine.
+
+    make bench-recommendations-scale                            # 1M, 10M, 100M: a section of results/scale.md
+    python benchmarks/recommendations_scale.py --sizes 1000000  # one size (the others keep their last figures)
+
+Per size, in its own process and a fresh SHOPCAST_HOME:
+1. the scale benchmark's generated events (benchmarks/scale.py's, shared through --workdir: generated once), the
+   first 119 days ingested by the loaders;
+2. the recommendations' training for the as-of date after them, as one Dagster run of the product's assets: the dbt
+   models of the interactions (the run's date), the folds' and snapshots' interactions, every candidate within the
+   training budget on a hash sample of users (`recommendation_training_users`), registration and the gate;
+3. both lists (next_items and new_items, top 10) for up to 1M users with interactions at the as-of date, by the
+   champion loaded from the MLflow registry, through the predictions asset's own code (score_lists, in batches).
+
+Stage figures are Dagster's step times; peak memory is the RSS of the process tree (Python, dbt) sampled every 0.2 s.
+Writes results/recommendations_scale.json; benchmarks/scale_report.py renders it in results/scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.scale import DEFAULT_SIZES, RssSampler, _commit, fresh_home, land_events, run_steps
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SCORED_USERS = 1_000_000
+TARGETS = {"top10_seconds_for_1m_users": 300, "peak_rss_gb": 16}
+
+
+def stage_of(step_key: str) -> str:
+    if step_key.startswith("dbt_"):
+        return "interactions (dbt)"
+    if step_key == "marts__recommendation_cutoff_interactions":
+        return "folds' interactions (dbt)"
+    if step_key.endswith("_candidates"):
+        return "candidates + register"
+    if step_key.endswith("_champion"):
+        return "gate"
+    return "other"
+
+
+def training_selection():
+    import dagster as dg
+
+    from dagster_project import runs
+    from dagster_project.defs.recommendations import CANDIDATES_KEY, CHAMPION_KEY
+
+    graph = runs.definitions().resolve_asset_graph()
+    selection = (dg.AssetSelection.assets(CANDIDATES_KEY).upstream() | dg.AssetSelection.assets(CHAMPION_KEY)) \
+        - dg.AssetSelection.groups("ingest")
+    return sorted(selection.resolve(graph), key=lambda k: k.to_user_string())
+
+
+def score(as_of: dt.date, users_at_most: int) -> dict:
+    """Both lists for up to ``users_at_most`` users, as the predictions asset makes them (read, then score)."""
+    import mlflow.pyfunc
+
+    from dagster_project.defs.recommendations import score_lists
+    from dagster_project.defs.resources import MlflowStore
+    from dagster_project.settings import load_settings
+    from dagster_project.warehouse import connect
+    from ml.recommend import INTERACTION_COLUMNS
+    from ml.recommendations import MODEL_NAME
+    from ml.registry import CHAMPION, version_by_alias
+
+    settings = load_settings()
+    paths = settings.paths
+    store = MlflowStore(tracking_uri=paths.mlflow_tracking_uri, artifact_root=str(paths.mlflow_artifacts)).store()
+    champion = version_by_alias(store, MODEL_NAME, CHAMPION)
+    if champion is None:
+        return {"scored": False, "reason": "no champion: the recommenders were not eligible"}
+    store.activate()
+    started = time.perf_counter()
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}").unwrap_python_model().recommender
+    loaded = time.perf_counter()
+    with connect(paths.warehouse, read_only=True) as con:
+        interactions = con.execute(f"""
+            with served as (select user_id from (select distinct user_id from marts.fct_user_item_interactions
+                                                 where as_of_date = $1) order by hash(user_id), user_id limit $2)
+            select {', '.join(INTERACTION_COLUMNS)} from marts.fct_user_item_interactions
+            where as_of_date = $1 and user_id in (select user_id from served)""", [as_of, users_at_most]).df()
+    read = time.perf_counter()
+    population = interactions[["user_id"]].drop_duplicates()
+    lists = score_lists(model, champion.version, population, interactions, 10, as_of)
+    scored = time.perf_counter()
+    return {"scored": True, "champion": champion.tags.get("candidate"), "champion_version": champion.version,
+            "users": len(population), "interactions": len(interactions),
+            "items": int(interactions.item_id.nunique()), "load_model_seconds": round(loaded - started, 1),
+            "read_seconds": round(read - loaded, 1), "top10_seconds": round(scored - read, 1),
+            "rows": {("new_items" if new_only else "next_items"): len(frame) for new_only, frame in lists.items()},
+            "fallback_share": round(float((lists[False].model_version == "fallback").mean()), 4)}
+
+
+def run_size(n_events: int, workdir: Path) -> dict:
+    events = land_events(n_events, workdir)
+    home = workdir / f"recommendations_home_{n_events}"
+    paths, landing, _, held_back = fresh_home(events, home)
+    from dagster_project import runs
+    from dagster_project.settings import load_settings
+
+    as_of = dt.date.fromisoformat(held_back)  # the interactions use the events strictly before it
+    settings = load_settings()
+    result = {"events": events["events"], "users": events["users"], "as_of_date": as_of.isoformat(),
+              "training_users": settings.recommendation_training_users,
+              "training_budget_seconds": settings.training_budget_seconds}
+    with RssSampler() as sampler:
+        started = time.time()
+        runs.ingest("canonical", [str(landing)])
+        result["ingest"] = {"seconds": round(time.time() - started, 1),
+                            "peak_rss_mb": sampler.peak_mb(started, time.time())}
+        started = time.time()
+        run = runs._execute("weekly_training", partition_key=as_of.isoformat(), asset_selection=training_selection())
+        wall = (started, time.time())
+        steps, _ = run_steps(run.run_id)
+        stages: dict[str, dict] = {}
+        for step in steps:
+            stage = stages.setdefault(stage_of(step["step"]), {"seconds": 0.0, "peak_rss_mb": 0})
+            stage["seconds"] = round(stage["seconds"] + step["end"] - step["start"], 1)
+            stage["peak_rss_mb"] = max(stage["peak_rss_mb"], sampler.peak_mb(step["start"], step["end"]))
+        result["training"] = {"seconds": round(wall[1] - wall[0], 1), "peak_rss_mb": sampler.peak_mb(*wall),
+                              "stages": stages, **training_metadata(run)}
+        started = time.time()
+        result["scoring"] = score(as_of, SCORED_USERS)
+        result["scoring"]["peak_rss_mb"] = sampler.peak_mb(started, time.time())
+    result["interaction_rows"] = interaction_rows(paths.warehouse)
+    result["home_mb"] = round(sum(f.stat().st_size for f in home.rglob("*") if f.is_file()) / 2**20)
+    return result
+
+
+def training_metadata(run) -> dict:
+    """What the candidates asset recorded: users, the sample, the candidates measured and left out, the best."""
+    from dagster_project.defs.recommendations import CANDIDATES_KEY, CHAMPION_KEY
+
+    found = {}
+    for event in run.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        meta = {k: v.value for k, v in materialization.metadata.items()}
+        if materialization.asset_key == CANDIDATES_KEY:
+            found |= {k: meta.get(k) for k in ("eligible", "reason", "best", "best_naive", "users", "training_users",
+                                               "left_out", "test_users_per_fold", "best_recall_at_10")}
+            found["candidates_table"] = meta.get("candidates")
+        elif materialization.asset_key == CHAMPION_KEY:
+            found["champion_candidate"] = meta.get("champion_candidate")
+    return found
+
+
+def interaction_rows(warehouse: Path) -> dict[str, int]:
+    from dagster_project.warehouse import connect
+
+    with connect(warehouse, read_only=True) as con:
+        rows = con.execute("select as_of_date, count(*) from marts.fct_user_item_interactions group by 1 order by 1"
+                           ).fetchall()
+    return {str(day): int(n) for day, n in rows}
+
+
+def load_results() -> dict:
+    path = RESULTS / "recommendations_scale.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES)
+    parser.add_argument("--workdir", type=Path,
+                        default=Path(os.environ.get("SHOPCAST_BENCH_DIR", "/tmp/shopcast-bench")))
+    parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)   # the child process of one size
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.one_size:
+        result = run_size(args.one_size, args.workdir)
+        (args.workdir / f"recommendations_result_{args.one_size}.json").write_text(json.dumps(result, indent=1))
+        return
+    from benchmarks.scale import load_results as load_scale
+    from benchmarks.scale_report import write_report
+
+    results = load_results()
+    for n in sorted(args.sizes):
+        print(f"recommendations at scale: {n:,} events", flush=True)
+        subprocess.run([sys.executable, __file__, "--one-size", str(n), "--workdir", str(args.workdir)], check=True)
+        result = json.loads((args.workdir / f"recommendations_result_{n}.json").read_text())
+        results[str(n)] = result | {"measured_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                                    "commit": _commit()}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "recommendations_scale.json").write_text(json.dumps(results, indent=1) + "\n")
+        print(json.dumps(result, indent=1), flush=True)
+        write_report(load_scale())
+
+
+if __name__ == "__main__":
+    main()
