@@ -126,6 +126,9 @@ def report() -> str:
                          f"{row['ndcg_at_10']:.3f} | {row['hit_rate_at_10']:.3f} | {row['coverage_at_10']:.3f} | "
                          f"{row['fit_seconds']:.1f} |")
         lines.append("")
+    notes = Path(__file__).resolve().parent / "recommendations_notes.md"
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
     text = "\n".join(lines)
     (RESULTS / "recommendations.md").write_text(text)
     return text
