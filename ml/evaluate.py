@@ -209,3 +209,31 @@ def predict_scores(model, X: pd.DataFrame, regression: bool) -> np.ndarray:
 
 def target_metrics(regression: bool, y, scores, threshold: float = 0.5) -> dict[str, float]:
     return regression_metrics(y, scores) if regression else classification_metrics(y, scores, threshold)
+
+
+def recommendation_plots(results: pd.DataFrame, candidate: str | None = None, k: int = 10) -> dict[str, plt.Figure]:
+    """The recommenders' backtest (one row per candidate and cutoff, ml.recommendations.backtest): for one
+    candidate, Recall@k and new-item Recall@k per cutoff; for all, the mean of each per candidate, best first."""
+    recall, new_recall = f"recall_at_{k}", f"new_item_recall_at_{k}"
+    figures = {}
+    if candidate is not None:
+        rows = results[results.candidate == candidate].sort_values("cutoff")
+        fig, ax = plt.subplots(figsize=(5, 4))
+        labels = rows.cutoff.astype(str).to_numpy()
+        ax.plot(labels, rows[recall], marker="o", label=f"Recall@{k}")
+        ax.plot(labels, rows[new_recall], marker="o", label=f"new-item Recall@{k}")
+        ax.set(xlabel="cutoff", ylabel="recall", ylim=(0, 1), title=f"{candidate} per cutoff")
+        ax.legend()
+        figures["folds.png"] = fig
+        return figures
+    means = results.groupby("candidate")[[recall, new_recall]].mean().sort_values(recall)
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(means) + 1.5))
+    positions = np.arange(len(means))
+    ax.barh(positions + 0.2, means[recall], height=0.4, label=f"Recall@{k}")
+    ax.barh(positions - 0.2, means[new_recall], height=0.4, label=f"new-item Recall@{k}")
+    ax.set_yticks(positions, means.index)
+    ax.set(xlabel="mean over the cutoffs", title="Candidates on the backtest")
+    ax.legend()
+    fig.tight_layout()
+    figures["candidates.png"] = fig
+    return figures

@@ -222,6 +222,7 @@ def train_candidates(folds: list[Fold], interactions: pd.DataFrame, history: lis
     import mlflow
     from mlflow.models import infer_signature
 
+    from ml.evaluate import recommendation_plots
     from ml.recommend import INTERACTION_COLUMNS
     from ml.train import model_requirements
 
@@ -248,6 +249,7 @@ def train_candidates(folds: list[Fold], interactions: pd.DataFrame, history: lis
                                    | {f"backtest_{k}": float(v) for k, v in
                                       rows.drop(columns=["candidate", "cutoff"]).mean().items() if np.isfinite(v)})
                 mlflow.log_table(rows.assign(cutoff=rows.cutoff.astype(str)), "folds.json")
+                _log_figures(recommendation_plots(results, name))
                 if name in (chosen, naive):
                     fitted = fit(name, interactions, history)
                     example = interactions[list(INTERACTION_COLUMNS)].head(20)
@@ -262,7 +264,16 @@ def train_candidates(folds: list[Fold], interactions: pd.DataFrame, history: lis
         mlflow.set_tags({"best_candidate": chosen, "best_naive_candidate": naive,
                          **({"left_out": json.dumps(skipped)[:5000]} if skipped else {})})
         mlflow.log_table(summary, "candidates.json")
+        _log_figures(recommendation_plots(results))
     return TrainingOutcome(results, summary, chosen, naive, parent.info.run_id, model_runs, skipped)
+
+
+def _log_figures(figures: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, f"plots/{name}")
+        plt.close(figure)
 
 
 def register(store, run_id: str, candidate: str, tags: dict):

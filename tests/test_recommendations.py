@@ -120,6 +120,11 @@ def test_training_logs_every_candidate_registers_the_best_and_the_gate_compares_
     child = runs[runs["tags.candidate"] == "ease"].iloc[0]
     assert child["metrics.validation_recall_at_10"] == pytest.approx(1.0)
     assert child["metrics.backtest_new_item_recall_at_10"] == pytest.approx(1.0)
+    client = mlflow.tracking.MlflowClient()
+    plots = {a.path for a in client.list_artifacts(child["run_id"], "plots")}
+    parent = runs[runs["tags.candidate"].isna()].iloc[0]
+    assert plots == {"plots/folds.png"} and {a.path for a in client.list_artifacts(parent["run_id"], "plots")} == {
+        "plots/candidates.png"}
 
     version = register(store, outcome.model_runs["ease"], "ease", {"as_of_date": "2026-03-15"})
     served = mlflow.pyfunc.load_model(version.uri).predict(
