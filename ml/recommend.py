@@ -190,32 +190,36 @@ class Recommender:
 
     def recommend(self, users, k: int = 10, new_only: bool = False,
                   interactions: pd.DataFrame | None = None) -> pd.DataFrame:
-        return self._recommend(self.user_rows(interactions), users, k, new_only)
+        return self._recommend(self.user_rows(interactions), users, k, (new_only,))[new_only]
 
     def recommend_lists(self, users, k: int = 10, interactions: pd.DataFrame | None = None
                         ) -> dict[bool, pd.DataFrame]:
-        """{new_only: list}: both lists, the users' rows (and what the model derives from them) built once."""
+        """{new_only: list}: both lists from one scoring of the users (their rows, the model's scores of each batch
+        and what the model derives from the rows built once)."""
         if type(self).recommend is not Recommender.recommend:  # a family with its own way of recommending
             return {new_only: self.recommend(users, k, new_only, interactions) for new_only in (False, True)}
-        view = self.user_rows(interactions)
-        return {new_only: self._recommend(view, users, k, new_only) for new_only in (False, True)}
+        return self._recommend(self.user_rows(interactions), users, k, (False, True))
 
-    def _recommend(self, view: UserRows, users, k: int, new_only: bool) -> pd.DataFrame:
+    def _recommend(self, view: UserRows, users, k: int, lists: tuple[bool, ...]) -> dict[bool, pd.DataFrame]:
         positions = view.users.get_indexer(pd.Index(users).unique())
         rows = positions[positions >= 0]  # users without rows get nothing here (see Fallback)
         columns = self.candidate_items()
         width = len(self.catalogue_.items) if columns is None else len(columns)
         k = min(k, width)
         if not len(rows) or k == 0:
-            return _no_recommendations()
+            return dict.fromkeys(lists, _no_recommendations())
         batch = max(1, SCORE_CELLS_PER_BATCH // max(1, width))
-        top = np.empty((len(rows), k), dtype=np.int64)
-        top_scores = np.empty((len(rows), k), dtype=np.float32)
+        top = {new_only: np.empty((len(rows), k), dtype=np.int64) for new_only in lists}
+        top_scores = {new_only: np.empty((len(rows), k), dtype=np.float32) for new_only in lists}
         for start in range(0, len(rows), batch):
             part = rows[start:start + batch]
-            found, found_scores = self._best(view, part, k, new_only, columns)
-            top[start:start + len(part)] = found if columns is None else columns[found]
-            top_scores[start:start + len(part)] = found_scores
+            for new_only, (found, found_scores) in self._best(view, part, k, lists, columns).items():
+                top[new_only][start:start + len(part)] = found if columns is None else columns[found]
+                top_scores[new_only][start:start + len(part)] = found_scores
+        return {new_only: self._frame(view, rows, top[new_only], top_scores[new_only]) for new_only in lists}
+
+    def _frame(self, view: UserRows, rows: np.ndarray, top: np.ndarray, top_scores: np.ndarray) -> pd.DataFrame:
+        k = top.shape[1]
         kept = np.isfinite(top_scores)
         reasons = np.empty(top.shape, dtype=object)
         for start in range(0, len(rows), REASON_USERS_PER_BATCH):
@@ -227,15 +231,18 @@ class Recommender:
                              "item_id": self.catalogue_.items[top[kept]].to_numpy(),
                              "score": top_scores[kept].astype("float64"), "reason": reasons[kept]})
 
-
-    def _best(self, view: UserRows, rows: np.ndarray, k: int, new_only: bool, columns: np.ndarray | None
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """(positions among ``columns``, scores) of the k best items of each row, best first (-inf: none)."""
+    def _best(self, view: UserRows, rows: np.ndarray, k: int, lists: tuple[bool, ...], columns: np.ndarray | None
+              ) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
+        """{new_only: (positions among ``columns``, scores)}: the k best items of each row, best first (-inf: none),
+        for each list asked for, from one scoring."""
         scores = np.asarray(self._scores(view, rows), dtype=np.float32)  # rows x columns
-        if new_only:
-            bought = view.purchases[rows] if columns is None else view.purchases[rows][:, columns]
-            scores[bought.nonzero()] = -np.inf
-        return _top_k(scores, k)
+        found = {}
+        for new_only in sorted(lists):  # the whole list first: the cross-sell one then masks the same scores
+            if new_only:
+                bought = view.purchases[rows] if columns is None else view.purchases[rows][:, columns]
+                scores[bought.nonzero()] = -np.inf
+            found[new_only] = _top_k(scores, k)
+        return found
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -531,23 +538,26 @@ class _Factors(_ItemToItem):
     def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
         return (self._user_factors(view, rows) @ self.scored_.T).astype(np.float32)
 
-    def _best(self, view: UserRows, rows: np.ndarray, k: int, new_only: bool, columns: np.ndarray | None
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def _best(self, view: UserRows, rows: np.ndarray, k: int, lists: tuple[bool, ...], columns: np.ndarray | None
+              ) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
         # implicit's own top-k: the products and the selection in its threads, no rows x items matrix in Python
         from implicit.cpu.topk import topk
 
-        bought = None
-        if new_only:
-            bought = view.purchases[rows] if columns is None else view.purchases[rows][:, columns]
-            bought = sp.csr_matrix(bought, dtype=np.float32)
-        ids, scores = topk(np.ascontiguousarray(self.scored_, dtype=np.float32),
-                           np.ascontiguousarray(self._user_factors(view, rows), dtype=np.float32), k,
-                           filter_query_items=bought)
-        scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
-        ids = np.where(ids < 0, 0, ids)
-        # ties by position, as every family: implicit's order among equal scores is its own
-        order = np.lexsort((ids, -scores), axis=1)
-        return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        items = np.ascontiguousarray(self.scored_, dtype=np.float32)
+        factors = np.ascontiguousarray(self._user_factors(view, rows), dtype=np.float32)
+        found = {}
+        for new_only in lists:
+            bought = None
+            if new_only:
+                bought = view.purchases[rows] if columns is None else view.purchases[rows][:, columns]
+                bought = sp.csr_matrix(bought, dtype=np.float32)
+            ids, scores = topk(items, factors, k, filter_query_items=bought)
+            scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
+            ids = np.where(ids < 0, 0, ids)
+            # ties by position, as every family: implicit's order among equal scores is its own
+            order = np.lexsort((ids, -scores), axis=1)
+            found[new_only] = np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        return found
 
     def _pair_grid(self, own: np.ndarray, items: np.ndarray) -> np.ndarray:
         # cosines by batched products: users x k x f against users x f x M

@@ -172,8 +172,8 @@ def test_factor_models_top_k_by_implicit_equals_the_dense_scoring(new_only):
     fresh = interactions.sample(frac=0.6, random_state=1)
     for view in (model.catalogue_.fitted, model.user_rows(fresh)):
         rows = np.arange(len(view.users))
-        fast_ids, fast_scores = model._best(view, rows, 5, new_only, model.candidate_items())
-        dense_ids, dense_scores = Recommender._best(model, view, rows, 5, new_only, model.candidate_items())
+        fast_ids, fast_scores = model._best(view, rows, 5, (new_only,), model.candidate_items())[new_only]
+        dense_ids, dense_scores = Recommender._best(model, view, rows, 5, (new_only,), model.candidate_items())[new_only]
         finite = np.isfinite(dense_scores)
         assert (np.isfinite(fast_scores) == finite).all()
         assert (fast_ids[finite] == dense_ids[finite]).all()
