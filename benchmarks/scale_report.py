@@ -155,7 +155,9 @@ def recommendations_section() -> list[str]:
             f"({_fmt_seconds(candidates)}) | {left_out} | {training.get('champion_candidate') or '–'} "
             f"| {scoring.get('users', 0):,} | {_fmt_seconds(scoring.get('top10_seconds', 0.0))} | {rate:,.0f} "
             f"| {peak:.1f} | {r.get('measured_at', '')} ({r.get('commit', '')}) |")
-    stages = sorted({stage for r in rows for stage in r["training"]["stages"]})
+    order = ["interactions (dbt)", "folds' interactions (dbt)", "candidates + register", "gate"]
+    seen = {stage for r in rows for stage in r["training"]["stages"]}
+    stages = [s for s in order if s in seen] + sorted(seen - set(order))
     lines += ["", "Training, per stage: seconds (peak RSS MB)", "",
               "| stage | " + " | ".join(f"{r['events']:,} events" for r in rows) + " |", "|---|" + "---:|" * len(rows)]
     for stage in stages:
