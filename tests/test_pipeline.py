@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 
 FEATURES_SQL = "select * from marts.feat_user_daily where as_of_date = ? order by user_id"
 INTERACTIONS_SQL = "select * from marts.fct_user_item_interactions where as_of_date = ? order by user_id, item_id"
+SEQUENCES_SQL = "select * from marts.fct_user_event_sequences where as_of_date = ? order by user_id, position"
 
 
 def _read(paths, sql, params=None) -> pd.DataFrame:
@@ -157,12 +158,31 @@ def _build_interactions(as_of: dt.date) -> None:
     assert result.success
 
 
+def _build_sequences(as_of: dt.date) -> None:
+    """The event sequences of one as-of date (dbt, as the sequence models will ask for them)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dagster_project.settings import DBT_PROJECT_DIR, load_settings
+
+    subprocess.run([str(Path(sys.executable).parent / "dbt"), "build", "--select", "fct_user_event_sequences",
+                    "--exclude-resource-type", "unit_test", "--vars",
+                    json.dumps({**load_settings().dbt_vars(), "as_of_date": as_of.isoformat(),
+                                "min_as_of_date": as_of.isoformat(), "training_cutoffs": 3,
+                                "training_cadence_days": 7})],
+                   cwd=DBT_PROJECT_DIR, check=True, capture_output=True, timeout=600)
+
+
 def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
     as_of = DEMO_AS_OF - dt.timedelta(days=7)
     _build_interactions(as_of)  # the demo run built the interactions of its own date only
+    _build_sequences(as_of)
     before = _read(pipeline, FEATURES_SQL, [as_of])
     interactions_before = _read(pipeline, INTERACTIONS_SQL, [as_of])
-    assert len(interactions_before) > 1000
+    sequences_before = _read(pipeline, SEQUENCES_SQL, [as_of])
+    assert len(interactions_before) > 1000 and len(sequences_before) > 1000
     users = before.user_id.head(20).tolist()
     # every kind of event, at midnight of the as-of date and days later: the open cart, prices, hours since the
     # last event and whole-history purchases must not see them either
@@ -178,15 +198,18 @@ def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
     runs.ingest("canonical", [str(tmp_path / "late.parquet")])
     runs.backfill_features(as_of, as_of)
     _build_interactions(as_of)
+    _build_sequences(as_of)
     after = _read(pipeline, FEATURES_SQL, [as_of])
     pd.testing.assert_frame_equal(before, after)
     pd.testing.assert_frame_equal(interactions_before, _read(pipeline, INTERACTIONS_SQL, [as_of]))
+    pd.testing.assert_frame_equal(sequences_before, _read(pipeline, SEQUENCES_SQL, [as_of]))
     # the same kind of event one day earlier does change the features: the comparison can fail
     early = late.head(2).assign(event_ts=pd.Timestamp(as_of) - pd.Timedelta(hours=1), item_id=["early-0", "early-1"])
     early.to_parquet(tmp_path / "early.parquet")
     runs.ingest("canonical", [str(tmp_path / "early.parquet")])
     runs.backfill_features(as_of, as_of)
     _build_interactions(as_of)
+    _build_sequences(as_of)
     changed = _read(pipeline, FEATURES_SQL, [as_of]).set_index("user_id")
     was = before.set_index("user_id")
     assert changed.loc[users[0], "purchase_count_1d"] == was.loc[users[0], "purchase_count_1d"] + 1
@@ -202,6 +225,13 @@ def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
     bought = interactions[(interactions.user_id == users[0]) & (interactions.item_id == "early-0")]
     assert bought[["purchases", "days_since_last"]].values.tolist() == [[1, 1]]
     assert len(interactions) == len(interactions_before) + 2
+    # and the sequences: the early purchase is the user's most recent event, the others move one position down
+    sequences = _read(pipeline, SEQUENCES_SQL, [as_of])
+    latest = sequences[(sequences.user_id == users[0]) & (sequences.position == 1)].iloc[0]
+    assert (latest.item_id, latest.event_type) == ("early-0", "purchase")
+    was_first = sequences_before[(sequences_before.user_id == users[0]) & (sequences_before.position == 1)].iloc[0]
+    now_second = sequences[(sequences.user_id == users[0]) & (sequences.position == 2)].iloc[0]
+    assert now_second.event_id == was_first.event_id
 
 
 def test_materializing_a_partition_twice_gives_identical_tables(pipeline):
