@@ -96,9 +96,11 @@ def recommendation_cutoff_interactions(context: dg.AssetExecutionContext, dbt: D
         built = set(warehouse.query_df("select distinct as_of_date from marts.fct_user_item_interactions "
                                        "where as_of_date in (select unnest(?))", [wanted]).as_of_date.dt.date)
     missing = sorted(set(wanted) - built)
-    if missing:
-        context.log.info(f"dbt build of the interactions of {len(missing)} dates: {', '.join(map(str, missing))}")
-        dbt_vars = {**settings.dbt_vars(missing), "interaction_dates_kept": [d.isoformat() for d in protocol.all]}
+    # one date per dbt build: each date aggregates a year of item days, and several at once multiply what the
+    # warehouse holds (and spills) before it aggregates (at 100M events, ten dates at once filled a 56 GB disk)
+    for number, day in enumerate(missing, start=1):
+        context.log.info(f"dbt build of the interactions of {day} ({number} of {len(missing)})")
+        dbt_vars = {**settings.dbt_vars([day]), "interaction_dates_kept": [d.isoformat() for d in protocol.all]}
         dbt.cli([*BUILD_ARGS, "--select", "fct_user_item_interactions", "--vars", json.dumps(dbt_vars)],
                 manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
     rows = warehouse.query_df("select as_of_date, count(*) as pairs, count(distinct user_id) as users "
