@@ -65,11 +65,9 @@ def score(as_of: dt.date, users_at_most: int) -> dict:
     """Both lists for up to ``users_at_most`` users, as the predictions asset makes them (read, then score)."""
     import mlflow.pyfunc
 
-    from dagster_project.defs.recommendations import score_lists
-    from dagster_project.defs.resources import MlflowStore
+    from dagster_project.defs.recommendations import score_population
+    from dagster_project.defs.resources import MlflowStore, WarehouseResource
     from dagster_project.settings import load_settings
-    from dagster_project.warehouse import connect
-    from ml.recommend import INTERACTION_COLUMNS
     from ml.recommendations import MODEL_NAME
     from ml.registry import CHAMPION, version_by_alias
 
@@ -83,22 +81,21 @@ def score(as_of: dt.date, users_at_most: int) -> dict:
     started = time.perf_counter()
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}").unwrap_python_model().recommender
     loaded = time.perf_counter()
-    with connect(paths.warehouse, read_only=True) as con:
-        interactions = con.execute(f"""
-            with served as (select user_id from (select distinct user_id from marts.fct_user_item_interactions
-                                                 where as_of_date = $1) order by hash(user_id), user_id limit $2)
-            select {', '.join(INTERACTION_COLUMNS)} from marts.fct_user_item_interactions
-            where as_of_date = $1 and user_id in (select user_id from served)""", [as_of, users_at_most]).df()
-    read = time.perf_counter()
-    population = interactions[["user_id"]].drop_duplicates()
-    lists = score_lists(model, champion.version, population, interactions, 10, as_of)
+    warehouse = WarehouseResource(path=str(paths.warehouse))
+    users = warehouse.query_df("select user_id from (select distinct user_id from marts.fct_user_item_interactions "
+                               "where as_of_date = ?) order by hash(user_id), user_id limit ?",
+                               [as_of, users_at_most]).user_id
+    rows, fallback_rows = {False: 0, True: 0}, 0
+    for lists in score_population(warehouse, model, champion.version, users, as_of, 10):
+        for new_only, frame in lists.items():
+            rows[new_only] += len(frame)
+        fallback_rows += int((lists[False].model_version == "fallback").sum())
     scored = time.perf_counter()
     return {"scored": True, "champion": champion.tags.get("candidate"), "champion_version": champion.version,
-            "users": len(population), "interactions": len(interactions),
-            "items": int(interactions.item_id.nunique()), "load_model_seconds": round(loaded - started, 1),
-            "read_seconds": round(read - loaded, 1), "top10_seconds": round(scored - read, 1),
-            "rows": {("new_items" if new_only else "next_items"): len(frame) for new_only, frame in lists.items()},
-            "fallback_share": round(float((lists[False].model_version == "fallback").mean()), 4)}
+            "users": len(users), "load_model_seconds": round(loaded - started, 1),
+            "top10_seconds": round(scored - loaded, 1),
+            "rows": {"next_items": rows[False], "new_items": rows[True]},
+            "fallback_share": round(fallback_rows / max(rows[False], 1), 4)}
 
 
 def run_size(n_events: int, workdir: Path) -> dict:

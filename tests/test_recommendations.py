@@ -175,3 +175,31 @@ def test_realised_lists_score_what_users_bought_once_the_horizon_closed_and_a_dr
     realised = table.reset_index()
     assert "below the figure 0.700" in recall_drop(realised, champion, drop=0.05)
     assert recall_drop(realised, champion, drop=0.3) is None
+
+
+def test_the_population_is_scored_chunk_by_chunk_from_the_warehouse_as_in_one_go(tmp_path):
+    """score_population reads a chunk of users at a time: the same lists as scoring every user's rows at once with
+    the fallback learned from them all, categories included."""
+    import duckdb
+
+    from dagster_project.defs.recommendations import score_lists, score_population
+    from dagster_project.defs.resources import WarehouseResource
+    from ml.recommendations import fit
+
+    interactions = _communities()
+    day = dt.date(2026, 3, 1)
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema marts")
+        frame = interactions.assign(as_of_date=day)  # noqa: F841 (read by DuckDB)
+        con.execute("create table marts.fct_user_item_interactions as select * from frame")
+    model = fit("history_bought_then_ease", interactions)
+    users = [*sorted(interactions.user_id.unique()), "newcomer"]
+    chunks = list(score_population(WarehouseResource(path=str(path)), model, "3", users, day, 4, users_per_chunk=3))
+    assert len(chunks) == -(-len(users) // 3)
+    whole = score_lists(model, "3", pd.DataFrame({"user_id": users}), interactions, 4, day)
+    for new_only in (False, True):
+        joined = pd.concat([c[new_only] for c in chunks], ignore_index=True).sort_values(["user_id", "rank"])
+        pd.testing.assert_frame_equal(joined.drop(columns="scored_at").reset_index(drop=True),
+                                      whole[new_only].drop(columns="scored_at").sort_values(["user_id", "rank"])
+                                      .reset_index(drop=True), check_dtype=False)

@@ -265,15 +265,18 @@ def _user_batches(interactions: pd.DataFrame, users_per_batch: int):
 
 
 def score_lists(recommender: Recommender, version: str, population: pd.DataFrame, interactions: pd.DataFrame,
-                k: int, as_of: dt.date, users_per_batch: int = SCORING_USERS_PER_BATCH) -> dict[bool, pd.DataFrame]:
+                k: int, as_of: dt.date, users_per_batch: int = SCORING_USERS_PER_BATCH,
+                fallback: Popularity | None = None, category: pd.Series | None = None) -> dict[bool, pd.DataFrame]:
     """{new_only: list} for the users of ``population`` at ``as_of``: the champion's items (both lists per batch of
     users: their rows are built once), then, for the users it has too few for (new users, users of items newer
-    than the model), the popularity of the user's categories, marked as the fallback in model_name and
-    model_version."""
+    than the model), the popularity of the user's categories (``fallback``, fitted on ``interactions`` unless
+    given), marked as the fallback in model_name and model_version. ``category``: each item's category (from
+    ``interactions`` unless given)."""
     users = population.user_id.unique()
     known = interactions[interactions.user_id.isin(set(users))]
-    category = item_categories(interactions)
-    in_categories = Popularity(within_categories=True).fit(interactions) if len(interactions) else None
+    category = item_categories(interactions) if category is None else category
+    in_categories = fallback if fallback is not None else (
+        Popularity(within_categories=True).fit(interactions) if len(interactions) else None)
     batches = [recommender.recommend_lists(batch.user_id.unique(), k, interactions=batch)
                for batch in _user_batches(known, users_per_batch)]
     lists = {}
@@ -305,6 +308,36 @@ def score_lists(recommender: Recommender, version: str, population: pd.DataFrame
             as_of_date=as_of, category_id=served.item_id.map(category),
             scored_at=pd.Timestamp.now(tz="UTC").tz_localize(None))[LIST_COLUMNS].reset_index(drop=True)
     return lists
+
+
+SCORING_USERS_PER_CHUNK = 100_000  # users whose interactions are read from the warehouse at once
+FALLBACK_USERS = 200_000  # the fallback's popularity is learned from at most this many users (a hash sample)
+
+
+def score_population(warehouse: WarehouseResource, recommender: Recommender, version: str, users, as_of: dt.date,
+                     k: int, users_per_chunk: int = SCORING_USERS_PER_CHUNK):
+    """Both lists for ``users`` at ``as_of``, one chunk of users at a time (read, scored, yielded: memory stays
+    bounded whatever the population): yields score_lists' {new_only: list} per chunk. The fallback's popularity
+    is learned once, from a hash sample of the date's users, and each item's category is the one most of the date's
+    rows name (item_categories), computed in the warehouse."""
+    sample = _interactions(warehouse, [as_of], FALLBACK_USERS, as_of)[as_of]
+    fallback = Popularity(within_categories=True).fit(sample) if len(sample) else None
+    category = warehouse.query_df("""
+        select item_id, category_id from (
+            select item_id, category_id, row_number() over (
+                partition by item_id order by count(*) desc, category_id) as choice
+            from marts.fct_user_item_interactions
+            where as_of_date = ? and category_id is not null
+            group by item_id, category_id)
+        where choice = 1""", [as_of]).set_index("item_id").category_id
+    users = pd.Index(users).unique()
+    for start in range(0, len(users), users_per_chunk):
+        chunk = users[start:start + users_per_chunk]
+        interactions = warehouse.query_df(
+            f"select {', '.join(INTERACTION_COLUMNS)} from marts.fct_user_item_interactions "
+            "where as_of_date = ? and user_id in (select unnest(?))", [as_of, list(chunk)])
+        yield score_lists(recommender, version, pd.DataFrame({"user_id": chunk}), interactions, k, as_of,
+                          fallback=fallback, category=category)
 
 
 @dg.multi_asset(specs=[dg.AssetSpec(NEXT_ITEMS, deps=[CHAMPION_KEY, INTERACTIONS, SCORING_POPULATION, ITEMS],
@@ -342,13 +375,13 @@ def next_items_predictions(context: dg.AssetExecutionContext, warehouse: Warehou
     population = warehouse.query_df("select user_id, as_of_date from marts.fct_scoring_population "
                                     "where as_of_date in (select unnest(?))", [dates])
     population["as_of_date"] = pd.to_datetime(population.as_of_date).dt.date
-    interactions = _interactions(warehouse, dates)
     written = {False: [], True: []}
     for day in dates:
-        lists = score_lists(recommender, champion.version, population[population.as_of_date == day], interactions[day],
-                            recommendation_policy.per_user, day)
-        for new_only, frame in lists.items():
-            written[new_only].append(frame)
+        for lists in score_population(warehouse, recommender, champion.version,
+                                      population.user_id[population.as_of_date == day], day,
+                                      recommendation_policy.per_user):
+            for new_only, frame in lists.items():
+                written[new_only].append(frame)
     with warehouse.writer() as con:
         for new_only, table in ((False, "next_items"), (True, "new_items")):
             con.execute(f"delete from predictions.{table} where as_of_date in (select unnest(?))", [dates])
