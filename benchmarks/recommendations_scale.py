@@ -134,6 +134,59 @@ def run_size(n_events: int, workdir: Path) -> dict:
     return result
 
 
+def rescore(sizes: list[int], workdir: Path, training_commit: str | None = None) -> None:
+    """The scoring figures again on the homes the last full run left (after a change to scoring alone)."""
+    from benchmarks.scale import load_results as load_scale
+    from benchmarks.scale_report import write_report
+
+    results = load_results()
+    for n in sorted(sizes):
+        os.environ["SHOPCAST_HOME"] = str(workdir / f"recommendations_home_{n}")
+        if str(n) not in results:  # the full run stopped after training: its figures from the home's Dagster log
+            results[str(n)] = training_from_log(n, workdir, training_commit)
+        as_of = dt.date.fromisoformat(results[str(n)]["as_of_date"])
+        with RssSampler() as sampler:
+            started = time.time()
+            scoring = score(as_of, SCORED_USERS)
+            scoring["peak_rss_mb"] = sampler.peak_mb(started, time.time())
+        results[str(n)]["scoring"] = scoring | {"measured_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                                                "commit": _commit()}
+        print(json.dumps(scoring, indent=1), flush=True)
+    (RESULTS / "recommendations_scale.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_report(load_scale())
+
+
+def training_from_log(n_events: int, workdir: Path, training_commit: str | None) -> dict:
+    """A size's training figures from its home's last weekly_training run (peak memory was not sampled)."""
+    import dagster as dg
+
+    from dagster_project import runs
+    from dagster_project.defs.recommendations import CANDIDATES_KEY, CHAMPION_KEY
+
+    events = land_events(n_events, workdir)
+    with runs.instance() as instance:
+        run = instance.get_runs(filters=dg.RunsFilter(job_name="weekly_training"), limit=1)[0]
+        stats = instance.get_run_stats(run.run_id)
+        found = {}
+        for key in (CANDIDATES_KEY, CHAMPION_KEY):
+            record = instance.get_latest_materialization_event(key)
+            meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+            found |= {k: meta.get(k) for k in ("best", "users", "training_users", "left_out")} if key == CANDIDATES_KEY \
+                else {"champion_candidate": meta.get("champion_candidate")}
+    steps, _ = run_steps(run.run_id)
+    stages: dict[str, dict] = {}
+    for step in steps:
+        stage = stages.setdefault(stage_of(step["step"]), {"seconds": 0.0, "peak_rss_mb": 0})
+        stage["seconds"] = round(stage["seconds"] + step["end"] - step["start"], 1)
+    as_of = dt.date.fromisoformat(run.tags["dagster/partition"])
+    return {"events": events["events"], "users": events["users"], "as_of_date": as_of.isoformat(),
+            "training": {"seconds": round(stats.end_time - stats.start_time, 1), "peak_rss_mb": 0,
+                         "peak_not_sampled": True, "stages": stages, **found},
+            "interaction_rows": interaction_rows(Path(os.environ["SHOPCAST_HOME"]) / "warehouse.duckdb"),
+            "measured_at": dt.datetime.fromtimestamp(stats.end_time, dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": training_commit or "unrecorded"}
+
+
 def training_metadata(run) -> dict:
     """What the candidates asset recorded: users, the sample, the candidates measured and left out, the best."""
     from dagster_project.defs.recommendations import CANDIDATES_KEY, CHAMPION_KEY
@@ -171,8 +224,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path,
                         default=Path(os.environ.get("SHOPCAST_BENCH_DIR", "/tmp/shopcast-bench")))
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)   # the child process of one size
+    parser.add_argument("--score-only", action="store_true",
+                        help="score again on each size's existing home (its champion), keeping the training figures")
+    parser.add_argument("--training-commit", help=argparse.SUPPRESS)  # a stopped run's commit, for its figures
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.score_only:
+        rescore(args.sizes, args.workdir, args.training_commit)
+        return
     if args.one_size:
         result = run_size(args.one_size, args.workdir)
         (args.workdir / f"recommendations_result_{args.one_size}.json").write_text(json.dumps(result, indent=1))

@@ -154,7 +154,9 @@ def recommendations_section() -> list[str]:
             f"| {training.get('training_users') or 0:,} | {_fmt_seconds(training['seconds'])} "
             f"({_fmt_seconds(candidates)}) | {left_out} | {training.get('champion_candidate') or '–'} "
             f"| {scoring.get('users', 0):,} | {_fmt_seconds(scoring.get('top10_seconds', 0.0))} | {rate:,.0f} "
-            f"| {peak:.1f} | {r.get('measured_at', '')} ({r.get('commit', '')}) |")
+            f"| {peak:.1f} | {r.get('measured_at', '')} ({r.get('commit', '')})"
+            + (f"; lists scored {scoring['measured_at']} ({scoring['commit']})" if "commit" in scoring else "")
+            + " |")
     order = ["interactions (dbt)", "folds' interactions (dbt)", "candidates + register", "gate"]
     seen = {stage for r in rows for stage in r["training"]["stages"]}
     stages = [s for s in order if s in seen] + sorted(seen - set(order))
