@@ -40,8 +40,6 @@ SCORE_CELLS_PER_BATCH = 20_000_000
 REASON_USERS_PER_BATCH = 10_000
 # a recommendation is explained by one of the user's this many strongest items: bounds the work per user
 REASON_OWN_ITEMS = 20
-# popularity recommends from the this many most popular items overall and of each category
-POPULAR_CANDIDATES = 200
 
 
 def _no_recommendations() -> pd.DataFrame:
@@ -271,27 +269,16 @@ class Popularity(Recommender):
         # items x categories, to find the categories a user has interacted with
         self.item_categories_ = sp.csr_matrix((np.ones(len(codes), np.float32), (np.arange(len(codes)), codes)),
                                               shape=(len(codes), len(self.categories_)))
-        # every list comes from the most popular items overall and of each category: the same lists as scoring the
-        # whole catalogue while a list (k <= 100) plus what a user bought of a category stays within that many
-        order = np.argsort(-self.popularity_, kind="stable")
-        rank_in_category = pd.Series(codes[order]).groupby(codes[order]).cumcount().to_numpy()
-        keep = np.sort(order[(np.arange(len(order)) < POPULAR_CANDIDATES) | (rank_in_category < POPULAR_CANDIDATES)])
-        self.kept_ = keep if len(keep) < len(order) else None
 
-    def candidate_items(self) -> np.ndarray | None:
-        return getattr(self, "kept_", None)
-
-    def _in_categories(self, view: UserRows, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
-        codes = self.item_category_code_ if columns is None else self.item_category_code_[columns]
+    def _in_categories(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
+        known = self.categories_[self.item_category_code_] != ""
         user_categories = (view.weight[rows] > 0).astype(np.float32) @ self.item_categories_
-        return (user_categories.toarray()[:, codes] > 0) & (self.categories_[codes] != "")
+        return (user_categories.toarray()[:, self.item_category_code_] > 0) & known
 
     def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
-        columns = self.candidate_items()
-        popularity = self.popularity_ if columns is None else self.popularity_[columns]
-        scores = np.tile(popularity, (len(rows), 1))
+        scores = np.tile(self.popularity_, (len(rows), 1))
         if self.within_categories:
-            scores += self._in_categories(view, rows, columns)  # the user's categories first, each by popularity
+            scores += self._in_categories(view, rows)  # the user's categories first, each by popularity
         return scores
 
     def _reasons(self, view: UserRows, rows: np.ndarray, items: np.ndarray) -> np.ndarray:

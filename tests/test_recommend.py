@@ -299,18 +299,3 @@ def test_both_lists_at_once_equal_each_list_asked_for_alone(family):
     for new_only in (False, True):
         pd.testing.assert_frame_equal(both[new_only], model.recommend(users, 4, new_only, interactions=fresh))
     assert len(both[False]) > 0
-
-
-@pytest.mark.parametrize("within_categories", [False, True])
-def test_popularity_from_the_most_popular_items_of_each_category_equals_the_whole_catalogue(within_categories,
-                                                                                         monkeypatch):
-    import ml.recommend
-
-    monkeypatch.setattr(ml.recommend, "POPULAR_CANDIDATES", 3)
-    interactions = _communities()
-    bounded = Popularity(within_categories).fit(interactions)
-    assert bounded.candidate_items() is not None and len(bounded.candidate_items()) < len(bounded.catalogue_.items)
-    whole = Popularity(within_categories).fit(interactions)
-    whole.kept_ = None
-    users = interactions.user_id.unique()
-    pd.testing.assert_frame_equal(bounded.recommend(users, k=3), whole.recommend(users, k=3))
