@@ -40,6 +40,9 @@ SCORE_CELLS_PER_BATCH = 20_000_000
 REASON_USERS_PER_BATCH = 10_000
 # a recommendation is explained by one of the user's this many strongest items: bounds the work per user
 REASON_OWN_ITEMS = 20
+# popularity ranks the this many most popular items overall and of each category; a user whose list could reach past
+# them (a buyer of most of them) is ranked over the whole catalogue, so the lists are those of the whole catalogue
+POPULAR_CANDIDATES = 200
 
 
 def _no_recommendations() -> pd.DataFrame:
@@ -214,7 +217,7 @@ class Recommender:
         for start in range(0, len(rows), batch):
             part = rows[start:start + batch]
             for new_only, (found, found_scores) in self._best(view, part, k, lists, columns).items():
-                top[new_only][start:start + len(part)] = found if columns is None else columns[found]
+                top[new_only][start:start + len(part)] = found
                 top_scores[new_only][start:start + len(part)] = found_scores
         return {new_only: self._frame(view, rows, top[new_only], top_scores[new_only]) for new_only in lists}
 
@@ -233,16 +236,23 @@ class Recommender:
 
     def _best(self, view: UserRows, rows: np.ndarray, k: int, lists: tuple[bool, ...], columns: np.ndarray | None
               ) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
-        """{new_only: (positions among ``columns``, scores)}: the k best items of each row, best first (-inf: none),
-        for each list asked for, from one scoring."""
-        scores = np.asarray(self._scores(view, rows), dtype=np.float32)  # rows x columns
-        found = {}
-        for new_only in sorted(lists):  # the whole list first: the cross-sell one then masks the same scores
-            if new_only:
-                bought = view.purchases[rows] if columns is None else view.purchases[rows][:, columns]
-                scores[bought.nonzero()] = -np.inf
-            found[new_only] = _top_k(scores, k)
-        return found
+        """{new_only: (catalogue positions, scores)}: the k best of ``columns`` (None: every item) for each row,
+        best first (-inf: none), for each list asked for, from one scoring."""
+        return _rank(self._scores(view, rows), view, rows, k, lists, columns)
+
+
+def _rank(scores: np.ndarray, view: UserRows, rows: np.ndarray, k: int, lists: tuple[bool, ...],
+          columns: np.ndarray | None) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
+    """{new_only: (catalogue positions, scores)} of each row's k best among dense scores (rows x ``columns``)."""
+    scores = np.asarray(scores, dtype=np.float32)
+    found = {}
+    for new_only in sorted(lists):  # the whole list first: the cross-sell one then masks the same scores
+        if new_only:
+            bought = view.purchases[rows] if columns is None else view.purchases[rows][:, columns]
+            scores[bought.nonzero()] = -np.inf
+        ids, top_scores = _top_k(scores, k)
+        found[new_only] = (ids if columns is None else columns[ids]), top_scores
+    return found
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -269,24 +279,72 @@ class Popularity(Recommender):
         # items x categories, to find the categories a user has interacted with
         self.item_categories_ = sp.csr_matrix((np.ones(len(codes), np.float32), (np.arange(len(codes)), codes)),
                                               shape=(len(codes), len(self.categories_)))
+        self._keep_popular(codes)
 
-    def _in_categories(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
-        known = self.categories_[self.item_category_code_] != ""
-        user_categories = (view.weight[rows] > 0).astype(np.float32) @ self.item_categories_
-        return (user_categories.toarray()[:, self.item_category_code_] > 0) & known
+    def _keep_popular(self, codes: np.ndarray) -> None:
+        """Rank the most popular items overall and of each category only; remember the best score an item left out
+        could reach (overall, and per category for a user of that category), to know whose list could reach it."""
+        order = np.argsort(-self.popularity_, kind="stable")
+        rank_in_category = pd.Series(codes[order]).groupby(codes[order]).cumcount().to_numpy()
+        kept = (np.arange(len(order)) < POPULAR_CANDIDATES) | (rank_in_category < POPULAR_CANDIDATES)
+        self.kept_ = np.sort(order[kept]) if not kept.all() else None
+        left_out = order[~kept]
+        self.left_out_best_ = np.float32(self.popularity_[left_out].max()) if len(left_out) else np.float32(-np.inf)
+        in_category = np.full(len(self.categories_), -np.inf, dtype=np.float32)
+        np.maximum.at(in_category, codes[left_out], self.popularity_[left_out])
+        in_category[self.categories_ == ""] = -np.inf  # an unknown category lifts nothing
+        self.left_out_best_in_category_ = in_category + np.float32(1.0)
+
+    def candidate_items(self) -> np.ndarray | None:
+        return getattr(self, "kept_", None)
+
+    def _user_categories(self, view: UserRows, rows: np.ndarray) -> sp.csr_matrix:
+        return ((view.weight[rows] > 0).astype(np.float32) @ self.item_categories_).tocsr()
+
+    def _in_categories(self, view: UserRows, rows: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
+        codes = self.item_category_code_ if columns is None else self.item_category_code_[columns]
+        return (self._user_categories(view, rows).toarray()[:, codes] > 0) & (self.categories_[codes] != "")
 
     def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
-        scores = np.tile(self.popularity_, (len(rows), 1))
+        return self._scores_of(view, rows, self.candidate_items())
+
+    def _scores_of(self, view: UserRows, rows: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
+        popularity = self.popularity_ if columns is None else self.popularity_[columns]
+        scores = np.tile(popularity, (len(rows), 1))
         if self.within_categories:
-            scores += self._in_categories(view, rows)  # the user's categories first, each by popularity
+            scores += self._in_categories(view, rows, columns)  # the user's categories first, each by popularity
         return scores
+
+    def _best(self, view: UserRows, rows: np.ndarray, k: int, lists: tuple[bool, ...], columns: np.ndarray | None
+              ) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
+        found = _rank(self._scores_of(view, rows, columns), view, rows, k, lists, columns)
+        if columns is None:
+            return found
+        # a row whose k-th score does not beat every item left out (a wholesale buyer masked most of the popular
+        # items; or a tie) is ranked again over the whole catalogue: the lists are exactly the whole catalogue's
+        reach = np.full(len(rows), self.left_out_best_, dtype=np.float32)
+        if self.within_categories:
+            user_categories = self._user_categories(view, rows)
+            lifted = self.left_out_best_in_category_[user_categories.indices]
+            filled = np.flatnonzero(np.diff(user_categories.indptr) > 0)
+            if len(filled):
+                reach[filled] = np.maximum(reach[filled],
+                                           np.maximum.reduceat(lifted, user_categories.indptr[filled]))
+        per_batch = max(1, SCORE_CELLS_PER_BATCH // len(self.catalogue_.items))
+        for new_only, (ids, scores) in found.items():
+            again = np.flatnonzero(scores[:, -1] <= reach)
+            for start in range(0, len(again), per_batch):
+                part = again[start:start + per_batch]
+                ids[part], scores[part] = _rank(self._scores_of(view, rows[part], None), view, rows[part], k,
+                                                (new_only,), None)[new_only]
+        return found
 
     def _reasons(self, view: UserRows, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         reasons = np.full(items.shape, "popular", dtype=object)
         if self.within_categories:
             # the user's categories at the recommended items' categories only: a users x catalogue matrix would not
             # fit for a large catalogue
-            user_categories = ((view.weight[rows[:, 0]] > 0).astype(np.float32) @ self.item_categories_).tocsr()
+            user_categories = self._user_categories(view, rows[:, 0])
             codes = self.item_category_code_[items]
             in_categories = (_values_at(user_categories, np.repeat(np.arange(len(items)), items.shape[1]),
                                         codes.ravel()).reshape(items.shape) > 0) & (self.categories_[codes] != "")
@@ -556,7 +614,8 @@ class _Factors(_ItemToItem):
             ids = np.where(ids < 0, 0, ids)
             # ties by position, as every family: implicit's order among equal scores is its own
             order = np.lexsort((ids, -scores), axis=1)
-            found[new_only] = np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+            ids = np.take_along_axis(ids, order, axis=1)
+            found[new_only] = (ids if columns is None else columns[ids]), np.take_along_axis(scores, order, axis=1)
         return found
 
     def _pair_grid(self, own: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -299,3 +299,29 @@ def test_both_lists_at_once_equal_each_list_asked_for_alone(family):
     for new_only in (False, True):
         pd.testing.assert_frame_equal(both[new_only], model.recommend(users, 4, new_only, interactions=fresh))
     assert len(both[False]) > 0
+
+
+@pytest.mark.parametrize("within_categories", [False, True])
+def test_popularity_from_the_most_popular_items_of_each_category_equals_the_whole_catalogue(within_categories,
+                                                                                         monkeypatch):
+    """Popularity ranks the most popular items overall and of each category only; a wholesale buyer of all of those
+    (as Online Retail's trade customers) is ranked over the whole catalogue, so no list is shorter or different."""
+    import ml.recommend
+
+    monkeypatch.setattr(ml.recommend, "POPULAR_CANDIDATES", 3)
+    interactions = pd.concat([_communities(), _rows(*[("wholesale", f"{group}{item}", f"cat_{group}", 1, 0, 1, 3)
+                                                      for group in "ab" for item in range(1, 6)])])
+    bounded = Popularity(within_categories).fit(interactions)
+    assert 0 < len(bounded.candidate_items()) < len(bounded.catalogue_.items)
+    whole = Popularity(within_categories).fit(interactions)
+    whole.kept_ = None
+    users = interactions.user_id.unique()
+    for new_only in (False, True):
+        expected = whole.recommend(users, k=3, new_only=new_only)
+        pd.testing.assert_frame_equal(bounded.recommend(users, k=3, new_only=new_only), expected)
+        if not new_only:
+            assert (expected.groupby("user_id").size() == 3).all()
+    cross_sell = bounded.recommend(["wholesale"], k=3, new_only=True)
+    assert set(cross_sell.item_id) == {"a6", "b6"}  # the only items they have not bought, both left out of the bound
+    lists = bounded.recommend_lists(users, k=3)
+    pd.testing.assert_frame_equal(lists[True], whole.recommend(users, k=3, new_only=True))
