@@ -40,9 +40,8 @@ SCORE_CELLS_PER_BATCH = 20_000_000
 REASON_USERS_PER_BATCH = 10_000
 # a recommendation is explained by one of the user's this many strongest items: bounds the work per user
 REASON_OWN_ITEMS = 20
-# popularity ranks the this many most popular items overall and of each category; a user whose list could reach past
-# them (a buyer of most of them) is ranked over the whole catalogue, so the lists are those of the whole catalogue
-POPULAR_CANDIDATES = 200
+# users whose popularity lists are made at once (sparse: ~k candidates per category of theirs, no users x items)
+POPULARITY_USERS_PER_BATCH = 50_000
 
 
 def _no_recommendations() -> pd.DataFrame:
@@ -211,7 +210,7 @@ class Recommender:
         k = min(k, width)
         if not len(rows) or k == 0:
             return dict.fromkeys(lists, _no_recommendations())
-        batch = max(1, SCORE_CELLS_PER_BATCH // max(1, width))
+        batch = self._rows_per_batch(width)
         top = {new_only: np.empty((len(rows), k), dtype=np.int64) for new_only in lists}
         top_scores = {new_only: np.empty((len(rows), k), dtype=np.float32) for new_only in lists}
         for start in range(0, len(rows), batch):
@@ -233,6 +232,9 @@ class Recommender:
         return pd.DataFrame({"user_id": user_ids[kept], "rank": ranks[kept].astype("int64"),
                              "item_id": self.catalogue_.items[top[kept]].to_numpy(),
                              "score": top_scores[kept].astype("float64"), "reason": reasons[kept]})
+
+    def _rows_per_batch(self, width: int) -> int:
+        return max(1, SCORE_CELLS_PER_BATCH // max(1, width))
 
     def _best(self, view: UserRows, rows: np.ndarray, k: int, lists: tuple[bool, ...], columns: np.ndarray | None
               ) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
@@ -264,6 +266,29 @@ def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
 
 
+def _heads(rows: np.ndarray, starts: np.ndarray, lengths: np.ndarray, ordered: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(row, item) pairs: for each i, the first lengths[i] items of ``ordered`` from starts[i], for rows[i]."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(rows, lengths), ordered[np.repeat(starts, lengths) + offsets]
+
+
+def _first_k_per_row(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, k: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The first k (item, score) of each row from candidates sorted by row, best first: rows x k, -inf where a row
+    has fewer."""
+    position = np.arange(len(rows))
+    first = np.r_[True, rows[1:] != rows[:-1]] if len(rows) else np.zeros(0, dtype=bool)
+    rank = position - np.maximum.accumulate(np.where(first, position, 0))
+    kept = rank < k
+    top = np.zeros((n_rows, k), dtype=np.int64)
+    top_scores = np.full((n_rows, k), -np.inf, dtype=np.float32)
+    top[rows[kept], rank[kept]] = items[kept]
+    top_scores[rows[kept], rank[kept]] = scores[kept]
+    return top, top_scores
+
+
 class Popularity(Recommender):
     """The most bought items overall, or first those of the categories the user has interacted with."""
 
@@ -279,64 +304,69 @@ class Popularity(Recommender):
         # items x categories, to find the categories a user has interacted with
         self.item_categories_ = sp.csr_matrix((np.ones(len(codes), np.float32), (np.arange(len(codes)), codes)),
                                               shape=(len(codes), len(self.categories_)))
-        self._keep_popular(codes)
-
-    def _keep_popular(self, codes: np.ndarray) -> None:
-        """Rank the most popular items overall and of each category only; remember the best score an item left out
-        could reach (overall, and per category for a user of that category), to know whose list could reach it."""
-        order = np.argsort(-self.popularity_, kind="stable")
-        rank_in_category = pd.Series(codes[order]).groupby(codes[order]).cumcount().to_numpy()
-        kept = (np.arange(len(order)) < POPULAR_CANDIDATES) | (rank_in_category < POPULAR_CANDIDATES)
-        self.kept_ = np.sort(order[kept]) if not kept.all() else None
-        left_out = order[~kept]
-        self.left_out_best_ = np.float32(self.popularity_[left_out].max()) if len(left_out) else np.float32(-np.inf)
-        in_category = np.full(len(self.categories_), -np.inf, dtype=np.float32)
-        np.maximum.at(in_category, codes[left_out], self.popularity_[left_out])
-        in_category[self.categories_ == ""] = -np.inf  # an unknown category lifts nothing
-        self.left_out_best_in_category_ = in_category + np.float32(1.0)
-
-    def candidate_items(self) -> np.ndarray | None:
-        return getattr(self, "kept_", None)
+        # every item by popularity, best first (ties by position, as every family), and grouped by category
+        self.order_ = np.argsort(-self.popularity_, kind="stable")
+        by_category = self.order_[np.argsort(codes[self.order_], kind="stable")]
+        self.category_items_ = by_category
+        self.category_start_ = np.searchsorted(codes[by_category], np.arange(len(self.categories_)))
+        self.category_size_ = np.bincount(codes, minlength=len(self.categories_))
+        self.rank_ = np.empty(len(self.order_), dtype=np.int64)
+        self.rank_[self.order_] = np.arange(len(self.order_))
 
     def _user_categories(self, view: UserRows, rows: np.ndarray) -> sp.csr_matrix:
         return ((view.weight[rows] > 0).astype(np.float32) @ self.item_categories_).tocsr()
 
-    def _in_categories(self, view: UserRows, rows: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
-        codes = self.item_category_code_ if columns is None else self.item_category_code_[columns]
-        return (self._user_categories(view, rows).toarray()[:, codes] > 0) & (self.categories_[codes] != "")
-
     def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
-        return self._scores_of(view, rows, self.candidate_items())
-
-    def _scores_of(self, view: UserRows, rows: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
-        popularity = self.popularity_ if columns is None else self.popularity_[columns]
-        scores = np.tile(popularity, (len(rows), 1))
-        if self.within_categories:
-            scores += self._in_categories(view, rows, columns)  # the user's categories first, each by popularity
+        """Dense scores: the reference the sparse ranking below is tested against."""
+        scores = np.tile(self.popularity_, (len(rows), 1))
+        if self.within_categories:  # the user's categories first, each by popularity
+            codes = self.item_category_code_
+            scores += (self._user_categories(view, rows).toarray()[:, codes] > 0) & (self.categories_[codes] != "")
         return scores
+
+    def _rows_per_batch(self, width: int) -> int:
+        return POPULARITY_USERS_PER_BATCH if hasattr(self, "order_") else super()._rows_per_batch(width)
 
     def _best(self, view: UserRows, rows: np.ndarray, k: int, lists: tuple[bool, ...], columns: np.ndarray | None
               ) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
-        found = _rank(self._scores_of(view, rows, columns), view, rows, k, lists, columns)
-        if columns is None:
-            return found
-        # a row whose k-th score does not beat every item left out (a wholesale buyer masked most of the popular
-        # items; or a tie) is ranked again over the whole catalogue: the lists are exactly the whole catalogue's
-        reach = np.full(len(rows), self.left_out_best_, dtype=np.float32)
-        if self.within_categories:
-            user_categories = self._user_categories(view, rows)
-            lifted = self.left_out_best_in_category_[user_categories.indices]
-            filled = np.flatnonzero(np.diff(user_categories.indptr) > 0)
-            if len(filled):
-                reach[filled] = np.maximum(reach[filled],
-                                           np.maximum.reduceat(lifted, user_categories.indptr[filled]))
-        per_batch = max(1, SCORE_CELLS_PER_BATCH // len(self.catalogue_.items))
-        for new_only, (ids, scores) in found.items():
-            again = np.flatnonzero(scores[:, -1] <= reach)
-            for start in range(0, len(again), per_batch):
-                part = again[start:start + per_batch]
-                ids[part], scores[part] = _rank(self._scores_of(view, rows[part], None), view, rows[part], k,
-                                                (new_only,), None)[new_only]
+        if not hasattr(self, "order_"):  # fitted before the sparse ranking: the dense one
+            return super()._best(view, rows, k, lists, columns)
+        # Sparse and exact: a row's k best are among the k + b most popular items overall (b: the row's bought items,
+        # which the cross-sell list masks) and the k + b_c most popular of each of its categories (b_c: its bought
+        # items there). Each candidate is keyed by (row, outside the row's categories, popularity rank): one integer
+        # sort ranks them as the dense scores would, ties by position included.
+        n = len(self.order_)
+        bought = view.purchases[rows]
+        user_categories = self._user_categories(view, rows) if self.within_categories else None
+        found = {}
+        for new_only in lists:
+            extra = np.diff(bought.indptr) if new_only else np.zeros(len(rows), dtype=np.int64)
+            pair_rows, items = _heads(np.arange(len(rows)), np.zeros(len(rows), dtype=np.int64),
+                                      np.minimum(k + extra, n), self.order_)
+            outside = np.ones(len(items), dtype=bool)
+            if user_categories is not None:
+                codes = self.item_category_code_[items]
+                outside = (_values_at(user_categories, pair_rows, codes) == 0) | (self.categories_[codes] == "")
+                mine = user_categories.tocoo()
+                known = self.categories_[mine.col] != ""
+                cat_rows, cat_codes = mine.row[known].astype(np.int64), mine.col[known]
+                cat_extra = (_values_at(bought @ self.item_categories_, cat_rows, cat_codes).astype(np.int64)
+                             if new_only else 0)
+                more_rows, more_items = _heads(cat_rows, self.category_start_[cat_codes],
+                                               np.minimum(k + cat_extra, self.category_size_[cat_codes]),
+                                               self.category_items_)
+                pair_rows = np.concatenate([pair_rows, more_rows])
+                items = np.concatenate([items, more_items])
+                outside = np.concatenate([outside, np.zeros(len(more_items), dtype=bool)])
+            if new_only:
+                keep = _values_at(bought, pair_rows, items) == 0
+                pair_rows, items, outside = pair_rows[keep], items[keep], outside[keep]
+            keys = np.sort(pair_rows * (2 * n) + outside * n + self.rank_[items])
+            keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys  # an item from both sources once
+            key_rows, rest = np.divmod(keys, 2 * n)
+            top_items = self.order_[rest % n]
+            scores = self.popularity_[top_items] + (rest < n).astype(np.float32) * (user_categories is not None)
+            found[new_only] = _first_k_per_row(key_rows, top_items, scores.astype(np.float32), len(rows), k)
         return found
 
     def _reasons(self, view: UserRows, rows: np.ndarray, items: np.ndarray) -> np.ndarray:

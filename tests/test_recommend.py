@@ -301,27 +301,58 @@ def test_both_lists_at_once_equal_each_list_asked_for_alone(family):
     assert len(both[False]) > 0
 
 
-@pytest.mark.parametrize("within_categories", [False, True])
-def test_popularity_from_the_most_popular_items_of_each_category_equals_the_whole_catalogue(within_categories,
-                                                                                         monkeypatch):
-    """Popularity ranks the most popular items overall and of each category only; a wholesale buyer of all of those
-    (as Online Retail's trade customers) is ranked over the whole catalogue, so no list is shorter or different."""
-    import ml.recommend
+def _random_shop(seed: int = 0) -> pd.DataFrame:
+    """Many users over 300 items in categories of very different sizes (one unknown), popularity full of ties, and a
+    wholesale buyer of most of the catalogue (as Online Retail's trade customers)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(300):
+        for item in np.unique(rng.zipf(1.4, size=int(rng.integers(1, 12))) % 300):
+            rows.append((f"u{u}", f"i{item}", "" if item % 17 == 0 else f"c{int(np.sqrt(item))}",
+                         int(rng.integers(0, 3)), int(rng.integers(0, 2)), int(rng.random() < 0.4),
+                         int(rng.integers(1, 60))))
+    rows += [("wholesale", f"i{item}", "" if item % 17 == 0 else f"c{int(np.sqrt(item))}", 1, 0, 1, 3)
+             for item in range(280)]
+    return _rows(*rows)
 
-    monkeypatch.setattr(ml.recommend, "POPULAR_CANDIDATES", 3)
-    interactions = pd.concat([_communities(), _rows(*[("wholesale", f"{group}{item}", f"cat_{group}", 1, 0, 1, 3)
-                                                      for group in "ab" for item in range(1, 6)])])
-    bounded = Popularity(within_categories).fit(interactions)
-    assert 0 < len(bounded.candidate_items()) < len(bounded.catalogue_.items)
-    whole = Popularity(within_categories).fit(interactions)
-    whole.kept_ = None
-    users = interactions.user_id.unique()
+
+@pytest.mark.parametrize("within_categories", [False, True])
+def test_popularity_ranked_sparsely_equals_the_dense_ranking_of_the_whole_catalogue(within_categories):
+    """Popularity scores only the k + b most popular items overall and of each of a user's categories (b: their
+    bought items), never users x catalogue; the lists are exactly the dense ranking's, ties and wholesale buyers
+    included."""
+    interactions = _random_shop()
+    model = Popularity(within_categories).fit(interactions)
+    fresh = interactions.sample(frac=0.7, random_state=2)
+    for view in (model.catalogue_.fitted, model.user_rows(fresh)):
+        rows = np.arange(len(view.users))
+        for new_only in (False, True):
+            dense = model._scores(view, rows).astype(np.float32)
+            if new_only:
+                dense[view.purchases[rows].nonzero()] = -np.inf
+            expected_ids = np.argsort(-dense, axis=1, kind="stable")  # every item ranked, ties by position
+            expected_scores = np.take_along_axis(dense, expected_ids, axis=1)
+            for k in (1, 10, 50):
+                ids, scores = model._best(view, rows, k, (new_only,), None)[new_only]
+                np.testing.assert_array_equal(scores, expected_scores[:, :k])
+                finite = np.isfinite(scores)
+                np.testing.assert_array_equal(ids[finite], expected_ids[:, :k][finite])
+    bought = set(interactions[interactions.user_id.eq("wholesale")].item_id)
+    not_bought = set(model.catalogue_.items) - bought
+    wholesale = model.recommend(["wholesale"], k=10, new_only=True)
+    assert 0 < len(not_bought) and len(wholesale) == min(10, len(not_bought)) and set(wholesale.item_id) <= not_bought
+
+
+def test_a_popularity_model_registered_before_the_sparse_ranking_still_serves_the_same_lists():
+    model = Popularity(within_categories=True).fit(_random_shop())
+    old = Popularity.__new__(Popularity)
+    old.__dict__.update({k: v for k, v in model.__dict__.items()
+                         if k not in ("order_", "rank_", "category_items_", "category_start_", "category_size_")})
+    users = model.catalogue_.users
     for new_only in (False, True):
-        expected = whole.recommend(users, k=3, new_only=new_only)
-        pd.testing.assert_frame_equal(bounded.recommend(users, k=3, new_only=new_only), expected)
-        if not new_only:
-            assert (expected.groupby("user_id").size() == 3).all()
-    cross_sell = bounded.recommend(["wholesale"], k=3, new_only=True)
-    assert set(cross_sell.item_id) == {"a6", "b6"}  # the only items they have not bought, both left out of the bound
-    lists = bounded.recommend_lists(users, k=3)
-    pd.testing.assert_frame_equal(lists[True], whole.recommend(users, k=3, new_only=True))
+        before, now = old.recommend(users, k=10, new_only=new_only), model.recommend(users, k=10, new_only=new_only)
+        pd.testing.assert_frame_equal(before[["user_id", "rank", "score"]], now[["user_id", "rank", "score"]])
+        # the same items and reasons, but where the dense ranking's selection chose among items tied at the k-th score
+        below_the_last = now.score > now.groupby("user_id").score.transform("min")
+        pd.testing.assert_frame_equal(before[below_the_last], now[below_the_last])
+        assert (before.item_id != now.item_id).mean() < 0.05

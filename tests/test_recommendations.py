@@ -76,6 +76,21 @@ def test_the_budget_leaves_out_whole_candidates_but_never_the_protected_ones():
     assert none_skipped == {} and len(ample) == 8 and set(ample.candidate) == set(names)
 
 
+def test_a_learned_candidate_is_projected_from_the_naive_ones_before_its_first_fold(monkeypatch):
+    """A family far costlier than the naive candidates (BPR at scale) does not start a fold the budget cannot hold:
+    its first fold is projected from theirs."""
+    import ml.recommendations
+
+    interactions = _communities()
+    truth = interactions.groupby("user_id").head(1)[["user_id", "item_id"]]
+    folds = [Fold(dt.date(2026, 3, 1), interactions, truth), Fold(dt.date(2026, 3, 8), interactions, truth)]
+    monkeypatch.setitem(ml.recommendations.COST_AGAINST_NAIVE, "item_knn", 1e6)
+    spent, skipped = backtest_within_budget(["popularity", "item_knn", "ease"], folds, 600,
+                                            protected=("popularity",))
+    assert list(skipped) == ["item_knn"] and "per fold expected" in skipped["item_knn"]
+    assert set(spent.candidate) == {"popularity", "ease"} and len(spent) == 4
+
+
 def test_scoring_in_batches_of_users_serves_the_same_lists_as_in_one(tmp_path):
     from dagster_project.defs.recommendations import score_lists
     from ml.recommendations import fit
