@@ -20,7 +20,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 EVENTS ?= 300000
 PYTEST_ARGS ?=
 
-.PHONY: install manifest demo test test-fast ui mlflow-ui validate lint bench bench-scale bench-recommendations-scale clean
+.PHONY: install install-deep manifest demo test test-fast ui mlflow-ui validate lint bench bench-scale bench-recommendations-scale clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,18 @@ $(VENV)/.installed: $(BIN)/uv requirements.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode --no-deps -e .
 	touch $@
 
-install: $(VENV)/.installed
+# The `deep` extra (PyTorch, for the sequence models), by `make demo DEEP=1` and always by the tests. A CPU build:
+# from TORCH_WHEELS where a folder of wheels holds one (this machine's pip finds it in $PIP_FIND_LINKS), else PyPI's.
+DEEP ?=
+TORCH_WHEELS ?= $(PIP_FIND_LINKS)
+$(VENV)/.installed-deep: $(VENV)/.installed requirements-deep.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c requirements-deep.lock \
+		$(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS)) -e '.[deep]'
+	touch $@
+
+install: $(VENV)/.installed $(if $(DEEP),$(VENV)/.installed-deep)
+
+install-deep: $(VENV)/.installed-deep
 
 # The dbt manifest Dagster loads its dbt assets from (never committed; rebuilt when models change).
 manifest: install
@@ -51,12 +62,12 @@ endif
 # as a worker frees up, and a module marked with an xdist_group whole (its module fixture is then built once);
 # --no-loadscope-reorder keeps that order instead of putting the groups first.
 TEST_WORKERS ?= 2
-test: manifest
+test: manifest install-deep
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The base of the pyramid (a few minutes): Python unit tests, dbt unit tests on an empty warehouse, the CLI on small
 # files; no whole-graph build (those are marked slow and run with `make test`).
-test-fast: manifest
+test-fast: manifest install-deep
 	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 validate: manifest

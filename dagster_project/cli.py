@@ -26,7 +26,7 @@ def cmd_generate(args) -> int:
 
     paths = ensure_home().paths
     cfg = GeneratorConfig(n_events=args.events, seed=args.seed, end_date=args.end_date, days=args.days,
-                          drift_from=args.drift_from)
+                          drift_from=args.drift_from, order_signal=args.order_signal)
     out = Path(args.out) if args.out else paths.landing / "canonical"
     started = time.perf_counter()
 
@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--drift-from", type=_date, default=None,
                      help="from this day on, behaviour shifts (3x views per session, half the carts): a drift for "
                           "the monitoring to catch")
+    gen.add_argument("--order-signal", action="store_true",
+                     help="add a behaviour whose signal lies in the order of events, not their counts: a swap "
+                          "(cart, remove, cart another item) is followed by a purchase, a drop (cart, cart, remove) "
+                          "is not; what the sequence models can learn and window counts cannot")
     gen.add_argument("--out", help="output folder (default <home>/landing/canonical)")
     gen.set_defaults(func=cmd_generate)
 

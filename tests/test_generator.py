@@ -42,3 +42,35 @@ def test_volume_span_and_funnel_are_realistic(tmp_path):
         f"select isodow(event_ts), count(*) from read_parquet({[str(f) for f in result.files]}) group by 1"
     ).fetchall())
     assert by_dow[6] + by_dow[7] > by_dow[2] + by_dow[3]
+
+
+def test_the_order_signal_lies_in_the_order_of_events_not_in_their_counts(tmp_path):
+    """A swap (cart x, remove x, cart y) is followed by a purchase within days far more often than a drop (cart y,
+    cart x, remove x), though both sessions have the same counts and leave the same item in the cart."""
+    cfg = GeneratorConfig(n_events=60_000, seed=5, days=60, end_date=dt.date(2026, 3, 1), order_signal=True)
+    files = [str(f) for f in generate(cfg, tmp_path).files]
+    sessions = duckdb.connect().execute(f"""
+        with events as (select * from read_parquet({files})),
+        shaped as (
+            select session_id, any_value(user_id) as user_id, max(event_ts) as ended,
+                   count(*) filter (where event_type = 'cart') as carts,
+                   count(*) filter (where event_type = 'remove_from_cart') as removes,
+                   count(*) filter (where event_type = 'purchase') as purchases,
+                   string_agg(event_type, ',' order by event_ts, event_id)
+                       filter (where event_type in ('cart', 'remove_from_cart')) as cart_order
+            from events group by session_id
+        )
+        select s.cart_order, count(*) as sessions,
+               avg(case when exists (select 1 from events e where e.user_id = s.user_id and e.event_type = 'purchase'
+                                     and e.event_ts > s.ended and e.event_ts < s.ended + interval 4 day)
+                        then 1.0 else 0.0 end) as bought_within_4_days
+        from shaped s
+        where s.carts = 2 and s.removes = 1 and s.purchases = 0
+        group by 1
+    """).df().set_index("cart_order")
+    swap, drop = sessions.loc["cart,remove_from_cart,cart"], sessions.loc["cart,cart,remove_from_cart"]
+    assert swap.sessions > 100 and drop.sessions > 100
+    # the drop rate is these users' own buying (carters buy often); the swap adds the return
+    assert swap.bought_within_4_days > 0.5 and swap.bought_within_4_days - drop.bought_within_4_days > 0.3
+    plain = GeneratorConfig(n_events=60_000, seed=5, days=60, end_date=dt.date(2026, 3, 1))
+    assert plain.tag != cfg.tag  # never the same event ids as the data without the behaviour

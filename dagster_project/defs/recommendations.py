@@ -294,10 +294,13 @@ def score_lists(recommender: Recommender, version: str, population: pd.DataFrame
             strangers = sorted(set(short) - set(extra.user_id))
             if strangers:
                 top = np.argsort(-in_categories.popularity_, kind="stable")[:k]
-                overall = pd.DataFrame({"rank": np.arange(1, len(top) + 1),
-                                        "item_id": in_categories.catalogue_.items[top].to_numpy(),
-                                        "score": in_categories.popularity_[top].astype(float), "reason": "popular"})
-                extra = pd.concat([extra, *(overall.assign(user_id=u) for u in strangers)], ignore_index=True)
+                overall = pd.DataFrame({"user_id": np.repeat(np.asarray(strangers, dtype=object), len(top)),
+                                        "rank": np.tile(np.arange(1, len(top) + 1), len(strangers)),
+                                        "item_id": np.tile(in_categories.catalogue_.items[top].to_numpy(),
+                                                           len(strangers)),
+                                        "score": np.tile(in_categories.popularity_[top].astype(float),
+                                                         len(strangers)), "reason": "popular"})
+                extra = pd.concat([extra, overall], ignore_index=True)
             extra = extra.assign(rank=extra["rank"] + k, model_name="popularity_in_categories",
                                  model_version="fallback")
             served = pd.concat([served, extra], ignore_index=True).drop_duplicates(["user_id", "item_id"])

@@ -41,6 +41,8 @@ class GeneratorConfig:
     # from this day on, behaviour shifts (three times the views per session, half the carts, more favourites),
     # as after a redesign or a new traffic source: the drift the monitoring must notice
     drift_from: date | None = None
+    # a behaviour whose signal lies in the order of events, not in their counts (issue 24): see _order_signal
+    order_signal: bool = False
 
     @property
     def start_date(self) -> date:
@@ -54,7 +56,8 @@ class GeneratorConfig:
     def tag(self) -> str:
         """Prefix of event ids: different data sets never share an id, the same config always does."""
         drift = f"drift{self.drift_from:%Y%m%d}" if self.drift_from else ""
-        return f"syn{self.seed}n{self.n_events}d{self.end_date:%Y%m%d}x{self.days}{drift}"
+        order = "order" if self.order_signal else ""
+        return f"syn{self.seed}n{self.n_events}d{self.end_date:%Y%m%d}x{self.days}{drift}{order}"
 
     @property
     def n_items(self) -> int:
@@ -118,6 +121,10 @@ def _chunk_events(cfg: GeneratorConfig, chunk: int, first_user: int, n_users: in
     n_cart = carted * (1 + rng.binomial(1, 0.3, n_s))
     n_remove = rng.binomial(n_cart, 0.15)
     n_purchase = (carted & (rng.random(n_s) < buy_prob[s_user])).astype(np.int64)
+    # sessions whose cart events come from _order_signal instead (carted, not bought)
+    two_items = (carted & (n_purchase == 0) & (rng.random(n_s) < 0.35)) if cfg.order_signal \
+        else np.zeros(n_s, dtype=bool)
+    n_cart, n_remove = np.where(two_items, 0, n_cart), np.where(two_items, 0, n_remove)
     kinds = np.stack([n_view, n_fav, n_cart, n_remove, n_purchase], axis=1)
     per_session = kinds.sum(axis=1)
 
@@ -138,6 +145,11 @@ def _chunk_events(cfg: GeneratorConfig, chunk: int, first_user: int, n_users: in
     # carts, removals and the purchase in a session concern the item the session started with
     e_item = np.where(e_kind >= 2, e_item[session_first], e_item)
     e_quantity = np.where(e_kind == 4, 1 + rng.binomial(2, 0.2, e_session.size), 1)
+    if cfg.order_signal:
+        extra = _order_signal(rng, cfg, np.flatnonzero(two_items), s_user, s_start, e_session, e_ts, n_s,
+                              favourite_category)
+        e_session, e_kind, e_user, e_ts, e_item, e_quantity = (
+            np.concatenate([a, b]) for a, b in zip((e_session, e_kind, e_user, e_ts, e_item, e_quantity), extra))
 
     type_names = pa.array(["view", "fav", "cart", "remove_from_cart", "purchase"])
     start_ts = datetime.combine(cfg.start_date, datetime.min.time())
@@ -162,6 +174,36 @@ def _chunk_events(cfg: GeneratorConfig, chunk: int, first_user: int, n_users: in
         }
     )
     return table.filter(in_window)
+
+
+def _order_signal(rng, cfg: GeneratorConfig, sessions: np.ndarray, s_user, s_start, e_session, e_ts, n_s: int,
+                  favourite_category) -> tuple[np.ndarray, ...]:
+    """Two items carted and one removed, in one of two orders with the same counts and the same open cart:
+    - a swap, cart(x) remove(x) cart(y): the user replaced an item; 60 % come back one to three days later and buy y;
+    - a drop, cart(y) cart(x) remove(x): the session ends on a removal; nothing follows.
+    Window counts (and the open cart: y in both) cannot tell them apart; the order of the last events can.
+    Returns the added events: session, kind, user, ts, item, quantity."""
+    session_end = np.full(n_s, -1, dtype=np.int64)
+    np.maximum.at(session_end, e_session, e_ts)
+    n = len(sessions)
+    swap = rng.random(n) < 0.5
+    x = (favourite_category[s_user[sessions]] + N_CATEGORIES * rng.integers(0, cfg.n_items // N_CATEGORIES, n)
+         ) % cfg.n_items
+    y = (x + N_CATEGORIES * (1 + rng.integers(0, 5, n))) % cfg.n_items  # another item of the category
+    kinds = np.where(swap[:, None], [[2, 3, 2]], [[2, 2, 3]])          # cart remove cart | cart cart remove
+    items = np.where(swap[:, None], np.stack([x, x, y], 1), np.stack([y, x, x], 1))
+    start = np.maximum(session_end[sessions], s_start[sessions])
+    ts = start[:, None] + np.cumsum(rng.exponential(40.0, (n, 3)).astype(np.int64) + 1, axis=1)
+    parts = [(np.repeat(sessions, 3), kinds.ravel(), np.repeat(s_user[sessions], 3), ts.ravel(), items.ravel())]
+    # the swappers' return: view, cart and purchase of y, in a session of its own
+    back = swap & (rng.random(n) < 0.6)
+    m = int(back.sum())
+    later = ts[back, -1] + rng.integers(86_400, 3 * 86_400, m)
+    return_ts = later[:, None] + np.cumsum(rng.exponential(40.0, (m, 3)).astype(np.int64) + 1, axis=1)
+    parts.append((np.repeat(n_s + np.arange(m), 3), np.tile([0, 2, 4], m), np.repeat(s_user[sessions[back]], 3),
+                  return_ts.ravel(), np.repeat(y[back], 3)))
+    session, kind, user, when, item = (np.concatenate(column) for column in zip(*parts))
+    return session, kind, user, when, item, np.ones(len(session), dtype=np.int64)
 
 
 def _prefixed(prefix: str, values: np.ndarray) -> pa.Array:

@@ -1,0 +1,116 @@
+"""The sequence encoder and the GRU family (issue 24). The network tests need the deep extra (PyTorch)."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.sequences import EVENT_CODES, GRUClassifier, encode, occlusion_reasons, token_column, torch_missing
+
+needs_torch = pytest.mark.skipif(torch_missing() is not None, reason=str(torch_missing()))
+DAY = dt.date(2026, 3, 1)
+
+
+def _events(*rows):
+    """(user, position, event_type, item, seconds_since_previous, opens_session) at DAY."""
+    return pd.DataFrame([{"as_of_date": DAY, "user_id": u, "position": p, "event_type": t, "item_id": i,
+                          "category_id": "c1" if i else None, "price": 10.0, "price_bucket": 4,
+                          "seconds_since_previous": gap, "opens_session": opens}
+                         for u, p, t, i, gap, opens in rows])
+
+
+def test_encode_puts_each_event_at_its_position_and_pads_the_rest():
+    events = _events(("u1", 1, "purchase", "i1", 30, False), ("u1", 2, "cart", "i1", None, True),
+                     ("u2", 1, "view", "i2", 3600, True))
+    keys = pd.DataFrame({"user_id": ["u2", "u1", "u3"], "as_of_date": [DAY] * 3})
+    tokens = encode(events, keys, length=3)
+    assert list(tokens.index) == [0, 1, 2] and tokens.shape == (3, 18)
+    u1 = tokens.iloc[1]
+    assert u1[token_column("event", 1)] == EVENT_CODES["purchase"] and u1[token_column("event", 2)] == EVENT_CODES["cart"]
+    assert u1[token_column("event", 3)] == 0 and u1[token_column("item", 3)] == 0  # padding
+    assert u1[token_column("item", 1)] == u1[token_column("item", 2)] > 0  # the same item, the same bucket
+    assert u1[token_column("gap", 2)] == 1 and u1[token_column("gap", 1)] == 2 + int(np.log2(31))  # first event: 1
+    assert u1[token_column("session", 2)] == 2 and u1[token_column("session", 1)] == 1
+    assert (tokens.iloc[2] == 0).all()  # no events: padding only
+    assert tokens.iloc[0][token_column("category", 1)] > 0
+    with pytest.raises(ValueError, match="does not know: teleport"):
+        encode(_events(("u1", 1, "teleport", "i1", 1, True)), keys, length=3)
+    with pytest.raises(ValueError, match="repeat"):
+        encode(events, pd.concat([keys, keys]), length=3)
+
+
+def _ordered(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows whose label is the order of their last two events (cart then remove: 0; remove then cart: 1), with
+    the same counts either way and an aggregated feature that is noise."""
+    rng = np.random.default_rng(seed)
+    swap = rng.random(n) < 0.5
+    rows = []
+    for u in range(n):
+        last = ("remove_from_cart", "cart") if swap[u] else ("cart", "remove_from_cart")
+        history = [*rng.choice(["view", "cart"], size=int(rng.integers(1, 6))), "cart", *last]
+        for position, kind in enumerate(reversed(history), start=1):
+            rows.append((f"u{u}", position, kind, f"i{rng.integers(0, 20)}", 60, position == len(history)))
+    keys = pd.DataFrame({"user_id": [f"u{u}" for u in range(n)], "as_of_date": [DAY] * n})
+    X = pd.concat([pd.DataFrame({"events_7d": rng.poisson(5, n).astype(float)}),
+                   encode(_events(*rows), keys, length=10)], axis=1)
+    return X, swap.astype(int)
+
+
+@needs_torch
+def test_the_gru_learns_an_order_that_counts_cannot_see_and_stops_early_on_the_eval_set():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    X, y = _ordered(1200, 0)
+    X_eval, y_eval = _ordered(400, 1)
+    X_test, y_test = _ordered(400, 2)
+    model = GRUClassifier(hidden_size=16, epochs=25, patience=3).fit(X, y, eval_set=(X_eval, y_eval))
+    assert 1 <= model.best_epochs_ <= 25 and len(model.history_) >= model.best_epochs_
+    assert roc_auc_score(y_test, model.predict_proba(X_test)[:, 1]) > 0.95
+    # the counts of each event type are the same for both orders: a model on them is at chance
+    counts = pd.DataFrame({code: (X_test.filter(like="seq_event_") == value).sum(axis=1)
+                           for code, value in EVENT_CODES.items()})
+    train_counts = pd.DataFrame({code: (X.filter(like="seq_event_") == value).sum(axis=1)
+                                 for code, value in EVENT_CODES.items()})
+    counted = LogisticRegression().fit(train_counts, y).predict_proba(counts)[:, 1]
+    assert roc_auc_score(y_test, counted) < 0.6
+    # a refit for a fixed number of epochs (the published model) is reproducible
+    again = GRUClassifier(hidden_size=16, epochs=model.best_epochs_).fit(X, y)
+    same = GRUClassifier(hidden_size=16, epochs=model.best_epochs_).fit(X, y)
+    np.testing.assert_array_equal(again.predict_proba(X_test), same.predict_proba(X_test))
+
+
+@needs_torch
+def test_the_gru_saves_as_plain_arrays_and_its_reasons_name_the_events_that_raised_the_score(tmp_path):
+    import pickle
+
+    X, y = _ordered(800, 0)
+    model = GRUClassifier(hidden_size=16, epochs=15).fit(X, y)
+    X_test, _ = _ordered(50, 3)
+    expected = model.predict_proba(X_test)
+    state = model.__getstate__()
+    assert all(isinstance(v, np.ndarray) for v in state["weights_"].values())
+    loaded = pickle.loads(pickle.dumps(model))
+    np.testing.assert_allclose(loaded.predict_proba(X_test), expected, rtol=1e-6)
+    reasons = occlusion_reasons(lambda frame: model.predict_proba(frame)[:, 1], X_test)
+    assert list(reasons.index) == list(X_test.index)
+    assert set(reasons.event_type.dropna()) <= set(EVENT_CODES) and (reasons["drop"] >= 0).all()
+    assert reasons.event_type.notna().mean() > 0.5
+
+
+def test_without_pytorch_the_reason_says_how_to_add_it(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch":
+            raise ImportError("no torch here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    assert "make install DEEP=1" in torch_missing()
+    X, y = _ordered(20, 0)
+    with pytest.raises(RuntimeError, match="deep extra"):
+        GRUClassifier().fit(X, y)
