@@ -128,10 +128,12 @@ class Settings(BaseSettings):
                                "what is left")
     model_families: FamilyList = Field(
         "all", description="or a comma-separated subset of logistic_regression, decision_tree, random_forest, "
-                           "linear_svm, neural_network, gradient_boosting")
+                           "linear_svm, neural_network, gradient_boosting, gru (the sequence model: needs the deep "
+                           "extra and the sequence tokens, left out with the reason otherwise)")
     feature_sets: FeatureSetList = Field(
-        "all", description="or a comma-separated subset of counts, behaviour: the feature sets every family is tried "
-                           "on (each family is a candidate on each set; see ml/features.py)")
+        "all", description="or a comma-separated subset of counts, behaviour, sequence: the feature sets the "
+                           "families are tried on (each aggregate family on counts and behaviour, the sequence "
+                           "families on sequence; see ml/features.py)")
     min_class_examples: int = Field(
         1000, ge=1, description="eligibility: positive and negative examples a target's training cutoffs must hold "
                                 "(the validation cutoff a tenth); below it the target is not trained")

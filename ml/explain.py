@@ -36,6 +36,7 @@ from ml.calibration import CLIP, CalibratedModel, ScaledRegressor
 from ml.evaluate import predict_scores
 from ml.features import _signed_log1p
 from ml.models import HurdleRegressor
+from ml.sequences import EVENT_GROUPS, event_counts, is_token, occlusion_effects
 
 TOP_REASONS = 3
 REASON_CANDIDATES = 12
@@ -175,9 +176,16 @@ def _columnwise(prep) -> bool:
 def effects(model, X: pd.DataFrame, regression: bool, reference: pd.Series | None = None,
             columns: list[str] | None = None) -> pd.DataFrame:
     """Per row and feature (of ``columns``, default all): the score minus the score with that feature at the
-    reference value."""
+    reference value. A model on sequence tokens (ml/sequences.py) is explained by its aggregated features and, in
+    place of the tokens, by event type (``recent_<type>_events``): the score minus the score with those events
+    removed from the sequence (occlusion)."""
     reference = X.median() if reference is None else reference
-    columns = list(X.columns) if columns is None else columns
+    columns = list(explained_values(X).columns) if columns is None else columns
+    groups = [c for c in columns if c in EVENT_GROUPS]
+    if groups:
+        features = effects(model, X, regression, reference, [c for c in columns if c not in EVENT_GROUPS])
+        occluded = occlusion_effects(lambda frame: predict_scores(model, frame, regression), X, groups)
+        return pd.concat([features, occluded], axis=1)[columns]
     transformed = _TransformedForm.of(model)
     if transformed is not None:
         return transformed.effects(X, reference, columns)
@@ -215,20 +223,30 @@ def effects(model, X: pd.DataFrame, regression: bool, reference: pd.Series | Non
     return pd.DataFrame(out, index=X.index, columns=columns)
 
 
+def explained_values(X: pd.DataFrame) -> pd.DataFrame:
+    """What the reasons name and show: the model's input columns, with the sequence tokens (if any) replaced by
+    the count of each event type in the sequence."""
+    tokens = [c for c in X.columns if is_token(c)]
+    if not tokens:
+        return X
+    return pd.concat([X.drop(columns=tokens), event_counts(X)], axis=1)
+
+
 def reason_codes(model, X: pd.DataFrame, regression: bool, top: int = TOP_REASONS,
                  candidates: int = REASON_CANDIDATES) -> pd.DataFrame:
     """reason_k (feature name), reason_k_value (the user's value) and reason_k_effect (how much it raises the
     score), k = 1 .. top, strongest first, among the ``candidates`` most important features of these rows; NULL
     where fewer features raise the score. The rows' order matters only through the importance sample: give them
     in a fixed order (ml.predict sorts by user)."""
-    if X.shape[1] > candidates:
+    shown = explained_values(X)
+    if shown.shape[1] > candidates:
         reference = X.median()
         importance = global_importance(model, X, regression, reference=reference)
         chosen = set(importance.index[:candidates])
-        contributions = effects(model, X, regression, reference, [c for c in X.columns if c in chosen])
-        X = X[contributions.columns]
+        contributions = effects(model, X, regression, reference, [c for c in shown.columns if c in chosen])
     else:
         contributions = effects(model, X, regression)
+    X = shown[contributions.columns]
     # rounded, so that effects equal but for floating-point noise (which varies with the batch's size in BLAS)
     # rank the same way in every batch: a range of dates gets the reasons the days one by one would
     values = np.round(contributions.to_numpy(), 9)

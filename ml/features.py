@@ -9,6 +9,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from ml.sequences import is_token
+
 # Keys, dates and labels of the training set: never model inputs.
 NON_FEATURES = {"user_id", "as_of_date", "cutoff_rank", "purchase_next_7d", "churn_next_7d", "revenue_next_28d",
                 "features_version"}
@@ -33,7 +35,9 @@ def is_personal(column: str) -> bool:
 #              hour-of-day and weekend habits, gaps between active days and how overdue the next one is, 14-day and
 #              whole-history windows, distinct purchase days, hours since the last view/cart/checkout, and the open
 #              cart (items carted and neither bought nor removed, their value and age)
-FEATURE_SETS = ("counts", "behaviour")
+#   sequence   behaviour, plus each user's last events as tokens (ml/sequences.py): only the sequence families read
+#              it, and only where the frame carries the tokens
+FEATURE_SETS = ("counts", "behaviour", "sequence")
 BEHAVIOUR_COLUMNS = frozenset({
     "purchase_days_28d", "purchase_days_90d", "purchase_days_all", "revenue_all",
     "mean_viewed_price_28d", "max_viewed_price_28d", "mean_carted_price_28d", "max_carted_price_28d",
@@ -55,7 +59,9 @@ def feature_sets(columns: list[str], names: list[str] | None = None) -> dict[str
     unknown = [n for n in names or [] if n not in FEATURE_SETS]
     if unknown:
         raise ValueError(f"unknown feature sets: {', '.join(unknown)} (known: {', '.join(FEATURE_SETS)})")
-    sets = {"counts": [c for c in columns if not is_behaviour(c)], "behaviour": list(columns)}
+    aggregated = [c for c in columns if not is_token(c)]
+    sets = {"counts": [c for c in aggregated if not is_behaviour(c)], "behaviour": aggregated,
+            "sequence": list(columns) if len(aggregated) < len(columns) else []}
     chosen: dict[str, list[str]] = {}
     for name in names or FEATURE_SETS:
         if sets[name] and sets[name] not in chosen.values():

@@ -39,6 +39,12 @@ class Family:
     build: Callable[[list[str], dict], Pipeline]
     grid: list[dict]
     takes_sample_weight: bool = False  # balanced sample weights passed to fit (no class_weight option)
+    # the feature sets (ml/features.py) the family is searched on: the aggregated ones unless it reads sequences
+    feature_sets: tuple[str, ...] = ("counts", "behaviour")
+    # fitted on the older cutoffs with the tuning cutoff as its eval set, it stops early; the refits then train the
+    # number of epochs it chose (best_epochs_)
+    stops_early: bool = False
+    needs: str | None = None  # an optional extra it cannot run without (ml/sequences.torch_missing says why)
 
 
 def _logistic(columns, params):
@@ -75,6 +81,13 @@ def _boosting(columns, params):
                                                               **params))])
 
 
+def _gru(columns, params):
+    from ml.sequences import GRUClassifier
+
+    # no preprocessing step: the network standardises the aggregated features and embeds the tokens itself
+    return Pipeline([("model", GRUClassifier(**params))])
+
+
 FAMILIES = {
     f.name: f
     for f in (
@@ -87,6 +100,9 @@ FAMILIES = {
                [{"hidden_layer_sizes": h, "alpha": 1e-3} for h in ((32,), (64, 32))], takes_sample_weight=True),
         Family("gradient_boosting", _boosting,
                [{"learning_rate": lr, "max_leaf_nodes": 31, "max_iter": 200} for lr in (0.05, 0.1)]),
+        # issue 24: a GRU over each user's last events, joined with the aggregated features (ml/sequences.py)
+        Family("gru", _gru, [{"hidden_size": 32, "epochs": 30}], takes_sample_weight=True,
+               feature_sets=("sequence",), stops_early=True, needs="deep"),
     )
 }
 

@@ -164,6 +164,8 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
 
         X = pd.DataFrame(X)
         self.columns_ = list(X.columns)
+        self.feature_names_in_ = np.asarray(self.columns_, dtype=object)
+        self.n_features_in_ = len(self.columns_)
         self.feature_columns_, self.length_ = self._split_columns(X)
         raw = X[self.feature_columns_].to_numpy(dtype=np.float64)
         logged = np.sign(raw) * np.log1p(np.abs(raw))
@@ -251,33 +253,46 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
         return state
 
 
-def occlusion_reasons(predict, X: pd.DataFrame, top: int = 1) -> pd.DataFrame:
-    """Per row, the event types whose removal from the sequence lowers ``predict`` (rows -> probability) the most:
-    event_type, and the drop in probability (positive: the events raised the score). Rows whose sequence no
-    removal lowers get no reason. ``predict`` is the published (calibrated) model's probability."""
+def event_group(event_type: str) -> str:
+    """The name a reason or an importance gives the events of one type in the sequence."""
+    return f"recent_{event_type}_events"
+
+
+EVENT_GROUPS = tuple(event_group(t) for t in EVENT_CODES)
+
+
+def event_counts(X: pd.DataFrame) -> pd.DataFrame:
+    """Per row, how many events of each type its sequence holds (the value a sequence reason shows)."""
     length = sequence_length(X.columns)
+    events = X[[token_column("event", p) for p in range(1, length + 1)]].to_numpy()
+    return pd.DataFrame({event_group(t): (events == code).sum(axis=1).astype(float) for t, code in EVENT_CODES.items()},
+                        index=X.index)
+
+
+def occlusion_effects(predict, X: pd.DataFrame, groups: list[str] | None = None) -> pd.DataFrame:
+    """Per row and event type (``groups``: event_group names, default all): ``predict`` (rows -> scores) minus
+    the score with the events of that type removed from the sequence (their tokens set to padding); 0 where the
+    sequence holds none. The occlusion counterpart of ml/explain's one-feature counterfactuals."""
+    length = sequence_length(X.columns)
+    groups = list(EVENT_GROUPS) if groups is None else groups
     base = np.asarray(predict(X), dtype=float)
-    drops = {}
     event_columns = [token_column("event", p) for p in range(1, length + 1)]
     events = X[event_columns].to_numpy()
+    out = pd.DataFrame(0.0, index=X.index, columns=groups)
     for name, code in EVENT_CODES.items():
+        if event_group(name) not in groups:
+            continue
         present = (events == code).any(axis=1)
         if not present.any():
             continue
         occluded = X[present].copy()
-        mask = occluded[event_columns].to_numpy() == code
+        mask = events[present] == code
         for field in TOKEN_FIELDS:
             columns = [token_column(field, p) for p in range(1, length + 1)]
             values = occluded[columns].to_numpy(copy=True)
             values[mask] = 0
             occluded[columns] = values
-        drop = np.full(len(X), -np.inf)
+        drop = np.zeros(len(X))
         drop[present] = base[present] - np.asarray(predict(occluded), dtype=float)
-        drops[name] = drop
-    if not drops:
-        return pd.DataFrame({"event_type": pd.Series([None] * len(X), dtype=object),
-                             "drop": np.zeros(len(X))}, index=X.index)
-    table = pd.DataFrame(drops, index=X.index)
-    best = table.idxmax(axis=1)
-    value = table.max(axis=1)
-    return pd.DataFrame({"event_type": best.where(value > 0), "drop": value.where(value > 0, 0.0)}, index=X.index)
+        out[event_group(name)] = drop
+    return out

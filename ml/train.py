@@ -45,6 +45,7 @@ SKOPS_TRUSTED_TYPES = [
     "ml.calibration.CalibratedModel",
     "ml.calibration.ScaledRegressor",
     "ml.models.HurdleRegressor",
+    "ml.sequences.GRUClassifier",  # its fitted weights are numpy arrays (ml/sequences.py)
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
@@ -161,17 +162,31 @@ class Candidate:
         return f"{self.family} ({self.feature_set})" if self.feature_set else self.family
 
 
-def _fit(family: Family, columns, params, frame, target: Target):
+def _fit(family: Family, columns, params, frame, target: Target, eval_frame: pd.DataFrame | None = None):
     model = family.build(columns, params)
     X = to_matrix(frame, columns)
     if target.is_regression:
         return model.fit(X, frame[target.label].astype(float).to_numpy())
     y = frame[target.label].astype(int).to_numpy()
+    extra = {}
     if family.takes_sample_weight:
-        model.fit(X, y, model__sample_weight=compute_sample_weight("balanced", y))
-    else:
-        model.fit(X, y)
-    return model
+        extra["model__sample_weight"] = compute_sample_weight("balanced", y)
+    if eval_frame is not None:  # early stopping on these rows (Family.stops_early)
+        extra["model__eval_set"] = (to_matrix(eval_frame, columns), eval_frame[target.label].astype(int).to_numpy())
+    return model.fit(X, y, **extra)
+
+
+def _left_out(family: Family, sets: dict[str, list[str]]) -> str | None:
+    """Why a family cannot be a candidate here, or None."""
+    if family.needs == "deep":
+        from ml.sequences import torch_missing
+
+        if torch_missing():
+            return torch_missing()
+    if not any(name in sets for name in family.feature_sets):
+        return (f"none of its feature sets ({', '.join(family.feature_sets)}) is in the training frame"
+                + (": it has no sequence tokens (sequence models off)" if "sequence" in family.feature_sets else ""))
+    return None
 
 
 def families_for(target: Target, names: list[str] | None = None) -> list[Family]:
@@ -222,11 +237,13 @@ def search(family: Family, split: Split, set_name: str, columns: list[str], targ
         if tried and time.perf_counter() - started + last_fit * (1 + refit_share) > budget_seconds:
             break
         fit_started = time.perf_counter()
-        model = _fit(family, columns, params, split.fit, target)
+        model = _fit(family, columns, params, split.fit, target, split.tune if family.stops_early else None)
         last_fit = time.perf_counter() - fit_started
         tried += 1
         p = predict_scores(model, to_matrix(split.tune, columns), target.is_regression)
         score = float(target_metrics(target.is_regression, y_tune, p)[target.primary_metric])
+        if family.stops_early:  # the refit and the cross-fits train the epochs the tuning cutoff chose
+            params = {**params, "epochs": int(model[-1].best_epochs_)}
         if best is None or score > best[0]:
             best = (score, params)
     score, params = best
@@ -323,7 +340,16 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                            "budget_seconds": budget_seconds})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline.items() if np.isfinite(v)})
         candidates, deadline = [], started + budget_seconds
-        searches = [(family, set_name) for family in chosen for set_name in sets]
+        searches = [(family, set_name) for family in chosen for set_name in sets if set_name in family.feature_sets]
+        for family in chosen:
+            why = _left_out(family, sets)
+            if why:
+                searches = [(f, n) for f, n in searches if f is not family]
+                progress(f"{target.name} {family.name} left out: {why}")
+                mlflow.set_tag(f"left_out.{family.name}", why)
+        if not searches:
+            raise NotEligible(f"no family can run on these feature sets ({', '.join(sets)}): "
+                              f"{', '.join(f.name for f in chosen)}")
         for i, (family, set_name) in enumerate(searches):
             # each search gets an even share of what is left, so one that ran over shortens the others'
             share = max(0.0, deadline - time.perf_counter()) / (len(searches) - i)

@@ -102,6 +102,18 @@ def test_a_winner_below_the_quality_floor_is_not_published():
     assert not decision.promoted and decision.reason.startswith("not published: below the quality floor (ROC-AUC")
 
 
+def _tokens(frame: pd.DataFrame, length: int = 5) -> pd.DataFrame:
+    """Sequence tokens for each row of a panel: a few events whose types follow the row's cart count."""
+    from ml.sequences import encode
+
+    rows = [{"user_id": u, "as_of_date": d, "position": p, "item_id": f"i{p}", "category_id": "c",
+             "event_type": "cart" if p <= carts else "view", "price_bucket": 3, "seconds_since_previous": 60 * p,
+             "opens_session": p == length}
+            for u, d, carts in zip(frame.user_id, frame.as_of_date, frame.cart_count_28d.clip(0, length).astype(int))
+            for p in range(1, length + 1)]
+    return encode(pd.DataFrame(rows), frame[["user_id", "as_of_date"]], length).set_axis(frame.index)
+
+
 def test_every_family_saves_with_only_the_reviewed_skops_types():
     frame = _panel(200, 1)
     columns = ["events_28d", "days_since_last_event", "cart_count_28d", "fav_count_28d"]
@@ -109,7 +121,10 @@ def test_every_family_saves_with_only_the_reviewed_skops_types():
 
     for family in FAMILIES.values():
         X = frame[columns].astype(float)
-        model = family.build(columns, family.grid[0]).fit(X, frame[TARGET.label])
+        if "sequence" in family.feature_sets:  # the GRU reads tokens too (and needs the deep extra)
+            pytest.importorskip("torch", reason="the GRU family needs the deep extra (PyTorch)")
+            X = pd.concat([X, _tokens(frame)], axis=1)
+        model = family.build(list(X.columns), family.grid[0]).fit(X, frame[TARGET.label])
         p = model.predict_proba(X)[:, 1]
         for published in (model, *(calibrate(model, p, frame[TARGET.label], min_isotonic_positives=n)[0]
                                    for n in (10**9, 0))):  # sigmoid only, then isotonic allowed
@@ -526,3 +541,39 @@ def test_training_reads_a_bounded_hash_sample_of_each_cutoff_with_the_same_users
     assert 0.15 < sampled.purchase_next_7d.mean() < 0.25   # the label rate is kept (0.2 in the panel)
     assert "clv_p_alive" in sampled.columns
     assert len(con.execute(training_sql(5000)).df()) == 4300   # everything when the bound is above every cutoff
+
+
+def test_the_gru_is_searched_on_the_sequence_set_alone_and_loads_back_from_mlflow(store):
+    """The GRU family enters the same search: only on the sequence set (the tokens beside the aggregated features),
+    early stopping on the tuning cutoff choosing the refit's epochs, calibrated, logged with skops and loaded
+    back; its reasons name event types. Without tokens in the frame it is left out, with the reason."""
+    pytest.importorskip("torch", reason="the GRU family needs the deep extra (PyTorch)")
+    import mlflow
+
+    from ml.explain import reason_codes
+    from ml.features import to_matrix
+
+    panel = _panel(300, 4)
+    frame = pd.concat([panel, _tokens(panel)], axis=1)
+    outcome = train_candidates(frame, TARGET, store, families=["logistic_regression", "gru"], budget_seconds=600,
+                               eligibility=Eligibility(min_examples_per_class=20))
+    searched = sorted((c.family, c.feature_set) for c in outcome.candidates)
+    assert searched == [("gru", "sequence"), ("logistic_regression", "counts")]
+    gru = next(c for c in outcome.candidates if c.family == "gru")
+    assert 1 <= gru.params["epochs"] <= 30 and gru.calibration is not None
+    assert gru.metrics["roc_auc"] > 0.75  # the label follows cart_count_28d (a feature, and the carts in the tokens)
+    assert any(c.startswith("seq_event_p") for c in gru.columns)
+    store.activate()
+    loaded = mlflow.sklearn.load_model(f"runs:/{gru.run_id}/model")
+    X = to_matrix(outcome.split.valid, gru.columns).head(200)
+    np.testing.assert_allclose(loaded.predict_proba(X), gru.model.predict_proba(X), rtol=1e-6)
+    reasons = reason_codes(loaded, X, regression=False)
+    named = set(reasons[["reason_1", "reason_2", "reason_3"]].stack().dropna())
+    assert named and not any(n.startswith("seq_") for n in named)  # tokens are explained by event type
+    assert named & {"cart_count_28d", "recent_cart_events"}
+
+    no_tokens = train_candidates(panel, TARGET, store, families=["logistic_regression", "gru"], budget_seconds=60,
+                                 eligibility=Eligibility(min_examples_per_class=20))
+    assert [c.family for c in no_tokens.candidates] == ["logistic_regression"]
+    run = store.activate().get_run(no_tokens.parent_run_id)
+    assert "no sequence tokens" in run.data.tags["left_out.gru"]

@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.sequences import EVENT_CODES, GRUClassifier, encode, occlusion_reasons, token_column, torch_missing
+from ml.sequences import (
+    EVENT_CODES,
+    GRUClassifier,
+    encode,
+    event_counts,
+    occlusion_effects,
+    token_column,
+    torch_missing,
+)
 
 needs_torch = pytest.mark.skipif(torch_missing() is not None, reason=str(torch_missing()))
 DAY = dt.date(2026, 3, 1)
@@ -93,10 +101,15 @@ def test_the_gru_saves_as_plain_arrays_and_its_reasons_name_the_events_that_rais
     assert all(isinstance(v, np.ndarray) for v in state["weights_"].values())
     loaded = pickle.loads(pickle.dumps(model))
     np.testing.assert_allclose(loaded.predict_proba(X_test), expected, rtol=1e-6)
-    reasons = occlusion_reasons(lambda frame: model.predict_proba(frame)[:, 1], X_test)
-    assert list(reasons.index) == list(X_test.index)
-    assert set(reasons.event_type.dropna()) <= set(EVENT_CODES) and (reasons["drop"] >= 0).all()
-    assert reasons.event_type.notna().mean() > 0.5
+    effects = occlusion_effects(lambda frame: model.predict_proba(frame)[:, 1], X_test)
+    counts = event_counts(X_test)
+    assert list(effects.index) == list(X_test.index) and list(effects.columns) == list(counts.columns)
+    assert (effects[counts == 0].fillna(0) == 0).all().all()  # nothing to remove, no effect
+    # a swap (remove then cart: label 1) owes its score to the cart after the removal: without its carts the
+    # sequence ends on the removal, as a drop does
+    swaps = X_test[token_column("event", 2)] == EVENT_CODES["remove_from_cart"]
+    assert effects.loc[swaps, "recent_cart_events"].mean() > 0.2
+    assert effects.loc[swaps, "recent_cart_events"].mean() > effects.loc[~swaps, "recent_cart_events"].mean() + 0.2
 
 
 def test_without_pytorch_the_reason_says_how_to_add_it(monkeypatch):
