@@ -36,7 +36,7 @@ from ml.calibration import CLIP, CalibratedModel, ScaledRegressor
 from ml.evaluate import predict_scores
 from ml.features import _signed_log1p
 from ml.models import HurdleRegressor
-from ml.sequences import EVENT_GROUPS, event_counts, is_token, occlusion_effects
+from ml.sequences import EVENT_GROUPS, GRUClassifier, event_counts, is_token, occlusion_effects
 
 TOP_REASONS = 3
 REASON_CANDIDATES = 12
@@ -55,14 +55,21 @@ class _TransformedForm:
     (``link``: the sigmoid, the calibrators, the hurdle's product, the network's later layers) runs on the changed
     rows. The same effects as predicting the changed rows through the whole pipeline, at a fraction of the cost."""
 
-    def __init__(self, prep: ColumnTransformer, weights: np.ndarray, bias: np.ndarray, link):
+    def __init__(self, prep: ColumnTransformer, weights: np.ndarray, bias: np.ndarray, link, offset=None):
         self.prep, self.weights, self.bias, self.link = prep, weights, bias, link
+        self.offset = offset  # rows -> a per-row addition to the linear map (the GRU's sequence state), or None
 
     @classmethod
     def of(cls, model) -> _TransformedForm | None:
         calibrated = _calibrated_pipeline(model)
         if calibrated is not None:
             return calibrated
+        if isinstance(model, Pipeline) and len(model.steps) == 1 and isinstance(model[-1], GRUClassifier):
+            final = model[-1]
+            # the output layer is linear in the standardised features: the sequence state (run once) is an offset
+            form = cls(_GRUFeatures(final), np.zeros((len(final.feature_columns_), 1)), np.zeros(1),
+                       lambda a: expit(a[:, 0]), offset=lambda X: final.head(X)[2][:, None])
+            return form._with_head_weights(final)
         if not (isinstance(model, Pipeline) and len(model.steps) == 2 and _columnwise(model[0])):
             return None
         prep, final = model[0], model[-1]
@@ -88,6 +95,11 @@ class _TransformedForm:
         # (measured on HistGradientBoosting): they predict the changed rows through the whole pipeline
         return None
 
+    def _with_head_weights(self, gru) -> _TransformedForm:
+        network = gru._fitted_network()
+        self.weights = network.head.weight.detach().numpy()[0, gru.hidden_size:].astype(np.float64)[:, None]
+        return self
+
     def effects(self, X: pd.DataFrame, reference: pd.Series, columns: list[str]) -> pd.DataFrame:
         sources = self._sources(list(X.columns))
         z_reference = self.prep.transform(reference[X.columns].to_frame().T.astype(float))[0]
@@ -98,6 +110,8 @@ class _TransformedForm:
             rows = slice(start, start + chunk)
             z = self.prep.transform(X.iloc[rows])
             first = z @ self.weights + self.bias
+            if self.offset is not None:
+                first = first + self.offset(X.iloc[rows])
             base, stacked, places = self.link(first), [], []
             for j, column in enumerate(columns):
                 k = X.columns.get_loc(column)
@@ -128,14 +142,30 @@ def _calibrated_pipeline(model) -> _TransformedForm | None:
     if isinstance(model, ScaledRegressor):
         inner = _TransformedForm.of(model.model)
         return None if inner is None else _TransformedForm(inner.prep, inner.weights, inner.bias,
-                                                           lambda a: inner.link(a) * model.scale)
+                                                           lambda a: inner.link(a) * model.scale, inner.offset)
     if not isinstance(model, CalibratedModel):
         return None
     inner = _TransformedForm.of(model.model)
     if inner is None:
         return None
     return _TransformedForm(inner.prep, inner.weights, inner.bias,
-                            lambda a: model.calibrated(logit(np.clip(inner.link(a), CLIP, 1 - CLIP))))
+                            lambda a: model.calibrated(logit(np.clip(inner.link(a), CLIP, 1 - CLIP))), inner.offset)
+
+
+class _GRUFeatures:
+    """The GRU's own transform of its aggregated features (signed log, standardised, missing as the mean), as the
+    transformed form's ``prep``: one output column per feature column."""
+
+    def __init__(self, gru):
+        self.gru = gru
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        values = X[self.gru.feature_columns_].to_numpy(dtype=np.float64)
+        values = np.sign(values) * np.log1p(np.abs(values))
+        return np.nan_to_num((values - self.gru.feature_mean_) / self.gru.feature_scale_, nan=0.0)
+
+    def get_feature_names_out(self) -> np.ndarray:
+        return np.asarray(self.gru.feature_columns_, dtype=object)
 
 
 def _moved(values: np.ndarray, reference: float) -> np.ndarray:

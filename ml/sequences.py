@@ -27,6 +27,7 @@ CATEGORY_BUCKETS = 512
 PRICE_BUCKETS = 24       # the mart's log2 price bucket, +1 (0: padding), capped
 GAP_BUCKETS = 24         # log2 of the seconds since the previous event, +2 (1: the user's first event), capped
 SEQUENCE_PREFIX = "seq_"
+SEQUENCE_LENGTH = 50     # events per sequence: the dbt var sequence_length the pipeline builds the mart with
 
 
 def token_column(field: str, position: int) -> str:
@@ -239,6 +240,26 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
             for start in range(0, len(features), 4096):
                 out.append(network(features[start:start + 4096], tokens[start:start + 4096]).numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+    def head(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The output layer as a linear map of the standardised features: (z: rows x features, the features'
+        weights, offset: the sequence state's and the bias's share per row), decision_function = z @ w + offset.
+        What ml/explain needs to move one feature without running the GRU again."""
+        import torch
+
+        network = self._fitted_network()
+        features, tokens = self._inputs(X)
+        weight = network.head.weight.detach().numpy()[0].astype(np.float64)
+        hidden = self.hidden_size
+        states = []
+        with torch.no_grad():
+            for start in range(0, len(features), 4096):
+                embedded = torch.cat([e(tokens[start:start + 4096][..., i])
+                                      for i, e in enumerate(network.embeddings)], dim=-1)
+                states.append(network.gru(embedded)[1][-1].numpy())
+        state = np.concatenate(states).astype(np.float64) if states else np.zeros((0, hidden))
+        offset = state @ weight[:hidden] + float(network.head.bias.detach().numpy()[0])
+        return features.numpy().astype(np.float64), weight[hidden:], offset
 
     def predict_proba(self, X) -> np.ndarray:
         p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))

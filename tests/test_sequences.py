@@ -127,3 +127,27 @@ def test_without_pytorch_the_reason_says_how_to_add_it(monkeypatch):
     X, y = _ordered(20, 0)
     with pytest.raises(RuntimeError, match="deep extra"):
         GRUClassifier().fit(X, y)
+
+
+@needs_torch
+def test_feature_effects_of_the_gru_run_it_once_and_equal_predicting_each_changed_row(monkeypatch):
+    """ml/explain moves one aggregated feature through the GRU's linear output layer (the sequence state computed
+    once): the same effects as predicting every changed row through the network, calibrated or not."""
+    from sklearn.pipeline import Pipeline
+
+    from ml import explain
+    from ml.calibration import calibrate
+
+    X, y = _ordered(600, 0)
+    X["carts_28d"] = X["events_7d"] * (1 + y)  # a feature the label moves
+    model = Pipeline([("model", GRUClassifier(hidden_size=16, epochs=8))]).fit(X, y)
+    calibrated, _ = calibrate(model, model.predict_proba(X)[:, 1], y, min_isotonic_positives=10**9)
+    X_test = X.head(120)
+    for published in (model, calibrated):
+        assert explain._TransformedForm.of(published) is not None
+        fast = explain.effects(published, X_test, False)
+        with monkeypatch.context() as patched:
+            patched.setattr(explain._TransformedForm, "of", classmethod(lambda cls, m: None))
+            slow = explain.effects(published, X_test, False)
+        assert list(fast.columns) == ["events_7d", "carts_28d", *[f"recent_{t}_events" for t in EVENT_CODES]]
+        np.testing.assert_allclose(fast.to_numpy(), slow.to_numpy(), atol=1e-6)

@@ -18,7 +18,7 @@ from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.recommendations import CANDIDATES_KEY as RECOMMENDATION_CANDIDATES
 from dagster_project.defs.recommendations import CHAMPION_KEY as RECOMMENDATION_CHAMPION
 from dagster_project.defs.recommendations import CUTOFF_INTERACTIONS as RECOMMENDATION_CUTOFFS
-from dagster_project.defs.training import TRAINING_SAMPLE
+from dagster_project.defs.training import TRAINING_SAMPLE, TRAINING_SEQUENCES
 from ml.targets import TARGETS
 
 # Everything: ingest what has landed, then staging → checks → marts → checks (→ models and scores, later).
@@ -40,7 +40,7 @@ feature_backfill = dg.define_asset_job(
     description="Features (and their checks) for a range of as-of dates, as one run.",
 )
 
-TRAINING = dg.AssetSelection.assets(TRAINING_CUTOFF_FEATURES, CUTOFFS_KEY, TRAINING_SAMPLE,
+TRAINING = dg.AssetSelection.assets(TRAINING_CUTOFF_FEATURES, CUTOFFS_KEY, TRAINING_SAMPLE, TRAINING_SEQUENCES,
                                     *[key(t) for t in TARGETS for key in (candidates_key, champion_key)],
                                     RECOMMENDATION_CUTOFFS, RECOMMENDATION_CANDIDATES, RECOMMENDATION_CHAMPION)
 
@@ -151,7 +151,8 @@ def retraining_sensor(context: dg.SensorEvaluationContext):
                 run_key=f"retrain:{target}:{as_of}", partition_key=as_of,
                 asset_selection=[candidates_key(target), champion_key(target),
                                  *((RECOMMENDATION_CUTOFFS,) if target == "next_items" else
-                                   (CUTOFFS_KEY, TRAINING_CUTOFF_FEATURES, TRAINING_SET_KEY, TRAINING_SAMPLE))],
+                                   (CUTOFFS_KEY, TRAINING_CUTOFF_FEATURES, TRAINING_SET_KEY, TRAINING_SAMPLE,
+                                    TRAINING_SEQUENCES))],
                 tags={TRIGGER_TAG: trigger, "shopcast/retrain_reason": reason[:500]},
             )
     context.update_cursor(json.dumps(last_requested))

@@ -3,10 +3,12 @@
 A target without a champion (never eligible, or never good enough) publishes nothing: the asset says why."""
 
 import dagster as dg
+from dagster_dbt import DbtCliResource
 
 from dagster_project.asset_keys import CLV, champion_key, predictions_key
 from dagster_project.defs.partitions import as_of_daily
-from dagster_project.defs.resources import MlflowStore, WarehouseResource, as_of_dates
+from dagster_project.defs.resources import MlflowStore, PipelineSettings, WarehouseResource, as_of_dates
+from dagster_project.defs.sequences import add_scoring_tokens
 from dagster_project.defs.training import with_clv
 from dagster_project.markdown import frame_to_markdown
 from dagster_project.warehouse import replace_dates
@@ -36,8 +38,8 @@ def build_scoring_assets(target: Target) -> list:
               group_name=target.name, partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(),
               pool="duckdb", kinds={"duckdb", "mlflow"},
               description=f"predictions.{target.name}: {target.description} Scored by models:/{target.name}@champion.")
-    def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                    mlflow: MlflowStore) -> dg.MaterializeResult:
+    def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
+                    dbt: DbtCliResource, settings: PipelineSettings) -> dg.MaterializeResult:
         dates = as_of_dates(context)
         _ensure_table(warehouse, target)
         if version_by_alias(mlflow.store(), target.name, CHAMPION) is None:
@@ -46,6 +48,8 @@ def build_scoring_assets(target: Target) -> list:
             return dg.MaterializeResult(metadata={"published": False, "reason": reason, "dagster/row_count": 0})
         population = warehouse.query_df(POPULATION_SQL.format(population=target.population_sql), [dates[0], dates[-1]])
         model, entry = load_by_alias(mlflow.store(), target.name, CHAMPION)
+        # a sequence model (issue 24) reads each user's last events too: built for the dates, joined as tokens
+        population = add_scoring_tokens(context, model, population, dbt, settings, warehouse, dates)
         scored = score(population, model, target.name, entry.version, score_column=target.score_column,
                        regression=target.is_regression)
         with warehouse.writer() as con:

@@ -46,6 +46,7 @@ def training_sql(rows_per_cutoff: int) -> str:
 
 
 TRAINING_SAMPLE = dg.AssetKey(["training", "training_sample"])
+TRAINING_SEQUENCES = dg.AssetKey(["training", "training_sequences"])  # defs/sequences.py
 TRAINING_SAMPLE_TABLE = "training.training_sample"
 
 
@@ -88,6 +89,15 @@ def load_training_sample(warehouse: WarehouseResource) -> pd.DataFrame:
     return warehouse.query_df(f"select * from {TRAINING_SAMPLE_TABLE}")
 
 
+def _training_frame(warehouse: WarehouseResource, target: Target) -> pd.DataFrame:
+    """The training sample, with the sequence tokens where they were built (the classification targets: the
+    sequence families are classifiers)."""
+    from dagster_project.defs.sequences import load_tokens_for_training
+
+    sample = load_training_sample(warehouse)
+    return sample if target.is_regression else load_tokens_for_training(warehouse, sample)
+
+
 def _manifest_checksum() -> str:
     return hashlib.sha256(dbt_project.manifest_path.read_bytes()).hexdigest()[:16]
 
@@ -104,14 +114,15 @@ def _metrics_table(rows: dict[str, dict], regression: bool) -> str:
 def build_target_assets(target: Target) -> list:
     candidates_asset, champion_asset = candidates_key(target.name), champion_key(target.name)
 
-    @dg.asset(key=candidates_asset, deps=[TRAINING_SAMPLE], group_name=target.name, partitions_def=as_of_daily,
+    @dg.asset(key=candidates_asset, deps=[TRAINING_SAMPLE, *([] if target.is_regression else [TRAINING_SEQUENCES])],
+              group_name=target.name, partitions_def=as_of_daily,
               backfill_policy=dg.BackfillPolicy.single_run(),
               kinds={"scikit-learn", "mlflow"}, pool="duckdb",
               description=f"Candidate models for {target.name}: {target.description} Best one registered.")
     def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
                    training_policy: TrainingPolicy) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
-        frame = load_training_sample(warehouse)
+        frame = _training_frame(warehouse, target)
         try:
             outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=training_policy.budget_seconds,
                                        families=training_policy.family_list,
@@ -170,7 +181,7 @@ def build_target_assets(target: Target) -> list:
                 decisions.record(con, as_of_date=as_of, target=target.name, trigger=trigger, promoted=False,
                                  dagster_run_id=context.run.run_id, decision="none", reason=reason)
             return dg.MaterializeResult(metadata={"decision": "none", "promoted": False, "reason": reason})
-        frame = load_training_sample(warehouse)
+        frame = _training_frame(warehouse, target)
         tested = backtest_candidate(
             store, target, candidate, frame, folds=training_policy.backtest_cutoffs,
             min_examples_per_class=max(1, training_policy.min_examples_per_class // 10),

@@ -1,0 +1,76 @@
+"""The sequence family through Dagster (issue 24): the mart built for the training cutoffs, the tokens joined to
+the training sample, the GRU a candidate of the classification targets, and scoring with a GRU champion reading
+the scoring date's sequences. Needs the deep extra (PyTorch); `make test` installs it."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from dagster_project import runs
+from tests.conftest import DEMO_AS_OF
+
+pytestmark = pytest.mark.slow
+
+
+def _read(paths, sql, params=None) -> pd.DataFrame:
+    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+        return con.execute(sql, params or []).df()
+
+
+def _metadata(key: list[str]) -> dict:
+    with runs.instance() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(key))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_the_gru_trains_on_the_sequence_mart_and_a_gru_champion_scores_with_the_dates_sequences(pipeline,
+                                                                                                 monkeypatch):
+    pytest.importorskip("torch", reason="the sequence family needs the deep extra (PyTorch)")
+    from dagster_project.settings import load_settings
+    from ml.registry import CHAMPION, set_alias
+
+    monkeypatch.setenv("SHOPCAST_MODEL_FAMILIES", "logistic_regression,gru")
+    runs.run_job("weekly_training", DEMO_AS_OF)
+
+    built = _metadata(["training", "training_sequences"])
+    sample_dates = set(_read(pipeline, "select distinct as_of_date from training.training_sample").as_of_date)
+    per_date = _read(pipeline, "select as_of_date, count(distinct user_id) as users, max(position) as longest "
+                               "from training.training_sequences group by 1")
+    assert built["built"] is True and built["dagster/row_count"] > 0
+    assert set(per_date.as_of_date) == sample_dates and (per_date.longest <= 50).all()
+    # every sequence row is of a sampled user at that cutoff, from before it
+    strays = _read(pipeline, """
+        select count(*) from training.training_sequences s
+        where not exists (select 1 from training.training_sample t where t.user_id = s.user_id
+                          and t.as_of_date = s.as_of_date) or cast(s.event_ts as date) >= s.as_of_date""")
+    assert strays.iloc[0, 0] == 0
+
+    target = "purchase_propensity_7d"
+    candidates = _metadata([target, "candidates"])
+    assert "gru (sequence)" in candidates["candidates"]
+    assert "logistic_regression (counts)" in candidates["candidates"]
+
+    # whichever won the gate, a GRU champion scores the day with its tokens: register the GRU run as the version
+    import mlflow
+
+    from dagster_project.defs.resources import MlflowStore
+
+    settings = load_settings()
+    store = MlflowStore(tracking_uri=settings.paths.mlflow_tracking_uri,
+                        artifact_root=str(settings.paths.mlflow_artifacts)).store()
+    client = store.activate()
+    runs_found = client.search_runs([store.experiment_id(target)],
+                                    filter_string="tags.family = 'gru'", order_by=["attributes.start_time DESC"])
+    registered = mlflow.register_model(f"runs:/{runs_found[0].info.run_id}/model", target)
+    set_alias(store, target, CHAMPION, registered.version)
+    runs.run_job("daily_scoring", DEMO_AS_OF)
+    scored = _read(pipeline, f"select * from predictions.{target} where as_of_date = ?", [DEMO_AS_OF])
+    assert len(scored) > 0 and set(scored.model_version) == {str(registered.version)}
+    assert scored.probability.between(0, 1).all()
+    reasons = set(scored[["reason_1", "reason_2", "reason_3"]].stack().dropna())
+    assert reasons and not any(r.startswith("seq_") for r in reasons)
+    scoring_dates = set(_read(pipeline, "select distinct as_of_date from marts.fct_user_event_sequences").as_of_date)
+    assert pd.Timestamp(DEMO_AS_OF) in {pd.Timestamp(d) for d in scoring_dates}
