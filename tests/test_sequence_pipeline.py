@@ -4,26 +4,14 @@ the scoring date's sequences. Needs the deep extra (PyTorch); `make test` instal
 
 from __future__ import annotations
 
-import dagster as dg
-import duckdb
 import pandas as pd
 import pytest
 
 from dagster_project import runs
 from tests.conftest import DEMO_AS_OF
+from tests.test_pipeline import _metadata, _read
 
 pytestmark = pytest.mark.slow
-
-
-def _read(paths, sql, params=None) -> pd.DataFrame:
-    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
-        return con.execute(sql, params or []).df()
-
-
-def _metadata(key: list[str]) -> dict:
-    with runs.instance() as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey(key))
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
 def test_the_gru_trains_on_the_sequence_mart_and_a_gru_champion_scores_with_the_dates_sequences(pipeline,
