@@ -17,11 +17,20 @@ pytestmark = pytest.mark.slow
 def test_the_gru_trains_on_the_sequence_mart_and_a_gru_champion_scores_with_the_dates_sequences(pipeline,
                                                                                                  monkeypatch):
     pytest.importorskip("torch", reason="the sequence family needs the deep extra (PyTorch)")
+    import mlflow
+
+    from dagster_project.asset_keys import candidates_key, predictions_key
+    from dagster_project.defs.resources import MlflowStore
+    from dagster_project.defs.training import TRAINING_SEQUENCES
     from dagster_project.settings import load_settings
     from ml.registry import CHAMPION, set_alias
 
+    target = "purchase_propensity_7d"
     monkeypatch.setenv("SHOPCAST_MODEL_FAMILIES", "logistic_regression,gru")
-    runs.run_job("weekly_training", DEMO_AS_OF)
+    monkeypatch.setenv("SHOPCAST_FEATURE_SETS", "counts,sequence")
+    # one target's candidates (the built home has its training sample): what the sequences change
+    runs._execute("weekly_training", partition_key=DEMO_AS_OF.isoformat(),
+                  asset_selection=[TRAINING_SEQUENCES, candidates_key(target)])
 
     built = _metadata(["training", "training_sequences"])
     sample_dates = set(_read(pipeline, "select distinct as_of_date from training.training_sample").as_of_date)
@@ -36,16 +45,11 @@ def test_the_gru_trains_on_the_sequence_mart_and_a_gru_champion_scores_with_the_
                           and t.as_of_date = s.as_of_date) or cast(s.event_ts as date) >= s.as_of_date""")
     assert strays.iloc[0, 0] == 0
 
-    target = "purchase_propensity_7d"
-    candidates = _metadata([target, "candidates"])
+    candidates = _metadata(list(candidates_key(target).path))
     assert "gru (sequence)" in candidates["candidates"]
     assert "logistic_regression (counts)" in candidates["candidates"]
 
-    # whichever won the gate, a GRU champion scores the day with its tokens: register the GRU run as the version
-    import mlflow
-
-    from dagster_project.defs.resources import MlflowStore
-
+    # whichever would win the gate, a GRU champion scores the day with its tokens: the GRU run registered as one
     settings = load_settings()
     store = MlflowStore(tracking_uri=settings.paths.mlflow_tracking_uri,
                         artifact_root=str(settings.paths.mlflow_artifacts)).store()
@@ -54,7 +58,7 @@ def test_the_gru_trains_on_the_sequence_mart_and_a_gru_champion_scores_with_the_
                                     filter_string="tags.family = 'gru'", order_by=["attributes.start_time DESC"])
     registered = mlflow.register_model(f"runs:/{runs_found[0].info.run_id}/model", target)
     set_alias(store, target, CHAMPION, registered.version)
-    runs.run_job("daily_scoring", DEMO_AS_OF)
+    runs._execute("daily_scoring", partition_key=DEMO_AS_OF.isoformat(), asset_selection=[predictions_key(target)])
     scored = _read(pipeline, f"select * from predictions.{target} where as_of_date = ?", [DEMO_AS_OF])
     assert len(scored) > 0 and set(scored.model_version) == {str(registered.version)}
     assert scored.probability.between(0, 1).all()
