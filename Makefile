@@ -34,6 +34,10 @@ $(VENV)/.installed: $(BIN)/uv requirements.lock pyproject.toml
 # The `deep` extra (PyTorch, for the sequence models), by `make demo DEEP=1` and always by the tests. A CPU build:
 # from TORCH_WHEELS where a folder of wheels holds one (this machine's pip finds it in $PIP_FIND_LINKS), else PyPI's.
 DEEP ?=
+ifneq ($(DEEP),)
+# the sequence family is opt-in (docs/sequences.md): DEEP=1 names it beside every other family
+export SHOPCAST_MODEL_FAMILIES ?= logistic_regression,decision_tree,random_forest,linear_svm,neural_network,gradient_boosting,gru
+endif
 TORCH_WHEELS ?= $(PIP_FIND_LINKS)
 $(VENV)/.installed-deep: $(VENV)/.installed requirements-deep.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c requirements-deep.lock \

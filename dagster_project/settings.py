@@ -128,8 +128,8 @@ class Settings(BaseSettings):
                                "what is left")
     model_families: FamilyList = Field(
         "all", description="or a comma-separated subset of logistic_regression, decision_tree, random_forest, "
-                           "linear_svm, neural_network, gradient_boosting, gru (the sequence model: needs the deep "
-                           "extra and the sequence tokens, left out with the reason otherwise)")
+                           "linear_svm, neural_network, gradient_boosting, gru (the sequence model, opt-in: not in "
+                           "all; needs the deep extra, left out with the reason otherwise)")
     feature_sets: FeatureSetList = Field(
         "all", description="or a comma-separated subset of counts, behaviour, sequence: the feature sets the "
                            "families are tried on (each aggregate family on counts and behaviour, the sequence "

@@ -191,10 +191,11 @@ def _left_out(family: Family, sets: dict[str, list[str]]) -> str | None:
 
 def families_for(target: Target, names: list[str] | None = None) -> list[Family]:
     """The target's families, restricted to ``names`` where any of them is one (a list may name families of
-    both kinds; a kind none of whose families is named gets all of its own)."""
+    both kinds; a kind none of whose families is named gets its default ones: every family but those still
+    opt-in, Family.by_default)."""
     pool = REGRESSION_FAMILIES if target.is_regression else FAMILIES
     chosen = [pool[n] for n in (names or []) if n in pool]
-    return chosen or list(pool.values())
+    return chosen or [f for f in pool.values() if f.by_default]
 
 
 CROSS_FIT_FOLDS = 3  # user folds of the out-of-fold predictions the calibrator learns from (ml/calibration.py)

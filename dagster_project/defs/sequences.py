@@ -25,8 +25,8 @@ SEQUENCE_COLUMNS = ("as_of_date", "user_id", "position", "event_type", "item_id"
 def sequences_off(training_policy: TrainingPolicy) -> str | None:
     """Why no sequence family can be a candidate (so no tokens are built), or None."""
     families = training_policy.family_list
-    if families is not None and "gru" not in families:
-        return "no sequence family among the model families"
+    if families is None or "gru" not in families:
+        return "no sequence family among the model families (gru is opt-in: name it in SHOPCAST_MODEL_FAMILIES)"
     return torch_missing()
 
 
