@@ -26,7 +26,7 @@ def sequences_off(training_policy: TrainingPolicy) -> str | None:
     """Why no sequence family can be a candidate (so no tokens are built), or None."""
     families = training_policy.family_list
     if families is None or "gru" not in families:
-        return "no sequence family among the model families (gru is opt-in: name it in SHOPCAST_MODEL_FAMILIES)"
+        return "no sequence family among the model families (gru is opt-in: name it in the model_families setting)"
     return torch_missing()
 
 
