@@ -114,7 +114,7 @@ def _metrics_table(rows: dict[str, dict], regression: bool) -> str:
 def build_target_assets(target: Target) -> list:
     candidates_asset, champion_asset = candidates_key(target.name), champion_key(target.name)
 
-    @dg.asset(key=candidates_asset, deps=[TRAINING_SAMPLE, *([] if target.is_regression else [TRAINING_SEQUENCES])],
+    @dg.asset(key=candidates_asset, deps=[TRAINING_SAMPLE, TRAINING_SEQUENCES],
               group_name=target.name, partitions_def=as_of_daily,
               backfill_policy=dg.BackfillPolicy.single_run(),
               kinds={"scikit-learn", "mlflow"}, pool="duckdb",
