@@ -74,7 +74,9 @@ def test_the_gru_learns_an_order_that_counts_cannot_see_and_stops_early_on_the_e
     X_eval, y_eval = _ordered(400, 1)
     X_test, y_test = _ordered(400, 2)
     model = GRUClassifier(hidden_size=16, epochs=25, patience=3).fit(X, y, eval_set=(X_eval, y_eval))
-    assert 1 <= model.best_epochs_ <= 25 and len(model.history_) >= model.best_epochs_
+    # the kept epoch is the eval set's best, and training stopped `patience` epochs after it (before the 25)
+    assert model.best_epochs_ == int(np.argmin(model.history_)) + 1
+    assert len(model.history_) == min(25, model.best_epochs_ + 3)
     assert roc_auc_score(y_test, model.predict_proba(X_test)[:, 1]) > 0.95
     # the counts of each event type are the same for both orders: a model on them is at chance
     counts = pd.DataFrame({code: (X_test.filter(like="seq_event_") == value).sum(axis=1)
