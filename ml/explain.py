@@ -160,9 +160,7 @@ class _GRUFeatures:
         self.gru = gru
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
-        values = X[self.gru.feature_columns_].to_numpy(dtype=np.float64)
-        values = np.sign(values) * np.log1p(np.abs(values))
-        return np.nan_to_num((values - self.gru.feature_mean_) / self.gru.feature_scale_, nan=0.0)
+        return self.gru.standardised(X)
 
     def get_feature_names_out(self) -> np.ndarray:
         return np.asarray(self.gru.feature_columns_, dtype=object)

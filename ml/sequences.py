@@ -126,13 +126,17 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
         import torch
 
         frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X, columns=self.columns_)
-        features = frame[self.feature_columns_].to_numpy(dtype=np.float64)
-        features = np.sign(features) * np.log1p(np.abs(features))
-        features = np.nan_to_num((features - self.feature_mean_) / self.feature_scale_, nan=0.0)
+        features = self.standardised(frame)
         # time order: the oldest position first, the most recent last (the GRU's last state)
         tokens = np.stack([frame[[token_column(f, p) for p in range(self.length_, 0, -1)]].to_numpy(dtype=np.int64)
                            for f in TOKEN_FIELDS], axis=-1)
         return torch.as_tensor(features, dtype=torch.float32), torch.as_tensor(tokens, dtype=torch.long)
+
+    def standardised(self, frame: pd.DataFrame) -> np.ndarray:
+        """The aggregated features as the network reads them: signed log, standardised, missing as the mean."""
+        values = frame[self.feature_columns_].to_numpy(dtype=np.float64)
+        values = np.sign(values) * np.log1p(np.abs(values))
+        return np.nan_to_num((values - self.feature_mean_) / self.feature_scale_, nan=0.0)
 
     def _network(self):
         import torch
