@@ -218,3 +218,13 @@ def test_the_population_is_scored_chunk_by_chunk_from_the_warehouse_as_in_one_go
         pd.testing.assert_frame_equal(joined.drop(columns="scored_at").reset_index(drop=True),
                                       whole[new_only].drop(columns="scored_at").sort_values(["user_id", "rank"])
                                       .reset_index(drop=True), check_dtype=False)
+
+
+def test_interaction_dates_are_built_together_while_their_item_days_fit_one_build():
+    from dagster_project.defs.recommendations import ITEM_DAYS_PER_BUILD, dates_per_build
+
+    dates = [dt.date(2026, 1, 5) + dt.timedelta(days=7 * k) for k in range(5)]
+    assert dates_per_build(dates, 200_000) == [dates]  # a small shop: one dbt build
+    assert dates_per_build(dates, ITEM_DAYS_PER_BUILD // 2) == [dates[:2], dates[2:4], dates[4:]]
+    assert dates_per_build(dates, 3 * ITEM_DAYS_PER_BUILD) == [[d] for d in dates]  # a large one: a date a build
+    assert dates_per_build([], 0) == []

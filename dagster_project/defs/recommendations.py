@@ -79,6 +79,19 @@ def _interactions(warehouse: WarehouseResource, dates: list[dt.date], users_at_m
     return {d: frame[frame.as_of_date == d].drop(columns="as_of_date").reset_index(drop=True) for d in dates}
 
 
+# Each date's interactions aggregate up to a year of item days, and a build of several dates holds (and spills) all
+# of theirs before it aggregates: at 100M events ten dates at once filled a 56 GB disk. A build covers as many dates
+# as keep it under this many item days; on a small shop that is every date in one build (a dbt build's start-up,
+# some 5-10 s, was most of a small run's interaction step, once per date).
+ITEM_DAYS_PER_BUILD = 20_000_000
+
+
+def dates_per_build(dates: list[dt.date], item_days: int) -> list[list[dt.date]]:
+    """``dates`` in builds of as many dates as keep each under ITEM_DAYS_PER_BUILD item days (at least one)."""
+    size = max(1, ITEM_DAYS_PER_BUILD // max(item_days, 1))
+    return [dates[i:i + size] for i in range(0, len(dates), size)]
+
+
 @dg.asset(key=CUTOFF_INTERACTIONS, deps=[STAGED_EVENTS, ITEM_DAYS], group_name=GROUP, partitions_def=as_of_daily,
           backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"dbt", "duckdb"},
           description="The user x item interactions (marts.fct_user_item_interactions) at the recommenders' folds "
@@ -96,11 +109,13 @@ def recommendation_cutoff_interactions(context: dg.AssetExecutionContext, dbt: D
         built = set(warehouse.query_df("select distinct as_of_date from marts.fct_user_item_interactions "
                                        "where as_of_date in (select unnest(?))", [wanted]).as_of_date.dt.date)
     missing = sorted(set(wanted) - built)
-    # one date per dbt build: each date aggregates a year of item days, and several at once multiply what the
-    # warehouse holds (and spills) before it aggregates (at 100M events, ten dates at once filled a 56 GB disk)
-    for number, day in enumerate(missing, start=1):
-        context.log.info(f"dbt build of the interactions of {day} ({number} of {len(missing)})")
-        dbt_vars = {**settings.dbt_vars([day]), "interaction_dates_kept": [d.isoformat() for d in protocol.all]}
+    item_days = int(warehouse.scalar("select count(*) from intermediate.int_user_item_daily "
+                                     "where activity_date < ?", [as_of])) if missing else 0
+    batches = dates_per_build(missing, item_days)
+    for number, days in enumerate(batches, start=1):
+        context.log.info(f"dbt build of the interactions of {', '.join(map(str, days))} "
+                         f"({number} of {len(batches)} builds)")
+        dbt_vars = {**settings.dbt_vars(days), "interaction_dates_kept": [d.isoformat() for d in protocol.all]}
         dbt.cli([*BUILD_ARGS, "--select", "fct_user_item_interactions", "--vars", json.dumps(dbt_vars)],
                 manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
     rows = warehouse.query_df("select as_of_date, count(*) as pairs, count(distinct user_id) as users "

@@ -122,7 +122,7 @@ def _chunk_events(cfg: GeneratorConfig, chunk: int, first_user: int, n_users: in
     n_remove = rng.binomial(n_cart, 0.15)
     n_purchase = (carted & (rng.random(n_s) < buy_prob[s_user])).astype(np.int64)
     # sessions whose cart events come from _order_signal instead (carted, not bought)
-    two_items = (carted & (n_purchase == 0) & (rng.random(n_s) < 0.35)) if cfg.order_signal \
+    two_items = (carted & (n_purchase == 0) & (rng.random(n_s) < ORDER_SIGNAL_SESSIONS)) if cfg.order_signal \
         else np.zeros(n_s, dtype=bool)
     n_cart, n_remove = np.where(two_items, 0, n_cart), np.where(two_items, 0, n_remove)
     kinds = np.stack([n_view, n_fav, n_cart, n_remove, n_purchase], axis=1)
@@ -176,6 +176,13 @@ def _chunk_events(cfg: GeneratorConfig, chunk: int, first_user: int, n_users: in
     return table.filter(in_window)
 
 
+# the order-dependent behaviour (_order_signal): the share of carted, unbought sessions that become a swap or a drop,
+# the share of swappers who come back to buy, and within how many days
+ORDER_SIGNAL_SESSIONS = 0.35
+SWAP_RETURNS = 0.6
+SWAP_RETURN_DAYS = 3
+
+
 def _order_signal(rng, cfg: GeneratorConfig, sessions: np.ndarray, s_user, s_start, e_session, e_ts, n_s: int,
                   favourite_category) -> tuple[np.ndarray, ...]:
     """Two items carted and one removed, in one of two orders with the same counts and the same open cart:
@@ -196,9 +203,9 @@ def _order_signal(rng, cfg: GeneratorConfig, sessions: np.ndarray, s_user, s_sta
     ts = start[:, None] + np.cumsum(rng.exponential(40.0, (n, 3)).astype(np.int64) + 1, axis=1)
     parts = [(np.repeat(sessions, 3), kinds.ravel(), np.repeat(s_user[sessions], 3), ts.ravel(), items.ravel())]
     # the swappers' return: view, cart and purchase of y, in a session of its own
-    back = swap & (rng.random(n) < 0.6)
+    back = swap & (rng.random(n) < SWAP_RETURNS)
     m = int(back.sum())
-    later = ts[back, -1] + rng.integers(86_400, 3 * 86_400, m)
+    later = ts[back, -1] + rng.integers(86_400, SWAP_RETURN_DAYS * 86_400, m)
     return_ts = later[:, None] + np.cumsum(rng.exponential(40.0, (m, 3)).astype(np.int64) + 1, axis=1)
     parts.append((np.repeat(n_s + np.arange(m), 3), np.tile([0, 2, 4], m), np.repeat(s_user[sessions[back]], 3),
                   return_ts.ravel(), np.repeat(y[back], 3)))
