@@ -104,14 +104,21 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
     Early stopping: given ``eval_set`` (the tuning cutoff's rows), training stops when its log loss has not improved
     for ``patience`` epochs and keeps the best epoch's weights; ``best_epochs_`` is then the number of epochs a refit
     without an eval set should train (ml/train.py passes it on). The fitted weights are kept as numpy arrays, so
-    that the model is saved and loaded like any scikit-learn model (skops) and needs PyTorch only to predict."""
+    that the model is saved and loaded like any scikit-learn model (skops) and needs PyTorch only to predict.
+
+    Training starts from the logistic regression on the same aggregated features (L2, ``linear_c``) with the
+    sequence's weights in the output layer at zero: epoch 0 is that linear model, and with an eval set the epochs
+    are kept only where the sequence lowers its log loss (best_epochs_ may be 0). Trained from scratch, the network
+    fell below the plain logistic regression on a few thousand rows (PR-AUC 0.554 against 0.581, issue 24)."""
 
     def __init__(self, hidden_size: int = 32, embedding_dim: int = 8, epochs: int = 30, batch_size: int = 256,
-                 learning_rate: float = 3e-3, weight_decay: float = 1e-5, patience: int = 3, random_state: int = 0):
+                 learning_rate: float = 3e-3, weight_decay: float = 1e-5, patience: int = 3, random_state: int = 0,
+                 linear_c: float = 0.05):
         self.hidden_size, self.embedding_dim, self.epochs, self.batch_size = hidden_size, embedding_dim, epochs, \
             batch_size
         self.learning_rate, self.weight_decay, self.patience, self.random_state = learning_rate, weight_decay, \
             patience, random_state
+        self.linear_c = linear_c
 
     # -- inputs ----------------------------------------------------------------------------------------------------
 
@@ -137,6 +144,19 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
         values = frame[self.feature_columns_].to_numpy(dtype=np.float64)
         values = np.sign(values) * np.log1p(np.abs(values))
         return np.nan_to_num((values - self.feature_mean_) / self.feature_scale_, nan=0.0)
+
+    def _start_linear(self, network, features: np.ndarray, y: np.ndarray, weights: np.ndarray) -> None:
+        """The output layer set to the logistic regression on the aggregated features, the sequence's share at 0."""
+        import torch
+        from sklearn.linear_model import LogisticRegression
+
+        if len(np.unique(y)) < 2:
+            return
+        linear = LogisticRegression(C=self.linear_c, max_iter=1000).fit(features, y, sample_weight=weights)
+        with torch.no_grad():
+            network.head.weight.zero_()
+            network.head.weight[0, self.hidden_size:] = torch.as_tensor(linear.coef_[0], dtype=torch.float32)
+            network.head.bias[0] = float(linear.intercept_[0])
 
     def _network(self):
         import torch
@@ -184,14 +204,21 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
         torch.manual_seed(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
         network = self._network()
-        optimiser = torch.optim.AdamW(network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         features, tokens = self._inputs(X)
+        self._start_linear(network, features.numpy(), y, weights)
+        optimiser = torch.optim.AdamW(network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         target, weight = torch.as_tensor(y), torch.as_tensor(weights)
+        best, best_state, best_epoch, waited = np.inf, None, self.epochs, 0
+        self.history_ = []
         if eval_set is not None:
             eval_features, eval_tokens = self._inputs(pd.DataFrame(eval_set[0]))
             eval_y = torch.as_tensor(np.asarray(eval_set[1], dtype=np.float32))
-        best, best_state, best_epoch, waited = np.inf, None, self.epochs, 0
-        self.history_ = []
+            network.eval()
+            with torch.no_grad():  # epoch 0, the linear model: what the sequence has to improve on
+                best = float(torch.nn.functional.binary_cross_entropy_with_logits(
+                    network(eval_features, eval_tokens), eval_y))
+            best_state, best_epoch = {k: v.detach().clone() for k, v in network.state_dict().items()}, 0
+            self.history_.append(best)  # history_[k]: the eval log loss after k epochs
         for epoch in range(1, self.epochs + 1):
             network.train()
             for batch in torch.randperm(len(y), generator=generator).split(self.batch_size):

@@ -74,9 +74,10 @@ def test_the_gru_learns_an_order_that_counts_cannot_see_and_stops_early_on_the_e
     X_eval, y_eval = _ordered(400, 1)
     X_test, y_test = _ordered(400, 2)
     model = GRUClassifier(hidden_size=16, epochs=25, patience=3).fit(X, y, eval_set=(X_eval, y_eval))
-    # the kept epoch is the eval set's best, and training stopped `patience` epochs after it (before the 25)
-    assert model.best_epochs_ == int(np.argmin(model.history_)) + 1
-    assert len(model.history_) == min(25, model.best_epochs_ + 3)
+    # the kept epoch is the eval set's best (history_[0]: the linear model it starts from), and training stopped
+    # `patience` epochs after it (before the 25)
+    assert model.best_epochs_ == int(np.argmin(model.history_)) > 0
+    assert len(model.history_) == 1 + min(25, model.best_epochs_ + 3)
     assert roc_auc_score(y_test, model.predict_proba(X_test)[:, 1]) > 0.95
     # the counts of each event type are the same for both orders: a model on them is at chance
     counts = pd.DataFrame({code: (X_test.filter(like="seq_event_") == value).sum(axis=1)
@@ -89,6 +90,26 @@ def test_the_gru_learns_an_order_that_counts_cannot_see_and_stops_early_on_the_e
     again = GRUClassifier(hidden_size=16, epochs=model.best_epochs_).fit(X, y)
     same = GRUClassifier(hidden_size=16, epochs=model.best_epochs_).fit(X, y)
     np.testing.assert_array_equal(again.predict_proba(X_test), same.predict_proba(X_test))
+
+
+@needs_torch
+def test_the_gru_starts_from_the_logistic_regression_on_its_features_and_keeps_it_where_the_order_adds_nothing():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    X, _ = _ordered(600, 0)
+    rng = np.random.default_rng(3)
+    y = (rng.random(len(X)) < 1 / (1 + np.exp(-(X.events_7d - 5)))).astype(int)  # the count alone decides
+    untrained = GRUClassifier(hidden_size=8, epochs=0).fit(X, y)
+    linear = LogisticRegression(C=0.05, max_iter=1000).fit(untrained.standardised(X), y)
+    np.testing.assert_allclose(untrained.predict_proba(X)[:, 1],
+                               linear.predict_proba(untrained.standardised(X))[:, 1], atol=1e-5)
+    # with an eval set the kept model is never worse on it than that start (history_[0])
+    X_eval, _ = _ordered(300, 1)
+    y_eval = (rng.random(len(X_eval)) < 1 / (1 + np.exp(-(X_eval.events_7d - 5)))).astype(int)
+    stopped = GRUClassifier(hidden_size=8, epochs=20, patience=2).fit(X, y, eval_set=(X_eval, y_eval))
+    kept = log_loss(y_eval, stopped.predict_proba(X_eval)[:, 1])
+    assert kept == pytest.approx(min(stopped.history_), abs=1e-5) and kept <= stopped.history_[0]
 
 
 @needs_torch
