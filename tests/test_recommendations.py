@@ -221,10 +221,11 @@ def test_the_population_is_scored_chunk_by_chunk_from_the_warehouse_as_in_one_go
 
 
 def test_interaction_dates_are_built_together_while_their_item_days_fit_one_build():
-    from dagster_project.defs.recommendations import ITEM_DAYS_PER_BUILD, dates_per_build
+    from dagster_project.defs.dbt_assets import dates_per_build
+    from dagster_project.defs.recommendations import ITEM_DAYS_PER_BUILD
 
     dates = [dt.date(2026, 1, 5) + dt.timedelta(days=7 * k) for k in range(5)]
-    assert dates_per_build(dates, 200_000) == [dates]  # a small shop: one dbt build
-    assert dates_per_build(dates, ITEM_DAYS_PER_BUILD // 2) == [dates[:2], dates[2:4], dates[4:]]
-    assert dates_per_build(dates, 3 * ITEM_DAYS_PER_BUILD) == [[d] for d in dates]  # a large one: a date a build
-    assert dates_per_build([], 0) == []
+    assert dates_per_build(dates, 200_000, ITEM_DAYS_PER_BUILD) == [dates]  # a small shop: one dbt build
+    assert dates_per_build(dates, ITEM_DAYS_PER_BUILD // 2, ITEM_DAYS_PER_BUILD) == [dates[:2], dates[2:4], dates[4:]]
+    assert dates_per_build(dates, 3 * ITEM_DAYS_PER_BUILD, ITEM_DAYS_PER_BUILD) == [[d] for d in dates]  # a date each
+    assert dates_per_build([], 0, ITEM_DAYS_PER_BUILD) == []

@@ -56,6 +56,15 @@ translator = ShopcastTranslator()
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]  # unit tests run in CI, not on every partition
 
 
+def dates_per_build(dates: list[dt.date], rows_per_date: int, rows_per_build: int) -> list[list[dt.date]]:
+    """``dates`` in dbt builds of as many dates as keep each build's input under ``rows_per_build`` (at least one
+    date a build). A build over several dates holds (and spills) all of their inputs before it aggregates: at 100M
+    events ten interaction dates at once filled a 56 GB disk. On a small shop every date goes in one build: a dbt
+    build with new vars re-parses the project (~10 s), which was most of a small run's per-date steps."""
+    size = max(1, rows_per_build // max(rows_per_date, 1))
+    return [dates[i:i + size] for i in range(0, len(dates), size)]
+
+
 def interaction_dates_kept(settings: PipelineSettings, recommendation_policy: RecommendationPolicy,
                            as_of: dt.date) -> list[str]:
     """The older as-of dates of marts.fct_user_item_interactions a run at ``as_of`` keeps: the recommenders'

@@ -17,7 +17,7 @@ from dagster_dbt import DbtCliResource
 
 from dagster_project import decisions
 from dagster_project.dbt_project import dbt_project
-from dagster_project.defs.dbt_assets import BUILD_ARGS, STAGED_EVENTS, translator
+from dagster_project.defs.dbt_assets import BUILD_ARGS, STAGED_EVENTS, dates_per_build, translator
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import (
     MlflowStore,
@@ -79,17 +79,8 @@ def _interactions(warehouse: WarehouseResource, dates: list[dt.date], users_at_m
     return {d: frame[frame.as_of_date == d].drop(columns="as_of_date").reset_index(drop=True) for d in dates}
 
 
-# Each date's interactions aggregate up to a year of item days, and a build of several dates holds (and spills) all
-# of theirs before it aggregates: at 100M events ten dates at once filled a 56 GB disk. A build covers as many dates
-# as keep it under this many item days; on a small shop that is every date in one build (a dbt build's start-up,
-# some 5-10 s, was most of a small run's interaction step, once per date).
+# each date's interactions aggregate up to a year of item days: a build covers as many dates as keep it under this
 ITEM_DAYS_PER_BUILD = 20_000_000
-
-
-def dates_per_build(dates: list[dt.date], item_days: int) -> list[list[dt.date]]:
-    """``dates`` in builds of as many dates as keep each under ITEM_DAYS_PER_BUILD item days (at least one)."""
-    size = max(1, ITEM_DAYS_PER_BUILD // max(item_days, 1))
-    return [dates[i:i + size] for i in range(0, len(dates), size)]
 
 
 @dg.asset(key=CUTOFF_INTERACTIONS, deps=[STAGED_EVENTS, ITEM_DAYS], group_name=GROUP, partitions_def=as_of_daily,
@@ -111,7 +102,7 @@ def recommendation_cutoff_interactions(context: dg.AssetExecutionContext, dbt: D
     missing = sorted(set(wanted) - built)
     item_days = int(warehouse.scalar("select count(*) from intermediate.int_user_item_daily "
                                      "where activity_date < ?", [as_of])) if missing else 0
-    batches = dates_per_build(missing, item_days)
+    batches = dates_per_build(missing, item_days, ITEM_DAYS_PER_BUILD)
     for number, days in enumerate(batches, start=1):
         context.log.info(f"dbt build of the interactions of {', '.join(map(str, days))} "
                          f"({number} of {len(batches)} builds)")

@@ -9,7 +9,7 @@ import pandas as pd
 from dagster_dbt import DbtCliResource
 
 from dagster_project.dbt_project import dbt_project
-from dagster_project.defs.dbt_assets import BUILD_ARGS, translator
+from dagster_project.defs.dbt_assets import BUILD_ARGS, dates_per_build, translator
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import PipelineSettings, TrainingPolicy, WarehouseResource
 from dagster_project.defs.training import TRAINING_SAMPLE, TRAINING_SAMPLE_TABLE, TRAINING_SEQUENCES
@@ -17,6 +17,9 @@ from dagster_project.markdown import frame_to_markdown
 from ml.sequences import SEQUENCE_LENGTH, encode, sequence_length, torch_missing
 
 TRAINING_SEQUENCES_TABLE = "training.training_sequences"
+# each date's sequences read the events of the lookback before it: a build covers as many dates as keep it under this
+# (dagster_project/defs/dbt_assets.dates_per_build)
+EVENTS_PER_BUILD = 20_000_000
 SEQUENCE_MART = "marts.fct_user_event_sequences"
 SEQUENCE_COLUMNS = ("as_of_date", "user_id", "position", "event_type", "item_id", "category_id", "price_bucket",
                     "seconds_since_previous", "opens_session")
@@ -32,16 +35,22 @@ def sequences_off(training_policy: TrainingPolicy) -> str | None:
 
 def build_sequences(context, dbt: DbtCliResource, settings: PipelineSettings, warehouse: WarehouseResource,
                     dates: list[dt.date], kept: list[dt.date]) -> list[dt.date]:
-    """Build the sequence mart for those of ``dates`` it lacks, one date per dbt run (each date holds up to
-    sequence_length rows per user); ``kept``: the older dates the mart keeps. Returns the dates built."""
+    """Build the sequence mart for those of ``dates`` it lacks, in as few dbt builds as EVENTS_PER_BUILD allows
+    (each date holds up to sequence_length rows per user); ``kept``: the older dates the mart keeps. Returns the
+    dates built."""
     built = set()
     if warehouse.has_table("marts", "fct_user_event_sequences"):
         built = set(warehouse.query_df(f"select distinct as_of_date from {SEQUENCE_MART} "
                                        "where as_of_date in (select unnest(?))", [dates]).as_of_date.dt.date)
     missing = sorted(set(dates) - built)
-    for number, day in enumerate(missing, start=1):
-        context.log.info(f"dbt build of the event sequences of {day} ({number} of {len(missing)})")
-        dbt_vars = {**settings.dbt_vars([day]), "sequence_length": SEQUENCE_LENGTH,
+    # a date's input is the events of the lookback before it: bounded above by every event before the last date
+    events = int(warehouse.scalar("select count(*) from staging.stg_shop__events where event_date < ?",
+                                  [missing[-1]])) if missing else 0
+    batches = dates_per_build(missing, events, EVENTS_PER_BUILD)
+    for number, days in enumerate(batches, start=1):
+        context.log.info(f"dbt build of the event sequences of {', '.join(map(str, days))} "
+                         f"({number} of {len(batches)} builds)")
+        dbt_vars = {**settings.dbt_vars(days), "sequence_length": SEQUENCE_LENGTH,
                     "sequence_dates_kept": sorted({d.isoformat() for d in [*kept, *dates]})}
         dbt.cli([*BUILD_ARGS, "--select", "fct_user_event_sequences", "--vars", json.dumps(dbt_vars)],
                 manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
