@@ -209,16 +209,24 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
         optimiser = torch.optim.AdamW(network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         target, weight = torch.as_tensor(y), torch.as_tensor(weights)
         best, best_state, best_epoch, waited = np.inf, None, self.epochs, 0
-        self.history_ = []
+        self.history_ = []  # with an eval set, history_[k]: its log loss after k epochs
+
+        def kept() -> dict:
+            return {k: v.detach().clone() for k, v in network.state_dict().items()}
+
         if eval_set is not None:
             eval_features, eval_tokens = self._inputs(pd.DataFrame(eval_set[0]))
             eval_y = torch.as_tensor(np.asarray(eval_set[1], dtype=np.float32))
-            network.eval()
-            with torch.no_grad():  # epoch 0, the linear model: what the sequence has to improve on
-                best = float(torch.nn.functional.binary_cross_entropy_with_logits(
-                    network(eval_features, eval_tokens), eval_y))
-            best_state, best_epoch = {k: v.detach().clone() for k, v in network.state_dict().items()}, 0
-            self.history_.append(best)  # history_[k]: the eval log loss after k epochs
+
+            def eval_loss() -> float:
+                network.eval()
+                with torch.no_grad():
+                    return float(torch.nn.functional.binary_cross_entropy_with_logits(
+                        network(eval_features, eval_tokens), eval_y))
+
+            # epoch 0, the linear model: what the sequence has to improve on
+            best, best_state, best_epoch = eval_loss(), kept(), 0
+            self.history_.append(best)
         for epoch in range(1, self.epochs + 1):
             network.train()
             for batch in torch.randperm(len(y), generator=generator).split(self.batch_size):
@@ -229,14 +237,10 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
                 optimiser.step()
             if eval_set is None:
                 continue
-            network.eval()
-            with torch.no_grad():
-                eval_loss = float(torch.nn.functional.binary_cross_entropy_with_logits(
-                    network(eval_features, eval_tokens), eval_y))
-            self.history_.append(eval_loss)
-            if eval_loss < best - 1e-5:
-                best, best_epoch, waited = eval_loss, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+            loss_now = eval_loss()
+            self.history_.append(loss_now)
+            if loss_now < best - 1e-5:
+                best, best_state, best_epoch, waited = loss_now, kept(), epoch, 0
             else:
                 waited += 1
                 if waited >= self.patience:

@@ -7,7 +7,6 @@ materialized by Dagster), then searched with ml.train as the candidates asset do
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import numpy as np
 import pytest
@@ -27,15 +26,11 @@ ENV = {"SHOPCAST_TRAINING_CUTOFFS": "5", "SHOPCAST_MODEL_FAMILIES": "logistic_re
        "SHOPCAST_FEATURE_SETS": "behaviour,sequence", "SHOPCAST_TRAINING_BUDGET_SECONDS": "600"}
 
 
-def _fold_scores(tmp_path, monkeypatch, order_signal: bool) -> dict[str, float]:
+def _fold_scores(paths, monkeypatch, order_signal: bool) -> dict[str, float]:
     """Each candidate's PR-AUC averaged over the backtest's two newest folds (tuning and validation cutoffs, each
-    fitted on the cutoffs before it), by family."""
-    from tests.conftest import TEST_ENV, _point_at
-
-    for key in ("SHOPCAST_HOME", *TEST_ENV, *ENV):  # restored after the test
-        monkeypatch.setenv(key, os.environ.get(key, ""))
-    paths = _point_at(tmp_path / "home")
-    os.environ.update(ENV)
+    fitted on the cutoffs before it), by family. ``paths``: the `home` fixture's empty home."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
 
     import dagster as dg
 
@@ -78,13 +73,13 @@ def _gain(scores: dict[str, float]) -> float:
 # Measured when these were set (two-fold mean PR-AUC): with the behaviour, the GRU 0.705 against the logistic
 # regression's 0.690 (+0.016); without it,
 # 0.580 against 0.582 (-0.001).
-def test_the_gru_beats_the_aggregate_families_where_the_signal_lies_in_the_order_of_events(tmp_path, monkeypatch):
+def test_the_gru_beats_the_aggregate_families_where_the_signal_lies_in_the_order_of_events(home, monkeypatch):
     pytest.importorskip("torch", reason="the sequence family needs the deep extra (PyTorch)")
-    scores = _fold_scores(tmp_path, monkeypatch, order_signal=True)
+    scores = _fold_scores(home, monkeypatch, order_signal=True)
     assert _gain(scores) > 0.008, scores
 
 
-def test_without_the_order_behaviour_the_gru_gains_nothing(tmp_path, monkeypatch):
+def test_without_the_order_behaviour_the_gru_gains_nothing(home, monkeypatch):
     pytest.importorskip("torch", reason="the sequence family needs the deep extra (PyTorch)")
-    scores = _fold_scores(tmp_path, monkeypatch, order_signal=False)
+    scores = _fold_scores(home, monkeypatch, order_signal=False)
     assert _gain(scores) < 0.005, scores
