@@ -3,7 +3,8 @@
 without importing the assets; under `dagster dev` the manifest is re-parsed on start.
 
 dbt gets every value that comes from the settings or the target registry as vars (the profile's warehouse path
-too), on every invocation, the manifest's parse included: dbt_project.yml holds only dbt's own defaults."""
+too), on every invocation, the manifest's parse included (what a run decides goes apart: defs/resources.py
+ShopcastDbt)."""
 
 import json
 
@@ -11,8 +12,7 @@ from dagster_dbt import DbtProject
 
 from dagster_project.settings import DBT_PROJECT_DIR, load_settings
 
-# The windows are placeholders for the parse (a run passes its own, training_windows.py).
-PARSE_VARS = {**load_settings().dbt_vars(), "training_cutoffs": 12, "training_cadence_days": 7}
+PARSE_VARS = load_settings().dbt_vars()
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR,
                          prepare_project_cli_args=["parse", "--quiet", "--vars", json.dumps(PARSE_VARS)])

@@ -30,6 +30,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
+# What a run decides travels to dbt in this variable, not in --vars (defs/resources.py ShopcastDbt; read by the
+# macro run_var, dbt/macros/as_of.sql)
+DBT_RUN_VARS_ENV = "DBT_SHOPCAST_RUN_VARS"
 ENV_PREFIX = "SHOPCAST_"
 PROJECT_FILE = "shopcast.toml"
 LEGACY_SETTINGS_FILE = "settings.env"   # what homes of shopcast <= 0.1 kept (KEY=VALUE lines); read, then replaced
@@ -271,11 +274,13 @@ class Settings(BaseSettings):
 
 def dbt_base_vars(warehouse: Path, duckdb_memory_limit: str, business_timezone: str) -> dict:
     """The dbt vars that come from the settings and the target registry, on every dbt invocation (the profile reads
-    the warehouse path and memory limit; the models the zone and the targets' horizons)."""
+    the warehouse path and memory limit; the models the zone, the targets' horizons and the sequences' length).
+    The same on every invocation of a home: what a run decides goes to dbt apart (defs/resources.py ShopcastDbt)."""
+    from ml.sequences import SEQUENCE_LENGTH
     from ml.targets import dbt_vars as target_vars
 
     return {"warehouse_path": str(warehouse), "duckdb_memory_limit": duckdb_memory_limit,
-            "business_timezone": business_timezone, **target_vars()}
+            "business_timezone": business_timezone, "sequence_length": SEQUENCE_LENGTH, **target_vars()}
 
 
 def env_name(field: str) -> str:
@@ -492,6 +497,11 @@ class ShopcastPaths:
     @property
     def locks(self) -> Path:
         return self.home / "locks"
+
+    @property
+    def dbt_invocations(self) -> Path:
+        """dbt's target folders, one per invocation (artifacts and log), and the parse they pass on."""
+        return self.home / "dbt"
 
 
 def get_paths() -> ShopcastPaths:

@@ -5,19 +5,19 @@ marts."""
 
 
 import datetime as dt
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 import yaml
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, dbt_assets
 
 from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import (
     PipelineSettings,
     RecommendationPolicy,
+    ShopcastDbt,
     WarehouseResource,
     as_of_dates,
 )
@@ -59,8 +59,8 @@ BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]  # unit tests run
 def dates_per_build(dates: list[dt.date], rows_per_date: int, rows_per_build: int) -> list[list[dt.date]]:
     """``dates`` in dbt builds of as many dates as keep each build's input under ``rows_per_build`` (at least one
     date a build). A build over several dates holds (and spills) all of their inputs before it aggregates: at 100M
-    events ten interaction dates at once filled a 56 GB disk. On a small shop every date goes in one build: a dbt
-    build with new vars re-parses the project (~10 s), which was most of a small run's per-date steps."""
+    events ten interaction dates at once filled a 56 GB disk. On a small shop every date goes in one build: each dbt
+    invocation costs a few seconds of its own, which was most of a small run's per-date steps."""
     size = max(1, rows_per_build // max(rows_per_date, 1))
     return [dates[i:i + size] for i in range(0, len(dates), size)]
 
@@ -73,15 +73,15 @@ def interaction_dates_kept(settings: PipelineSettings, recommendation_policy: Re
     return [d.isoformat() for d in dates.all]
 
 
-def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
+def _build(context: dg.AssetExecutionContext, dbt: ShopcastDbt, settings: PipelineSettings,
            recommendation_policy: RecommendationPolicy, crash_test_point: str | None = None):
     """(The dbt assets take the ``warehouse`` resource only for its run lock: dbt writes the same file.)"""
     dates = as_of_dates(context)
-    dbt_vars = {**settings.dbt_vars(dates),
+    run_vars = {**settings.dbt_run_vars(dates),
                 "interaction_dates_kept": interaction_dates_kept(settings, recommendation_policy, dates[-1])}
     context.log.info(f"dbt build for as-of dates {dates[0]} .. {dates[-1]}"
-                     + (f" (only {', '.join(map(str, dates))})" if dbt_vars["as_of_dates"] else ""))
-    for number, event in enumerate(dbt.cli([*BUILD_ARGS, "--vars", json.dumps(dbt_vars)], context=context).stream()):
+                     + (f" (only {', '.join(map(str, dates))})" if run_vars["as_of_dates"] else ""))
+    for number, event in enumerate(dbt.build(BUILD_ARGS, run_vars, context=context).stream()):
         if number == 1 and crash_test_point:  # the first result is in, dbt is building the rest
             failpoint(crash_test_point)
         yield event
@@ -90,7 +90,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: Pip
 @dbt_assets(manifest=dbt_project.manifest_path, select="staging", dagster_dbt_translator=translator,
             partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
             name="dbt_staging")
-def dbt_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
+def dbt_staging(context: dg.AssetExecutionContext, dbt: ShopcastDbt, settings: PipelineSettings,
                 warehouse: WarehouseResource, recommendation_policy: RecommendationPolicy):
     yield from _build(context, dbt, settings, recommendation_policy)
 
@@ -100,7 +100,7 @@ def dbt_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings
             dagster_dbt_translator=translator,
             partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
             name="dbt_marts")
-def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
+def dbt_marts(context: dg.AssetExecutionContext, dbt: ShopcastDbt, settings: PipelineSettings,
               warehouse: WarehouseResource, recommendation_policy: RecommendationPolicy):
     yield from _build(context, dbt, settings, recommendation_policy, crash_test_point="dbt.mid_build")
 
@@ -108,7 +108,7 @@ def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: 
 @dbt_assets(manifest=dbt_project.manifest_path, select="audiences monitoring", dagster_dbt_translator=translator,
             partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb",
             name="dbt_audiences")
-def dbt_audiences(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
+def dbt_audiences(context: dg.AssetExecutionContext, dbt: ShopcastDbt, settings: PipelineSettings,
                   warehouse: WarehouseResource, recommendation_policy: RecommendationPolicy):
     yield from _build(context, dbt, settings, recommendation_policy)
 
@@ -119,14 +119,14 @@ def dbt_audiences(context: dg.AssetExecutionContext, dbt: DbtCliResource, settin
                       "are not built yet, computed by dbt over those dates alone (their dbt tests included), so that "
                       "a first run, or a retrain on any weekday, trains on every cutoff without backfilling every "
                       "day. A cutoff's features use only events before it, so a cutoff built once is final.")
-def training_cutoff_features(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
+def training_cutoff_features(context: dg.AssetExecutionContext, dbt: ShopcastDbt, settings: PipelineSettings,
                              warehouse: WarehouseResource) -> dg.MaterializeResult:
     cutoffs = settings.training_cutoff_dates(as_of_dates(context)[-1])
     missing, before_data = missing_feature_dates(warehouse, cutoffs, settings.business_timezone)
     if missing:
         context.log.info(f"dbt build of the features of {len(missing)} training cutoffs: {', '.join(map(str, missing))}")
-        dbt.cli([*BUILD_ARGS, "--select", CUTOFF_FEATURE_MODELS, "--vars", json.dumps(settings.dbt_vars(missing))],
-                manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
+        dbt.build([*BUILD_ARGS, "--select", CUTOFF_FEATURE_MODELS], settings.dbt_run_vars(missing),
+                  name="training_cutoff_features", manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
     rows = warehouse.query_df("select as_of_date, count(*) as users from marts.feat_user_daily "
                               "where as_of_date in (select unnest(?)) group by 1 order by 1", [cutoffs])
     return dg.MaterializeResult(metadata={

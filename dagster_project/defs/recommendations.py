@@ -13,7 +13,6 @@ import json
 import dagster as dg
 import numpy as np
 import pandas as pd
-from dagster_dbt import DbtCliResource
 
 from dagster_project import decisions
 from dagster_project.dbt_project import dbt_project
@@ -23,6 +22,7 @@ from dagster_project.defs.resources import (
     MlflowStore,
     PipelineSettings,
     RecommendationPolicy,
+    ShopcastDbt,
     WarehouseResource,
     as_of_dates,
 )
@@ -88,7 +88,7 @@ ITEM_DAYS_PER_BUILD = 20_000_000
           description="The user x item interactions (marts.fct_user_item_interactions) at the recommenders' folds "
                       "and labelled snapshots of the run's date that are not built yet, computed by dbt over those "
                       "dates alone. Runs with training; a date's interactions use only events before it.")
-def recommendation_cutoff_interactions(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+def recommendation_cutoff_interactions(context: dg.AssetExecutionContext, dbt: ShopcastDbt,
                                        settings: PipelineSettings,
                                        warehouse: WarehouseResource,
                                        recommendation_policy: RecommendationPolicy) -> dg.MaterializeResult:
@@ -106,9 +106,9 @@ def recommendation_cutoff_interactions(context: dg.AssetExecutionContext, dbt: D
     for number, days in enumerate(batches, start=1):
         context.log.info(f"dbt build of the interactions of {', '.join(map(str, days))} "
                          f"({number} of {len(batches)} builds)")
-        dbt_vars = {**settings.dbt_vars(days), "interaction_dates_kept": [d.isoformat() for d in protocol.all]}
-        dbt.cli([*BUILD_ARGS, "--select", "fct_user_item_interactions", "--vars", json.dumps(dbt_vars)],
-                manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
+        run_vars = {**settings.dbt_run_vars(days), "interaction_dates_kept": [d.isoformat() for d in protocol.all]}
+        dbt.build([*BUILD_ARGS, "--select", "fct_user_item_interactions"], run_vars, name="cutoff_interactions",
+                  manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
     rows = warehouse.query_df("select as_of_date, count(*) as pairs, count(distinct user_id) as users "
                               "from marts.fct_user_item_interactions where as_of_date in (select unnest(?)) "
                               "group by 1 order by 1", [wanted])

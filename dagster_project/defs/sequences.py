@@ -2,16 +2,14 @@
 joined to the frames that training and scoring read (ml/sequences.py)."""
 
 import datetime as dt
-import json
 
 import dagster as dg
 import pandas as pd
-from dagster_dbt import DbtCliResource
 
 from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.dbt_assets import BUILD_ARGS, dates_per_build, translator
 from dagster_project.defs.partitions import as_of_daily
-from dagster_project.defs.resources import PipelineSettings, TrainingPolicy, WarehouseResource
+from dagster_project.defs.resources import PipelineSettings, ShopcastDbt, TrainingPolicy, WarehouseResource
 from dagster_project.defs.training import TRAINING_SAMPLE, TRAINING_SAMPLE_TABLE, TRAINING_SEQUENCES
 from dagster_project.markdown import frame_to_markdown
 from ml.sequences import SEQUENCE_LENGTH, encode, sequence_length, torch_missing
@@ -33,7 +31,7 @@ def sequences_off(training_policy: TrainingPolicy) -> str | None:
     return torch_missing()
 
 
-def build_sequences(context, dbt: DbtCliResource, settings: PipelineSettings, warehouse: WarehouseResource,
+def build_sequences(context, dbt: ShopcastDbt, settings: PipelineSettings, warehouse: WarehouseResource,
                     dates: list[dt.date], kept: list[dt.date]) -> list[dt.date]:
     """Build the sequence mart for those of ``dates`` it lacks, in as few dbt builds as EVENTS_PER_BUILD allows
     (each date holds up to sequence_length rows per user); ``kept``: the older dates the mart keeps. Returns the
@@ -50,10 +48,9 @@ def build_sequences(context, dbt: DbtCliResource, settings: PipelineSettings, wa
     for number, days in enumerate(batches, start=1):
         context.log.info(f"dbt build of the event sequences of {', '.join(map(str, days))} "
                          f"({number} of {len(batches)} builds)")
-        dbt_vars = {**settings.dbt_vars(days), "sequence_length": SEQUENCE_LENGTH,
-                    "sequence_dates_kept": sorted({d.isoformat() for d in [*kept, *dates]})}
-        dbt.cli([*BUILD_ARGS, "--select", "fct_user_event_sequences", "--vars", json.dumps(dbt_vars)],
-                manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
+        run_vars = {**settings.dbt_run_vars(days), "sequence_dates_kept": sorted({d.isoformat() for d in [*kept, *dates]})}
+        dbt.build([*BUILD_ARGS, "--select", "fct_user_event_sequences"], run_vars, name="event_sequences",
+                  manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
     return missing
 
 
@@ -76,7 +73,7 @@ def load_tokens_for_training(warehouse: WarehouseResource, sample: pd.DataFrame)
     return with_tokens(sample, events, SEQUENCE_LENGTH)
 
 
-def add_scoring_tokens(context, model, population: pd.DataFrame, dbt: DbtCliResource, settings: PipelineSettings,
+def add_scoring_tokens(context, model, population: pd.DataFrame, dbt: ShopcastDbt, settings: PipelineSettings,
                        warehouse: WarehouseResource, dates: list[dt.date]) -> pd.DataFrame:
     """The scoring population with the tokens the model reads, the mart built for the dates first; unchanged for a
     model without tokens."""
@@ -96,7 +93,7 @@ def add_scoring_tokens(context, model, population: pd.DataFrame, dbt: DbtCliReso
                       "(marts.fct_user_event_sequences, built for those dates by dbt), what the sequence families "
                       "read as tokens beside the features. Empty, with the reason, when no sequence family can run "
                       "(not among the model families, or PyTorch not installed: the deep extra).")
-def training_sequences(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings,
+def training_sequences(context: dg.AssetExecutionContext, dbt: ShopcastDbt, settings: PipelineSettings,
                        warehouse: WarehouseResource, training_policy: TrainingPolicy) -> dg.MaterializeResult:
     why = sequences_off(training_policy)
     if why:

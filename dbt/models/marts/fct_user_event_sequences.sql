@@ -17,7 +17,7 @@
         unique_key='as_of_date',
         tags=['sequences'],
         post_hook="delete from {{ this }} where as_of_date < {{ min_as_of_date() }}"
-                  "{% for day in (var('sequence_dates_kept', none) or []) %} and as_of_date <> {{ _iso_date(day, 'sequence_dates_kept') }}{% endfor %}",
+                  "{% for day in (run_var('sequence_dates_kept') or []) %} and as_of_date <> {{ _iso_date(day, 'sequence_dates_kept') }}{% endfor %}",
     )
 }}
 

@@ -15,7 +15,7 @@
         incremental_strategy='delete+insert',
         unique_key='as_of_date',
         post_hook="delete from {{ this }} where as_of_date < {{ min_as_of_date() }}"
-                  "{% for day in (var('interaction_dates_kept', none) or []) %} and as_of_date <> {{ _iso_date(day, 'interaction_dates_kept') }}{% endfor %}",
+                  "{% for day in (run_var('interaction_dates_kept') or []) %} and as_of_date <> {{ _iso_date(day, 'interaction_dates_kept') }}{% endfor %}",
     )
 }}
 
