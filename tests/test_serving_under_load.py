@@ -1,5 +1,5 @@
-"""Readers under load (issue 8): three BI readers query the serving file in a loop while two full pipeline runs
-are started at the same moment; one waits for the other (the run lock)."""
+"""Readers under load (issue 8): three BI readers query the serving file in a loop while two pipeline runs are
+started at the same moment; one waits for the other (the run lock)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 
 from dagster_project.serving import read_manifest
 from dagster_project.settings import REPO_ROOT
-from tests.conftest import DEMO_AS_OF
 from tests.support import BIN, DAILY, served
 
 
@@ -26,9 +25,11 @@ def _materialization_span(instance, run_id: str) -> tuple[float, float]:
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_readers_under_load_see_whole_publishes_while_two_runs_start_at_once(pipeline, tmp_path):
-    """Three BI readers query the serving file in a loop while the whole graph (a manual run) and the daily job
-    (the schedule) are started at the same moment: one run waits for the other; no reader error, no reader sees
-    tables of two publishes; both runs succeed."""
+    """Three BI readers query the serving file in a loop while two daily jobs (the schedule's and a manual
+    backfill of the same day) are started at the same moment: one run waits for the other; no reader error, no
+    reader sees tables of two publishes; both runs succeed. (Every job takes the run lock the same way, in the
+    warehouse resource; the daily job, not the whole graph, keeps the test to a minute or two: the graph's
+    training adds nothing to what the readers see.)"""
     from dagster_project import runs as shopcast_runs
 
     path, stop, started = served(pipeline), tmp_path / "stop", time.time()
@@ -39,7 +40,7 @@ def test_readers_under_load_see_whole_publishes_while_two_runs_start_at_once(pip
     env = {**os.environ, "SHOPCAST_LOG_LEVEL": "WARNING"}
     runs = [subprocess.Popen([str(BIN / "shopcast"), *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
-            for args in (["run", "--as-of", DEMO_AS_OF.isoformat()], DAILY)]
+            for args in (DAILY, DAILY)]
     outputs = [r.communicate(timeout=2400)[0] for r in runs]
     stop.touch()
     for reader in readers:
