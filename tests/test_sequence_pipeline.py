@@ -66,3 +66,13 @@ def test_the_gru_trains_on_the_sequence_mart_and_a_gru_champion_scores_with_the_
     assert reasons and not any(r.startswith("seq_") for r in reasons)
     scoring_dates = set(_read(pipeline, "select distinct as_of_date from marts.fct_user_event_sequences").as_of_date)
     assert pd.Timestamp(DEMO_AS_OF) in {pd.Timestamp(d) for d in scoring_dates}
+    # and the drift monitor compares its aggregated features and its score (from the tokens of both dates), not
+    # the tokens themselves (a GRU champion had failed it: the training rows had no tokens)
+    from dagster_project.defs.monitoring import DRIFT
+
+    runs._execute("daily_scoring", partition_key=DEMO_AS_OF.isoformat(), asset_selection=[DRIFT])
+    drift = _read(pipeline, "select feature, psi, status from monitoring.feature_drift "
+                            "where target = ? and as_of_date = ?", [target, DEMO_AS_OF])
+    assert not any(f.startswith("seq_") for f in drift.feature) and "count_7d" in " ".join(drift.feature)
+    score = drift[drift.feature == "__score__"]
+    assert len(score) == 1 and 0 <= score.psi.iloc[0] < 1, drift

@@ -15,10 +15,13 @@ from dagster_project.defs.recommendations import NEW_ITEMS, NEXT_ITEMS
 from dagster_project.defs.resources import (
     MlflowStore,
     MonitoringPolicy,
+    PipelineSettings,
     RecommendationPolicy,
+    ShopcastDbt,
     WarehouseResource,
     as_of_dates,
 )
+from dagster_project.defs.sequences import add_scoring_tokens
 from dagster_project.defs.training import with_clv
 from dagster_project.markdown import figure_to_markdown, frame_to_markdown
 from dagster_project.warehouse import hash_sample_sql, replace_dates
@@ -34,6 +37,7 @@ from ml.monitoring import (
 from ml.recommendations import MODEL_NAME as RECOMMENDER
 from ml.recommendations import realised_lists, recall_drop
 from ml.registry import CHAMPION, load_by_alias, training_dates, version_by_alias
+from ml.sequences import is_token
 from ml.targets import TARGETS
 
 OUTCOMES = dg.AssetKey(["monitoring", "fct_prediction_outcomes"])
@@ -167,7 +171,8 @@ def _champion_reference(warehouse: WarehouseResource, store, target):
           description="Population stability index of every model feature and of the score, between each champion's "
                       "training data and the scoring population of each as-of date; null rates on both sides.")
 def feature_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
-                  monitoring_policy: MonitoringPolicy) -> dg.MaterializeResult:
+                  monitoring_policy: MonitoringPolicy, dbt: ShopcastDbt,
+                  settings: PipelineSettings) -> dg.MaterializeResult:
     dates, limits, store = as_of_dates(context), monitoring_policy.limits(), mlflow.store()
     tables, signals = [], {}
     for target in TARGETS.values():
@@ -176,14 +181,21 @@ def feature_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         model, entry, reference = _champion_reference(warehouse, store, target)
         version = entry.version
         columns = list(model.feature_names_in_)
+        # a sequence model's tokens (hashed items, event positions) are inputs, not features whose distribution
+        # means anything: the drift of its aggregated features is compared, and its score, which the tokens move
+        features = [c for c in columns if not is_token(c)]
         current = warehouse.query_df(with_clv(hash_sample_sql(
             "marts.fct_scoring_population", CURRENT_ROWS,
             f"as_of_date between $1 and $2 and ({target.population_sql})")), [dates[0], dates[-1]])
+        reference = add_scoring_tokens(context, model, reference, dbt, settings, warehouse,
+                                       sorted(set(pd.to_datetime(reference.as_of_date).dt.date)))
+        current = add_scoring_tokens(context, model, current, dbt, settings, warehouse,
+                                     sorted(set(pd.to_datetime(current.as_of_date).dt.date)))
         reference_scores = predict_scores(model, to_matrix(reference, columns), target.is_regression)
         for as_of, rows in current.groupby("as_of_date"):
             scores = (predict_scores(model, to_matrix(rows, columns), target.is_regression)
                       if set(columns) <= set(rows.columns) else None)
-            table = drift_table(reference, rows, columns, limits, reference_scores, scores)
+            table = drift_table(reference, rows, features, limits, reference_scores, scores)
             tables.append(table.assign(as_of_date=pd.Timestamp(as_of).date(), target=target.name,
                                        model_version=version))
             failed = table[table.status == "fail"]
