@@ -4,6 +4,8 @@ the scoring date's sequences. Needs the deep extra (PyTorch); `make test` instal
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -76,3 +78,19 @@ def test_the_gru_trains_on_the_sequence_mart_and_a_gru_champion_scores_with_the_
     assert not any(f.startswith("seq_") for f in drift.feature) and "count_7d" in " ".join(drift.feature)
     score = drift[drift.feature == "__score__"]
     assert len(score) == 1 and 0 <= score.psi.iloc[0] < 1, drift
+
+    # a retrain that no longer names the sequence family still builds the champion's tokens: the gate backtests
+    # the GRU champion as it is (it had failed with a KeyError on a frame without tokens)
+    from dagster_project.asset_keys import champion_key
+
+    monkeypatch.setenv("SHOPCAST_MODEL_FAMILIES", "logistic_regression")
+    monkeypatch.setenv("SHOPCAST_BACKTEST_CUTOFFS", "1")
+    runs._execute("weekly_training", partition_key=DEMO_AS_OF.isoformat(), asset_selection=[TRAINING_SEQUENCES])
+    rebuilt = _metadata(["training", "training_sequences"])
+    assert rebuilt["built"] is True and rebuilt["champions_reading_tokens"] == target
+    # (in a run the gate follows the candidates, which follow the sequences: two steps here, in that order)
+    runs._execute("weekly_training", partition_key=DEMO_AS_OF.isoformat(), asset_selection=[champion_key(target)])
+    decision = _read(pipeline, "select incumbent, backtest_folds from monitoring.model_decisions "
+                               "where target = ? order by decided_at desc limit 1", [target])
+    assert decision.incumbent.iloc[0] == f"champion v{registered.version}"
+    assert len(json.loads(decision.backtest_folds.iloc[0])) == 1

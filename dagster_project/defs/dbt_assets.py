@@ -65,6 +65,13 @@ def dates_per_build(dates: list[dt.date], rows_per_date: int, rows_per_build: in
     return [dates[i:i + size] for i in range(0, len(dates), size)]
 
 
+def build_selection(dbt: ShopcastDbt, selection: str, run_vars: dict, name: str) -> None:
+    """dbt build of ``selection`` (models and their tests) for ``run_vars``, outside the dbt assets: the steps that
+    build older dates of a mart (training cutoffs, recommendation folds, sequences) report their own metadata."""
+    dbt.build([*BUILD_ARGS, "--select", selection], run_vars, name=name, manifest=dbt_project.manifest_path,
+              dagster_dbt_translator=translator).wait()
+
+
 def interaction_dates_kept(settings: PipelineSettings, recommendation_policy: RecommendationPolicy,
                            as_of: dt.date) -> list[str]:
     """The older as-of dates of marts.fct_user_item_interactions a run at ``as_of`` keeps: the recommenders'
@@ -125,8 +132,7 @@ def training_cutoff_features(context: dg.AssetExecutionContext, dbt: ShopcastDbt
     missing, before_data = missing_feature_dates(warehouse, cutoffs, settings.business_timezone)
     if missing:
         context.log.info(f"dbt build of the features of {len(missing)} training cutoffs: {', '.join(map(str, missing))}")
-        dbt.build([*BUILD_ARGS, "--select", CUTOFF_FEATURE_MODELS], settings.dbt_run_vars(missing),
-                  name="training_cutoff_features", manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
+        build_selection(dbt, CUTOFF_FEATURE_MODELS, settings.dbt_run_vars(missing), name="training_cutoff_features")
     rows = warehouse.query_df("select as_of_date, count(*) as users from marts.feat_user_daily "
                               "where as_of_date in (select unnest(?)) group by 1 order by 1", [cutoffs])
     return dg.MaterializeResult(metadata={

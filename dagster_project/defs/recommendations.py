@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dagster_project import decisions
-from dagster_project.dbt_project import dbt_project
-from dagster_project.defs.dbt_assets import BUILD_ARGS, STAGED_EVENTS, dates_per_build, translator
+from dagster_project.defs.dbt_assets import STAGED_EVENTS, build_selection, dates_per_build
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import (
     MlflowStore,
@@ -107,8 +106,7 @@ def recommendation_cutoff_interactions(context: dg.AssetExecutionContext, dbt: S
         context.log.info(f"dbt build of the interactions of {', '.join(map(str, days))} "
                          f"({number} of {len(batches)} builds)")
         run_vars = {**settings.dbt_run_vars(days), "interaction_dates_kept": [d.isoformat() for d in protocol.all]}
-        dbt.build([*BUILD_ARGS, "--select", "fct_user_item_interactions"], run_vars, name="cutoff_interactions",
-                  manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
+        build_selection(dbt, "fct_user_item_interactions", run_vars, name="cutoff_interactions")
     rows = warehouse.query_df("select as_of_date, count(*) as pairs, count(distinct user_id) as users "
                               "from marts.fct_user_item_interactions where as_of_date in (select unnest(?)) "
                               "group by 1 order by 1", [wanted])

@@ -6,13 +6,21 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from dagster_project.dbt_project import dbt_project
-from dagster_project.defs.dbt_assets import BUILD_ARGS, dates_per_build, translator
+from dagster_project.defs.dbt_assets import build_selection, dates_per_build
 from dagster_project.defs.partitions import as_of_daily
-from dagster_project.defs.resources import PipelineSettings, ShopcastDbt, TrainingPolicy, WarehouseResource
+from dagster_project.defs.resources import (
+    MlflowStore,
+    PipelineSettings,
+    ShopcastDbt,
+    TrainingPolicy,
+    WarehouseResource,
+)
 from dagster_project.defs.training import TRAINING_SAMPLE, TRAINING_SAMPLE_TABLE, TRAINING_SEQUENCES
 from dagster_project.markdown import frame_to_markdown
+from ml.models import FAMILIES
+from ml.registry import CHAMPION, run_tags, version_by_alias
 from ml.sequences import SEQUENCE_LENGTH, encode, sequence_length, torch_missing
+from ml.targets import TARGETS
 
 TRAINING_SEQUENCES_TABLE = "training.training_sequences"
 # each date's sequences read the events of the lookback before it: a build covers as many dates as keep it under this
@@ -23,10 +31,23 @@ SEQUENCE_COLUMNS = ("as_of_date", "user_id", "position", "event_type", "item_id"
                     "seconds_since_previous", "opens_session")
 
 
-def sequences_off(training_policy: TrainingPolicy) -> str | None:
-    """Why no sequence family can be a candidate (so no tokens are built), or None."""
+def sequence_champions(store) -> list[str]:
+    """The classification targets whose champion reads sequence tokens: the gate backtests a champion as it is, on
+    the training frame, so their tokens are built even when a retrain no longer names the sequence family."""
+    reading = []
+    for name in (name for name, target in TARGETS.items() if not target.is_regression):
+        entry = version_by_alias(store, name, CHAMPION)
+        # the family of the training run (a version registered by hand carries no tags of its own)
+        family = FAMILIES.get(run_tags(store, entry).get("family", "")) if entry is not None else None
+        if family is not None and "sequence" in family.feature_sets:
+            reading.append(name)
+    return reading
+
+
+def sequences_off(training_policy: TrainingPolicy, champions_reading_tokens: list[str]) -> str | None:
+    """Why neither a candidate nor a champion reads sequence tokens (so none are built), or None."""
     families = training_policy.family_list
-    if families is None or "gru" not in families:
+    if (families is None or "gru" not in families) and not champions_reading_tokens:
         return "no sequence family among the model families (gru is opt-in: name it in the model_families setting)"
     return torch_missing()
 
@@ -49,8 +70,7 @@ def build_sequences(context, dbt: ShopcastDbt, settings: PipelineSettings, wareh
         context.log.info(f"dbt build of the event sequences of {', '.join(map(str, days))} "
                          f"({number} of {len(batches)} builds)")
         run_vars = {**settings.dbt_run_vars(days), "sequence_dates_kept": sorted({d.isoformat() for d in [*kept, *dates]})}
-        dbt.build([*BUILD_ARGS, "--select", "fct_user_event_sequences"], run_vars, name="event_sequences",
-                  manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
+        build_selection(dbt, "fct_user_event_sequences", run_vars, name="event_sequences")
     return missing
 
 
@@ -94,8 +114,10 @@ def add_scoring_tokens(context, model, population: pd.DataFrame, dbt: ShopcastDb
                       "read as tokens beside the features. Empty, with the reason, when no sequence family can run "
                       "(not among the model families, or PyTorch not installed: the deep extra).")
 def training_sequences(context: dg.AssetExecutionContext, dbt: ShopcastDbt, settings: PipelineSettings,
-                       warehouse: WarehouseResource, training_policy: TrainingPolicy) -> dg.MaterializeResult:
-    why = sequences_off(training_policy)
+                       warehouse: WarehouseResource, training_policy: TrainingPolicy,
+                       mlflow: MlflowStore) -> dg.MaterializeResult:
+    champions = sequence_champions(mlflow.store())
+    why = sequences_off(training_policy, champions)
     if why:
         context.log.info(f"no sequence tokens for training: {why}")
         with warehouse.writer() as con:
@@ -112,7 +134,7 @@ def training_sequences(context: dg.AssetExecutionContext, dbt: ShopcastDbt, sett
     per_date = warehouse.query_df(f"select as_of_date, count(distinct user_id) as users, count(*) as events "
                                   f"from {TRAINING_SEQUENCES_TABLE} group by 1 order by 1")
     return dg.MaterializeResult(metadata={
-        "built": True, "dagster/row_count": int(per_date.events.sum()), "dates_computed": len(built),
+        "built": True, "champions_reading_tokens": ", ".join(champions) or "none", "dagster/row_count": int(per_date.events.sum()), "dates_computed": len(built),
         "sequence_length": SEQUENCE_LENGTH, "per_date": dg.MetadataValue.md(frame_to_markdown(per_date)),
     })
 
