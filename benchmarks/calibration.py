@@ -3,6 +3,10 @@ cutoff, on the training sample of a built home (generated or a real sample), for
 
     python benchmarks/calibration.py --home data/ga-merch --label ga-merch --tag after
     python benchmarks/calibration.py --report      # benchmarks/results/calibration.md from every results file
+    python benchmarks/calibration.py --home data --label generated --tag newest --calibration-window-days 1
+
+``--calibration-window-days`` overrides ml.train.CALIBRATION_WINDOW_DAYS (the training cutoffs the calibrator learns
+from: 1 = the newest alone, as before 2026-12-06); the report compares every candidate's sums across windows.
 
 Each run trains every target's candidates afresh on the home's training sample (the rows a run trains on) into a
 temporary MLflow store, with the home's eligibility settings, and measures on the validation cutoff: PR-AUC,
@@ -38,8 +42,13 @@ def training_sample(home: Path) -> pd.DataFrame:
         return con.execute(f"select * from {table}").df()
 
 
-def measure(home: Path, label: str, tag: str, budget: float, families: list[str] | None) -> dict:
+def measure(home: Path, label: str, tag: str, budget: float, families: list[str] | None,
+            window_days: int | None = None) -> dict:
     os.environ["SHOPCAST_HOME"] = str(home)
+    import ml.train
+
+    if window_days is not None:
+        ml.train.CALIBRATION_WINDOW_DAYS = window_days
     from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
     from dagster_project.settings import load_settings
@@ -85,7 +94,8 @@ def measure(home: Path, label: str, tag: str, budget: float, families: list[str]
             rows.append(row)
         print(f"{label} {tag} {target.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     result = {"label": label, "tag": tag, "home": str(home), "budget_seconds": budget,
-              "families": families or "all", "rows": rows}
+              "families": families or "all", "rows": rows,
+              "calibration_window_days": getattr(ml.train, "CALIBRATION_WINDOW_DAYS", None)}
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / f"{label}.{tag}.json").write_text(json.dumps(result, indent=1))
     return result
@@ -97,7 +107,7 @@ def report() -> str:
         result = json.loads(path.read_text())
         frames.append(pd.DataFrame(result["rows"]).assign(data=result["label"], code=result["tag"]))
     table = pd.concat(frames, ignore_index=True)
-    best = table[table.best.fillna(False).astype(bool)]
+    best = table[table.best.fillna(False).astype(bool) & table.code.isin(["before", "after"])]
     shown = ["data", "target", "code", "family", "positives", "pr_auc", "roc_auc", "log_loss", "brier",
              "expected_over_observed", "predicted_over_realised_total", "quality_problems"]
     best = best[[c for c in shown if c in best.columns]].sort_values(["data", "target", "code"], ascending=[
@@ -107,9 +117,31 @@ def report() -> str:
              "the code before calibration, `after` with it), on the same training sample of each home."), "",
              best.to_markdown(index=False, floatfmt=".3f"), "",
              "Every candidate: benchmarks/results/calibration/*.json."]
+    windows = window_comparison(table)
+    if windows is not None:
+        lines += ["", "## The calibration window: every candidate", "",
+                  ("Each candidate's expected over observed positives on the validation cutoff (revenue: predicted "
+                   "over realised total), its calibrator learnt from the newest training cutoff alone (`newest`) or "
+                   "from the training cutoffs of the 28 days up to it (`window28`); same training sample, families "
+                   "and budget. `in_band`: the candidates within 0.9-1.1; `mean_abs_log`: the mean of |log ratio|."),
+                  "", windows.to_markdown(index=False, floatfmt=".3f")]
     text = "\n".join(lines) + "\n"
     (RESULTS / "calibration.md").write_text(text)
     return text
+
+
+def window_comparison(table: pd.DataFrame) -> pd.DataFrame | None:
+    table = table[table.code.isin(["newest", "window28"])]
+    if table.empty:
+        return None
+    ratio = table.expected_over_observed.fillna(table.get("predicted_over_realised_total"))
+    table = table.assign(ratio=ratio, abs_log=np.abs(np.log(ratio)), in_band=ratio.between(0.9, 1.1))
+    return (table.groupby(["data", "target", "code"])
+            .agg(candidates=("ratio", "size"), best_ratio=("ratio", lambda r: r[table.loc[r.index, "best"]
+                                                                              .fillna(False).astype(bool)].mean()),
+                 min_ratio=("ratio", "min"), max_ratio=("ratio", "max"), in_band=("in_band", "sum"),
+                 mean_abs_log=("abs_log", "mean"), log_loss=("log_loss", "mean"))
+            .reset_index())
 
 
 def main() -> None:
@@ -119,6 +151,7 @@ def main() -> None:
     parser.add_argument("--tag", default="after")
     parser.add_argument("--budget", type=float, default=120)
     parser.add_argument("--families", default=None, help="comma-separated (default: all)")
+    parser.add_argument("--calibration-window-days", type=int, default=None)
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -126,7 +159,7 @@ def main() -> None:
         print(report())
         return
     measure(args.home.resolve(), args.label, args.tag, args.budget,
-            args.families.split(",") if args.families else None)
+            args.families.split(",") if args.families else None, args.calibration_window_days)
 
 
 if __name__ == "__main__":

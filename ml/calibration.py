@@ -7,9 +7,10 @@ the training cutoffs and today make raw probabilities too high or too low; a cal
 How (ml/train.py): the published model is the chosen configuration fitted on every training cutoff. Its
 calibrator is fitted by cross-fitting: the same configuration is fitted three more times, each time without a third
 of the users (all their cutoffs), and predicts the users left out; the calibrator learns from those out-of-fold
-predictions on the newest training cutoff, which no model that predicted them has seen. Platt's sigmoid (a logistic
-regression on the logit of the probability) or isotonic regression, whichever has the lower log loss out of fold
-over those users (5 stratified folds), isotonic only with enough of each class. ``CalibratedModel`` is the
+predictions on the newest training cutoff (ml/train.CALIBRATION_WINDOW_DAYS: pooling four weeks was measured, and
+lagged trends as much as it smoothed noise), which no model that predicted them has seen. Platt's
+sigmoid (a logistic regression on the logit of the probability) or isotonic regression, whichever has the lower log
+loss out of fold over those users (5 stratified folds), isotonic only with enough of each class. ``CalibratedModel`` is the
 published model behind that calibrator: what MLflow stores and scoring, reason codes and the gate use. The
 validation cutoff, which none of these fits saw, measures the published probabilities, and the quality floor
 refuses a candidate whose sum there is outside the expected/observed band.

@@ -141,6 +141,20 @@ def test_every_trained_classifier_is_calibrated_and_its_probabilities_add_up_on_
     pd.testing.assert_frame_equal(single.split.train, two[two.cutoff_rank == 2])
 
 
+def test_the_calibrator_learns_from_the_newest_training_cutoff_or_the_window_up_to_it(monkeypatch):
+    import ml.train
+    from ml.models import FAMILIES
+    from ml.train import out_of_fold, time_split
+
+    split = time_split(_panel(300, 7, seed=5), TARGET, min_examples_per_class=20)  # validation 10-25; trains 6
+    for window_days, dates in ((1, ["2026-10-18"]), (28, ["2026-09-27", "2026-10-04", "2026-10-11", "2026-10-18"])):
+        monkeypatch.setattr(ml.train, "CALIBRATION_WINDOW_DAYS", window_days)
+        rows, predictions = out_of_fold(FAMILIES["logistic_regression"], COLUMNS, {"C": 1.0}, split, TARGET)
+        assert sorted(rows.as_of_date.dt.strftime("%Y-%m-%d").unique()) == dates
+        assert len(rows) == len(predictions) == 300 * len(dates) and np.isfinite(predictions).all()
+        assert rows.user_id.nunique() == 300
+
+
 def test_a_revenue_forecast_scaled_on_the_tuning_cutoff_adds_up_when_spending_grows():
     """Spending grows 15 % a week (a season starting): a model fitted on older weeks underpredicts the newest; the
     scale fitted on the tuning cutoff brings the validation total within 20 % of what was spent."""
