@@ -5,6 +5,10 @@ report in issue 22.
 
     python benchmarks/features.py --home data/ga-merch --label ga-merch
     python benchmarks/features.py --report      # benchmarks/results/features.md from every results file
+    python benchmarks/features.py --home data/ga-merch --label ga-merch --groups   # each behaviour group alone
+
+``--groups`` adds each group of behaviour columns to the counts set on its own (one family, default the logistic
+regression, each grid configuration): which group, if any, carries the signal the whole set does not show.
 
 The home's marts must have been built by a version with the behaviour features (`shopcast run` rebuilds older
 ones). Families, budget and eligibility are the home's settings unless given; every run trains into a temporary
@@ -93,9 +97,74 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
     return result
 
 
+# The behaviour columns (ml/features.BEHAVIOUR_COLUMNS and the 14-day windows) by what they describe.
+GROUPS = {
+    "hour/weekday habits": lambda c: c.endswith("share_90d") or c == "mean_event_hour_90d",
+    "item prices": lambda c: "price" in c,
+    "distinct purchase days, revenue all": lambda c: c.startswith("purchase_days") or c == "revenue_all",
+    "open cart, hours since view/cart/checkout": lambda c: c.startswith(("hours_since_", "open_cart_")),
+    "14-day windows": lambda c: c.endswith("_14d"),
+    "gaps between active days": lambda c: "between" in c or "overdue" in c,
+}
+
+
+def measure_groups(home: Path, label: str, family_name: str, folds: int, target_name: str) -> dict:
+    """Each group of behaviour columns added to the counts set alone, ``family_name`` fitted per fold on the cutoffs
+    whose labels are closed at it and scored on it (PR-AUC or the target's metric), every grid configuration."""
+    os.environ["SHOPCAST_HOME"] = str(home)
+    import numpy as np
+
+    from ml.evaluate import predict_scores, target_metrics
+    from ml.features import feature_columns, feature_sets, is_behaviour, to_matrix
+    from ml.models import FAMILIES
+    from ml.targets import TARGETS
+    from ml.train import _fit
+
+    frame, target, family = training_sample(home), TARGETS[target_name], FAMILIES[family_name]
+    columns = feature_columns(frame)
+    counts = feature_sets(columns, ["counts"])["counts"]
+    variants = {"counts": counts} | {
+        f"counts + {name}": counts + [c for c in columns if is_behaviour(c) and keep(c)]
+        for name, keep in GROUPS.items()} | {"behaviour (every group)": feature_sets(columns, ["behaviour"])["behaviour"]}
+    dates = sorted(pd.to_datetime(frame["as_of_date"]).unique())
+    rows = []
+    for variant, used in variants.items():
+        for params in family.grid:
+            scores = {}
+            for fold in dates[-folds:]:
+                closed = pd.to_datetime(frame["as_of_date"]) <= fold - pd.Timedelta(days=target.horizon_days)
+                test = frame[pd.to_datetime(frame["as_of_date"]) == fold]
+                model = _fit(family, used, params, frame[closed], target)
+                p = predict_scores(model, to_matrix(test, used), target.is_regression)
+                scores[str(fold.date())] = float(target_metrics(target.is_regression,
+                                                                test[target.label].to_numpy(dtype=float), p)
+                                                 [target.primary_metric])
+            rows.append({"variant": variant, "columns": len(used), "params": json.dumps(params),
+                         "mean": float(np.mean(list(scores.values()))), "folds": scores})
+            print(f"{label} {variant} {params}: {rows[-1]['mean']:.4f}", file=sys.stderr)
+    result = {"label": label, "home": str(home), "target": target_name, "family": family_name,
+              "metric": target.primary_metric, "rows": rows}
+    RUNS.mkdir(parents=True, exist_ok=True)
+    (RUNS / f"{label}.groups.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def groups_report() -> list[str]:
+    lines = []
+    for path in sorted(RUNS.glob("*.groups.json")):
+        result = json.loads(path.read_text())
+        table = pd.DataFrame(result["rows"])
+        table["folds"] = table["folds"].map(lambda f: ", ".join(f"{v:.4f}" for v in f.values()))
+        lines += [f"## {result['label']}, {result['target']}: each behaviour group alone ({result['family']})", "",
+                  (f"The counts set plus one group; {result['metric']} on each of the newest cutoffs, fitted on the "
+                   "cutoffs whose labels are closed at it; `mean` over them."), "",
+                  table.to_markdown(index=False, floatfmt=".4f"), ""]
+    return lines
+
+
 def report() -> str:
     frames = [pd.DataFrame(json.loads(path.read_text())["rows"]).assign(data=json.loads(path.read_text())["label"])
-              for path in sorted(RUNS.glob("*.json"))]
+              for path in sorted(RUNS.glob("*.json")) if not path.name.endswith(".groups.json")]
     table = pd.concat(frames, ignore_index=True)
     measured = table[table["best"].notna()] if "best" in table else table.iloc[:0]
     shown = ["data", "target", "features", "best", "columns", "metric", "validation", "backtest", "baseline",
@@ -110,6 +179,7 @@ def report() -> str:
     skipped = table[table["best"].isna()] if "best" in table else table
     if len(skipped):
         lines += ["Not measured:", ""] + [f"- {r.data} {r.target}: {r.note}" for r in skipped.itertuples()] + [""]
+    lines += groups_report()
     lines.append("Folds and timings: benchmarks/results/features/*.json.")
     text = "\n".join(lines) + "\n"
     (RESULTS / "features.md").write_text(text)
@@ -125,11 +195,16 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--targets", default=None, help="comma-separated target names (default: every target)")
     parser.add_argument("--variants", default=None, help="comma-separated: counts, behaviour, both (default: all)")
+    parser.add_argument("--groups", action="store_true", help="each behaviour group added to counts alone")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if args.report:
         print(report())
+        return
+    if args.groups:
+        measure_groups(args.home.resolve(), args.label, (args.families or "logistic_regression").split(",")[0],
+                       args.folds, (args.targets or "purchase_propensity_7d").split(",")[0])
         return
     measure(args.home.resolve(), args.label, args.budget,
             args.families.split(",") if args.families else None, args.folds,
