@@ -111,8 +111,9 @@ def add_scoring_tokens(context, model, population: pd.DataFrame, dbt: ShopcastDb
           backfill_policy=dg.BackfillPolicy.single_run(), pool="duckdb", kinds={"dbt", "duckdb"},
           description="The last events of the training sample's users at each training cutoff "
                       "(marts.fct_user_event_sequences, built for those dates by dbt), what the sequence families "
-                      "read as tokens beside the features. Empty, with the reason, when no sequence family can run "
-                      "(not among the model families, or PyTorch not installed: the deep extra).")
+                      "read as tokens beside the features, and what the gate backtests a sequence champion on. Empty, "
+                      "with the reason, when neither a candidate nor a champion reads them (no sequence family among "
+                      "the model families, and no champion of one), or PyTorch is not installed (the deep extra).")
 def training_sequences(context: dg.AssetExecutionContext, dbt: ShopcastDbt, settings: PipelineSettings,
                        warehouse: WarehouseResource, training_policy: TrainingPolicy,
                        mlflow: MlflowStore) -> dg.MaterializeResult:
