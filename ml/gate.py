@@ -18,6 +18,7 @@ import mlflow
 import pandas as pd
 
 from ml.backtest import Backtest, backtest
+from ml.models import FAMILIES
 from ml.registry import (
     CHALLENGER,
     CHAMPION,
@@ -25,12 +26,13 @@ from ml.registry import (
     Store,
     load_by_alias,
     load_version,
+    run_tags,
     set_alias,
     tag_version,
     training_dates,
     version_by_alias,
 )
-from ml.targets import Target
+from ml.targets import TARGETS, Target
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,19 @@ def register(store: Store, target: Target, run_id: str, tags: dict) -> Registere
     store.activate()
     mv = mlflow.register_model(f"runs:/{run_id}/model", target.name, tags={k: str(v) for k, v in tags.items()})
     return RegisteredModel(target.name, str(mv.version), run_id, dict(tags))
+
+
+def champions_reading_tokens(store: Store) -> list[str]:
+    """The classification targets whose champion reads sequence tokens. The gate backtests a champion as it is, on
+    the training frame, so their tokens are needed even when a retrain no longer names the sequence family."""
+    reading = []
+    for name in (name for name, target in TARGETS.items() if not target.is_regression):
+        entry = version_by_alias(store, name, CHAMPION)
+        # the family of the training run (a version registered by hand carries no tags of its own)
+        family = FAMILIES.get(run_tags(store, entry).get("family", "")) if entry is not None else None
+        if family is not None and "sequence" in family.feature_sets:
+            reading.append(name)
+    return reading
 
 
 def backtest_candidate(store: Store, target: Target, candidate: RegisteredModel, frame: pd.DataFrame, *,

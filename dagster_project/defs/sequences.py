@@ -17,10 +17,8 @@ from dagster_project.defs.resources import (
 )
 from dagster_project.defs.training import TRAINING_SAMPLE, TRAINING_SAMPLE_TABLE, TRAINING_SEQUENCES
 from dagster_project.markdown import frame_to_markdown
-from ml.models import FAMILIES
-from ml.registry import CHAMPION, run_tags, version_by_alias
+from ml.gate import champions_reading_tokens
 from ml.sequences import SEQUENCE_LENGTH, encode, sequence_length, torch_missing
-from ml.targets import TARGETS
 
 TRAINING_SEQUENCES_TABLE = "training.training_sequences"
 # each date's sequences read the events of the lookback before it: a build covers as many dates as keep it under this
@@ -29,19 +27,6 @@ EVENTS_PER_BUILD = 20_000_000
 SEQUENCE_MART = "marts.fct_user_event_sequences"
 SEQUENCE_COLUMNS = ("as_of_date", "user_id", "position", "event_type", "item_id", "category_id", "price_bucket",
                     "seconds_since_previous", "opens_session")
-
-
-def sequence_champions(store) -> list[str]:
-    """The classification targets whose champion reads sequence tokens: the gate backtests a champion as it is, on
-    the training frame, so their tokens are built even when a retrain no longer names the sequence family."""
-    reading = []
-    for name in (name for name, target in TARGETS.items() if not target.is_regression):
-        entry = version_by_alias(store, name, CHAMPION)
-        # the family of the training run (a version registered by hand carries no tags of its own)
-        family = FAMILIES.get(run_tags(store, entry).get("family", "")) if entry is not None else None
-        if family is not None and "sequence" in family.feature_sets:
-            reading.append(name)
-    return reading
 
 
 def sequences_off(training_policy: TrainingPolicy, champions_reading_tokens: list[str]) -> str | None:
@@ -117,7 +102,7 @@ def add_scoring_tokens(context, model, population: pd.DataFrame, dbt: ShopcastDb
 def training_sequences(context: dg.AssetExecutionContext, dbt: ShopcastDbt, settings: PipelineSettings,
                        warehouse: WarehouseResource, training_policy: TrainingPolicy,
                        mlflow: MlflowStore) -> dg.MaterializeResult:
-    champions = sequence_champions(mlflow.store())
+    champions = champions_reading_tokens(mlflow.store())
     why = sequences_off(training_policy, champions)
     if why:
         context.log.info(f"no sequence tokens for training: {why}")
