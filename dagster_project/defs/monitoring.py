@@ -187,10 +187,9 @@ def feature_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         current = warehouse.query_df(with_clv(hash_sample_sql(
             "marts.fct_scoring_population", CURRENT_ROWS,
             f"as_of_date between $1 and $2 and ({target.population_sql})")), [dates[0], dates[-1]])
-        reference = add_scoring_tokens(context, model, reference, dbt, settings, warehouse,
-                                       sorted(set(pd.to_datetime(reference.as_of_date).dt.date)))
-        current = add_scoring_tokens(context, model, current, dbt, settings, warehouse,
-                                     sorted(set(pd.to_datetime(current.as_of_date).dt.date)))
+        reference, current = (add_scoring_tokens(context, model, rows, dbt, settings, warehouse,
+                                                 sorted(set(pd.to_datetime(rows.as_of_date).dt.date)))
+                              for rows in (reference, current))
         reference_scores = predict_scores(model, to_matrix(reference, columns), target.is_regression)
         for as_of, rows in current.groupby("as_of_date"):
             scores = (predict_scores(model, to_matrix(rows, columns), target.is_regression)
