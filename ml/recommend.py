@@ -684,10 +684,15 @@ class ALS(_Factors):
 
 
 class BPR(_Factors):
+    """`num_threads=1` by default: implicit's BPR updates the factors from several threads at once without locks, so a
+    seeded fit on two threads differs run to run (measured: four fits of the same rows, four different models); one
+    thread makes a materialization reproducible, more are for shops that accept that."""
+
     def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
-                 iterations: int = 100, random_state: int = 0, max_items: int = 20_000):
+                 iterations: int = 100, random_state: int = 0, max_items: int = 20_000, num_threads: int = 1):
         self.factors, self.learning_rate, self.regularization = factors, learning_rate, regularization
         self.iterations, self.random_state, self.max_items = iterations, random_state, max_items
+        self.num_threads = num_threads
         self.name = "bpr"
 
     def _model(self):
@@ -695,7 +700,7 @@ class BPR(_Factors):
 
         return BayesianPersonalizedRanking(factors=self.factors, learning_rate=self.learning_rate,
                                            regularization=self.regularization, iterations=self.iterations,
-                                           random_state=self.random_state)
+                                           random_state=self.random_state, num_threads=self.num_threads)
 
 
 class Fallback(Recommender):

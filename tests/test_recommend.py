@@ -356,3 +356,10 @@ def test_a_popularity_model_registered_before_the_sparse_ranking_still_serves_th
         below_the_last = now.score > now.groupby("user_id").score.transform("min")
         pd.testing.assert_frame_equal(before[below_the_last], now[below_the_last])
         assert (before.item_id != now.item_id).mean() < 0.05
+
+
+def test_two_seeded_bpr_fits_of_the_same_rows_are_the_same_model():
+    """implicit's BPR on several threads updates without locks (a different model each run); ours fits on one."""
+    interactions = _communities()
+    first, second = (BPR(factors=2, iterations=50).fit(interactions) for _ in range(2))
+    np.testing.assert_array_equal(np.asarray(first.model_.item_factors), np.asarray(second.model_.item_factors))
