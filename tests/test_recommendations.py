@@ -67,6 +67,9 @@ def test_the_budget_leaves_out_whole_candidates_but_never_the_protected_ones():
     # nothing fits in no time: the protected ones are measured on every fold all the same, the others not at all
     assert sorted(spent.candidate.unique()) == ["history_bought", "popularity"] and len(spent) == 4
     assert sorted(skipped) == ["ease", "item_knn"] and "training budget of 0 s" in skipped["ease"]
+    # a reranker whose generators were left out would fit each of them per snapshot: it does not start either
+    spent, skipped = backtest_within_budget([*names, "reranker"], folds, 0, protected=("popularity", "history_bought"))
+    assert "reranker" not in set(spent.candidate) and "candidates it learns from were left out" in skipped["reranker"]
     # the reranker projects its first fold from its generators' (each fitted per snapshot and on the fold): here
     # far beyond a budget the others fit in, so it does not start
     slow = {"history_engaged": 1.0, "popularity_in_categories": 1.0, "item_knn": 1.0, "als": 1.0, "ease": 60.0}
@@ -193,8 +196,9 @@ def test_realised_lists_score_what_users_bought_once_the_horizon_closed_and_a_dr
 
 
 def test_the_population_is_scored_chunk_by_chunk_from_the_warehouse_as_in_one_go(tmp_path):
-    """score_population reads a chunk of users at a time: the same lists as scoring every user's rows at once with
-    the fallback learned from them all, categories included."""
+    """score_population streams the date's rows and scores a chunk of whole users at a time (a user's rows can span
+    two reads): the same lists as scoring every user's rows at once with the fallback learned from them all,
+    categories included; users without rows come last."""
     import duckdb
 
     from dagster_project.defs.recommendations import score_lists, score_population
@@ -210,14 +214,30 @@ def test_the_population_is_scored_chunk_by_chunk_from_the_warehouse_as_in_one_go
         con.execute("create table marts.fct_user_item_interactions as select * from frame")
     model = fit("history_bought_then_ease", interactions)
     users = [*sorted(interactions.user_id.unique()), "newcomer"]
-    chunks = list(score_population(WarehouseResource(path=str(path)), model, "3", users, day, 4, users_per_chunk=3))
-    assert len(chunks) == -(-len(users) // 3)
+    chunks = list(score_population(WarehouseResource(path=str(path)), model, "3", users, day, 4,
+                                   rows_per_chunk=40, rows_per_read=7))
+    per_chunk = [set(c[False].user_id) for c in chunks]
+    assert len(chunks) >= 3 and sum(map(len, per_chunk)) == len(set().union(*per_chunk)) == len(users)
+    assert per_chunk[-1] == {"newcomer"}
     whole = score_lists(model, "3", pd.DataFrame({"user_id": users}), interactions, 4, day)
     for new_only in (False, True):
         joined = pd.concat([c[new_only] for c in chunks], ignore_index=True).sort_values(["user_id", "rank"])
         pd.testing.assert_frame_equal(joined.drop(columns="scored_at").reset_index(drop=True),
                                       whole[new_only].drop(columns="scored_at").sort_values(["user_id", "rank"])
                                       .reset_index(drop=True), check_dtype=False)
+
+
+def test_a_stream_ordered_by_user_is_cut_into_chunks_of_whole_users():
+    import pyarrow as pa
+
+    from dagster_project.defs.recommendations import _chunks_of_whole_users
+
+    ids = ["a"] * 3 + ["b"] * 9 + ["c"] + ["d"] * 2  # b's rows span three reads of 4
+    table = pa.table({"user_id": ids, "n": range(len(ids))})
+    chunks = list(_chunks_of_whole_users(table.to_batches(max_chunksize=4), rows_per_chunk=4))
+    assert [list(c.user_id.unique()) for c in chunks] == [["a"], ["b", "c"], ["d"]]  # d may go on in a next read
+    assert pd.concat(chunks).n.tolist() == list(range(len(ids)))  # every row once, in order
+    assert [list(c.user_id) for c in _chunks_of_whole_users(iter(table.to_batches(max_chunksize=4)), 10**6)] == [ids]
 
 
 def test_interaction_dates_are_built_together_while_their_item_days_fit_one_build():

@@ -13,6 +13,8 @@ import json
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dagster_project import decisions
 from dagster_project.defs.dbt_assets import STAGED_EVENTS, build_selection, dates_per_build
@@ -28,7 +30,7 @@ from dagster_project.defs.resources import (
 from dagster_project.markdown import frame_to_markdown
 from dagster_project.warehouse import replace_dates
 from ml.gate import GateDecision, apply
-from ml.recommend import INTERACTION_COLUMNS, Popularity, Recommender, Snapshot, item_categories
+from ml.recommend import INTERACTION_COLUMNS, Popularity, Recommender, Snapshot, item_categories, positions_in
 from ml.recommendations import (
     CANDIDATES,
     MODEL_NAME,
@@ -74,8 +76,8 @@ def _interactions(warehouse: WarehouseResource, dates: list[dt.date], users_at_m
     frame = warehouse.query_df(f"select as_of_date, {', '.join(INTERACTION_COLUMNS)} "
                                f"from marts.fct_user_item_interactions where as_of_date in (select unnest(?)) {sample}",
                                params)
-    frame["as_of_date"] = pd.to_datetime(frame.as_of_date).dt.date
-    return {d: frame[frame.as_of_date == d].drop(columns="as_of_date").reset_index(drop=True) for d in dates}
+    stamps = pd.to_datetime(frame.pop("as_of_date"))  # compared as timestamps: a date object per row cost seconds
+    return {d: frame[stamps == pd.Timestamp(d)].reset_index(drop=True) for d in dates}
 
 
 # each date's interactions aggregate up to a year of item days: a build covers as many dates as keep it under this
@@ -260,9 +262,14 @@ SCORING_USERS_PER_BATCH = 50_000  # the champion scores this many users at a tim
 
 
 def _user_batches(interactions: pd.DataFrame, users_per_batch: int):
-    """``interactions`` cut into consecutive frames of at most ``users_per_batch`` users (each user's rows whole)."""
-    ordered = interactions.sort_values("user_id", kind="stable").reset_index(drop=True)
-    firsts = np.flatnonzero(ordered.user_id.ne(ordered.user_id.shift()).to_numpy())
+    """``interactions`` cut into consecutive frames of at most ``users_per_batch`` users (each user's rows whole).
+    Users are grouped by first appearance (integer codes, not a sort of the ids); rows that come grouped already,
+    as the warehouse streams them, are not moved."""
+    codes, _ = pd.factorize(interactions.user_id, use_na_sentinel=False)
+    ordered = interactions if (np.diff(codes) >= 0).all() else interactions.iloc[np.argsort(codes, kind="stable")]
+    ordered = ordered.reset_index(drop=True)
+    codes = np.sort(codes, kind="stable")
+    firsts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else codes
     for batch in range(0, len(firsts), users_per_batch):
         end = firsts[batch + users_per_batch] if batch + users_per_batch < len(firsts) else len(ordered)
         yield ordered.iloc[firsts[batch]:end]
@@ -277,7 +284,7 @@ def score_lists(recommender: Recommender, version: str, population: pd.DataFrame
     given), marked as the fallback in model_name and model_version. ``category``: each item's category (from
     ``interactions`` unless given)."""
     users = population.user_id.unique()
-    known = interactions[interactions.user_id.isin(set(users))]
+    known = interactions[positions_in(pd.Index(users), interactions.user_id) >= 0]
     category = item_categories(interactions) if category is None else category
     in_categories = fallback if fallback is not None else (
         Popularity(within_categories=True).fit(interactions) if len(interactions) else None)
@@ -290,9 +297,9 @@ def score_lists(recommender: Recommender, version: str, population: pd.DataFrame
                   else pd.DataFrame(columns=["user_id", "rank", "item_id", "score", "reason"]))
         served = served.assign(model_name=MODEL_NAME, model_version=version)
         per_user = served.groupby("user_id").size()
-        short = users[~pd.Index(users).isin(per_user.index[per_user >= k])]  # a hash lookup: users can be millions
+        short = users[positions_in(per_user.index[per_user >= k], users) < 0]  # a hash lookup: users can be millions
         if in_categories is not None and len(short):
-            short_known = known[known.user_id.isin(set(short))]
+            short_known = known[positions_in(pd.Index(short), known.user_id) >= 0]
             extra = in_categories.recommend(short, k, new_only, interactions=short_known if len(short_known) else None)
             # a user without any interaction (a visit without items) gets the overall most popular items
             strangers = sorted(set(short) - set(extra.user_id))
@@ -317,16 +324,37 @@ def score_lists(recommender: Recommender, version: str, population: pd.DataFrame
     return lists
 
 
-SCORING_USERS_PER_CHUNK = 100_000  # users whose interactions are read from the warehouse at once
+SCORING_ROWS_PER_CHUNK = 5_000_000  # interaction rows scored at once (whole users): bounds memory at any size
 FALLBACK_USERS = 200_000  # the fallback's popularity is learned from at most this many users (a hash sample)
 
 
+def _chunks_of_whole_users(reader, rows_per_chunk: int):
+    """Frames of about ``rows_per_chunk`` rows from a stream of record batches ordered by user, each user's rows in
+    one frame: the last user of a chunk waits for the next batches, which may hold more of their rows."""
+    pending, rows = [], 0
+    for batch in reader:
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows < rows_per_chunk:
+            continue
+        table = pa.Table.from_batches(pending)
+        ids = table.column("user_id")
+        cut = len(ids) - pc.sum(pc.equal(ids, ids[-1])).as_py()  # the rows ordered by user: the last one's are a suffix
+        if cut:
+            yield table.slice(0, cut).to_pandas()
+        pending, rows = table.slice(cut).to_batches(), len(ids) - cut
+    if rows:
+        yield pa.Table.from_batches(pending).to_pandas()
+
+
 def score_population(warehouse: WarehouseResource, recommender: Recommender, version: str, users, as_of: dt.date,
-                     k: int, users_per_chunk: int = SCORING_USERS_PER_CHUNK):
-    """Both lists for ``users`` at ``as_of``, one chunk of users at a time (read, scored, yielded: memory stays
-    bounded whatever the population): yields score_lists' {new_only: list} per chunk. The fallback's popularity
-    is learned once, from a hash sample of the date's users, and each item's category is the one most of the date's
-    rows name (item_categories), computed in the warehouse."""
+                     k: int, rows_per_chunk: int = SCORING_ROWS_PER_CHUNK, rows_per_read: int = 1_000_000):
+    """Both lists for ``users`` at ``as_of``, a chunk of whole users at a time (memory stays bounded whatever the
+    population): yields score_lists' {new_only: list} per chunk, then one for the users without interactions. The
+    date's interactions are read in one pass, ordered by user and streamed (a query per chunk of users scanned the
+    date's rows again each time: ten scans at 1M users). The fallback's popularity is learned once, from a hash
+    sample of the date's users, and each item's category is the one most of the date's rows name
+    (item_categories), computed in the warehouse."""
     sample = _interactions(warehouse, [as_of], FALLBACK_USERS, as_of)[as_of]
     fallback = Popularity(within_categories=True).fit(sample) if len(sample) else None
     category = warehouse.query_df("""
@@ -338,13 +366,24 @@ def score_population(warehouse: WarehouseResource, recommender: Recommender, ver
             group by item_id, category_id)
         where choice = 1""", [as_of]).set_index("item_id").category_id
     users = pd.Index(users).unique()
-    for start in range(0, len(users), users_per_chunk):
-        chunk = users[start:start + users_per_chunk]
-        interactions = warehouse.query_df(
+    scored = set()
+    with warehouse.reader() as con:
+        con.register("population_users", pa.table({"user_id": pa.array(users.astype(str), pa.string())}))
+        reader = con.execute(
             f"select {', '.join(INTERACTION_COLUMNS)} from marts.fct_user_item_interactions "
-            "where as_of_date = ? and user_id in (select unnest(?))", [as_of, list(chunk)])
-        yield score_lists(recommender, version, pd.DataFrame({"user_id": chunk}), interactions, k, as_of,
-                          fallback=fallback, category=category)
+            "semi join population_users using (user_id) where as_of_date = ? order by user_id",
+            [as_of]).to_arrow_reader(rows_per_read)
+        for interactions in _chunks_of_whole_users(reader, rows_per_chunk):
+            chunk = interactions.user_id.unique()
+            scored.update(chunk)
+            yield score_lists(recommender, version, pd.DataFrame({"user_id": chunk}), interactions, k, as_of,
+                              fallback=fallback, category=category)
+    without_rows = users[~users.isin(scored)]  # visits without items: the fallback's lists alone
+    if len(without_rows):
+        yield score_lists(recommender, version, pd.DataFrame({"user_id": without_rows}),
+                          pd.DataFrame({c: pd.Series(dtype=object if c.endswith("_id") else float)
+                                        for c in INTERACTION_COLUMNS}),
+                          k, as_of, fallback=fallback, category=category)
 
 
 @dg.multi_asset(specs=[dg.AssetSpec(NEXT_ITEMS, deps=[CHAMPION_KEY, INTERACTIONS, SCORING_POPULATION, ITEMS],
