@@ -3,6 +3,7 @@
 
     make bench-recommendations-scale                            # 1M, 10M, 100M: a section of results/scale.md
     python benchmarks/recommendations_scale.py --sizes 1000000  # one size (the others keep their last figures)
+    python benchmarks/recommendations_scale.py --sizes 100000000 --again   # retrain and rescore on the last home
 
 Per size, in its own process and a fresh SHOPCAST_HOME:
 1. the scale benchmark's generated events (benchmarks/scale.py's, shared through --workdir: generated once), the
@@ -98,23 +99,35 @@ def score(as_of: dt.date, users_at_most: int) -> dict:
             "fallback_share": round(fallback_rows / max(rows[False], 1), 4)}
 
 
-def run_size(n_events: int, workdir: Path) -> dict:
+def run_size(n_events: int, workdir: Path, again: bool = False) -> dict:
+    """One size from a fresh home (generated events ingested), or ``again`` on the home a last run left: its
+    ingest figures kept, training and scoring measured anew (after a change to either)."""
     events = land_events(n_events, workdir)
     home = workdir / f"recommendations_home_{n_events}"
-    paths, landing, _, held_back = fresh_home(events, home)
+    if again:
+        os.environ["SHOPCAST_HOME"] = str(home)
+        os.environ.setdefault("SHOPCAST_LOG_LEVEL", "WARNING")
+        previous = json.loads((workdir / f"recommendations_result_{n_events}.json").read_text())
+        paths, held_back = None, previous["as_of_date"]
+    else:
+        paths, landing, _, held_back = fresh_home(events, home)
     from dagster_project import runs
     from dagster_project.settings import load_settings
 
     as_of = dt.date.fromisoformat(held_back)  # the interactions use the events strictly before it
     settings = load_settings()
+    paths = settings.paths
     result = {"events": events["events"], "users": events["users"], "as_of_date": as_of.isoformat(),
               "training_users": settings.recommendation_training_users,
               "training_budget_seconds": settings.training_budget_seconds}
     with RssSampler() as sampler:
-        started = time.time()
-        runs.ingest("canonical", [str(landing)])
-        result["ingest"] = {"seconds": round(time.time() - started, 1),
-                            "peak_rss_mb": sampler.peak_mb(started, time.time())}
+        if again:
+            result["ingest"] = previous["ingest"]
+        else:
+            started = time.time()
+            runs.ingest("canonical", [str(landing)])
+            result["ingest"] = {"seconds": round(time.time() - started, 1),
+                                "peak_rss_mb": sampler.peak_mb(started, time.time())}
         started = time.time()
         run = runs._execute("weekly_training", partition_key=as_of.isoformat(), asset_selection=training_selection())
         wall = (started, time.time())
@@ -125,7 +138,8 @@ def run_size(n_events: int, workdir: Path) -> dict:
             stage["seconds"] = round(stage["seconds"] + step["end"] - step["start"], 1)
             stage["peak_rss_mb"] = max(stage["peak_rss_mb"], sampler.peak_mb(step["start"], step["end"]))
         result["training"] = {"seconds": round(wall[1] - wall[0], 1), "peak_rss_mb": sampler.peak_mb(*wall),
-                              "stages": stages, **training_metadata(run)}
+                              "stages": stages, **training_metadata(run),
+                              **({"retrained_on_the_last_runs_home": True} if again else {})}
         started = time.time()
         result["scoring"] = score(as_of, SCORED_USERS)
         result["scoring"]["peak_rss_mb"] = sampler.peak_mb(started, time.time())
@@ -227,13 +241,15 @@ def main() -> None:
     parser.add_argument("--score-only", action="store_true",
                         help="score again on each size's existing home (its champion), keeping the training figures")
     parser.add_argument("--training-commit", help=argparse.SUPPRESS)  # a stopped run's commit, for its figures
+    parser.add_argument("--again", action="store_true",
+                        help="train and score again on each size's existing home (its ingest kept)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.score_only:
         rescore(args.sizes, args.workdir, args.training_commit)
         return
     if args.one_size:
-        result = run_size(args.one_size, args.workdir)
+        result = run_size(args.one_size, args.workdir, args.again)
         (args.workdir / f"recommendations_result_{args.one_size}.json").write_text(json.dumps(result, indent=1))
         return
     from benchmarks.scale import load_results as load_scale
@@ -242,7 +258,8 @@ def main() -> None:
     results = load_results()
     for n in sorted(args.sizes):
         print(f"recommendations at scale: {n:,} events", flush=True)
-        subprocess.run([sys.executable, __file__, "--one-size", str(n), "--workdir", str(args.workdir)], check=True)
+        subprocess.run([sys.executable, __file__, "--one-size", str(n), "--workdir", str(args.workdir),
+                        *(["--again"] if args.again else [])], check=True)
         result = json.loads((args.workdir / f"recommendations_result_{n}.json").read_text())
         results[str(n)] = result | {"measured_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                                     "commit": _commit()}

@@ -234,7 +234,8 @@ def search(family: Family, split: Split, set_name: str, columns: list[str], targ
     calibrated (on out-of-fold predictions for the newest training cutoff's users: ml/calibration.py) and its
     F1-optimal threshold chosen on those calibrated predictions; an amount model's total is scaled the same way. The
     first configuration is always tried; another only while it, the refit and the cross-fits (projected from the
-    last fit's time and the rows) still fit in the budget."""
+    last fit's time and the rows) still fit in the budget. An early-stopped family (the GRU) is also told to stop
+    its epochs in time for those (``max_seconds``): its first configuration fits the budget too."""
     started, best, tried = time.perf_counter(), None, 0
     y_tune = split.tune[target.label].to_numpy(dtype=float)
     # after the search: the refit on every training row, and the cross-fits, each on (folds - 1) / folds of them:
@@ -245,7 +246,11 @@ def search(family: Family, split: Split, set_name: str, columns: list[str], targ
         if tried and time.perf_counter() - started + last_fit * (1 + refit_share) > budget_seconds:
             break
         fit_started = time.perf_counter()
-        model = _fit(family, columns, params, split.fit, target, split.tune if family.stops_early else None)
+        fit_params = params
+        if family.stops_early:  # an iterative fit stops in time for the refit and the cross-fits to fit the share
+            left = max(0.0, budget_seconds - (fit_started - started))
+            fit_params = {**params, "max_seconds": left / (1 + refit_share)}
+        model = _fit(family, columns, fit_params, split.fit, target, split.tune if family.stops_early else None)
         last_fit = time.perf_counter() - fit_started
         tried += 1
         p = predict_scores(model, to_matrix(split.tune, columns), target.is_regression)

@@ -113,6 +113,49 @@ def test_the_gru_starts_from_the_logistic_regression_on_its_features_and_keeps_i
 
 
 @needs_torch
+def test_the_gru_stops_its_epochs_within_its_time_and_keeps_the_best_so_far():
+    X, y = _ordered(600, 0)
+    X_eval, y_eval = _ordered(200, 1)
+    # no time left after the linear start: no epoch begins, the model is that start (epoch 0)
+    capped = GRUClassifier(hidden_size=8, epochs=25, max_seconds=0.0).fit(X, y, eval_set=(X_eval, y_eval))
+    assert capped.stopped_for_time_ and capped.best_epochs_ == 0 and len(capped.history_) == 1
+    linear = GRUClassifier(hidden_size=8, epochs=0).fit(X, y)
+    np.testing.assert_allclose(capped.predict_proba(X_eval), linear.predict_proba(X_eval), atol=1e-6)
+    # half the time all 25 epochs take: it stops before them (and before patience would), keeping its best epoch
+    import time
+
+    started = time.perf_counter()
+    GRUClassifier(hidden_size=8, epochs=25, patience=25).fit(X, y, eval_set=(X_eval, y_eval))
+    whole = time.perf_counter() - started
+    some = GRUClassifier(hidden_size=8, epochs=25, patience=25, max_seconds=whole / 2).fit(
+        X, y, eval_set=(X_eval, y_eval))
+    assert some.stopped_for_time_ and len(some.history_) - 1 < 25
+    assert some.best_epochs_ == int(np.argmin(some.history_))
+
+
+@needs_torch
+def test_the_search_gives_the_gru_the_budget_left_for_its_refit_and_cross_fits():
+    """Out of budget, the GRU's first configuration trains no epoch (its refit and cross-fits then train none):
+    the budget holds for it as for the families whose first configuration is one fit."""
+    from ml.models import FAMILIES
+    from ml.targets import PURCHASE_PROPENSITY_7D
+    from ml.train import search, time_split
+
+    frames = []
+    for rank in range(1, 5):
+        X, y = _ordered(300, rank)
+        frames.append(X.assign(cutoff_rank=rank, user_id=[f"u{i}" for i in range(len(X))],
+                               as_of_date=pd.Timestamp("2026-10-25") - pd.Timedelta(days=7 * (rank - 1)),
+                               purchase_next_7d=y))
+    frame = pd.concat(frames, ignore_index=True)
+    split = time_split(frame, PURCHASE_PROPENSITY_7D, min_examples_per_class=20)
+    columns = [c for c in frame.columns if c == "events_7d" or c.startswith("seq_")]
+    out_of_time = search(FAMILIES["gru"], split, "sequence", columns, PURCHASE_PROPENSITY_7D, budget_seconds=0)
+    assert out_of_time.params["epochs"] == 0 and "max_seconds" not in out_of_time.params
+    assert out_of_time.model.model[-1].epochs == 0  # the published refit, inside its calibration
+
+
+@needs_torch
 def test_the_gru_saves_as_plain_arrays_and_its_reasons_name_the_events_that_raised_the_score(tmp_path):
     import pickle
 
