@@ -737,6 +737,10 @@ class Fallback(Recommender):
         self.first, self.then = first, then
         self.name = f"{first.name}_then_{then.name}"
 
+    @property
+    def needs(self) -> str | None:  # an optional extra either part cannot run without
+        return getattr(self.first, "needs", None) or getattr(self.then, "needs", None)
+
     def get_params(self) -> dict:
         return {"first": self.first.name, **{f"first__{k}": v for k, v in self.first.get_params().items()},
                 "then": self.then.name, **{f"then__{k}": v for k, v in self.then.get_params().items()}}

@@ -280,9 +280,10 @@ class RecommendationPolicy(dg.ConfigurableResource):
 
     @property
     def candidate_list(self) -> list[str]:
-        from ml.recommendations import CANDIDATES, NAIVE
+        from ml.recommendations import CANDIDATES, NAIVE, OPT_IN
 
-        chosen = list(CANDIDATES) if self.candidates in ("", "all") else [c for c in self.candidates.split(",") if c]
+        chosen = ([c for c in CANDIDATES if c not in OPT_IN] if self.candidates in ("", "all")
+                  else [c for c in self.candidates.split(",") if c])
         return [*chosen, *(n for n in NAIVE if n not in chosen)]  # the first champion is the best naive one
 
     def dates(self, as_of: dt.date, cadence_days: int):
