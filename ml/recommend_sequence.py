@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ml.recommend import Catalogue, UserRows, _Factors
-from ml.sequences import torch_missing
+from ml.sequences import epochs_within, torch_missing
 
 
 class GRU4Rec(_Factors):
@@ -94,12 +94,8 @@ class GRU4Rec(_Factors):
         network = self._network(torch)
         optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
         tokens = torch.as_tensor(trainable)
-        self.epochs_trained_, self.stopped_for_time_, last_epoch = 0, False, 0.0
-        for _ in range(self.epochs if len(trainable) else 0):
-            if self.max_seconds is not None and time.perf_counter() - started + last_epoch > self.max_seconds:
-                self.stopped_for_time_ = True
-                break
-            epoch_started = time.perf_counter()
+        self.epochs_trained_ = 0
+        for _ in epochs_within(self, self.epochs if len(trainable) else 0, started):
             network.train()
             for batch in torch.randperm(len(tokens), generator=generator).split(self.batch_size):
                 inputs, targets = tokens[batch, :-1], tokens[batch, 1:]
@@ -116,7 +112,6 @@ class GRU4Rec(_Factors):
                 loss.backward()
                 optimiser.step()
             self.epochs_trained_ += 1
-            last_epoch = time.perf_counter() - epoch_started
         self.weights_ = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
         embeddings = self.weights_["items.weight"]
         self.item_factors_ = np.zeros((len(catalogue.items), self.factors), dtype=np.float32)

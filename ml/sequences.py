@@ -91,6 +91,19 @@ def encode(events: pd.DataFrame, keys: pd.DataFrame, length: int) -> pd.DataFram
     return pd.DataFrame(np.hstack(blocks), columns=token_columns(length), index=keys.index)
 
 
+def epochs_within(model, epochs: int, started: float):
+    """Epoch numbers 1..epochs while the next one, by the last one's time, would end within ``model.max_seconds``
+    of ``started`` (None: no limit); sets ``model.stopped_for_time_`` when time, not the epochs, ended it."""
+    model.stopped_for_time_, last = False, 0.0
+    for epoch in range(1, epochs + 1):
+        if model.max_seconds is not None and time.perf_counter() - started + last > model.max_seconds:
+            model.stopped_for_time_ = True
+            return
+        begun = time.perf_counter()
+        yield epoch
+        last = time.perf_counter() - begun
+
+
 def torch_missing() -> str | None:
     """Why the sequence families cannot run here, or None."""
     try:
@@ -234,12 +247,7 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
             # epoch 0, the linear model: what the sequence has to improve on
             best, best_state, best_epoch = eval_loss(), kept(), 0
             self.history_.append(best)
-        self.stopped_for_time_, last_epoch = False, 0.0
-        for epoch in range(1, self.epochs + 1):
-            if self.max_seconds is not None and time.perf_counter() - started + last_epoch > self.max_seconds:
-                self.stopped_for_time_ = True
-                break
-            epoch_started = time.perf_counter()
+        for epoch in epochs_within(self, self.epochs, started):
             network.train()
             for batch in torch.randperm(len(y), generator=generator).split(self.batch_size):
                 optimiser.zero_grad()
@@ -247,7 +255,6 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
                     network(features[batch], tokens[batch]), target[batch], weight=weight[batch])
                 loss.backward()
                 optimiser.step()
-            last_epoch = time.perf_counter() - epoch_started
             if eval_set is None:
                 continue
             loss_now = eval_loss()
