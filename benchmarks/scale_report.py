@@ -156,6 +156,8 @@ def recommendations_section() -> list[str]:
             f"| {scoring.get('users', 0):,} | {_fmt_seconds(scoring.get('top10_seconds', 0.0))} | {rate:,.0f} "
             f"| {peak:.1f} | {r.get('measured_at', '')} ({r.get('commit', '')})"
             + (f"; lists scored {scoring['measured_at']} ({scoring['commit']})" if "commit" in scoring else "")
+            + ("; retrained on the home of the run before (its folds' interactions already built)"
+               if r["training"].get("retrained_on_the_last_runs_home") else "")
             + " |")
     order = ["interactions (dbt)", "folds' interactions (dbt)", "candidates + register", "gate"]
     seen = {stage for r in rows for stage in r["training"]["stages"]}

@@ -79,6 +79,25 @@ def test_the_budget_leaves_out_whole_candidates_but_never_the_protected_ones():
     assert none_skipped == {} and len(ample) == 8 and set(ample.candidate) == set(names)
 
 
+def test_the_labelled_snapshots_are_read_only_for_a_candidate_that_learns_from_them():
+    from ml.recommendations import LazySnapshots
+
+    interactions = _communities()
+    truth = interactions.groupby("user_id").head(1)[["user_id", "item_id"]]
+    reads = []
+
+    def history(found):
+        return LazySnapshots(lambda: reads.append(len(found)) or found)
+
+    folds = [Fold(dt.date(2026, 3, 1), interactions, truth, history([])),
+             Fold(dt.date(2026, 3, 8), interactions, truth, history([]))]
+    spent, skipped = backtest_within_budget(["popularity", "history_bought"], folds, None)
+    assert reads == [] and set(spent.candidate) == {"popularity", "history_bought"}
+    # the reranker asks for them: a fold without one leaves it out, with the reason
+    spent, skipped = backtest_within_budget(["popularity", "reranker"], folds, None)
+    assert reads and "history is too short" in skipped["reranker"] and set(spent.candidate) == {"popularity"}
+
+
 def test_a_learned_candidate_is_projected_from_the_naive_ones_before_its_first_fold(monkeypatch):
     """A family far costlier than the naive candidates (BPR at scale) does not start a fold the budget cannot hold:
     its first fold is projected from theirs."""

@@ -37,6 +37,7 @@ from ml.recommendations import (
     NAIVE,
     PRIMARY_METRIC,
     Fold,
+    LazySnapshots,
     decide,
     fold_scores,
     register,
@@ -133,8 +134,15 @@ def next_items_candidates(context: dg.AssetExecutionContext, settings: PipelineS
     users = int(warehouse.query_df("select count(distinct user_id) as n from marts.fct_user_item_interactions "
                                    "where as_of_date = ?", [as_of]).n.iloc[0])
     sampled = users > recommendation_policy.training_users
-    interactions = _interactions(warehouse, protocol.all, recommendation_policy.training_users if sampled else None,
-                                 as_of)
+    sample_size = recommendation_policy.training_users if sampled else None
+    # the folds' and the date's interactions now; a labelled snapshot's only when a candidate reads it
+    interactions = _interactions(warehouse, sorted({*protocol.folds, as_of}), sample_size, as_of)
+
+    def interactions_at(day: dt.date) -> pd.DataFrame:
+        if day not in interactions:
+            interactions.update(_interactions(warehouse, [day], sample_size, as_of))
+        return interactions[day]
+
     if sampled:
         context.log.info(f"recommenders fitted on {recommendation_policy.training_users:,} of {users:,} users "
                          "(a hash sample); every user is served")
@@ -143,9 +151,12 @@ def next_items_candidates(context: dg.AssetExecutionContext, settings: PipelineS
         "where n_purchase > 0 and activity_date >= ? and activity_date < ?", [protocol.all[0], as_of])
     horizon = recommendation_policy.horizon_days
 
-    def snapshots(dates):  # the labelled ones: interactions before, buyers after
-        found = [Snapshot(interactions[d], truth_after(item_days, d, horizon, interactions[d])) for d in dates]
-        return [s for s in found if len(s.interactions) and len(s.truth)]
+    def snapshots(dates) -> LazySnapshots:  # the labelled ones: interactions before, buyers after
+        def load():
+            found = [Snapshot(interactions_at(d), truth_after(item_days, d, horizon, interactions_at(d)))
+                     for d in dates]
+            return [s for s in found if len(s.interactions) and len(s.truth)]
+        return LazySnapshots(load)
 
     folds = [Fold(d, interactions[d], truth_after(item_days, d, horizon, interactions[d]),
                   snapshots(protocol.snapshots[d])) for d in protocol.folds]
@@ -165,12 +176,7 @@ def next_items_candidates(context: dg.AssetExecutionContext, settings: PipelineS
         if champion.tags["candidate"] not in names:
             names.append(champion.tags["candidate"])
         protected.append(champion.tags["candidate"])  # the gate compares with the champion's configuration
-    production_history = snapshots(protocol.snapshots[as_of])
-    learning = [n for n in names if getattr(CANDIDATES[n](), "needs_history", False)]
-    if learning and (not production_history or not all(f.history for f in folds)):
-        context.log.warning(f"{', '.join(learning)} left out: they learn from labelled snapshots a horizon apart, "
-                            "and the history is too short for every fold to have one")
-        names = [n for n in names if n not in learning]
+    production_history = snapshots(protocol.snapshots[as_of])  # read only if the reranker runs
     outcome = train_candidates(folds, interactions[as_of], production_history, mlflow.store(), names,
                                tags={"as_of_date": as_of.isoformat(), "dagster_run_id": context.run.run_id},
                                progress=context.log.info, budget_seconds=recommendation_policy.budget_seconds,
