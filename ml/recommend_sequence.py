@@ -94,6 +94,11 @@ class GRU4Rec(_Factors):
         network = self._network(torch)
         optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
         tokens = torch.as_tensor(trainable)
+        # in-batch negatives are drawn in proportion to how often an item is a next item: without a correction the
+        # model learns to push popular items down (logQ correction, Yi et al. 2019)
+        counts = np.bincount(trainable[:, 1:][(trainable[:, 1:] > 0) & (trainable[:, :-1] > 0)],
+                             minlength=len(kept) + 1).astype(np.float64)
+        log_q = torch.as_tensor(np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0)), dtype=torch.float32)
         self.epochs_trained_ = 0
         for _ in epochs_within(self, self.epochs if len(trainable) else 0, started):
             network.train()
@@ -106,7 +111,7 @@ class GRU4Rec(_Factors):
                 states, targets = states[real], targets[real]
                 # every next item of the batch is a negative of the others (in-batch softmax)
                 candidates, target_index = torch.unique(targets, return_inverse=True)
-                logits = states @ network.items(candidates).T
+                logits = states @ network.items(candidates).T - log_q[candidates]
                 loss = torch.nn.functional.cross_entropy(logits, target_index)
                 optimiser.zero_grad()
                 loss.backward()
