@@ -173,7 +173,8 @@ class Settings(BaseSettings):
                                      "cutoff")
     recommendation_candidates: RecommenderList = Field(
         "all", description="or a comma-separated subset of the recommenders of ml/recommendations.py (popularity, "
-                           "history_bought, als, ease, reranker...); the best naive one is always tried")
+                           "history_bought, als, ease, reranker...); the best naive one is always tried; the "
+                           "sequence recommenders (gru4rec, history_engaged_then_gru4rec) only when named")
     recommendations_per_user: int = Field(10, ge=1, le=100, description="items in each user's next_items and "
                                                                          "new_items lists")
     recommendation_training_users: int = Field(
