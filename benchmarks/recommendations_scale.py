@@ -50,6 +50,17 @@ def stage_of(step_key: str) -> str:
     return "other"
 
 
+def stages_of(run_id: str, sampler: RssSampler | None = None) -> dict[str, dict]:
+    """The run's step times summed by stage (stage_of), with the peak memory of each when ``sampler`` watched it."""
+    stages: dict[str, dict] = {}
+    for step in run_steps(run_id)[0]:
+        stage = stages.setdefault(stage_of(step["step"]), {"seconds": 0.0, "peak_rss_mb": 0})
+        stage["seconds"] = round(stage["seconds"] + step["end"] - step["start"], 1)
+        if sampler is not None:
+            stage["peak_rss_mb"] = max(stage["peak_rss_mb"], sampler.peak_mb(step["start"], step["end"]))
+    return stages
+
+
 def training_selection():
     import dagster as dg
 
@@ -131,12 +142,7 @@ def run_size(n_events: int, workdir: Path, again: bool = False) -> dict:
         started = time.time()
         run = runs._execute("weekly_training", partition_key=as_of.isoformat(), asset_selection=training_selection())
         wall = (started, time.time())
-        steps, _ = run_steps(run.run_id)
-        stages: dict[str, dict] = {}
-        for step in steps:
-            stage = stages.setdefault(stage_of(step["step"]), {"seconds": 0.0, "peak_rss_mb": 0})
-            stage["seconds"] = round(stage["seconds"] + step["end"] - step["start"], 1)
-            stage["peak_rss_mb"] = max(stage["peak_rss_mb"], sampler.peak_mb(step["start"], step["end"]))
+        stages = stages_of(run.run_id, sampler)
         result["training"] = {"seconds": round(wall[1] - wall[0], 1), "peak_rss_mb": sampler.peak_mb(*wall),
                               "stages": stages, **training_metadata(run),
                               **({"retrained_on_the_last_runs_home": True} if again else {})}
@@ -187,11 +193,7 @@ def training_from_log(n_events: int, workdir: Path, training_commit: str | None)
             meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
             found |= {k: meta.get(k) for k in ("best", "users", "training_users", "left_out")} if key == CANDIDATES_KEY \
                 else {"champion_candidate": meta.get("champion_candidate")}
-    steps, _ = run_steps(run.run_id)
-    stages: dict[str, dict] = {}
-    for step in steps:
-        stage = stages.setdefault(stage_of(step["step"]), {"seconds": 0.0, "peak_rss_mb": 0})
-        stage["seconds"] = round(stage["seconds"] + step["end"] - step["start"], 1)
+    stages = stages_of(run.run_id)
     as_of = dt.date.fromisoformat(run.tags["dagster/partition"])
     return {"events": events["events"], "users": events["users"], "as_of_date": as_of.isoformat(),
             "training": {"seconds": round(stats.end_time - stats.start_time, 1), "peak_rss_mb": 0,
