@@ -445,6 +445,8 @@ class History(Recommender):
         return found
 
     def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
+        # The definition of the lists in the dense form every family shares: recommend() serves the same lists from
+        # the sparse rows (users x catalogue would not fit at scale), and a test holds the two equal.
         base = view.purchases[rows] if self.source == "bought" else view.weight[rows]
         scores = np.full(base.shape, -np.inf, dtype=np.float32)
         r, i = base.nonzero()
