@@ -630,15 +630,21 @@ class _Factors(_ItemToItem):
             model.fit(catalogue.weight, show_progress=False)
         self.model_ = model
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
-        norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
-        self.item_unit_ = self.item_factors_ / np.where(norms > 0, norms, 1.0)
         self._keep_popular(catalogue)
-        self.scored_ = self.item_factors_ if self.kept_ is None else self.item_factors_[self.kept_]
+        self._use_item_factors(np.asarray(model.item_factors, dtype=np.float32))
 
-    def _fold_in(self, rows_matrix: sp.csr_matrix) -> np.ndarray:
+    def _use_item_factors(self, factors: np.ndarray) -> None:
+        """The items' factors (catalogue positions x f), their unit vectors (the reasons' cosines) and the rows
+        scored (the kept popular items: _keep_popular first)."""
+        self.item_factors_ = factors
+        norms = np.linalg.norm(factors, axis=1, keepdims=True)
+        self.item_unit_ = factors / np.where(norms > 0, norms, 1.0)
+        self.scored_ = factors if self.kept_ is None else factors[self.kept_]
+
+    def _fold_in(self, view: UserRows) -> np.ndarray:
         """Factors of users the fit did not see as they are now: the least-squares factors that best reproduce their
         rows from the item factors (ridge, the fit's regularisation)."""
+        rows_matrix = view.weight
         Y = self.item_factors_.astype(np.float64)
         gram = Y.T @ Y + self.regularization * np.eye(Y.shape[1])
         return np.asarray(rows_matrix @ Y, dtype=np.float64) @ np.linalg.inv(gram)
@@ -648,7 +654,7 @@ class _Factors(_ItemToItem):
             return self.user_factors_[rows]
         key = ("factors", id(self))
         if key not in view.cache:  # every row's at once: both lists use them
-            view.cache[key] = self._fold_in(view.weight).astype(np.float32)
+            view.cache[key] = self._fold_in(view).astype(np.float32)
         return view.cache[key][rows]
 
     def _scores(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
@@ -705,10 +711,10 @@ class ALS(_Factors):
         return AlternatingLeastSquares(factors=self.factors, regularization=self.regularization, alpha=self.alpha,
                                        iterations=self.iterations, random_state=self.random_state)
 
-    def _fold_in(self, rows_matrix: sp.csr_matrix) -> np.ndarray:
+    def _fold_in(self, view: UserRows) -> np.ndarray:
         # ALS's own per-user solve, with the fit's confidence weighting
         with threadpool_limits(1, "blas"):
-            return np.asarray(self.model_.recalculate_user(np.arange(rows_matrix.shape[0]), rows_matrix.tocsr()))
+            return np.asarray(self.model_.recalculate_user(np.arange(view.weight.shape[0]), view.weight.tocsr()))
 
 
 class BPR(_Factors):

@@ -22,13 +22,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
 from ml.recommend import Catalogue, UserRows, _Factors
-from ml.sequences import epochs_within, torch_missing
+from ml.sequences import NetworkFromWeights, epochs_within, torch_missing
 
 
-class GRU4Rec(_Factors):
+class GRU4Rec(NetworkFromWeights, _Factors):
     needs = "deep"  # left out, with torch_missing()'s reason, where PyTorch is not installed
 
     def __init__(self, factors: int = 64, length: int = 20, epochs: int = 10, batch_size: int = 256,
@@ -37,7 +36,6 @@ class GRU4Rec(_Factors):
         self.factors, self.length, self.epochs, self.batch_size = factors, length, epochs, batch_size
         self.learning_rate, self.random_state, self.max_items = learning_rate, random_state, max_items
         self.max_seconds = max_seconds
-        self.regularization = 0.0  # read by _Factors' reasons; no ridge fold-in here
         self.name = "gru4rec"
 
     # -- sequences ---------------------------------------------------------------------------------------------------
@@ -60,7 +58,9 @@ class GRU4Rec(_Factors):
         return out
 
     # -- fit ---------------------------------------------------------------------------------------------------------
-    def _network(self, torch):
+    def _network(self):
+        import torch
+
         vocabulary, factors = len(self.vocabulary_) + 1, self.factors
 
         class Network(torch.nn.Module):
@@ -91,7 +91,7 @@ class GRU4Rec(_Factors):
         trainable = sequences[(sequences > 0).sum(axis=1) >= 2]  # a next item to predict
         torch.manual_seed(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
-        network = self._network(torch)
+        network = self._network()
         optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
         tokens = torch.as_tensor(trainable)
         # in-batch negatives are drawn in proportion to how often an item is a next item: without a correction the
@@ -118,28 +118,17 @@ class GRU4Rec(_Factors):
                 optimiser.step()
             self.epochs_trained_ += 1
         self.weights_ = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
-        embeddings = self.weights_["items.weight"]
-        self.item_factors_ = np.zeros((len(catalogue.items), self.factors), dtype=np.float32)
-        self.item_factors_[kept] = embeddings[1:]
-        norms = np.linalg.norm(self.item_factors_, axis=1, keepdims=True)
-        self.item_unit_ = self.item_factors_ / np.where(norms > 0, norms, 1.0)
-        self.scored_ = self.item_factors_ if self.kept_ is None else self.item_factors_[self.kept_]
+        factors = np.zeros((len(catalogue.items), self.factors), dtype=np.float32)  # items outside the vocabulary: 0
+        factors[kept] = self.weights_["items.weight"][1:]
+        self._use_item_factors(factors)
         self.user_factors_ = self._states(catalogue.fitted)
 
     # -- states --------------------------------------------------------------------------------------------------------
     def _states(self, view: UserRows, rows_per_batch: int = 4096) -> np.ndarray:
         """Each row's GRU state after its whole sequence (zeros for a row without items in the vocabulary)."""
-        reason = torch_missing()
-        if reason:
-            raise RuntimeError(f"this model is a sequence model: {reason}")
+        network = self._fitted_network()  # says what is missing without PyTorch
         import torch
 
-        network = getattr(self, "_network_cache", None)
-        if network is None:
-            network = self._network(torch)
-            network.load_state_dict({k: torch.as_tensor(v) for k, v in self.weights_.items()})
-            network.eval()
-            self._network_cache = network
         states = np.zeros((len(view.users), self.factors), dtype=np.float32)
         with torch.no_grad():
             for start in range(0, len(view.users), rows_per_batch):
@@ -149,18 +138,5 @@ class GRU4Rec(_Factors):
                 states[rows] = (network(sequences)[:, -1] * (sequences > 0).any(dim=1, keepdim=True)).numpy()
         return states
 
-    def _fold_in(self, rows_matrix: sp.csr_matrix) -> np.ndarray:
-        raise NotImplementedError  # the states come from the sequences: _user_factors below
-
-    def _user_factors(self, view: UserRows, rows: np.ndarray) -> np.ndarray:
-        if view is self.catalogue_.fitted:
-            return self.user_factors_[rows]
-        key = ("states", id(self))
-        if key not in view.cache:  # every row's at once: both lists use them
-            view.cache[key] = self._states(view)
-        return view.cache[key][rows]
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("_network_cache", None)  # a torch module: rebuilt from the numpy weights where needed
-        return state
+    def _fold_in(self, view: UserRows) -> np.ndarray:
+        return self._states(view)  # a sequence model needs no fold-in: the state after the user's items as they are

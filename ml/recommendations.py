@@ -161,24 +161,21 @@ def backtest_within_budget(names: list[str], folds: list[Fold], budget_seconds: 
     order = [n for n in names if n in protected] + [n for n in names if n not in protected]
     rows, skipped, per_candidate = [], {}, {}
     for name in order:
-        mine = []
+        mine, unfitted = [], CANDIDATES[name]()
         # a candidate made of others (the reranker) projects its first fold from theirs, so that it does not
         # start a fold the budget cannot hold
-        if getattr(CANDIDATES[name](), "needs", None) == "deep" and torch_missing():
-            skipped[name] = f"left out: {torch_missing()}"
-            if progress:
-                progress(f"{name} {skipped[name]}")
-            continue
-        projector = getattr(CANDIDATES[name](), "projected_fold_seconds", None)
+        projector = getattr(unfitted, "projected_fold_seconds", None)
         naive = [per_candidate[n] for n in NAIVE if n in per_candidate]
         guess = (projector(per_candidate) if projector
                  else COST_AGAINST_NAIVE.get(name, 1.0) * float(np.mean(naive)) if naive else None)
-        if projector and guess is None and budget_seconds is not None and name not in protected:
+        if getattr(unfitted, "needs", None) == "deep" and torch_missing():
+            skipped[name] = f"left out: {torch_missing()}"
+        elif projector and guess is None and budget_seconds is not None and name not in protected:
             # its generators were left out for the budget: it would fit each of them several times over (measured
             # at 100M events: one fold of 781 s against a budget of 300 s)
             skipped[name] = (f"left out for the training budget of {budget_seconds:.0f} s: the candidates it "
                              "learns from were left out for it")
-        elif getattr(CANDIDATES[name](), "needs_history", False) and not (
+        elif getattr(unfitted, "needs_history", False) and not (
                 all(len(f.history) for f in folds) and (final_history is None or len(final_history))):
             skipped[name] = ("left out: it learns from labelled snapshots a horizon apart, and the history is too "
                              "short for every fold to have one")

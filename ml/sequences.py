@@ -113,7 +113,31 @@ def torch_missing() -> str | None:
     return None
 
 
-class GRUClassifier(ClassifierMixin, BaseEstimator):
+class NetworkFromWeights:
+    """A model whose torch module (``_network()``) is rebuilt from ``weights_``, numpy arrays, on first use and kept
+    out of the pickle: the models are saved without torch objects and need PyTorch only to fit and to predict."""
+
+    def _fitted_network(self):
+        reason = torch_missing()
+        if reason:
+            raise RuntimeError(f"this model is a sequence model: {reason}")
+        import torch
+
+        network = getattr(self, "_network_cache", None)
+        if network is None:
+            network = self._network()
+            network.load_state_dict({k: torch.as_tensor(v) for k, v in self.weights_.items()})
+            network.eval()
+            self._network_cache = network
+        return network
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_network_cache", None)
+        return state
+
+
+class GRUClassifier(NetworkFromWeights, ClassifierMixin, BaseEstimator):
     """A GRU over the token columns, its last state joined with the aggregated features, then a logistic layer.
 
     Early stopping: given ``eval_set`` (the tuning cutoff's rows), training stops when its log loss has not improved
@@ -271,20 +295,6 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
         self.weights_ = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
         return self
 
-    def _fitted_network(self):
-        reason = torch_missing()
-        if reason:
-            raise RuntimeError(f"this model is a sequence model: {reason}")
-        import torch
-
-        network = getattr(self, "_network_cache", None)
-        if network is None:
-            network = self._network()
-            network.load_state_dict({k: torch.as_tensor(v) for k, v in self.weights_.items()})
-            network.eval()
-            self._network_cache = network
-        return network
-
     def decision_function(self, X) -> np.ndarray:
         import torch
 
@@ -322,11 +332,6 @@ class GRUClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_network_cache", None)  # the torch module is rebuilt from weights_ on first use
-        return state
 
 
 def event_group(event_type: str) -> str:
