@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -18,11 +20,47 @@ BIN = Path(sys.executable).parent
 DAILY = ["backfill", DEMO_AS_OF.isoformat(), DEMO_AS_OF.isoformat(), "--job", "daily_scoring"]
 
 
+def run_as_group(cmd: list[str], env: dict, timeout: float, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """A command as its own process group, returned once every process of the group has gone. (A failpoint kills
+    the whole group, but the leader can be reaped while a child still holds the warehouse's lock: the next
+    connection would then fail with "Conflicting lock is held".)"""
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    _wait_until_group_gone(proc.pid)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def _wait_until_group_gone(pgid: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (alive := _live_members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive, f"processes {alive} of group {pgid} still alive {timeout:.0f} s after its leader exited"
+
+
+def _live_members(pgid: int) -> list[int]:
+    """Processes of the group that are not zombies (a zombie holds no file lock)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited while we looked
+        state, process_group = fields[0], int(fields[2])
+        if process_group == pgid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
 def shopcast(args, env=None, timeout=1800, check=True) -> subprocess.CompletedProcess:
     """The shopcast CLI as its own process group (a failpoint kills the group: dbt too)."""
-    proc = subprocess.run([str(BIN / "shopcast"), *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env={**os.environ, "SHOPCAST_LOG_LEVEL": "WARNING", **(env or {})}, timeout=timeout,
-                          start_new_session=True, check=False)
+    proc = run_as_group([str(BIN / "shopcast"), *args], timeout=timeout,
+                        env={**os.environ, "SHOPCAST_LOG_LEVEL": "WARNING", **(env or {})})
     if check:
         assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc

@@ -17,7 +17,7 @@ from dagster_project.serving import SERVING_FILE, read_manifest, verify
 from dagster_project.settings import ShopcastPaths
 from ml.targets import TARGETS
 from tests.conftest import DEMO_AS_OF, TEST_ENV
-from tests.support import served, shopcast, snapshot
+from tests.support import run_as_group, served, shopcast, snapshot
 
 
 def _assert_before_or_after(after: dict, before: dict, reference: dict, point: str) -> None:
@@ -150,10 +150,8 @@ def _publish(paths: ShopcastPaths, env: dict | None = None) -> subprocess.Comple
     code = ("import datetime as dt, sys; from pathlib import Path; from dagster_project.serving import publish, "
             "ServingOptions; publish(Path(sys.argv[1]), Path(sys.argv[2]), dt.date.fromisoformat(sys.argv[3]), "
             "ServingOptions(), 'killed')")
-    return subprocess.run([sys.executable, "-c", code, str(paths.warehouse), str(paths.serving),
-                           DEMO_AS_OF.isoformat()],
-                          env={**os.environ, **TEST_ENV, "SHOPCAST_HOME": str(paths.home), **(env or {})},
-                          capture_output=True, text=True, timeout=300, start_new_session=True, check=False)
+    return run_as_group([sys.executable, "-c", code, str(paths.warehouse), str(paths.serving), DEMO_AS_OF.isoformat()],
+                        env={**os.environ, **TEST_ENV, "SHOPCAST_HOME": str(paths.home), **(env or {})}, timeout=300)
 
 
 def _killed_publish(paths: ShopcastPaths, point: str) -> None:
