@@ -82,6 +82,7 @@ class GRU4Rec(NetworkFromWeights, _Factors):
         import torch
 
         started = time.perf_counter()
+        self._forget_caches()
         self._keep_popular(catalogue)
         kept = np.arange(len(catalogue.items)) if self.kept_ is None else self.kept_
         self.vocabulary_ = kept

@@ -217,3 +217,42 @@ def test_feature_effects_of_the_gru_run_it_once_and_equal_predicting_each_change
             slow = explain.effects(published, X_test, False)
         assert list(fast.columns) == ["events_7d", "carts_28d", *[f"recent_{t}_events" for t in EVENT_CODES]]
         np.testing.assert_allclose(fast.to_numpy(), slow.to_numpy(), atol=1e-6)
+
+
+@needs_torch
+def test_the_gru_keeps_the_sequence_states_of_the_last_rows_and_predicts_as_the_network_does():
+    """Moving an aggregated feature of the same rows reuses the GRU's states (what importances and reasons do
+    many times): the scores equal a fresh copy's and the network's own forward pass; new tokens or a new fit
+    compute them anew."""
+    import pickle
+
+    import torch
+
+    X, y = _ordered(400, 0)
+    model = GRUClassifier(hidden_size=16, epochs=5).fit(X, y)
+    model.decision_function(X)
+    moved = X.assign(events_7d=X["events_7d"] * 3)
+    fresh = pickle.loads(pickle.dumps(model))
+    assert not hasattr(fresh, "_states_cache")
+    np.testing.assert_allclose(model.decision_function(moved), fresh.decision_function(moved), rtol=1e-12)
+    features, tokens = model._inputs(moved)
+    with torch.no_grad():
+        forward = model._fitted_network()(features, tokens).numpy()
+    np.testing.assert_allclose(model.decision_function(moved), forward, atol=1e-5)
+    other, _ = _ordered(400, 1)  # other sequences: not the cached states
+    np.testing.assert_allclose(model.decision_function(other), fresh.decision_function(other), rtol=1e-12)
+    model.fit(other, y)  # a new fit forgets the old network's states
+    assert not hasattr(model, "_states_cache")
+
+
+@needs_torch
+def test_the_permutation_importance_shuffles_a_sequence_as_one():
+    from ml.evaluate import permutation_drops
+    from ml.sequences import SEQUENCE_GROUP
+
+    X, y = _ordered(600, 0)
+    model = GRUClassifier(hidden_size=16, epochs=15).fit(X, y)
+    drops = permutation_drops(model, X, y)
+    assert list(drops.index) == ["events_7d", SEQUENCE_GROUP]
+    # the label is the order of the last events: shuffling whole sequences loses it, the noise feature nothing
+    assert drops[SEQUENCE_GROUP] > 0.2 and abs(drops["events_7d"]) < 0.05
