@@ -114,6 +114,7 @@ def write_report(results: dict) -> Path:
               f"| {r['floor']['seconds'] / r['events'] * 1e6:.2f} | {r['graph']['seconds'] / r['floor']['seconds']:,.0f} |"
               for r in rows]
     lines += recommendations_section()
+    lines += sequences_section()
     lines += ["", "![seconds per stage against events, log-log](scale.png)", ""]
     if NOTES.exists():
         lines += [NOTES.read_text().strip(), ""]
@@ -168,6 +169,52 @@ def recommendations_section() -> list[str]:
         cells = [f"{_fmt_seconds(f['seconds'])} ({f['peak_rss_mb']:,})" if (f := r["training"]["stages"].get(stage))
                  else "–" for r in rows]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def sequences_section() -> list[str]:
+    """The sequence family at 10M events (benchmarks/sequences_scale.py), where it was measured."""
+    path = RESULTS / "sequences_scale.json"
+    if not path.exists():
+        return []
+    import json
+
+    results = json.loads(path.read_text())
+    rows = [results[s] for s in sorted(results, key=int)]
+    lines = ["", "## Sequence models (issue 24): the GRU's training and 1M users' sequences scored", "",
+             ("`make bench-sequences-scale` (benchmarks/sequences_scale.py): the same generated events; the training "
+              "run is the purchase target's assets for the as-of date after the 119 days with the sequence family "
+              "alone (the training set, the sample's event sequences built by dbt, the search within the target's "
+              "budget, registration, the gate); the daily run scores that date's purchase population with the GRU "
+              "(its features, BG/NBD, the date's sequences built by dbt, probabilities and reasons); then the scoring "
+              "step's own code (ml.predict.score) scores 1M users' sequences: the date's population with its tokens, "
+              "repeated under new user ids, since one date of this shop holds far fewer users."), "",
+             ("| events | users | training s (of which candidates; budget) | training rows | champion | daily run s "
+              "(users scored) | 1M sequences scored s | users per minute | peak RSS GB | measured |"),
+             "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        training, daily, million = r["training"], r["daily_scoring"], r.get("scoring_1m", {})
+        candidates = training["stages"].get("candidates + register", {}).get("seconds", 0.0)
+        peak = max(training["peak_rss_mb"], daily["peak_rss_mb"], million.get("peak_rss_mb", 0)) / 1024
+        champion = training.get("champion", {})
+        lines.append(
+            f"| {r['events']:,} | {r['users']:,} | {_fmt_seconds(training['seconds'])} ({_fmt_seconds(candidates)}; "
+            f"{r['training_budget_seconds']}) | {training['candidates'].get('training_rows') or 0:,} "
+            f"| {'promoted' if champion.get('promoted') else champion.get('decision', '–')} "
+            f"| {_fmt_seconds(daily['seconds'])} ({daily.get('users_scored') or 0:,}) "
+            f"| {_fmt_seconds(million.get('score_seconds', 0.0))} | {million.get('users_per_minute', 0):,} "
+            f"| {peak:.1f} | {r.get('measured_at', '')} ({r.get('commit', '')})"
+            + (f"; training {training['measured_at']} ({training['commit']})" if "commit" in training else "")
+            + " |")
+    for part, title in (("training", "Training"), ("daily_scoring", "Daily scoring")):
+        seen = [stage for r in rows for stage in r[part]["stages"]]
+        lines += ["", f"{title}, per stage: seconds (peak RSS MB)", "",
+                  "| stage | " + " | ".join(f"{r['events']:,} events" for r in rows) + " |",
+                  "|---|" + "---:|" * len(rows)]
+        for stage in dict.fromkeys(seen):
+            cells = [f"{_fmt_seconds(f['seconds'])} ({f['peak_rss_mb']:,})" if (f := r[part]["stages"].get(stage))
+                     else "–" for r in rows]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     return lines
 
 
