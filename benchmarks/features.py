@@ -10,6 +10,10 @@ report in issue 22.
 ``--groups`` adds each group of behaviour columns to the counts set on its own (one family, default the logistic
 regression, each grid configuration): which group, if any, carries the signal the whole set does not show.
 
+``--variants sequence`` (issue 24) trains the GRU on the `sequence` set (the behaviour set plus each user's last
+events as tokens; the deep extra needed), after materializing the home's training_sequences asset for its sample:
+against the shipped row of the same home, whether the order of events adds what the aggregates miss.
+
 The home's marts must have been built by a version with the behaviour features (`shopcast run` rebuilds older
 ones). Families, budget and eligibility are the home's settings unless given; every run trains into a temporary
 MLflow store. The backtest is ml/backtest.py's: the best candidate's configuration refit per fold on the older
@@ -34,7 +38,24 @@ from benchmarks.calibration import training_sample
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "features"
-VARIANTS = {"counts": ["counts"], "behaviour": ["behaviour"], "both (shipped)": None}
+VARIANTS = {"counts": ["counts"], "behaviour": ["behaviour"], "both (shipped)": None, "sequence": ["sequence"]}
+# the sequence set is the GRU's alone (issue 24): the behaviour set and each user's last events as tokens
+SEQUENCE_FAMILIES = ["gru"]
+
+
+def with_sequences(home: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """The training sample with its users' event sequences at each cutoff as tokens: the training_sequences asset
+    materialized for the home's sample first (the dbt build of the sequence mart for its dates), as a run with
+    the GRU among its families does."""
+    from dagster_project import runs
+    from dagster_project.defs.resources import WarehouseResource
+    from dagster_project.defs.sequences import load_tokens_for_training
+    from dagster_project.defs.training import TRAINING_SEQUENCES
+
+    os.environ["SHOPCAST_MODEL_FAMILIES"] = ",".join(SEQUENCE_FAMILIES)  # the asset builds tokens only for a GRU
+    last = pd.Timestamp(frame["as_of_date"].max()).date().isoformat()
+    runs._execute("weekly_training", partition_key=last, asset_selection=[TRAINING_SEQUENCES])
+    return load_tokens_for_training(WarehouseResource(path=str(home / "warehouse.duckdb")), frame)
 
 
 def measure(home: Path, label: str, budget: float | None, families: list[str] | None, folds: int,
@@ -56,28 +77,36 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
     measured = set(targets or TARGETS)
     path = RUNS / f"{label}.json"
     # a run for some targets keeps the other targets' rows of an earlier run of the same home
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["target"] not in measured] if path.exists() else []
+    chosen = [v for v in VARIANTS if (v.split(" ")[0] in variants if variants else v != "sequence")]
+    # a run keeps the rows of the targets and variants it does not measure, from an earlier run of the same home
+    rows = [r for r in json.loads(path.read_text())["rows"]
+            if r["target"] not in measured or r.get("features") not in chosen] if path.exists() else []
     result = {"label": label, "home": str(home), "budget_seconds": budget, "families": families or "all",
               "folds": folds, "rows": rows}
     RUNS.mkdir(parents=True, exist_ok=True)
+    sequences = None  # the sample with its tokens, built on the first sequence variant
     for target in TARGETS.values():
         if target.name not in measured:
             continue
-        for variant, sets in VARIANTS.items():
-            if variants and variant.split(" ")[0] not in variants:
-                continue
+        for variant in chosen:
+            sets = VARIANTS[variant]
+            data, variant_families = frame, families
+            if variant == "sequence":
+                if sequences is None:
+                    sequences = with_sequences(home, frame)
+                data, variant_families = sequences, SEQUENCE_FAMILIES
             work = Path(tempfile.mkdtemp(prefix="shopcast-features-"))
             store = Store(f"sqlite:///{work / 'mlflow.db'}", work / "artifacts")
             started = time.perf_counter()
             try:
-                outcome = train_candidates(frame, target, store, families=families, budget_seconds=budget,
+                outcome = train_candidates(data, target, store, families=variant_families, budget_seconds=budget,
                                            feature_set_names=sets, eligibility=eligibility,
                                            max_training_rows=settings.max_training_rows)
             except NotEligible as exc:
                 rows.append({"target": target.name, "features": variant, "note": f"not eligible: {exc}"})
                 break
             best = outcome.best
-            tested = backtest(frame, target, best.model, best.family, folds=folds,
+            tested = backtest(data, target, best.model, best.family, folds=folds,
                               min_examples_per_class=eligibility.min_examples_per_class,
                               max_training_rows=settings.max_training_rows, candidate_scores=best.fold_scores)
             metrics = best.metrics
@@ -171,8 +200,9 @@ def report() -> str:
              "baseline_backtest", "margin", "log_loss", "expected_over_observed", "quality_problems"]
     lines = ["# What the behaviour features add", "",
              ("Each target's best candidate trained on the `counts` set, the `behaviour` set and both (as shipped), "
+              "and (issue 24) the GRU on the `sequence` set (the behaviour set and each user's last events), "
               "on the same training sample of each home, with the home's families, budget and eligibility "
-              "(benchmarks/features.py). `backtest` is the mean of the target's primary metric over the newest "
+              "(benchmarks/features.py; a home's rows of one run share its training sample). `backtest` is the mean of the target's primary metric over the newest "
               "closed cutoffs, the configuration refit on the older ones each time; `baseline_backtest` the "
               "baseline's on the same rows; `margin` their difference."), "",
              measured[[c for c in shown if c in measured.columns]].to_markdown(index=False, floatfmt=".4f"), ""]
@@ -194,7 +224,9 @@ def main() -> None:
     parser.add_argument("--families", default=None, help="comma-separated (default: the home's)")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--targets", default=None, help="comma-separated target names (default: every target)")
-    parser.add_argument("--variants", default=None, help="comma-separated: counts, behaviour, both (default: all)")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated: counts, behaviour, both, sequence (the GRU: needs the deep extra; "
+                             "default: all but sequence)")
     parser.add_argument("--groups", action="store_true", help="each behaviour group added to counts alone")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
