@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from dagster_project.ingest.formats import FORMATS
 from dagster_project.settings import SettingsError, ensure_home
 
 
@@ -210,10 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", help="output folder (default <home>/landing/canonical)")
     gen.set_defaults(func=cmd_generate)
 
-    ing = sub.add_parser("ingest", help="load files into raw.events (a Dagster run)")
-    ing.add_argument("--format", default="canonical",
-                     choices=["canonical", "taobao", "ga-merch", "online-retail", "mapped"],
-                     help="the export layout (docs/raw_schema.md); mapped reads a YAML mapping")
+    ing = sub.add_parser("ingest", help="load files into raw.events (or raw.reviews) (a Dagster run)")
+    ing.add_argument("--format", default="canonical", choices=sorted(FORMATS),
+                     help="the export layout (docs/raw_schema.md); mapped reads a YAML mapping; amazon-reviews "
+                          "loads reviews into raw.reviews, each also a purchase event")
     ing.add_argument("--mapping", help="the YAML mapping of --format mapped (default: <file>.yaml or mapping.yaml "
                                        "beside the file)")
     ing.add_argument("paths", nargs="+", help="files or folders")

@@ -70,6 +70,25 @@ create table if not exists raw.rejected_events (
     reason_code     varchar not null,
     original_values json
 );
+create table if not exists raw.reviews (
+    review_id     varchar   not null,
+    user_id       varchar   not null,
+    item_id       varchar   not null,
+    review_ts     timestamp not null,   -- UTC
+    rating        double    not null,   -- 1 .. 5
+    title         varchar,
+    text          varchar,              -- never published: the serving file holds no review text
+    helpful_votes integer,
+    total_votes   integer,
+    load_id       varchar   not null
+);
+create table if not exists raw.rejected_reviews (
+    load_id         varchar not null,
+    source_file     varchar not null,
+    row_number      bigint  not null,
+    reason_code     varchar not null,
+    original_values json
+);
 """
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")

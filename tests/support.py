@@ -78,7 +78,8 @@ VOLATILE_BY_TABLE = {"predictions.clv": {"model_version"},
                      # a hash of every column of a published table, the volatile ones (scored_at...) included
                      "serving.published_tables": {"content_hash"},
                      # absolute paths: a copied home loads the same file (same checksum) from another folder
-                     "raw.load_audit": {"source_file"}, "raw.rejected_events": {"source_file"}}
+                     "raw.load_audit": {"source_file"}, "raw.rejected_events": {"source_file"},
+                     "raw.rejected_reviews": {"source_file"}}
 
 
 ROUNDING_OFFSET = 3.14159e-9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import tomllib
@@ -178,3 +179,25 @@ def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
                     f"select count(distinct user_id), count(*), count(distinct item_id) filter (where rank = 1) "
                     f"from predictions.{table} where as_of_date = ?", [as_of]).fetchone()
                 assert users == population and rows == 10 * population and first_rank_items > 1, table
+
+
+def test_amazon_reviews_load_as_reviews_with_a_purchase_each_and_reload_as_a_duplicate_file(tmp_path):
+    """SOURCE.md: 10,261 reviews, 1,429 reviewers, 900 items, 2004-09-18 .. 2014-07-22, no (reviewer, item) pair
+    twice: every row is accepted, and each review is also a purchase event at its day (the proxy)."""
+    warehouse = tmp_path / "w.duckdb"
+    path = DATASETS / "amazon_reviews_5core" / "Musical_Instruments.parquet"
+    report = load_file(warehouse, path, "amazon-reviews")
+    assert (report.rows_read, report.rows_accepted, report.rows_rejected, report.rows_duplicate) == (10_261, 10_261, 0, 0)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        reviews = con.execute("select count(*), count(distinct user_id), count(distinct item_id), "
+                              "cast(min(review_ts) as date), cast(max(review_ts) as date), min(rating), max(rating), "
+                              "count(*) filter (where text is null) from raw.reviews").fetchone()
+        purchases = con.execute("select count(*) from raw.events e join raw.reviews r on e.event_id = "
+                                "'review-' || r.review_id and e.user_id = r.user_id and e.item_id = r.item_id "
+                                "and e.event_ts = r.review_ts where e.event_type = 'purchase'").fetchone()[0]
+        total_events = con.execute("select count(*) from raw.events").fetchone()[0]
+    assert reviews[:5] == (10_261, 1_429, 900, dt.date(2004, 9, 18), dt.date(2014, 7, 22))
+    assert reviews[5:7] == (1.0, 5.0) and reviews[7] == 0
+    assert purchases == total_events == 10_261
+    again = load_file(warehouse, path, "amazon-reviews")
+    assert again.duplicate_file and again.rows_duplicate == 10_261 and again.rows_accepted == 0

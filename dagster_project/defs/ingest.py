@@ -1,4 +1,4 @@
-"""Raw layer: load landed export files into raw.events, quarantining bad rows with their reasons."""
+"""Raw layer: load landed export files into raw.events (and raw.reviews), quarantining bad rows with their reasons."""
 
 
 from pathlib import Path
@@ -31,7 +31,8 @@ def _report_table(reports: list[LoadReport]) -> str:
 
 
 @dg.asset(key=RAW_EVENTS, group_name="ingest", kinds={"duckdb", "python"}, pool="duckdb",
-          description="Canonical behaviour events (UTC), loaded idempotently from landed files.")
+          description="Canonical behaviour events (UTC), loaded idempotently from landed files. A reviews format "
+                      "(amazon-reviews) loads raw.reviews and, as a proxy, one purchase event per review.")
 def raw_events(config: IngestConfig, warehouse: WarehouseResource, settings: PipelineSettings) -> dg.MaterializeResult:
     if config.format not in FORMATS:
         raise dg.Failure(f"unknown format {config.format!r}; expected one of {', '.join(sorted(FORMATS))}")

@@ -13,6 +13,7 @@ import duckdb
 
 from dagster_project.ingest.mapped import mapped_select
 from dagster_project.ingest.readers import IngestError, reader_sql, require_columns
+from dagster_project.ingest.reviews import REVIEW_FORMATS
 
 CANONICAL_REQUIRED = ("user_id", "event_ts", "event_type")
 CANONICAL_OPTIONAL = ("event_id", "item_id", "category_id", "price", "quantity", "session_id")
@@ -146,4 +147,5 @@ FORMATS = {
     "ga-merch": ga_merch_select,
     "online-retail": online_retail_select,
     "mapped": mapped_select,
+    **REVIEW_FORMATS,  # reviews into raw.reviews (ingest/reviews.py), each also a purchase event
 }

@@ -1,4 +1,4 @@
-"""Load one export file into ``raw.events``: validate every row in SQL, quarantine bad rows with a reason,
+"""Load one export file into ``raw.events`` (or ``raw.reviews``: ingest/reviews.py): validate every row in SQL, quarantine bad rows with a reason,
 skip duplicates, and record an audit row whose counts reconcile (rows read = accepted + rejected + duplicates).
 
 Each load is one DuckDB transaction: a file is loaded completely or not at all. A file that cannot be read
@@ -18,6 +18,7 @@ import duckdb
 from dagster_project.faults import failpoint, fault
 from dagster_project.ingest.formats import FORMATS
 from dagster_project.ingest.readers import SUFFIXES, IngestError, file_sha256, first_error_line
+from dagster_project.ingest.reviews import REVIEW_FORMATS, load_review_rows
 from dagster_project.warehouse import CANONICAL_EVENT_TYPES, connect, ensure_raw_schema
 
 # Timestamps outside [EARLIEST_VALID_TS, now + FUTURE_TOLERANCE] are quarantined.
@@ -135,6 +136,9 @@ def load_file(warehouse: Path, path: Path, fmt: str = "canonical", mapping: Path
             # the same bytes were loaded before: everything in it is a duplicate
             report.duplicate_file = True
             report.rows_duplicate = report.rows_already_loaded = report.rows_read
+        elif fmt in REVIEW_FORMATS:
+            load_review_rows(con, report, load_id, mapped, earliest=EARLIEST_VALID_TS,
+                             future_hours=FUTURE_TOLERANCE_HOURS)
         else:
             _load_rows(con, report, load_id, mapped)
         con.execute(
