@@ -213,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser("ingest", help="load files into raw.events (or raw.reviews) (a Dagster run)")
     ing.add_argument("--format", default="canonical", choices=sorted(FORMATS),
-                     help="the export layout (docs/raw_schema.md); mapped reads a YAML mapping; amazon-reviews "
-                          "loads reviews into raw.reviews, each also a purchase event")
+                     help="the export layout (docs/raw_schema.md); mapped reads a YAML mapping; reviews and "
+                          "amazon-reviews load raw.reviews (amazon-reviews: each also a purchase event)")
     ing.add_argument("--mapping", help="the YAML mapping of --format mapped (default: <file>.yaml or mapping.yaml "
                                        "beside the file)")
     ing.add_argument("paths", nargs="+", help="files or folders")

@@ -78,3 +78,17 @@ def test_a_review_loaded_before_is_a_duplicate_in_a_new_file_and_nothing_of_a_br
     with pytest.raises(IngestError, match="every one of its 3 rows was rejected"):
         load_file(warehouse, tmp_path / "allbad.csv", "amazon-reviews")
     assert _counts(warehouse) == (4, 4, 0)
+
+
+def test_a_shops_own_reviews_load_in_the_canonical_layout_without_purchase_events(tmp_path):
+    """The canonical layout (a shop's reviews beside its orders): no proxy purchases, the source's review id kept."""
+    warehouse, path = tmp_path / "w.duckdb", tmp_path / "reviews.parquet"
+    pd.DataFrame({"review_id": ["r1", "r2", "r2"], "user_id": ["u1", "u2", "u2"], "item_id": ["i1", "i2", "i2"],
+                  "review_ts": pd.to_datetime(["2026-01-01 10:00", "2026-01-02 11:00", "2026-01-02 11:00"]),
+                  "rating": [5, 1, 1], "text": ["lovely", "arrived broken", "arrived broken"]}).to_parquet(path)
+    report = load_file(warehouse, path, "reviews")
+    assert (report.rows_read, report.rows_accepted, report.rows_duplicate_in_file) == (3, 2, 1) and report.reconciles()
+    assert _counts(warehouse) == (2, 0, 0)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("select review_id, rating, title from raw.reviews order by 1").fetchall() == [
+            ("r1", 5.0, None), ("r2", 1.0, None)]

@@ -1,5 +1,6 @@
 """Reviews into ``raw.reviews`` (issue 25): the same validation, quarantine, duplicate skipping and reconciled
-audit as the events (loader.py runs the file; this module stages, validates and writes its rows).
+audit as the events (loader.py runs the file; this module stages, validates and writes its rows). Formats: the
+canonical layout (``reviews``) and Amazon's (``amazon-reviews``).
 
 A review stands for a purchase where the source has no orders (the Amazon review samples): each accepted review
 also lands in ``raw.events`` as a purchase of the reviewed item at the review's time, with the event id
@@ -46,7 +47,36 @@ def amazon_reviews_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[s
     """
 
 
-REVIEW_FORMATS = {"amazon-reviews": amazon_reviews_select}
+# The canonical reviews layout (docs/raw_schema.md), what `shopcast generate --reviews` writes.
+CANONICAL_REQUIRED = ("user_id", "item_id", "review_ts", "rating")
+CANONICAL_OPTIONAL = ("review_id", "title", "text", "helpful_votes", "total_votes")
+
+
+def canonical_reviews_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
+    reader = reader_sql(path)
+    columns = require_columns(con, path, reader, CANONICAL_REQUIRED)
+    optional = {c: (f'"{c}"' if c in columns else "null") for c in CANONICAL_OPTIONAL}
+    return reader, f"""
+        select
+            _row_number,
+            cast({optional['review_id']} as varchar) as review_id,
+            cast(user_id as varchar) as user_id,
+            cast(item_id as varchar) as item_id,
+            review_ts as review_ts_raw,
+            rating as rating_raw,
+            cast({optional['title']} as varchar) as title,
+            cast({optional['text']} as varchar) as text,
+            {optional['helpful_votes']} as helpful_votes_raw,
+            {optional['total_votes']} as total_votes_raw,
+            cast(null as varchar) as _format_reason
+        from _source
+    """
+
+
+REVIEW_FORMATS = {"reviews": canonical_reviews_select, "amazon-reviews": amazon_reviews_select}
+# Sources whose reviews stand for the purchases they have no record of: each accepted review is also a purchase
+# event. A shop's own reviews (the canonical layout) come beside its orders, which the events already hold.
+PURCHASE_PROXY_FORMATS = {"amazon-reviews"}
 
 # Reasons in the order they are tested: a row gets the first that applies.
 VALIDATED_SQL = """
@@ -104,8 +134,10 @@ def _whole_number(column: str) -> str:
 
 def load_review_rows(con: duckdb.DuckDBPyConnection, report, load_id: str, mapped: str, *, earliest: str,
                      future_hours: int) -> None:
-    """Validate the staged rows, write the accepted reviews (and their purchase events) and the rejected rows,
-    and count each from what was written, so that the loader's reconciliation can fail."""
+    """Validate the staged rows, write the accepted reviews (and, for a PURCHASE_PROXY_FORMATS source, their
+    purchase events) and the rejected rows, and count each from what was written, so that the loader's
+    reconciliation can fail."""
+    proxy = report.source_format in PURCHASE_PROXY_FORMATS
     con.execute(VALIDATED_SQL.format(earliest=earliest, future_hours=future_hours, mapped=mapped,
                                      whole_helpful=_whole_number("helpful_votes_raw"),
                                      whole_total=_whole_number("total_votes_raw")))
@@ -116,12 +148,13 @@ def load_review_rows(con: duckdb.DuckDBPyConnection, report, load_id: str, mappe
                total_votes, ?
         from _accepted
     """, [load_id])
-    con.execute(f"""
-        insert into raw.events
-        select '{REVIEW_EVENT_PREFIX}' || _review_id, trim(user_id), review_ts, 'purchase', trim(item_id), null,
-               null, 1, null, ?
-        from _accepted
-    """, [load_id])
+    if proxy:
+        con.execute(f"""
+            insert into raw.events
+            select '{REVIEW_EVENT_PREFIX}' || _review_id, trim(user_id), review_ts, 'purchase', trim(item_id), null,
+                   null, 1, null, ?
+            from _accepted
+        """, [load_id])
     con.execute("""
         insert into raw.rejected_reviews
         select ?, ?, v._row_number, v._reason, to_json(s)
@@ -131,7 +164,7 @@ def load_review_rows(con: duckdb.DuckDBPyConnection, report, load_id: str, mappe
     """, [load_id, report.source_file])
     (report.rows_accepted,) = con.execute("select count(*) from raw.reviews where load_id = ?", [load_id]).fetchone()
     (events,) = con.execute("select count(*) from raw.events where load_id = ?", [load_id]).fetchone()
-    if events != report.rows_accepted:  # a bug, never bad input
+    if events != (report.rows_accepted if proxy else 0):  # a bug, never bad input
         raise RuntimeError(f"{report.source_file}: {report.rows_accepted} reviews accepted but {events} purchase "
                            "events written for them")
     report.rejected_by_reason = dict(con.execute(
