@@ -18,62 +18,48 @@ from dagster_project.ingest.readers import reader_sql, require_columns
 
 REVIEW_EVENT_PREFIX = "review-"
 
+# The staged review columns, each from the source column a layout names for it (None: the layout has none).
+STAGED = ("review_id", "user_id", "item_id", "review_ts", "rating", "title", "text", "helpful_votes", "total_votes")
+REQUIRED = ("user_id", "item_id", "review_ts", "rating")
+# The canonical layout (docs/raw_schema.md): a shop's own reviews, under the staged names.
+CANONICAL_COLUMNS = {c: c for c in STAGED}
 # Amazon product reviews (McAuley et al., the 5-core samples as the shared dataset holds them: one row per review,
 # reviewer_id, asin, helpful_yes / helpful_total, review_text, rating 1-5, summary, review_ts by day in UTC). The
 # reviewer's name is not kept: it identifies a person, and nothing downstream needs it.
-AMAZON_REQUIRED = ("reviewer_id", "asin", "rating", "review_ts")
+AMAZON_COLUMNS = {"review_id": None, "user_id": "reviewer_id", "item_id": "asin", "review_ts": "review_ts",
+                  "rating": "rating", "title": "summary", "text": "review_text", "helpful_votes": "helpful_yes",
+                  "total_votes": "helpful_total"}
 
 
-def amazon_reviews_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
-    """(reader, SELECT over ``_source`` producing the staged review columns) for an Amazon reviews file."""
-    reader = reader_sql(path)
-    columns = require_columns(con, path, reader, AMAZON_REQUIRED)
-    optional = {c: (f'"{c}"' if c in columns else "null")
-                for c in ("review_text", "summary", "helpful_yes", "helpful_total")}
-    return reader, f"""
-        select
-            _row_number,
-            cast(null as varchar) as review_id,
-            cast(reviewer_id as varchar) as user_id,
-            cast(asin as varchar) as item_id,
-            review_ts as review_ts_raw,
-            rating as rating_raw,
-            cast({optional['summary']} as varchar) as title,
-            cast({optional['review_text']} as varchar) as text,
-            {optional['helpful_yes']} as helpful_votes_raw,
-            {optional['helpful_total']} as total_votes_raw,
-            cast(null as varchar) as _format_reason
-        from _source
-    """
+def _staged_select(source_columns: dict[str, str | None]):
+    """A format: (reader, SELECT over ``_source`` producing the staged review columns) for a file whose columns
+    ``source_columns`` names (the required ones must be there; an absent optional one stages as NULL)."""
+
+    def select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
+        reader = reader_sql(path)
+        columns = require_columns(con, path, reader, tuple(source_columns[c] for c in REQUIRED))
+        found = {c: (f'"{name}"' if name in columns else "null") for c, name in source_columns.items()}
+        text = {c: f"cast({found[c]} as varchar)" for c in ("review_id", "user_id", "item_id", "title", "text")}
+        return reader, f"""
+            select
+                _row_number,
+                {text['review_id']} as review_id,
+                {text['user_id']} as user_id,
+                {text['item_id']} as item_id,
+                {found['review_ts']} as review_ts_raw,
+                {found['rating']} as rating_raw,
+                {text['title']} as title,
+                {text['text']} as text,
+                {found['helpful_votes']} as helpful_votes_raw,
+                {found['total_votes']} as total_votes_raw,
+                cast(null as varchar) as _format_reason
+            from _source
+        """
+
+    return select
 
 
-# The canonical reviews layout (docs/raw_schema.md), what `shopcast generate --reviews` writes.
-CANONICAL_REQUIRED = ("user_id", "item_id", "review_ts", "rating")
-CANONICAL_OPTIONAL = ("review_id", "title", "text", "helpful_votes", "total_votes")
-
-
-def canonical_reviews_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
-    reader = reader_sql(path)
-    columns = require_columns(con, path, reader, CANONICAL_REQUIRED)
-    optional = {c: (f'"{c}"' if c in columns else "null") for c in CANONICAL_OPTIONAL}
-    return reader, f"""
-        select
-            _row_number,
-            cast({optional['review_id']} as varchar) as review_id,
-            cast(user_id as varchar) as user_id,
-            cast(item_id as varchar) as item_id,
-            review_ts as review_ts_raw,
-            rating as rating_raw,
-            cast({optional['title']} as varchar) as title,
-            cast({optional['text']} as varchar) as text,
-            {optional['helpful_votes']} as helpful_votes_raw,
-            {optional['total_votes']} as total_votes_raw,
-            cast(null as varchar) as _format_reason
-        from _source
-    """
-
-
-REVIEW_FORMATS = {"reviews": canonical_reviews_select, "amazon-reviews": amazon_reviews_select}
+REVIEW_FORMATS = {"reviews": _staged_select(CANONICAL_COLUMNS), "amazon-reviews": _staged_select(AMAZON_COLUMNS)}
 # Sources whose reviews stand for the purchases they have no record of: each accepted review is also a purchase
 # event. A shop's own reviews (the canonical layout) come beside its orders, which the events already hold.
 PURCHASE_PROXY_FORMATS = {"amazon-reviews"}
