@@ -27,7 +27,7 @@ def cmd_generate(args) -> int:
 
     paths = ensure_home().paths
     cfg = GeneratorConfig(n_events=args.events, seed=args.seed, end_date=args.end_date, days=args.days,
-                          drift_from=args.drift_from, order_signal=args.order_signal)
+                          drift_from=args.drift_from, order_signal=args.order_signal, reviews=args.reviews)
     out = Path(args.out) if args.out else paths.landing / "canonical"
     started = time.perf_counter()
 
@@ -39,6 +39,8 @@ def cmd_generate(args) -> int:
     print(f"generated {result.n_events:,} events for {result.n_users:,} users, {result.start_date} .. "
           f"{result.end_date - dt.timedelta(days=1)}, in {seconds:.1f}s ({result.n_events / seconds:,.0f} events/s)")
     print(f"files: {out}")
+    if result.review_files:
+        print(f"{result.n_reviews:,} reviews: {result.review_files[0].parent} (shopcast ingest --format reviews)")
     return 0
 
 
@@ -208,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="add a behaviour whose signal lies in the order of events, not their counts: a swap "
                           "(cart, remove, cart another item) is followed by a purchase, a drop (cart, cart, remove) "
                           "is not; what the sequence models can learn and window counts cannot")
+    gen.add_argument("--reviews", action="store_true",
+                     help="also write reviews of some purchases (the canonical reviews layout, in the reviews "
+                          "folder beside the events): complainers mostly leave, and their words say so more than "
+                          "their rating")
     gen.add_argument("--out", help="output folder (default <home>/landing/canonical)")
     gen.set_defaults(func=cmd_generate)
 

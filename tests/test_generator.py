@@ -74,3 +74,39 @@ def test_the_order_signal_lies_in_the_order_of_events_not_in_their_counts(tmp_pa
     assert swap.bought_within_7_days > 0.8 and swap.bought_within_7_days - drop.bought_within_7_days > 0.3
     plain = GeneratorConfig(n_events=60_000, seed=5, days=60, end_date=dt.date(2026, 3, 1))
     assert plain.tag != cfg.tag  # never the same event ids as the data without the behaviour
+
+
+def test_reviews_follow_purchases_load_as_the_canonical_layout_and_their_words_say_who_leaves(tmp_path):
+    """A share of purchases is reviewed days later; complainers mostly leave, whatever their rating: among
+    reviewers who rated 3 or more, the complainers are active a week after their review far less often than the
+    others, and a low rating without a complaint says little (what text features have to find, issue 25)."""
+    from dagster_project.generate.synthetic import COMPLAINTS
+    from dagster_project.ingest import load_file
+
+    cfg = GeneratorConfig(n_events=200_000, seed=3, days=90, end_date=dt.date(2026, 3, 2), reviews=True)
+    result = generate(cfg, tmp_path / "canonical")
+    assert result.review_files and result.n_reviews > 500
+    plain = generate(GeneratorConfig(n_events=200_000, seed=3, days=90, end_date=dt.date(2026, 3, 2)),
+                     tmp_path / "plain")
+    assert plain.n_reviews == 0 and plain.review_files == ()
+    # the reviews draw their randomness after the events: without the complainers who leave, the same shop
+    assert plain.n_events > result.n_events
+    events = f"read_parquet('{tmp_path / 'canonical'}/*.parquet')"
+    reviews = f"read_parquet('{tmp_path / 'reviews'}/*.parquet')"
+    complaint = " or ".join(f"contains(r.text, '{c}')" for c in COMPLAINTS)
+    with duckdb.connect() as con:
+        # every review follows a purchase of its item by its user, 1 to 7 days before
+        unmatched = con.execute(f"""
+            select count(*) from {reviews} r where not exists (select 1 from {events} e where e.user_id = r.user_id
+              and e.item_id = r.item_id and e.event_type = 'purchase'
+              and r.review_ts between e.event_ts + interval 1 day and e.event_ts + interval 7 day)""").fetchone()[0]
+        active = {(c, low): share for c, low, share in con.execute(f"""
+            with last as (select user_id, max(event_ts) as last_ts from {events} group by 1)
+            select ({complaint}) as complains, r.rating <= 2 as low,
+                   avg(case when l.last_ts > r.review_ts + interval 7 day then 1.0 else 0.0 end)
+            from {reviews} r join last l using (user_id) group by 1, 2""").fetchall()}
+    assert unmatched == 0
+    assert active[(True, False)] < 0.3 and active[(False, False)] > 0.55
+    assert active[(False, True)] > 0.5  # a low rating without a complaint: most stay
+    report = load_file(tmp_path / "w.duckdb", result.review_files[0], "reviews")
+    assert report.rows_accepted == report.rows_read == result.n_reviews and report.reconciles()

@@ -43,6 +43,8 @@ class GeneratorConfig:
     drift_from: date | None = None
     # a behaviour whose signal lies in the order of events, not in their counts (issue 24): see _order_signal
     order_signal: bool = False
+    # reviews of some purchases, whose words say more than their rating about who leaves (issue 25): see _reviews
+    reviews: bool = False
 
     @property
     def start_date(self) -> date:
@@ -57,7 +59,8 @@ class GeneratorConfig:
         """Prefix of event ids: different data sets never share an id, the same config always does."""
         drift = f"drift{self.drift_from:%Y%m%d}" if self.drift_from else ""
         order = "order" if self.order_signal else ""
-        return f"syn{self.seed}n{self.n_events}d{self.end_date:%Y%m%d}x{self.days}{drift}{order}"
+        reviews = "reviews" if self.reviews else ""
+        return f"syn{self.seed}n{self.n_events}d{self.end_date:%Y%m%d}x{self.days}{drift}{order}{reviews}"
 
     @property
     def n_items(self) -> int:
@@ -71,6 +74,8 @@ class GeneratorResult:
     n_users: int
     start_date: date
     end_date: date
+    review_files: tuple[Path, ...] = ()  # the canonical reviews layout (--format reviews), with cfg.reviews
+    n_reviews: int = 0
 
 
 def _item_catalogue(cfg: GeneratorConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -81,8 +86,10 @@ def _item_catalogue(cfg: GeneratorConfig) -> tuple[np.ndarray, np.ndarray]:
     return item_category, item_price
 
 
-def _chunk_events(cfg: GeneratorConfig, chunk: int, first_user: int, n_users: int, catalogue) -> pa.Table:
-    """All events of users [first_user, first_user + n_users), from the chunk's own random stream."""
+def _chunk_events(cfg: GeneratorConfig, chunk: int, first_user: int, n_users: int,
+                  catalogue) -> tuple[pa.Table, pa.Table | None]:
+    """(all events of users [first_user, first_user + n_users), their reviews or None), from the chunk's own
+    random stream."""
     item_category, item_price = catalogue
     rng = np.random.default_rng([cfg.seed, 1, chunk])
     days = cfg.days
@@ -151,6 +158,12 @@ def _chunk_events(cfg: GeneratorConfig, chunk: int, first_user: int, n_users: in
         e_session, e_kind, e_user, e_ts, e_item, e_quantity = (
             np.concatenate([a, b]) for a, b in zip((e_session, e_kind, e_user, e_ts, e_item, e_quantity), extra))
 
+    reviews = None
+    if cfg.reviews:
+        reviews, kept = _reviews(rng, e_kind, e_user, e_ts, e_item, days)
+        e_session, e_kind, e_user, e_ts, e_item, e_quantity = (
+            a[kept] for a in (e_session, e_kind, e_user, e_ts, e_item, e_quantity))
+
     type_names = pa.array(["view", "fav", "cart", "remove_from_cart", "purchase"])
     start_ts = datetime.combine(cfg.start_date, datetime.min.time())
     ts = pa.array(
@@ -173,7 +186,55 @@ def _chunk_events(cfg: GeneratorConfig, chunk: int, first_user: int, n_users: in
             "session_id": pc.binary_join_element_wise(user_ids, pc.cast(pa.array(e_session), pa.string()), "-s"),
         }
     )
-    return table.filter(in_window)
+    events = table.filter(in_window)
+    if reviews is None:
+        return events, None
+    when, user, item, rating, text = reviews
+    review_ts = (np.datetime64(start_ts, "s") + when.astype("timedelta64[s]")).astype("datetime64[us]")
+    review_users = _prefixed("u", first_user + user)
+    return events, pa.table({
+        "review_id": _prefixed(f"{cfg.tag}-{chunk:04d}-r", np.arange(when.size)),
+        "user_id": review_users,
+        "item_id": _prefixed("i", item),
+        "review_ts": pa.array(review_ts, type=pa.timestamp("us")),
+        "rating": pa.array(rating.astype(np.int8)),
+        "text": pa.array(text),
+    })
+
+
+# Reviews (issue 25): a share of purchases is reviewed a few days later. Each review has a latent satisfaction; the
+# rating reads it with noise, the words read it closely (a complaint, praise, or neither); dissatisfied reviewers
+# mostly leave: their events after the review are dropped. So the words say more than the rating about who churns.
+REVIEWED_SHARE = 0.3
+DISSATISFIED_BELOW = -0.8      # satisfaction (standard normal) under which the words complain
+DISSATISFIED_LEAVE = 0.8       # the share of complainers who leave after the review
+COMPLAINTS = ("stopped working after a week", "returned it", "waste of money", "cheaply made and broke",
+              "never buying from this shop again", "arrived damaged")
+PRAISE = ("works great", "love it", "excellent quality", "exactly as described", "would buy again")
+NEUTRAL = ("does the job", "it is okay", "as expected", "fine for the price")
+
+
+def _reviews(rng, e_kind, e_user, e_ts, e_item, days: int):
+    """((time, user, item, rating, text) of the reviews, a mask of the events kept: the complainers who leave
+    lose every event after their review)."""
+    bought = np.flatnonzero((e_kind == 4) & (rng.random(e_kind.size) < REVIEWED_SHARE))
+    when = e_ts[bought] + rng.integers(86_400, 7 * 86_400, bought.size)
+    bought, when = bought[when < days * 86_400], when[when < days * 86_400]
+    satisfaction = rng.standard_normal(bought.size)
+    rating = np.clip(np.round(3.9 + 1.0 * satisfaction + rng.normal(0, 1.0, bought.size)), 1, 5)
+    phrases = np.where(satisfaction < DISSATISFIED_BELOW, 0, np.where(satisfaction > 0.5, 2, 1))
+    pools = (COMPLAINTS, NEUTRAL, PRAISE)
+    text = np.array([f"{pools[p][rng.integers(len(pools[p]))]}. {NEUTRAL[rng.integers(len(NEUTRAL))]}, item {i}"
+                     for p, i in zip(phrases, e_item[bought])], dtype=object)
+    user = e_user[bought]
+    # a user leaves after their first complaint (with DISSATISFIED_LEAVE): no event after it
+    leaves = (phrases == 0) & (rng.random(bought.size) < DISSATISFIED_LEAVE)
+    left_at = np.full(int(e_user.max()) + 1 if e_user.size else 0, np.iinfo(np.int64).max)
+    np.minimum.at(left_at, user[leaves], when[leaves])
+    kept = e_ts <= left_at[e_user]
+    review_kept = when <= left_at[user]
+    return (when[review_kept], user[review_kept], e_item[bought][review_kept], rating[review_kept],
+            text[review_kept]), kept
 
 
 # the order-dependent behaviour (_order_signal): the share of carted, unbought sessions that become a swap or a drop,
@@ -221,25 +282,39 @@ def _prefixed(prefix: str, values: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(pa.scalar(prefix), as_text, "")
 
 
-def generate(cfg: GeneratorConfig, out_dir: Path, progress=None) -> GeneratorResult:
-    """Write the events as Parquet files (one per user chunk) under out_dir; return what was written."""
+def generate(cfg: GeneratorConfig, out_dir: Path, progress=None, reviews_dir: Path | None = None) -> GeneratorResult:
+    """Write the events as Parquet files (one per user chunk) under out_dir, and with ``cfg.reviews`` the reviews
+    under ``reviews_dir`` (default: the ``reviews`` folder beside out_dir, the landing folder of --format reviews);
+    return what was written."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    reviews_dir = reviews_dir or out_dir.parent / "reviews"
+    if cfg.reviews:
+        reviews_dir.mkdir(parents=True, exist_ok=True)
     catalogue = _item_catalogue(cfg)
     n_chunks = (cfg.n_users + USERS_PER_CHUNK - 1) // USERS_PER_CHUNK
+    stem = f"synthetic_seed{cfg.seed}_{cfg.start_date:%Y%m%d}_{cfg.end_date:%Y%m%d}"
 
-    def write_chunk(chunk: int) -> tuple[Path, int]:
+    def write_chunk(chunk: int) -> tuple[Path, int, Path | None, int]:
         first = chunk * USERS_PER_CHUNK
-        table = _chunk_events(cfg, chunk, first, min(USERS_PER_CHUNK, cfg.n_users - first), catalogue)
-        path = out_dir / f"synthetic_seed{cfg.seed}_{cfg.start_date:%Y%m%d}_{cfg.end_date:%Y%m%d}_part{chunk:04d}.parquet"
+        table, reviews = _chunk_events(cfg, chunk, first, min(USERS_PER_CHUNK, cfg.n_users - first), catalogue)
+        path = out_dir / f"{stem}_part{chunk:04d}.parquet"
         pq.write_table(table, path, compression="snappy")
-        return path, table.num_rows
+        if reviews is None:
+            return path, table.num_rows, None, 0
+        review_path = reviews_dir / f"{stem}_reviews_part{chunk:04d}.parquet"
+        pq.write_table(reviews, review_path, compression="snappy")
+        return path, table.num_rows, review_path, reviews.num_rows
 
     # Chunks are independent (own seed, own file): NumPy and Arrow release the GIL, so threads use every core.
-    files, total = [], 0
+    files, review_files, total, total_reviews = [], [], 0, 0
     with ThreadPoolExecutor(max_workers=min(n_chunks, os.cpu_count() or 1)) as pool:
-        for done, (path, rows) in enumerate(pool.map(write_chunk, range(n_chunks)), start=1):
+        for done, (path, rows, review_path, n_reviews) in enumerate(pool.map(write_chunk, range(n_chunks)), start=1):
             files.append(path)
             total += rows
+            if review_path is not None:
+                review_files.append(review_path)
+                total_reviews += n_reviews
             if progress:
                 progress(done, n_chunks, total)
-    return GeneratorResult(files, total, cfg.n_users, cfg.start_date, cfg.end_date)
+    return GeneratorResult(files, total, cfg.n_users, cfg.start_date, cfg.end_date, tuple(review_files),
+                           total_reviews)
