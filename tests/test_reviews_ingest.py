@@ -92,3 +92,28 @@ def test_a_shops_own_reviews_load_in_the_canonical_layout_without_purchase_event
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute("select review_id, rating, title from raw.reviews order by 1").fetchall() == [
             ("r1", 5.0, None), ("r2", 1.0, None)]
+
+
+def test_a_mapped_reviews_export_loads_into_raw_reviews_and_a_mapping_of_the_wrong_kind_is_refused(tmp_path):
+    """`mapped` with `table: reviews`: the review fields from any layout, the timestamp options applied."""
+    warehouse, path = tmp_path / "w.duckdb", tmp_path / "bewertungen.csv"
+    path.write_text("Kunde;Artikel;Datum;Sterne;Text\n"
+                    "k1;a1;15.01.2026;5;sehr gut\n"
+                    "k2;a1;31.02.2026;1;kaputt\n"
+                    "k3;a2;16.01.2026;zehn;na ja\n", encoding="utf-8")
+    (tmp_path / "bewertungen.yaml").write_text(
+        "table: reviews\nfile: {delimiter: ';'}\n"
+        "columns: {user_id: Kunde, item_id: Artikel, review_ts: Datum, rating: Sterne, text: Text}\n"
+        "timestamp: {format: '%d.%m.%Y', timezone: Europe/Berlin}\n")
+    report = load_file(warehouse, path, "mapped")
+    assert (report.rows_read, report.rows_accepted) == (3, 1) and report.reconciles()
+    assert report.rejected_by_reason == {"bad_timestamp": 1, "non_numeric_rating": 1}
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("select user_id, cast(review_ts as varchar), rating, text from raw.reviews").fetchall() == [
+            ("k1", "2026-01-14 23:00:00", 5.0, "sehr gut")]  # midnight in Berlin, in UTC
+    assert _counts(warehouse) == (1, 0, 2)  # a shop's own reviews: no purchase events
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("table: reviews\ncolumns: {user_id: Kunde, item_id: Artikel, review_ts: Datum, rating: Sterne, "
+                     "event_type: Text}\n")
+    with pytest.raises(IngestError, match=r"invalid mapping: .*unknown review field\(s\) event_type"):
+        load_file(warehouse, path, "mapped", wrong)

@@ -17,6 +17,7 @@ import duckdb
 
 from dagster_project.faults import failpoint, fault
 from dagster_project.ingest.formats import FORMATS
+from dagster_project.ingest.mapped import mapped_table
 from dagster_project.ingest.readers import SUFFIXES, IngestError, file_sha256, first_error_line
 from dagster_project.ingest.reviews import REVIEW_FORMATS, load_review_rows
 from dagster_project.warehouse import CANONICAL_EVENT_TYPES, connect, ensure_raw_schema
@@ -117,6 +118,7 @@ def load_file(warehouse: Path, path: Path, fmt: str = "canonical", mapping: Path
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
     ensure_raw_schema(warehouse)
+    reviews = fmt in REVIEW_FORMATS or (fmt == "mapped" and mapped_table(path, mapping) == "reviews")
     report = LoadReport(str(path), fmt, file_sha256(path))
     with connect(warehouse) as con:
         con.execute("set TimeZone = 'UTC'")
@@ -136,7 +138,7 @@ def load_file(warehouse: Path, path: Path, fmt: str = "canonical", mapping: Path
             # the same bytes were loaded before: everything in it is a duplicate
             report.duplicate_file = True
             report.rows_duplicate = report.rows_already_loaded = report.rows_read
-        elif fmt in REVIEW_FORMATS:
+        elif reviews:
             load_review_rows(con, report, load_id, mapped, earliest=EARLIEST_VALID_TS,
                              future_hours=FUTURE_TOLERANCE_HOURS)
         else:

@@ -24,6 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from dagster_project.ingest.readers import SUFFIXES, IngestError, file_columns, reader_sql
+from dagster_project.ingest.reviews import REQUIRED as REVIEW_REQUIRED
+from dagster_project.ingest.reviews import STAGED as REVIEW_FIELDS
 from dagster_project.warehouse import CANONICAL_EVENT_TYPES
 
 CANONICAL_FIELDS = ("user_id", "event_ts", "event_type", "event_id", "item_id", "category_id", "price", "quantity",
@@ -72,6 +74,7 @@ class TimestampOptions(_Strict):
 
 
 class Mapping(_Strict):
+    table: Literal["events", "reviews"] = "events"  # what the file holds: raw.events or raw.reviews rows
     file: FileOptions = FileOptions()
     columns: dict[str, str]                         # canonical field -> source column
     constants: dict[str, str] = {}                  # canonical field -> a value for every row (event_type: purchase)
@@ -80,17 +83,24 @@ class Mapping(_Strict):
 
     @model_validator(mode="after")
     def _complete(self):
+        fields, required = ((CANONICAL_FIELDS, ("user_id", "event_ts", "event_type")) if self.table == "events"
+                            else (REVIEW_FIELDS, REVIEW_REQUIRED))
         for section in (self.columns, self.constants):
-            unknown = sorted(set(section) - set(CANONICAL_FIELDS))
+            unknown = sorted(set(section) - set(fields))
             if unknown:
-                raise ValueError(f"unknown canonical field(s) {', '.join(unknown)}; "
-                                 f"expected some of {', '.join(CANONICAL_FIELDS)}")
+                kind = "canonical" if self.table == "events" else "review"
+                raise ValueError(f"unknown {kind} field(s) {', '.join(unknown)}; "
+                                 f"expected some of {', '.join(fields)}")
         both = sorted(set(self.columns) & set(self.constants))
         if both:
             raise ValueError(f"{', '.join(both)} given both as a column and as a constant")
-        missing = [f for f in ("user_id", "event_ts", "event_type") if f not in self.columns and f not in self.constants]
+        missing = [f for f in required if f not in self.columns and f not in self.constants]
         if missing:
             raise ValueError(f"no source for required field(s) {', '.join(missing)} (in columns or constants)")
+        if self.table == "reviews":
+            if self.event_types:
+                raise ValueError("event_types apply to a mapping of events, not of reviews")
+            return self
         targets = set(self.event_types.values()) | ({self.constants["event_type"]} if "event_type" in self.constants else set())
         bad = sorted(targets - set(CANONICAL_EVENT_TYPES))
         if bad:
@@ -147,6 +157,11 @@ def _timestamp_sql(column: str, options: TimestampOptions) -> str:
     return f"cast(timezone({zone}, {parsed}) as timestamp)"
 
 
+def mapped_table(path: Path, mapping: Path | None = None) -> str:
+    """What a mapped file holds (its mapping's ``table``): events or reviews."""
+    return load_mapping(Path(mapping) if mapping else find_mapping(path)).table
+
+
 def mapped_select(con: duckdb.DuckDBPyConnection, path: Path, mapping: Path | None = None) -> tuple[str, str]:
     mapping_path = Path(mapping) if mapping else find_mapping(path)
     spec = load_mapping(mapping_path)
@@ -169,23 +184,45 @@ def mapped_select(con: duckdb.DuckDBPyConnection, path: Path, mapping: Path | No
             return _literal(spec.constants[field])
         return "cast(null as varchar)"
 
+    def timestamp(field: str) -> tuple[str, str]:
+        """(the parsed timestamp, the reason where the source has a value that does not parse)."""
+        column = _column(spec.columns[field]) if field in spec.columns else _literal(spec.constants[field])
+        parsed = _timestamp_sql(column, spec.timestamp)
+        return parsed, f"case when {column} is not null and ({parsed}) is null then 'bad_timestamp' end"
+
+    if spec.table == "reviews":  # the staged columns of ingest/reviews.py
+        review_ts, bad = timestamp("review_ts")
+        return reader, f"""
+            select
+                _row_number,
+                {source('review_id')} as review_id,
+                {source('user_id')} as user_id,
+                {source('item_id')} as item_id,
+                {review_ts} as review_ts_raw,
+                {source('rating')} as rating_raw,
+                {source('title')} as title,
+                {source('text')} as text,
+                {source('helpful_votes')} as helpful_votes_raw,
+                {source('total_votes')} as total_votes_raw,
+                {bad} as _format_reason
+            from _source
+        """
     codes = " ".join(f"when {_literal(k.strip().lower())} then {_literal(v)}" for k, v in spec.event_types.items())
     event_type = (f"case lower(trim({source('event_type')})) {codes} else lower(trim({source('event_type')})) end"
                   if codes else f"lower(trim({source('event_type')}))")
-    ts_column = _column(spec.columns["event_ts"]) if "event_ts" in spec.columns else _literal(spec.constants["event_ts"])
+    event_ts, bad = timestamp("event_ts")
     return reader, f"""
         select
             _row_number,
             {source('event_id')} as event_id,
             {source('user_id')} as user_id,
-            {_timestamp_sql(ts_column, spec.timestamp)} as event_ts_raw,
+            {event_ts} as event_ts_raw,
             {event_type} as event_type,
             {source('item_id')} as item_id,
             {source('category_id')} as category_id,
             {source('price')} as price_raw,
             {source('quantity')} as quantity_raw,
             {source('session_id')} as session_id,
-            case when {ts_column} is not null and ({_timestamp_sql(ts_column, spec.timestamp)}) is null
-                 then 'bad_timestamp' end as _format_reason
+            {bad} as _format_reason
         from _source
     """
