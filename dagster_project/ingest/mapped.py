@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from dagster_project.ingest.readers import SUFFIXES, IngestError, file_columns, reader_sql
 from dagster_project.ingest.reviews import REQUIRED as REVIEW_REQUIRED
 from dagster_project.ingest.reviews import STAGED as REVIEW_FIELDS
+from dagster_project.ingest.reviews import staged_reviews_sql
 from dagster_project.warehouse import CANONICAL_EVENT_TYPES
 
 CANONICAL_FIELDS = ("user_id", "event_ts", "event_type", "event_id", "item_id", "category_id", "price", "quantity",
@@ -192,21 +193,8 @@ def mapped_select(con: duckdb.DuckDBPyConnection, path: Path, mapping: Path | No
 
     if spec.table == "reviews":  # the staged columns of ingest/reviews.py
         review_ts, bad = timestamp("review_ts")
-        return reader, f"""
-            select
-                _row_number,
-                {source('review_id')} as review_id,
-                {source('user_id')} as user_id,
-                {source('item_id')} as item_id,
-                {review_ts} as review_ts_raw,
-                {source('rating')} as rating_raw,
-                {source('title')} as title,
-                {source('text')} as text,
-                {source('helpful_votes')} as helpful_votes_raw,
-                {source('total_votes')} as total_votes_raw,
-                {bad} as _format_reason
-            from _source
-        """
+        fields = {f: source(f) for f in REVIEW_FIELDS} | {"review_ts": review_ts}
+        return reader, staged_reviews_sql(fields, bad)
     codes = " ".join(f"when {_literal(k.strip().lower())} then {_literal(v)}" for k, v in spec.event_types.items())
     event_type = (f"case lower(trim({source('event_type')})) {codes} else lower(trim({source('event_type')})) end"
                   if codes else f"lower(trim({source('event_type')}))")

@@ -31,30 +31,28 @@ AMAZON_COLUMNS = {"review_id": None, "user_id": "reviewer_id", "item_id": "asin"
                   "total_votes": "helpful_total"}
 
 
+def staged_reviews_sql(expressions: dict[str, str], format_reason: str = "cast(null as varchar)") -> str:
+    """The SELECT over ``_source`` producing the staged review columns, each from its SQL expression (a field
+    without one stages as NULL): what the loader validates."""
+    def staged(field: str, cast_to_text: bool) -> str:
+        value = expressions.get(field, "null")
+        return f"cast({value} as varchar)" if cast_to_text else value
+
+    text_fields = {"review_id", "user_id", "item_id", "title", "text"}
+    raw = {"review_ts": "review_ts_raw", "rating": "rating_raw", "helpful_votes": "helpful_votes_raw",
+           "total_votes": "total_votes_raw"}
+    columns = ",\n".join(f"    {staged(f, f in text_fields)} as {raw.get(f, f)}" for f in STAGED)
+    return f"select\n    _row_number,\n{columns},\n    {format_reason} as _format_reason\nfrom _source"
+
+
 def _staged_select(source_columns: dict[str, str | None]):
-    """A format: (reader, SELECT over ``_source`` producing the staged review columns) for a file whose columns
-    ``source_columns`` names (the required ones must be there; an absent optional one stages as NULL)."""
+    """A format: (reader, staged review columns) for a file whose columns ``source_columns`` names (the required
+    ones must be there; an absent optional one stages as NULL)."""
 
     def select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
         reader = reader_sql(path)
         columns = require_columns(con, path, reader, tuple(source_columns[c] for c in REQUIRED))
-        found = {c: (f'"{name}"' if name in columns else "null") for c, name in source_columns.items()}
-        text = {c: f"cast({found[c]} as varchar)" for c in ("review_id", "user_id", "item_id", "title", "text")}
-        return reader, f"""
-            select
-                _row_number,
-                {text['review_id']} as review_id,
-                {text['user_id']} as user_id,
-                {text['item_id']} as item_id,
-                {found['review_ts']} as review_ts_raw,
-                {found['rating']} as rating_raw,
-                {text['title']} as title,
-                {text['text']} as text,
-                {found['helpful_votes']} as helpful_votes_raw,
-                {found['total_votes']} as total_votes_raw,
-                cast(null as varchar) as _format_reason
-            from _source
-        """
+        return reader, staged_reviews_sql({c: f'"{name}"' for c, name in source_columns.items() if name in columns})
 
     return select
 
