@@ -50,8 +50,9 @@ def stage_of(step_key: str) -> str:
     return "other"
 
 
-def stages_of(run_id: str, sampler: RssSampler | None = None) -> dict[str, dict]:
-    """The run's step times summed by stage (stage_of), with the peak memory of each when ``sampler`` watched it."""
+def stages_of(run_id: str, sampler: RssSampler | None = None, stage_of=stage_of) -> dict[str, dict]:
+    """The run's step times summed by stage (``stage_of`` a step key), with the peak memory of each when
+    ``sampler`` watched it."""
     stages: dict[str, dict] = {}
     for step in run_steps(run_id)[0]:
         stage = stages.setdefault(stage_of(step["step"]), {"seconds": 0.0, "peak_rss_mb": 0})

@@ -34,7 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.scale import RssSampler, _commit, fresh_home, land_events, run_steps
+from benchmarks.recommendations_scale import stages_of as run_stages
+from benchmarks.scale import RssSampler, _commit, fresh_home, land_events
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVENTS = 10_000_000
@@ -59,16 +60,6 @@ def stage_of(step_key: str) -> str:
     if step_key.startswith("predictions__"):
         return "score (the date's sequences by dbt, tokens, reasons)"
     return "other"
-
-
-def stages_of(run_id: str, sampler: RssSampler) -> dict[str, dict]:
-    stages: dict[str, dict] = {}
-    for step in run_steps(run_id)[0]:
-        stage = stages.setdefault(stage_of(step["step"]), {"seconds": 0.0, "peak_rss_mb": 0, "steps": []})
-        stage["seconds"] = round(stage["seconds"] + step["end"] - step["start"], 1)
-        stage["peak_rss_mb"] = max(stage["peak_rss_mb"], sampler.peak_mb(step["start"], step["end"]))
-        stage["steps"].append(step["step"])
-    return stages
 
 
 def selections():
@@ -179,7 +170,7 @@ def run_home(n_events: int, workdir: Path, score_only: bool) -> dict:
             candidates = step_metadata(run, candidates_key(TARGET))
             result["training"] = {
                 "seconds": round(wall[1] - wall[0], 1), "peak_rss_mb": sampler.peak_mb(*wall),
-                "stages": stages_of(run.run_id, sampler),
+                "stages": run_stages(run.run_id, sampler, stage_of),
                 "candidates": {k: candidates.get(k) for k in ("candidates", "best_family", "training_rows",
                                                               "registered_version", "calibration") if k in candidates},
                 "champion": {k: v for k, v in step_metadata(run, champion_key(TARGET)).items()
@@ -189,7 +180,7 @@ def run_home(n_events: int, workdir: Path, score_only: bool) -> dict:
         wall = (started, time.time())
         predictions = step_metadata(run, predictions_key(TARGET))
         result["daily_scoring"] = {"seconds": round(wall[1] - wall[0], 1), "peak_rss_mb": sampler.peak_mb(*wall),
-                                   "stages": stages_of(run.run_id, sampler),
+                                   "stages": run_stages(run.run_id, sampler, stage_of),
                                    "users_scored": predictions.get("dagster/row_count"),
                                    "published": predictions.get("published"), "reason": predictions.get("reason"),
                                    "model_version": predictions.get("model_version")}
