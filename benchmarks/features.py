@@ -10,6 +10,10 @@ report in issue 22.
 ``--groups`` adds each group of behaviour columns to the counts set on its own (one family, default the logistic
 regression, each grid configuration): which group, if any, carries the signal the whole set does not show.
 
+``--variants reviews`` (issue 25) trains on the `reviews` set (the behaviour set plus each user's review features
+before the cutoff, fitted as the candidates asset fits them): against the `behaviour` row of the same home, what
+the reviews and their text add.
+
 ``--variants sequence`` (issue 24) trains the GRU on the `sequence` set (the behaviour set plus each user's last
 events as tokens; the deep extra needed), after materializing the home's training_sequences asset for its sample:
 against the shipped row of the same home, whether the order of events adds what the aggregates miss.
@@ -38,7 +42,9 @@ from benchmarks.calibration import training_sample
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "features"
-VARIANTS = {"counts": ["counts"], "behaviour": ["behaviour"], "both (shipped)": None, "sequence": ["sequence"]}
+VARIANTS = {"counts": ["counts"], "behaviour": ["behaviour"], "both (shipped)": None, "sequence": ["sequence"],
+            "reviews": ["reviews"]}
+OPT_IN = ("sequence", "reviews")  # measured only when named
 # the sequence set is the GRU's alone (issue 24): the behaviour set and each user's last events as tokens
 SEQUENCE_FAMILIES = ["gru"]
 
@@ -56,6 +62,19 @@ def with_sequences(home: Path, frame: pd.DataFrame) -> pd.DataFrame:
     last = pd.Timestamp(frame["as_of_date"].max()).date().isoformat()
     runs._execute("weekly_training", partition_key=last, asset_selection=[TRAINING_SEQUENCES])
     return load_tokens_for_training(WarehouseResource(path=str(home / "warehouse.duckdb")), frame)
+
+
+def with_reviews(home: Path, frame: pd.DataFrame):
+    """The training sample with its users' review features at each cutoff (issue 25), fitted as the candidates
+    asset fits them: on the reviews before the sample's newest cutoff; and the fitted ReviewFeatures."""
+    from dagster_project.defs.resources import WarehouseResource
+    from dagster_project.defs.reviews import training_review_features
+
+    data, fitted, done = training_review_features(WarehouseResource(path=str(home / "warehouse.duckdb")), frame)
+    print(done, file=sys.stderr)
+    if fitted is None:
+        raise SystemExit(f"{home}: {done}")
+    return data, fitted
 
 
 def measure(home: Path, label: str, budget: float | None, families: list[str] | None, folds: int,
@@ -77,7 +96,7 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
     measured = set(targets or TARGETS)
     path = RUNS / f"{label}.json"
     # a run for some targets keeps the other targets' rows of an earlier run of the same home
-    chosen = [v for v in VARIANTS if (v.split(" ")[0] in variants if variants else v != "sequence")]
+    chosen = [v for v in VARIANTS if (v.split(" ")[0] in variants if variants else v not in OPT_IN)]
     # a run keeps the rows of the targets and variants it does not measure, from an earlier run of the same home
     rows = [r for r in json.loads(path.read_text())["rows"]
             if r["target"] not in measured or r.get("features") not in chosen] if path.exists() else []
@@ -85,22 +104,27 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
               "folds": folds, "rows": rows}
     RUNS.mkdir(parents=True, exist_ok=True)
     sequences = None  # the sample with its tokens, built on the first sequence variant
+    reviewed = None   # the sample with its review features, on the first reviews variant
     for target in TARGETS.values():
         if target.name not in measured:
             continue
         for variant in chosen:
             sets = VARIANTS[variant]
-            data, variant_families = frame, families
+            data, variant_families, fitted = frame, families, None
             if variant == "sequence":
                 if sequences is None:
                     sequences = with_sequences(home, frame)
                 data, variant_families = sequences, SEQUENCE_FAMILIES
+            if variant == "reviews":
+                if reviewed is None:
+                    reviewed = with_reviews(home, frame)
+                data, fitted = reviewed
             work = Path(tempfile.mkdtemp(prefix="shopcast-features-"))
             store = Store(f"sqlite:///{work / 'mlflow.db'}", work / "artifacts")
             started = time.perf_counter()
             try:
                 outcome = train_candidates(data, target, store, families=variant_families, budget_seconds=budget,
-                                           feature_set_names=sets, eligibility=eligibility,
+                                           feature_set_names=sets, eligibility=eligibility, review_features=fitted,
                                            max_training_rows=settings.max_training_rows)
             except NotEligible as exc:
                 rows.append({"target": target.name, "features": variant, "note": f"not eligible: {exc}"})
@@ -225,8 +249,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--targets", default=None, help="comma-separated target names (default: every target)")
     parser.add_argument("--variants", default=None,
-                        help="comma-separated: counts, behaviour, both, sequence (the GRU: needs the deep extra; "
-                             "default: all but sequence)")
+                        help="comma-separated: counts, behaviour, both, sequence (the GRU: needs the deep extra), "
+                             "reviews (the home must hold reviews) (default: all but sequence and reviews)")
     parser.add_argument("--groups", action="store_true", help="each behaviour group added to counts alone")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()

@@ -45,6 +45,8 @@ OFFLINE_ENV = {
     "GX_ANALYTICS_ENABLED": "False",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",
+    # not telemetry, but noise: a progress bar on every artifact a run downloads (the review encoder of a model)
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 

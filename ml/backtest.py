@@ -90,13 +90,15 @@ def _has_both_classes(frame: pd.DataFrame, target: Target, minimum: int) -> bool
 
 
 def backtest(frame: pd.DataFrame, target: Target, candidate_model, family: str, *, incumbent_model=None,
-             incumbent_name: str | None = None, incumbent_training_dates: set[str] = frozenset(),
+             incumbent_frame: pd.DataFrame | None = None, incumbent_name: str | None = None, incumbent_training_dates: set[str] = frozenset(),
              folds: int = 3, min_examples_per_class: int = 20, max_training_rows: int = 100_000,
              candidate_scores: dict[str, float] | None = None) -> Backtest:
     """Score the candidate (refit per fold) and the incumbent (as it is; the baseline when None) on the ``folds``
     newest closed cutoffs of ``frame`` (the training set). Folds without enough training data are skipped; the
     newest one always has them (the candidate was trained that way). ``candidate_scores`` (as-of date: primary
-    metric) are folds training already measured the same way (ml.train.Candidate.fold_scores): not refitted."""
+    metric) are folds training already measured the same way (ml.train.Candidate.fold_scores): not refitted.
+    ``incumbent_frame``: the same rows (same index) as the incumbent reads them, where its inputs differ (review
+    features of its own encoder); ``frame`` by default."""
     known = candidate_scores or {}
     labelled = target.select(frame[frame[target.label].notna()])
     ranks = sorted(labelled["cutoff_rank"].unique())
@@ -122,7 +124,8 @@ def backtest(frame: pd.DataFrame, target: Target, candidate_model, family: str, 
             baseline_name, incumbent_scores = target.baseline(test)
             result.incumbent_name = f"baseline ({baseline_name})"
         else:
-            incumbent_scores = predict_scores(incumbent_model, to_matrix(test, list(incumbent_model.feature_names_in_)),
+            rows = test if incumbent_frame is None else incumbent_frame.loc[test.index]
+            incumbent_scores = predict_scores(incumbent_model, to_matrix(rows, list(incumbent_model.feature_names_in_)),
                                               target.is_regression)
         incumbent_metric = float(target_metrics(target.is_regression, y, incumbent_scores)[target.primary_metric])
         result.folds.append(Fold(as_of, len(test), training_rows, candidate_metric,

@@ -35,9 +35,12 @@ def is_personal(column: str) -> bool:
 #              hour-of-day and weekend habits, gaps between active days and how overdue the next one is, 14-day and
 #              whole-history windows, distinct purchase days, hours since the last view/cart/checkout, and the open
 #              cart (items carted and neither bought nor removed, their value and age)
+#   reviews    behaviour, plus what the user's reviews before the date say (ml/review_features.py: counts, ratings,
+#              the text's dissatisfaction and its mean embedding), where the shop loads reviews (issue 25)
 #   sequence   behaviour, plus each user's last events as tokens (ml/sequences.py): only the sequence families read
 #              it, and only where the frame carries the tokens
-FEATURE_SETS = ("counts", "behaviour", "sequence")
+FEATURE_SETS = ("counts", "behaviour", "reviews", "sequence")
+REVIEW_PREFIX = "review_"  # every column of ml/review_features.py
 BEHAVIOUR_COLUMNS = frozenset({
     "purchase_days_28d", "purchase_days_90d", "purchase_days_all", "revenue_all",
     "mean_viewed_price_28d", "max_viewed_price_28d", "mean_carted_price_28d", "max_carted_price_28d",
@@ -53,15 +56,22 @@ def is_behaviour(column: str) -> bool:
     return column in BEHAVIOUR_COLUMNS or column.endswith("_14d")
 
 
+def is_review(column: str) -> bool:
+    return column.startswith(REVIEW_PREFIX)
+
+
 def feature_sets(columns: list[str], names: list[str] | None = None) -> dict[str, list[str]]:
     """The named sets (default all) restricted to ``columns``, in their order; a set with the same columns as an
     earlier one (data without any behaviour column) is left out."""
     unknown = [n for n in names or [] if n not in FEATURE_SETS]
     if unknown:
         raise ValueError(f"unknown feature sets: {', '.join(unknown)} (known: {', '.join(FEATURE_SETS)})")
-    aggregated = [c for c in columns if not is_token(c)]
+    aggregated = [c for c in columns if not is_token(c) and not is_review(c)]
+    reviews = [c for c in columns if not is_token(c)]
+    tokens = [c for c in columns if not is_review(c)]
     sets = {"counts": [c for c in aggregated if not is_behaviour(c)], "behaviour": aggregated,
-            "sequence": list(columns) if len(aggregated) < len(columns) else []}
+            "reviews": reviews if len(reviews) > len(aggregated) else [],
+            "sequence": tokens if len(tokens) > len(aggregated) else []}
     chosen: dict[str, list[str]] = {}
     for name in names or FEATURE_SETS:
         if sets[name] and sets[name] not in chosen.values():

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import mlflow
@@ -73,18 +74,25 @@ def champions_reading_tokens(store: Store) -> list[str]:
 
 
 def backtest_candidate(store: Store, target: Target, candidate: RegisteredModel, frame: pd.DataFrame, *,
-                       folds: int, min_examples_per_class: int, max_training_rows: int) -> Backtest:
+                       folds: int, min_examples_per_class: int, max_training_rows: int,
+                       frame_for: Callable[[RegisteredModel, object, pd.DataFrame], pd.DataFrame] | None = None
+                       ) -> Backtest:
     """The candidate (its configuration refit per fold; folds training measured are reused from the version's
     ``fold_scores`` tag) against the champion as it is, or the baseline, on the last ``folds`` closed cutoffs of
-    ``frame`` (the training sample)."""
-    incumbent, name, trained_on = None, None, set()
+    ``frame`` (the training sample). ``frame_for(version, model, frame)``: the rows with what that version reads
+    beyond them (its own review features, computed by its own fitted encoder); the rows as they are by default."""
+    rows_for = frame_for or (lambda entry, model, rows: rows)
+    incumbent, name, trained_on, incumbent_frame = None, None, set(), None
     entry = version_by_alias(store, target.name, CHAMPION)
     if entry is not None:
         incumbent, entry = load_by_alias(store, target.name, CHAMPION)
         name = f"champion v{entry.version}"
         trained_on = training_dates(store, entry)
-    return backtest(frame, target, load_version(store, candidate), candidate.tags["family"],
-                    incumbent_model=incumbent, incumbent_name=name, incumbent_training_dates=trained_on, folds=folds,
+        incumbent_frame = rows_for(entry, incumbent, frame)
+    candidate_model = load_version(store, candidate)
+    return backtest(rows_for(candidate, candidate_model, frame), target, candidate_model, candidate.tags["family"],
+                    incumbent_model=incumbent, incumbent_frame=incumbent_frame, incumbent_name=name,
+                    incumbent_training_dates=trained_on, folds=folds,
                     min_examples_per_class=min_examples_per_class, max_training_rows=max_training_rows,
                     candidate_scores=json.loads(candidate.tags.get("fold_scores", "{}")))
 

@@ -40,7 +40,7 @@ class Family:
     grid: list[dict]
     takes_sample_weight: bool = False  # balanced sample weights passed to fit (no class_weight option)
     # the feature sets (ml/features.py) the family is searched on: the aggregated ones unless it reads sequences
-    feature_sets: tuple[str, ...] = ("counts", "behaviour")
+    feature_sets: tuple[str, ...] = ("counts", "behaviour", "reviews")
     # fitted on the older cutoffs with the tuning cutoff as its eval set, it stops early; the refits then train the
     # number of epochs it chose (best_epochs_)
     stops_early: bool = False

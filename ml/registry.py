@@ -5,6 +5,7 @@ Models are addressed by alias (``models:/<name>@champion``), never by 'the newes
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,19 @@ def load_version(store: Store, entry: RegisteredModel):
     import mlflow.sklearn
 
     return mlflow.sklearn.load_model(entry.uri)
+
+
+def load_review_features(store: Store, entry: RegisteredModel):
+    """The fitted ReviewFeatures logged beside a version's model (ml/review_features.py), for a model that reads
+    review features; an error naming the version when its run has none."""
+    from ml.review_features import ARTIFACT, load
+
+    client = store.activate()
+    if ARTIFACT not in {f.path for f in client.list_artifacts(entry.run_id)}:
+        raise LookupError(f"{entry.name} v{entry.version} reads review features, but its run {entry.run_id} holds "
+                          f"no {ARTIFACT}: retrain it")
+    with tempfile.TemporaryDirectory() as folder:
+        return load(Path(client.download_artifacts(entry.run_id, ARTIFACT, folder)))
 
 
 def version_for_date(store: Store, name: str, as_of: str) -> RegisteredModel | None:

@@ -4,26 +4,56 @@ before the date, and what their text says.
 ``ReviewFeatures`` is unfitted: ``fit`` learns the text encoder (ml/text.py) and a satisfaction model (the text's
 probability of a low rating) from the reviews written before a cutoff only; ``transform`` then gives, for any
 (user, as-of date) keys, the features of the reviews before each date. Fitted once per training run and kept with
-the model version, so that scoring computes the features as training did.
+the model version (the artifact ``review_features.skops`` of the version's MLflow run, beside its model), so that
+scoring computes the features as training did.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import skops.io
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 
+from ml.features import REVIEW_PREFIX, is_review
 from ml.text import TfidfSvdEncoder, text_columns
 
 LOW_RATING = 2            # a rating at or below it is a low one (of 1-5)
-REVIEW_PREFIX = "review_"
 COUNT_COLUMNS = ("review_count", "review_mean_rating", "review_last_rating", "review_low_share",
                  "review_days_since_last", "review_helpful_share", "review_text_dissatisfaction")
 
 
+ARTIFACT = "review_features.skops"   # its name in the model version's MLflow run
+# what skops may rebuild when loading it (the scikit-learn parts are trusted by skops itself)
+TRUSTED_TYPES = ["ml.review_features.ReviewFeatures", "ml.text.TfidfSvdEncoder"]
+
+
 def review_text_columns(dimensions: int) -> list[str]:
     return [f"{REVIEW_PREFIX}{c}" for c in text_columns(dimensions)]
+
+
+def reads_reviews(columns) -> bool:
+    """Whether a model with these input columns reads review features (and so needs its ReviewFeatures)."""
+    return any(is_review(c) for c in columns)
+
+
+def with_review_columns(frame: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``features`` (a ReviewFeatures.transform of its rows, in their order) as its review columns,
+    replacing any it had; the frame's index is kept."""
+    kept = frame[[c for c in frame.columns if not is_review(c)]]
+    return pd.concat([kept, features.set_axis(frame.index)], axis=1)
+
+
+def save(model: ReviewFeatures, path: Path) -> Path:
+    skops.io.dump(model, path)
+    return path
+
+
+def load(path: Path) -> ReviewFeatures:
+    return skops.io.load(path, trusted=TRUSTED_TYPES)
 
 
 class ReviewFeatures(BaseEstimator):
@@ -36,7 +66,8 @@ class ReviewFeatures(BaseEstimator):
         """Learn the encoder and the satisfaction model from the reviews written before ``cutoff`` only."""
         before = reviews[pd.to_datetime(reviews["review_ts"]) < pd.Timestamp(cutoff)]
         texts = _text(before)
-        self.cutoff_ = pd.Timestamp(cutoff)
+        self.cutoff_ = pd.Timestamp(cutoff).isoformat()  # a string: what skops stores without trusting pandas
+        self.reviews_fitted_on_ = len(before)
         self.encoder_ = TfidfSvdEncoder(dimensions=self.dimensions, random_state=self.random_state).fit(texts)
         low = (before["rating"].to_numpy(dtype=float) <= LOW_RATING).astype(int)
         # the text's own reading of satisfaction: its richer encoding (more dimensions than the features keep)

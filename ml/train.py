@@ -9,9 +9,11 @@ a single training cutoff, a fixed share of its users (a hash of the user id) sta
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mlflow
 import mlflow.sklearn
@@ -35,6 +37,8 @@ from ml.explain import global_importance
 from ml.features import feature_columns, feature_sets, to_matrix
 from ml.models import FAMILIES, REGRESSION_FAMILIES, Family
 from ml.registry import Store
+from ml.review_features import ARTIFACT as REVIEW_ARTIFACT
+from ml.review_features import ReviewFeatures, reads_reviews, save
 from ml.targets import Eligibility, Target
 
 # MLflow saves scikit-learn models with skops, which loads only types it is told to trust. These are the ones
@@ -297,6 +301,13 @@ class TrainingOutcome:
 TIED_WITHIN = 0.005
 
 
+def _log_review_features(review_features: ReviewFeatures | None) -> None:
+    if review_features is None:
+        raise ValueError("a candidate reads review features, but no fitted ReviewFeatures was given to log beside it")
+    with tempfile.TemporaryDirectory() as folder:
+        mlflow.log_artifact(str(save(review_features, Path(folder) / REVIEW_ARTIFACT)))
+
+
 def choose(candidates: list[Candidate], eligibility: Eligibility, metric: str) -> tuple[Candidate, list[str]]:
     """(the best candidate, why it may not be published). The floor first, then the best: a candidate that ranks
     best but misses a floor does not hide one that passes; when none passes, the best is returned with every
@@ -319,8 +330,11 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                      feature_set_names: list[str] | None = None,
                      eligibility: Eligibility | None = None,
                      max_training_rows: int = 100_000, allow_personal_features: bool = False,
+                     review_features: ReviewFeatures | None = None,
                      progress: Callable[[str], None] = lambda _: None) -> TrainingOutcome:
     """Search every family, log a parent run with one nested run per candidate, and return them all.
+    ``review_features``: the fitted ReviewFeatures behind the frame's review columns, logged beside the model of
+    each candidate that reads them (scoring computes its features with it).
     ``budget_seconds`` bounds the whole search, refits and logging included, but for the first configuration of
     each family, which is always tried (on a large panel, the fixed cost: see benchmarks/results/scale.md)."""
     started = time.perf_counter()
@@ -402,6 +416,8 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                     input_example=example, pyfunc_predict_fn="predict" if regression else "predict_proba",
                     skops_trusted_types=SKOPS_TRUSTED_TYPES, pip_requirements=model_requirements(),
                 )
+                if reads_reviews(candidate.columns):
+                    _log_review_features(review_features)
                 candidate.run_id = child.info.run_id
             candidates.append(candidate)
             shown = ("normalized_gini", "spearman", "mae") if regression else ("roc_auc", "pr_auc")

@@ -21,6 +21,7 @@ from dagster_project.defs.resources import (
     WarehouseResource,
     as_of_dates,
 )
+from dagster_project.defs.reviews import with_version_review_features
 from dagster_project.defs.sequences import add_scoring_tokens
 from dagster_project.defs.training import with_clv
 from dagster_project.markdown import figure_to_markdown, frame_to_markdown
@@ -187,8 +188,9 @@ def feature_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         current = warehouse.query_df(with_clv(hash_sample_sql(
             "marts.fct_scoring_population", CURRENT_ROWS,
             f"as_of_date between $1 and $2 and ({target.population_sql})")), [dates[0], dates[-1]])
-        reference, current = (add_scoring_tokens(context, model, rows, dbt, settings, warehouse,
-                                                 sorted(set(pd.to_datetime(rows.as_of_date).dt.date)))
+        reference, current = (with_version_review_features(
+            warehouse, store, entry, model, add_scoring_tokens(context, model, rows, dbt, settings, warehouse,
+                                                               sorted(set(pd.to_datetime(rows.as_of_date).dt.date))))
                               for rows in (reference, current))
         reference_scores = predict_scores(model, to_matrix(reference, columns), target.is_regression)
         for as_of, rows in current.groupby("as_of_date"):

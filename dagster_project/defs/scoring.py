@@ -8,6 +8,7 @@ from dagster_dbt import DbtCliResource
 from dagster_project.asset_keys import CLV, champion_key, predictions_key
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, PipelineSettings, WarehouseResource, as_of_dates
+from dagster_project.defs.reviews import with_version_review_features
 from dagster_project.defs.sequences import add_scoring_tokens
 from dagster_project.defs.training import with_clv
 from dagster_project.markdown import frame_to_markdown
@@ -50,6 +51,8 @@ def build_scoring_assets(target: Target) -> list:
         model, entry = load_by_alias(mlflow.store(), target.name, CHAMPION)
         # a sequence model (issue 24) reads each user's last events too: built for the dates, joined as tokens
         population = add_scoring_tokens(context, model, population, dbt, settings, warehouse, dates)
+        # a model that reads review features (issue 25): computed by the encoder logged with its version
+        population = with_version_review_features(warehouse, mlflow.store(), entry, model, population)
         scored = score(population, model, target.name, entry.version, score_column=target.score_column,
                        regression=target.is_regression)
         with warehouse.writer() as con:

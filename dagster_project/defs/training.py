@@ -18,6 +18,7 @@ from dagster_project.defs.clv import CUTOFFS_KEY
 from dagster_project.defs.dbt_assets import TRAINING_SET
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, TrainingPolicy, WarehouseResource, as_of_dates
+from dagster_project.defs.reviews import training_review_features, with_version_review_features
 from dagster_project.faults import failpoint
 from dagster_project.markdown import frame_to_markdown
 from dagster_project.warehouse import hash_sample_sql
@@ -122,7 +123,8 @@ def build_target_assets(target: Target) -> list:
     def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
                    training_policy: TrainingPolicy) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
-        frame = _training_frame(warehouse, target)
+        frame, review_features, reviews_done = training_review_features(warehouse, _training_frame(warehouse, target))
+        context.log.info(f"{target.name}: {reviews_done}")
         try:
             outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=training_policy.budget_seconds,
                                        families=training_policy.family_list,
@@ -130,12 +132,14 @@ def build_target_assets(target: Target) -> list:
                                        eligibility=training_policy.eligibility(), progress=context.log.info,
                                        allow_personal_features=training_policy.allow_personal_features,
                                        max_training_rows=training_policy.max_training_rows,
+                                       review_features=review_features,
                                        tags={"dagster_run_id": context.run.run_id, "as_of_date": as_of,
                                              "dbt_manifest_checksum": _manifest_checksum()})
         except NotEligible as not_eligible:  # an expected outcome on small or young data, not an error
             context.log.warning(f"{target.name} not trained: {not_eligible}")
             return dg.MaterializeResult(metadata={"eligible": False, "reason": str(not_eligible),
-                                                  "training_set_rows_loaded": len(frame)})
+                                                  "training_set_rows_loaded": len(frame),
+                                                  "review_features": reviews_done})
         version = register(mlflow.store(), target, outcome.best.run_id,
                            {"as_of_date": as_of, "family": outcome.best.family,
                             "feature_set": outcome.best.feature_set, "dagster_run_id": context.run.run_id,
@@ -158,6 +162,7 @@ def build_target_assets(target: Target) -> list:
             "validation_as_of_date": outcome.split.valid_as_of,
             "training_rows": len(outcome.split.train),
             "training_set_rows_loaded": len(frame),
+            "review_features": reviews_done,
             "training_set_rows": warehouse.scalar("select count(*) from marts.fct_training_set"),
             "mlflow_run": dg.MetadataValue.url(mlflow.run_link(outcome.parent_run_id)),
             **{f"best_{k}": float(v) for k, v in outcome.best.metrics.items()},
@@ -185,7 +190,8 @@ def build_target_assets(target: Target) -> list:
         tested = backtest_candidate(
             store, target, candidate, frame, folds=training_policy.backtest_cutoffs,
             min_examples_per_class=max(1, training_policy.min_examples_per_class // 10),
-            max_training_rows=training_policy.max_training_rows)
+            max_training_rows=training_policy.max_training_rows,
+            frame_for=lambda version, model, rows: with_version_review_features(warehouse, store, version, model, rows))
         problems = [p for p in candidate.tags.get("quality_problems", "").split("; ") if p]
         decision = decide(target, candidate.version, tested, training_policy.margin, problems)
         apply(store, decision)

@@ -11,6 +11,7 @@
         {%- set first, last = min_as_of_date(), as_of_date() -%}
         {%- set windows = {
             'stg_shop__events': event_days_between(first ~ ' - 1', last),
+            'stg_shop__reviews': 'review_date >= ' ~ first ~ ' - 1 and review_date < ' ~ last,
             'int_user_daily_activity': 'activity_date >= ' ~ first ~ ' - 1 and activity_date < ' ~ last,
             'int_user_purchase_days': 'purchase_date >= ' ~ first ~ ' - 1 and purchase_date < ' ~ last,
             'int_user_item_daily': 'activity_date >= ' ~ first ~ ' - 1 and activity_date < ' ~ last,
