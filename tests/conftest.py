@@ -94,7 +94,7 @@ def pipeline(built_home, home, tmp_path) -> ShopcastPaths:
 HEAVIEST_FIRST = ["test_crash_safety.py", "test_feedback_loop.py",
                   "test_real_samples.py::test_each_sample_runs_end_to_end_and_produces_predictions[ga-merch]",
                   "test_real_samples.py::test_each_sample_runs_end_to_end_and_produces_predictions[online-retail]",
-                  "test_serving_under_load.py", "test_sequence_signal.py", "test_pipeline.py", "test_serving.py"]
+                  "test_serving_under_load.py", "test_sequence_signal.py", "test_review_signal.py", "test_pipeline.py", "test_serving.py"]
 
 
 def pytest_collection_modifyitems(config, items):

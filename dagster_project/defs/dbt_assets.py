@@ -50,6 +50,7 @@ class ShopcastTranslator(DagsterDbtTranslator):
 TRAINING_SET = dg.AssetKey(["marts", "fct_training_set"])
 TRAINING_CUTOFF_FEATURES = dg.AssetKey(["marts", "training_cutoff_features"])
 STAGED_EVENTS = dg.AssetKey(["staging", "stg_shop__events"])
+STAGED_REVIEWS = dg.AssetKey(["staging", "stg_shop__reviews"])  # read by the review features (defs/reviews.py)
 # What a cutoff's training example reads: its features, its BG/NBD inputs, and the activity they are summed from.
 CUTOFF_FEATURE_MODELS = "intermediate feat_user_daily feat_user_rfm"
 translator = ShopcastTranslator()

@@ -6,6 +6,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from dagster_project.asset_keys import CLV, champion_key, predictions_key
+from dagster_project.defs.dbt_assets import STAGED_REVIEWS
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, PipelineSettings, WarehouseResource, as_of_dates
 from dagster_project.defs.reviews import with_version_review_features
@@ -35,7 +36,7 @@ def _ensure_table(warehouse: WarehouseResource, target: Target) -> None:
 def build_scoring_assets(target: Target) -> list:
     key = predictions_key(target.name)
 
-    @dg.asset(key=key, deps=[SCORING_POPULATION, CLV, champion_key(target.name)],
+    @dg.asset(key=key, deps=[SCORING_POPULATION, CLV, champion_key(target.name), STAGED_REVIEWS],
               group_name=target.name, partitions_def=as_of_daily, backfill_policy=dg.BackfillPolicy.single_run(),
               pool="duckdb", kinds={"duckdb", "mlflow"},
               description=f"predictions.{target.name}: {target.description} Scored by models:/{target.name}@champion.")

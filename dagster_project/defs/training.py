@@ -15,7 +15,7 @@ from dagster_project import decisions
 from dagster_project.asset_keys import CLV, candidates_key, champion_key
 from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.clv import CUTOFFS_KEY
-from dagster_project.defs.dbt_assets import TRAINING_SET
+from dagster_project.defs.dbt_assets import STAGED_REVIEWS, TRAINING_SET
 from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import MlflowStore, TrainingPolicy, WarehouseResource, as_of_dates
 from dagster_project.defs.reviews import training_review_features, with_version_review_features
@@ -115,7 +115,7 @@ def _metrics_table(rows: dict[str, dict], regression: bool) -> str:
 def build_target_assets(target: Target) -> list:
     candidates_asset, champion_asset = candidates_key(target.name), champion_key(target.name)
 
-    @dg.asset(key=candidates_asset, deps=[TRAINING_SAMPLE, TRAINING_SEQUENCES],
+    @dg.asset(key=candidates_asset, deps=[TRAINING_SAMPLE, TRAINING_SEQUENCES, STAGED_REVIEWS],
               group_name=target.name, partitions_def=as_of_daily,
               backfill_policy=dg.BackfillPolicy.single_run(),
               kinds={"scikit-learn", "mlflow"}, pool="duckdb",
