@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11, make and git:
 #   make demo   - environment, demo data, the whole asset graph through Dagster, a summary
 #   make test   - environment and the whole test suite
-# make demo DATA=taobao|ga-merch|online-retail runs a real public sample (../shared/datasets) instead, in its own
+# make demo DATA=taobao|ga-merch|online-retail|amazon-reviews runs a real public sample (../shared/datasets) instead, in its own
 # home data/<DATA>; `make ui DATA=...` then opens that home.
 PYTHON ?= python3.11
 VENV ?= .venv

@@ -234,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     smp = sub.add_parser("sample", help="load a real public sample (../shared/datasets) with its settings and run "
                                         "the whole graph on it")
-    smp.add_argument("name", choices=["taobao", "ga-merch", "online-retail"])
+    from dagster_project.samples import SAMPLES
+
+    smp.add_argument("name", choices=list(SAMPLES))
     smp.add_argument("--datasets", help="the folder holding the samples (default datasets or "
                                         "../shared/datasets)")
     smp.add_argument("--as-of", type=_date, default=None, help="as-of date (default: the day after the data)")

@@ -5,7 +5,7 @@ keeps it equal (``python -m dagster_project.dbt_sources`` rewrites it after a ta
 from __future__ import annotations
 
 from dagster_project.settings import DBT_PROJECT_DIR
-from ml.targets import TARGETS
+from ml.targets import ALL_TARGETS
 
 SOURCES_FILE = DBT_PROJECT_DIR / "models" / "audiences" / "__sources.yml"
 
@@ -15,7 +15,7 @@ def prediction_sources_yml() -> str:
              "version: 2", "", "sources:", "  - name: predictions",
              ("    description: Scores written back by the Dagster scoring assets (one table per target) and the "
              "BG/NBD baseline."), "    schema: predictions", "    tables:"]
-    for target in TARGETS.values():
+    for target in ALL_TARGETS.values():  # every registered target: the file is the same for every home
         lines += [f"      - name: {target.name}",
                   (f"        description: \"{target.description} Per user and as-of date, with decile, reason codes "
                   "and the model version.\"")]

@@ -23,11 +23,14 @@ class Sample:
     min_class_examples: int  # the samples are small: GA has ~20 buyers per validation week
     why: str
     recommendation_horizon_days: int = 28  # the truth of the recommendations (items bought in this many days)
+    extra_targets: str = ""                # optional targets its data support (ml/targets.py)
+    active_window_days: int = 28           # who is scored: users with an event in this many days
 
     def settings(self) -> dict:
         """The project-file settings of a home holding this sample (field names of the settings model)."""
         return {"business_tz": self.business_timezone, "min_class_examples": self.min_class_examples,
-                "recommendation_horizon_days": self.recommendation_horizon_days}
+                "recommendation_horizon_days": self.recommendation_horizon_days,
+                "extra_targets": self.extra_targets, "active_window_days": self.active_window_days}
 
     def path(self, datasets: Path | None = None) -> Path:
         return (datasets or load_settings().datasets_dir) / self.relative_path
@@ -42,6 +45,11 @@ SAMPLES = {s.name: s for s in (
            "on 14 days, as issue 23 measured them", recommendation_horizon_days=14),
     Sample("online-retail", "uci_online_retail/online_retail_2010_2011.parquet", "online-retail", "Europe/London",
            200, "a year of UK invoice lines"),
+    Sample("amazon-reviews", "amazon_reviews_5core/Musical_Instruments.parquet", "amazon-reviews", "UTC", 200,
+           "10,261 Amazon reviews of 1,429 reviewers (2004-2014), each review also a purchase (a proxy): ~440 "
+           "reviewers a quarter, so users active in 90 days are scored, on the 90-day purchase target beside the "
+           "default ones, and recommendations are judged on 90 days",
+           recommendation_horizon_days=90, extra_targets="purchase_propensity_90d", active_window_days=90),
 )}
 
 

@@ -30,8 +30,8 @@ import pandas as pd
 
 from dagster_project.faults import failpoint
 from dagster_project.settings import env_name
+from dagster_project.targets import TARGETS
 from dagster_project.warehouse import qualified, quote_identifier, string_literal
-from ml.targets import TARGETS
 
 SERVING_FILE = "shopcast.duckdb"
 PARQUET_DIR = "parquet"

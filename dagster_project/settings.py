@@ -102,7 +102,18 @@ def _recommenders(text: str) -> str:
     return _subset(text, "recommender(s)", known)
 
 
+def _optional_targets(text: str) -> str:
+    """"" or a comma-separated subset of the optional targets (unlike the lists above, none is the default)."""
+    if not text.strip():
+        return ""
+    from ml.targets import OPTIONAL_TARGETS
+
+    chosen = _subset(text, "optional target(s)", lambda: OPTIONAL_TARGETS)
+    return ",".join(OPTIONAL_TARGETS) if chosen == "all" else chosen
+
+
 TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
+OptionalTargetList = Annotated[str, AfterValidator(_optional_targets)]
 RecommenderList = Annotated[str, AfterValidator(_recommenders)]
 FamilyList = Annotated[str, AfterValidator(_families)]
 FeatureSetList = Annotated[str, AfterValidator(_feature_sets)]
@@ -124,7 +135,14 @@ class Settings(BaseSettings):
     training_cadence_days: int | None = Field(
         None, ge=1, le=28, description="days between training cutoffs; unset: chosen from the span of history")
     partitions_start: dt.date = Field(dt.date(2010, 1, 1), description="the first as-of date a run may ask for")
-    # -- training and the gate
+    active_window_days: int = Field(
+        28, ge=1, le=365, description="who is scored and trained on at an as-of date: users with an event in this "
+                                      "many days before it (90 or more where customers buy a few times a year)")
+    # -- targets, training and the gate
+    extra_targets: OptionalTargetList = Field(
+        "", description="optional targets trained, gated and scored beside the default three, comma-separated: "
+                        "purchase_propensity_90d (for shops whose customers buy a few times a year; its 90-day label "
+                        "makes every target's newest training cutoff 90 days old)")
     gate_margin: float = Field(0.0, ge=0, le=1, allow_inf_nan=False,
                                description="primary metric a candidate must gain over the champion to replace it")
     training_budget_seconds: int = Field(
@@ -136,9 +154,9 @@ class Settings(BaseSettings):
                            "linear_svm, neural_network, gradient_boosting, gru (the sequence model, opt-in: not in "
                            "all; needs the deep extra, left out with the reason otherwise)")
     feature_sets: FeatureSetList = Field(
-        "all", description="or a comma-separated subset of counts, behaviour, sequence: the feature sets the "
-                           "families are tried on (each aggregate family on counts and behaviour, the sequence "
-                           "families on sequence; see ml/features.py)")
+        "all", description="or a comma-separated subset of counts, behaviour, reviews, sequence: the feature sets the "
+                           "families are tried on (each aggregate family on counts, behaviour and, where the shop "
+                           "loads reviews, reviews; the sequence families on sequence; see ml/features.py)")
     min_class_examples: int = Field(
         1000, ge=1, description="eligibility: positive and negative examples a target's training cutoffs must hold "
                                 "(the validation cutoff a tenth); below it the target is not trained")
@@ -264,9 +282,16 @@ class Settings(BaseSettings):
     def datasets_dir(self) -> Path:
         return (self.datasets or REPO_ROOT.parent / "shared" / "datasets").expanduser()
 
+    @property
+    def extra_target_list(self) -> list[str]:
+        return [name for name in self.extra_targets.split(",") if name]
+
     def dbt_vars(self) -> dict:
         """The vars every dbt invocation gets from the settings (a run adds its dates and training windows)."""
-        return dbt_base_vars(self.paths.warehouse, self.duckdb_memory_limit, self.business_tz)
+        from ml.targets import enabled_targets
+
+        return dbt_base_vars(self.paths.warehouse, self.duckdb_memory_limit, self.business_tz,
+                             enabled_targets(self.extra_target_list), self.active_window_days)
 
     def subprocess_env(self) -> dict[str, str]:
         """What a process this one starts needs to see the same home: the UIs (Dagster's instance, MLflow's store),
@@ -275,7 +300,8 @@ class Settings(BaseSettings):
                 "MLFLOW_TRACKING_URI": self.paths.mlflow_tracking_uri, "DBT_LOG_PATH": str(self.paths.logs / "dbt")}
 
 
-def dbt_base_vars(warehouse: Path, duckdb_memory_limit: str, business_timezone: str) -> dict:
+def dbt_base_vars(warehouse: Path, duckdb_memory_limit: str, business_timezone: str, targets: dict | None = None,
+                  active_window_days: int = 28) -> dict:
     """The dbt vars that come from the settings and the target registry, on every dbt invocation (the profile reads
     the warehouse path and memory limit; the models the zone, the targets' horizons and the sequences' length).
     The same on every invocation of a home: what a run decides goes to dbt apart (defs/resources.py ShopcastDbt)."""
@@ -283,7 +309,8 @@ def dbt_base_vars(warehouse: Path, duckdb_memory_limit: str, business_timezone: 
     from ml.targets import dbt_vars as target_vars
 
     return {"warehouse_path": str(warehouse), "duckdb_memory_limit": duckdb_memory_limit,
-            "business_timezone": business_timezone, "sequence_length": SEQUENCE_LENGTH, **target_vars()}
+            "business_timezone": business_timezone, "sequence_length": SEQUENCE_LENGTH,
+            "active_window_days": active_window_days, **target_vars(targets)}
 
 
 def env_name(field: str) -> str:

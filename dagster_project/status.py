@@ -11,8 +11,8 @@ import pandas as pd
 
 from dagster_project.serving import serving_path
 from dagster_project.settings import get_paths
+from dagster_project.targets import TARGETS
 from dagster_project.warehouse import column_exists, connect, qualified, table_exists, table_row_counts
-from ml.targets import TARGETS
 
 
 def collect() -> dict:

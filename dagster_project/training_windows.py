@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from ml.targets import LABEL_HORIZON_DAYS
+from dagster_project.targets import LABEL_HORIZON_DAYS
 
 MAX_CUTOFFS = 12           # more cutoffs add rows, not much signal, and cost time
 MIN_WEEKLY_CUTOFFS = 4     # validation, tuning and at least two to train on

@@ -55,7 +55,7 @@ class SuiteValidator:
     Data Docs are rebuilt once by ``finish`` rather than after every batch: rebuilding them is the slow part.
     """
 
-    def __init__(self, gx_dir: Path, suite_name: str):
+    def __init__(self, gx_dir: Path, suite_name: str, **params):
         self.context = _context(Path(gx_dir))
         self.suite_name = suite_name
         source = self.context.data_sources.add_or_update_pandas(DATASOURCE)
@@ -67,7 +67,7 @@ class SuiteValidator:
             batch_definition = asset.get_batch_definition("whole_dataframe")
         except KeyError:
             batch_definition = asset.add_batch_definition_whole_dataframe("whole_dataframe")
-        suite = self.context.suites.add_or_update(build_suite(suite_name))
+        suite = self.context.suites.add_or_update(build_suite(suite_name, **params))
         definition = self.context.validation_definitions.add_or_update(
             gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
         )

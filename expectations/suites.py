@@ -31,8 +31,11 @@ def raw_events() -> list:
     ]
 
 
-def feat_user_daily() -> list:
-    """The feature rows of one or more whole as-of dates."""
+def feat_user_daily(active_window_days: int = 28) -> list:
+    """The feature rows of one or more whole as-of dates; the population is users with an event in the
+    ``active_window_days`` before the date (a setting)."""
+    window = active_window_days
+    active_in_28d = 1 if window <= 28 else 0  # a longer window scores users quiet for the last 28 days too
     counts = [f"{t}_count_{w}d" for w in FEATURE_WINDOWS for t in EVENT_TYPES]
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
@@ -42,17 +45,17 @@ def feat_user_daily() -> list:
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "as_of_date"]),
         # column minimums are one aggregate each: much cheaper than row-wise checks on 28 count columns
         *(gxe.ExpectColumnMinToBeBetween(column=c, min_value=0) for c in counts),
-        # the population is users active in the 28 days before, and features never see the as-of date itself
-        gxe.ExpectColumnValuesToBeBetween(column="days_since_last_event", min_value=1, max_value=28),
-        gxe.ExpectColumnValuesToBeBetween(column="events_28d", min_value=1),
+        # the population is users active in the window before, and features never see the as-of date itself
+        gxe.ExpectColumnValuesToBeBetween(column="days_since_last_event", min_value=1, max_value=window),
+        gxe.ExpectColumnValuesToBeBetween(column="events_28d", min_value=active_in_28d),
         gxe.ExpectColumnValuesToBeBetween(column="tenure_days", min_value=1),
         gxe.ExpectColumnValuesToBeBetween(column="revenue_90d", min_value=0),
         gxe.ExpectColumnValuesToBeBetween(column="cart_per_view_28d", min_value=0),
         gxe.ExpectColumnValuesToBeBetween(column="purchase_per_cart_28d", min_value=0),
-        gxe.ExpectColumnValuesToBeBetween(column="active_days_28d", min_value=1, max_value=28),
+        gxe.ExpectColumnValuesToBeBetween(column="active_days_28d", min_value=active_in_28d, max_value=28),
         # hours are counted to the start of the as-of date: an event on it would be leakage (below 0), and the
-        # population's last event lies within the 28 days before
-        gxe.ExpectColumnValuesToBeBetween(column="hours_since_last_event", min_value=0, max_value=28 * 24),
+        # population's last event lies within the window before
+        gxe.ExpectColumnValuesToBeBetween(column="hours_since_last_event", min_value=0, max_value=window * 24),
         # row-wise, not by column minimum: a shop without checkout events has a column of NULLs, whose minimum
         # is no value and would fail
         *(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0)
@@ -112,7 +115,8 @@ def suite_columns(name: str) -> list[str] | None:
     return columns
 
 
-def build_suite(name: str) -> gx.ExpectationSuite:
+def build_suite(name: str, **params) -> gx.ExpectationSuite:
+    """The suite ``name``; ``params``: its builder's settings (feat_user_daily's active_window_days)."""
     if name not in SUITES:
         raise KeyError(f"no expectation suite named {name!r}; known: {', '.join(SUITES)}")
-    return gx.ExpectationSuite(name=name, expectations=SUITES[name]())
+    return gx.ExpectationSuite(name=name, expectations=SUITES[name](**params))

@@ -10,10 +10,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from ml.sequences import is_token
+from ml.targets import LABELS
 
 # Keys, dates and labels of the training set: never model inputs.
-NON_FEATURES = {"user_id", "as_of_date", "cutoff_rank", "purchase_next_7d", "churn_next_7d", "revenue_next_28d",
-                "features_version"}
+NON_FEATURES = {"user_id", "as_of_date", "cutoff_rank", "features_version", *LABELS}
 # Personal attributes (raw.users has age, gender, region): never model inputs unless personal_features is
 # on. A column is personal when its name is one of these or starts with one and an underscore (age_band, gender_f).
 PERSONAL_ATTRIBUTES = ("age", "birth_year", "date_of_birth", "gender", "sex", "region", "country", "city",

@@ -33,7 +33,7 @@ from ml.registry import (
     training_dates,
     version_by_alias,
 )
-from ml.targets import TARGETS, Target
+from ml.targets import ALL_TARGETS, Target
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def champions_reading_tokens(store: Store) -> list[str]:
     """The classification targets whose champion reads sequence tokens. The gate backtests a champion as it is, on
     the training frame, so their tokens are needed even when a retrain no longer names the sequence family."""
     reading = []
-    for name in (name for name, target in TARGETS.items() if not target.is_regression):
+    for name in (name for name, target in ALL_TARGETS.items() if not target.is_regression):
         entry = version_by_alias(store, name, CHAMPION)
         # the family of the training run (a version registered by hand carries no tags of its own)
         family = FAMILIES.get(run_tags(store, entry).get("family", "")) if entry is not None else None

@@ -79,16 +79,18 @@ def load_version(store: Store, entry: RegisteredModel):
 
 
 def load_review_features(store: Store, entry: RegisteredModel):
-    """The fitted ReviewFeatures logged beside a version's model (ml/review_features.py), for a model that reads
-    review features; an error naming the version when its run has none."""
+    """The fitted ReviewFeatures a version's model was trained with (ml/review_features.py): logged in the training
+    run its candidate run belongs to. An error naming the version when there is none."""
     from ml.review_features import ARTIFACT, load
 
     client = store.activate()
-    if ARTIFACT not in {f.path for f in client.list_artifacts(entry.run_id)}:
-        raise LookupError(f"{entry.name} v{entry.version} reads review features, but its run {entry.run_id} holds "
-                          f"no {ARTIFACT}: retrain it")
-    with tempfile.TemporaryDirectory() as folder:
-        return load(Path(client.download_artifacts(entry.run_id, ARTIFACT, folder)))
+    parent = client.get_run(entry.run_id).data.tags.get("mlflow.parentRunId")
+    for run_id in (entry.run_id, parent):
+        if run_id and ARTIFACT in {f.path for f in client.list_artifacts(run_id)}:
+            with tempfile.TemporaryDirectory() as folder:
+                return load(Path(client.download_artifacts(run_id, ARTIFACT, folder)))
+    raise LookupError(f"{entry.name} v{entry.version} reads review features, but neither its run {entry.run_id} nor "
+                      f"its training run {parent} holds {ARTIFACT}: retrain it")
 
 
 def version_for_date(store: Store, name: str, as_of: str) -> RegisteredModel | None:

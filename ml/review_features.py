@@ -10,6 +10,7 @@ scoring computes the features as training did.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ COUNT_COLUMNS = ("review_count", "review_mean_rating", "review_last_rating", "re
                  "review_days_since_last", "review_helpful_share", "review_text_dissatisfaction")
 
 
-ARTIFACT = "review_features.skops"   # its name in the model version's MLflow run
+ARTIFACT = "review_features.skops"   # its name in the training run (the parent of the version's run)
+MAX_TERMS = 20_000  # words and word pairs each encoder keeps: enough for a few dimensions, and a small artifact
 # what skops may rebuild when loading it (the scikit-learn parts are trusted by skops itself)
 TRUSTED_TYPES = ["ml.review_features.ReviewFeatures", "ml.text.TfidfSvdEncoder"]
 
@@ -48,7 +50,9 @@ def with_review_columns(frame: pd.DataFrame, features: pd.DataFrame) -> pd.DataF
 
 
 def save(model: ReviewFeatures, path: Path) -> Path:
-    skops.io.dump(model, path)
+    # compressed: skops writes the encoders' vocabularies as JSON, term by term (60 MB for 2 x 50,000 terms; ~6 %
+    # of it compressed)
+    skops.io.dump(model, path, compression=zipfile.ZIP_DEFLATED)
     return path
 
 
@@ -68,10 +72,12 @@ class ReviewFeatures(BaseEstimator):
         texts = _text(before)
         self.cutoff_ = pd.Timestamp(cutoff).isoformat()  # a string: what skops stores without trusting pandas
         self.reviews_fitted_on_ = len(before)
-        self.encoder_ = TfidfSvdEncoder(dimensions=self.dimensions, random_state=self.random_state).fit(texts)
+        self.encoder_ = TfidfSvdEncoder(dimensions=self.dimensions, max_terms=MAX_TERMS,
+                                        random_state=self.random_state).fit(texts)
         low = (before["rating"].to_numpy(dtype=float) <= LOW_RATING).astype(int)
         # the text's own reading of satisfaction: its richer encoding (more dimensions than the features keep)
-        self.satisfaction_encoder_ = TfidfSvdEncoder(dimensions=32, random_state=self.random_state).fit(texts)
+        self.satisfaction_encoder_ = TfidfSvdEncoder(dimensions=32, max_terms=MAX_TERMS,
+                                                     random_state=self.random_state).fit(texts)
         self.satisfaction_ = (LogisticRegression(C=1.0, max_iter=1000).fit(
             self.satisfaction_encoder_.transform(texts), low) if len(np.unique(low)) == 2 else None)
         return self

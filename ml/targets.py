@@ -20,6 +20,13 @@ def recency_frequency_scores(frame: pd.DataFrame) -> np.ndarray:
     return ((frequency + recency) / 2).to_numpy(dtype=float)
 
 
+def recency_frequency_90d_scores(frame: pd.DataFrame) -> np.ndarray:
+    """The naive ranking over a quarter, for the 90-day target: frequency over 90 days, and recency."""
+    frequency = frame["events_90d"].rank(pct=True)
+    recency = (-frame["days_since_last_event"]).rank(pct=True)
+    return ((frequency + recency) / 2).to_numpy(dtype=float)
+
+
 def revenue_run_rate(frame: pd.DataFrame) -> np.ndarray:
     """The naive revenue forecast: the last 90 days' purchase revenue, scaled to 28 days."""
     return (frame["revenue_90d"].fillna(0) * 28 / 90).to_numpy(dtype=float)
@@ -149,21 +156,53 @@ PREDICTED_REVENUE_28D = Target(
     short_name="revenue",
 )
 
-# The one list of targets: dbt (vars), training, scoring, serving, monitoring, audiences and status derive from it.
+PURCHASE_PROPENSITY_90D = Target(
+    name="purchase_propensity_90d",
+    label="purchase_next_90d",
+    description="Probability that the user buys in the 90 days from the as-of date, for shops whose customers buy a "
+                "few times a year (a week holds too few buyers to learn from: the Amazon review sample).",
+    naive_scores=recency_frequency_90d_scores,
+    naive_name="recency/frequency over 90 days",
+    horizon_days=90,
+    short_name="purchase_90d",
+)
+
+# The target registry. Every target goes the same way; dbt (vars), training, scoring, serving, monitoring, audiences
+# and status derive from a home's set: the default targets, plus the optional ones its extra_targets setting names
+# (dagster_project/targets.py). TARGETS is the default set.
 TARGETS = {t.name: t for t in (PURCHASE_PROPENSITY_7D, CHURN_PROBABILITY_7D, PREDICTED_REVENUE_28D)}
-
-# The newest training cutoff is this many days before the as-of date: the longest label window of the
-# classification targets, so that every class label of cutoff 1 has closed (the revenue label may still be open:
-# NULL, and that target trains on the older cutoffs).
-LABEL_HORIZON_DAYS = max(t.horizon_days for t in TARGETS.values() if not t.is_regression)
+OPTIONAL_TARGETS = {t.name: t for t in (PURCHASE_PROPENSITY_90D,)}
+ALL_TARGETS = {**TARGETS, **OPTIONAL_TARGETS}
+LABELS = frozenset(t.label for t in ALL_TARGETS.values())
 
 
-def dbt_vars() -> dict:
-    """What dbt learns of the targets: one entry each (name, label, score column, horizon), each label's horizon as
-    ``<short name>_horizon_days`` (read by fct_user_labels.sql), and the training cutoffs' label horizon."""
+def enabled_targets(extra: list[str] | tuple[str, ...] = ()) -> dict[str, Target]:
+    """The default targets and the optional ones named in ``extra``."""
+    unknown = sorted(set(extra) - set(OPTIONAL_TARGETS))
+    if unknown:
+        raise ValueError(f"unknown optional target(s) {', '.join(unknown)}; expected some of "
+                         f"{', '.join(OPTIONAL_TARGETS)}")
+    return {**TARGETS, **{name: OPTIONAL_TARGETS[name] for name in OPTIONAL_TARGETS if name in extra}}
+
+
+def label_horizon_days(targets: dict[str, Target]) -> int:
+    """The newest training cutoff is this many days before the as-of date: the longest label window of the
+    classification targets, so that every class label of cutoff 1 has closed (the revenue label may still be open:
+    NULL, and that target trains on the older cutoffs)."""
+    return max(t.horizon_days for t in targets.values() if not t.is_regression)
+
+
+LABEL_HORIZON_DAYS = label_horizon_days(TARGETS)  # of the default set
+
+
+def dbt_vars(targets: dict[str, Target] | None = None) -> dict:
+    """What dbt learns of a home's targets (default: the default set): one entry each (name, label, score column,
+    horizon), every registered label's horizon as ``<short name>_horizon_days`` (read by fct_user_labels.sql, which
+    computes every label), and the training cutoffs' label horizon."""
+    targets = targets or TARGETS
     return {
         "targets": [{"name": t.name, "label": t.label, "score_column": t.score_column, "horizon_days": t.horizon_days,
-                     "short_name": t.short_name} for t in TARGETS.values()],
-        **{f"{t.short_name}_horizon_days": t.horizon_days for t in TARGETS.values()},
-        "label_horizon_days": LABEL_HORIZON_DAYS,
+                     "short_name": t.short_name} for t in targets.values()],
+        **{f"{t.short_name}_horizon_days": t.horizon_days for t in ALL_TARGETS.values()},
+        "label_horizon_days": label_horizon_days(targets),
     }

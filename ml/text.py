@@ -45,6 +45,9 @@ class TfidfSvdEncoder(TransformerMixin, BaseEstimator):
         self.vectorizer_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, strip_accents="unicode",
                                            min_df=min(self.min_df, len(documents)), max_features=self.max_terms)
         matrix = self.vectorizer_.fit_transform(documents)
+        # plain ints, not numpy scalars: skops saves each numpy scalar of a dict as an object of its own (50,000
+        # terms made a 100 MB file that took minutes to write)
+        self.vectorizer_.vocabulary_ = {term: int(index) for term, index in self.vectorizer_.vocabulary_.items()}
         # TruncatedSVD needs fewer components than terms, and finds no more than there are texts
         self.components_kept_ = max(0, min(self.dimensions, matrix.shape[1] - 1, len(documents)))
         self.svd_ = (TruncatedSVD(self.components_kept_, random_state=self.random_state).fit(matrix)

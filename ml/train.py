@@ -303,7 +303,7 @@ TIED_WITHIN = 0.005
 
 def _log_review_features(review_features: ReviewFeatures | None) -> None:
     if review_features is None:
-        raise ValueError("a candidate reads review features, but no fitted ReviewFeatures was given to log beside it")
+        raise ValueError("the frame has review features, but no fitted ReviewFeatures was given to log with them")
     with tempfile.TemporaryDirectory() as folder:
         mlflow.log_artifact(str(save(review_features, Path(folder) / REVIEW_ARTIFACT)))
 
@@ -333,8 +333,8 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                      review_features: ReviewFeatures | None = None,
                      progress: Callable[[str], None] = lambda _: None) -> TrainingOutcome:
     """Search every family, log a parent run with one nested run per candidate, and return them all.
-    ``review_features``: the fitted ReviewFeatures behind the frame's review columns, logged beside the model of
-    each candidate that reads them (scoring computes its features with it).
+    ``review_features``: the fitted ReviewFeatures behind the frame's review columns, logged in the parent run
+    that every candidate reading them belongs to (scoring computes their features with it).
     ``budget_seconds`` bounds the whole search, refits and logging included, but for the first configuration of
     each family, which is always tried (on a large panel, the fixed cost: see benchmarks/results/scale.md)."""
     started = time.perf_counter()
@@ -366,6 +366,8 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                            "training_rows": len(split.train), "validation_rows": len(split.valid),
                            "budget_seconds": budget_seconds})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline.items() if np.isfinite(v)})
+        if any(reads_reviews(cols) for cols in sets.values()):  # once per run: its candidates share it
+            _log_review_features(review_features)
         candidates, deadline = [], started + budget_seconds
         searches = [(family, set_name) for family in chosen for set_name in sets if set_name in family.feature_sets]
         for family in chosen:
@@ -416,8 +418,6 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                     input_example=example, pyfunc_predict_fn="predict" if regression else "predict_proba",
                     skops_trusted_types=SKOPS_TRUSTED_TYPES, pip_requirements=model_requirements(),
                 )
-                if reads_reviews(candidate.columns):
-                    _log_review_features(review_features)
                 candidate.run_id = child.info.run_id
             candidates.append(candidate)
             shown = ("normalized_gini", "spearman", "mae") if regression else ("roc_auc", "pr_auc")

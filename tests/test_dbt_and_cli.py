@@ -64,6 +64,7 @@ def test_dbt_unit_tests_pin_the_window_logic(empty_warehouse, tmp_path):
         "features_use_only_events_strictly_before_as_of_date": "pass",
         "intent_prices_habits_and_rhythm_use_only_events_before_as_of_date": "pass",
         "labels_close_only_when_their_window_has_passed": "pass",
+        "the_90_day_purchase_label_closes_after_90_days_and_counts_purchases_in_them_only": "pass",
         "rfm_counts_repeat_purchase_days_before_the_as_of_date_only": "pass",
         "outcomes_only_for_closed_windows_and_matching_users": "pass",
         # business days in a zone other than UTC, and across a daylight-saving change (issue 21)

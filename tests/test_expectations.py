@@ -26,3 +26,18 @@ def test_the_training_set_suite_on_its_columns_alone_passes_good_rows_and_fails_
     assert not summary.success
     assert {f["expectation"] for f in summary.failed} >= {"expect_column_values_to_be_in_set"}
     assert summary.evaluated == len(validator.context.suites.get("fct_training_set").expectations)
+
+
+def test_the_feature_suite_follows_the_population_window_of_the_settings():
+    from expectations.suites import build_suite
+
+    def bounds(suite, column):
+        (found,) = [e for e in suite.expectations if getattr(e, "column", None) == column
+                    and type(e).__name__ == "ExpectColumnValuesToBeBetween"]
+        return found.min_value, found.max_value
+
+    shipped, quarterly = build_suite("feat_user_daily"), build_suite("feat_user_daily", active_window_days=90)
+    assert bounds(shipped, "days_since_last_event") == (1, 28) and bounds(quarterly, "days_since_last_event") == (1, 90)
+    # a user of a 90-day population may have had no event in the last 28 days
+    assert bounds(shipped, "events_28d")[0] == 1 and bounds(quarterly, "events_28d")[0] == 0
+    assert bounds(quarterly, "hours_since_last_event") == (0, 90 * 24)

@@ -3,7 +3,7 @@ their review, and say so in words more than in stars (tests/test_generator.py), 
 the `reviews` set beat the same family on the `behaviour` set on every backtest fold. Built and trained the way a
 run does it (Dagster materializes the churn target's graph through its predictions, with both feature sets), then
 each candidate's configuration backtested as the gate does; the champion that reads reviews scores with the encoder
-logged beside it, and no review text reaches the serving file."""
+logged with its training run, and no review text reaches the tables the serving file publishes."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_review_features_lift_churn_on_every_backtest_fold_and_the_champion_scor
     from dagster_project.serving import PUBLISHED_TABLES
     from dagster_project.settings import load_settings
     from ml.backtest import backtest
-    from ml.registry import CHAMPION, load_by_alias
+    from ml.registry import CHAMPION, load_by_alias, load_review_features
     from ml.review_features import ARTIFACT, reads_reviews
     from ml.targets import TARGETS
 
@@ -78,7 +78,9 @@ def test_review_features_lift_churn_on_every_backtest_fold_and_the_champion_scor
     # the champion reads the reviews, with the encoder logged beside its model, and scores every user with it
     model, entry = load_by_alias(store, TARGET, CHAMPION)
     assert reads_reviews(model.feature_names_in_)
-    assert ARTIFACT in {f.path for f in client.list_artifacts(entry.run_id)}
+    parent = client.get_run(entry.run_id).data.tags["mlflow.parentRunId"]  # logged once per training run
+    assert ARTIFACT in {f.path for f in client.list_artifacts(parent)}
+    assert load_review_features(store, entry).cutoff_.startswith("2026-02-23")  # the validation cutoff
     with duckdb.connect(str(home.warehouse), read_only=True) as con:
         scored, population = con.execute(
             f"select (select count(*) from predictions.{TARGET} where as_of_date = $1), "

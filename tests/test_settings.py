@@ -172,6 +172,25 @@ def test_dbt_learns_the_targets_from_the_registry_and_its_sources_file_is_genera
     assert "purchase_propensity_7d" not in sql and "var('targets')" in sql
 
 
+def test_an_optional_target_joins_a_home_s_targets_and_moves_its_newest_training_cutoff(tmp_path):
+    from dagster_project.settings import SettingsError, load_settings
+    from ml.features import NON_FEATURES
+    from ml.targets import ALL_TARGETS, OPTIONAL_TARGETS, TARGETS, enabled_targets
+
+    settings = load_settings(home=tmp_path, extra_targets="purchase_propensity_90d", active_window_days=90)
+    dbt = settings.dbt_vars()
+    assert [t["name"] for t in dbt["targets"]] == [*TARGETS, "purchase_propensity_90d"]
+    assert dbt["label_horizon_days"] == 90 and dbt["active_window_days"] == 90
+    # every label is computed by dbt in every home, so each registered horizon is a var; none is ever a feature
+    default = load_settings(home=tmp_path).dbt_vars()
+    assert default["purchase_90d_horizon_days"] == 90 and default["label_horizon_days"] == 7
+    assert {t.label for t in ALL_TARGETS.values()} <= NON_FEATURES
+    assert list(enabled_targets(["purchase_propensity_90d"])) == [*TARGETS, *OPTIONAL_TARGETS]
+    assert load_settings(home=tmp_path, extra_targets="all").extra_target_list == list(OPTIONAL_TARGETS)
+    with pytest.raises(SettingsError, match="unknown optional target"):
+        load_settings(home=tmp_path, extra_targets="purchase_propensity_30d")
+
+
 def test_a_few_stray_events_weeks_earlier_do_not_stretch_the_history(tmp_path):
     import duckdb
 

@@ -19,7 +19,7 @@ from dagster_project.defs.recommendations import CANDIDATES_KEY as RECOMMENDATIO
 from dagster_project.defs.recommendations import CHAMPION_KEY as RECOMMENDATION_CHAMPION
 from dagster_project.defs.recommendations import CUTOFF_INTERACTIONS as RECOMMENDATION_CUTOFFS
 from dagster_project.defs.training import TRAINING_SAMPLE, TRAINING_SEQUENCES
-from ml.targets import TARGETS
+from dagster_project.targets import TARGETS
 
 # Everything: ingest what has landed, then staging → checks → marts → checks (→ models and scores, later).
 shopcast_graph = dg.define_asset_job(

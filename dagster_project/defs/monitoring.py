@@ -25,6 +25,7 @@ from dagster_project.defs.reviews import with_version_review_features
 from dagster_project.defs.sequences import add_scoring_tokens
 from dagster_project.defs.training import with_clv
 from dagster_project.markdown import figure_to_markdown, frame_to_markdown
+from dagster_project.targets import TARGETS
 from dagster_project.warehouse import hash_sample_sql, replace_dates
 from ml.evaluate import predict_scores
 from ml.features import to_matrix
@@ -39,7 +40,6 @@ from ml.recommendations import MODEL_NAME as RECOMMENDER
 from ml.recommendations import realised_lists, recall_drop
 from ml.registry import CHAMPION, load_by_alias, training_dates, version_by_alias
 from ml.sequences import is_token
-from ml.targets import TARGETS
 
 OUTCOMES = dg.AssetKey(["monitoring", "fct_prediction_outcomes"])
 PERFORMANCE = dg.AssetKey(["monitoring", "prediction_performance"])

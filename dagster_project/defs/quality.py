@@ -80,7 +80,9 @@ def _validate_days(context, warehouse, settings, suite: str, table: str, date_co
         days = [d for d in days if d not in set(empty)] or days
     if explain_empty and empty and set(days) <= set(empty):
         extra["explanation"] = explain_empty(empty)
-    validator = SuiteValidator(settings.gx_dir, suite)
+    # the features' population window is a setting: their suite's bounds follow it
+    params = {"active_window_days": settings.active_window_days} if suite == "feat_user_daily" else {}
+    validator = SuiteValidator(settings.gx_dir, suite, **params)
     read = suite_columns(suite)
     columns = ", ".join(map(quote_identifier, read)) if read else "*"  # only what the suite reads
     summaries = []

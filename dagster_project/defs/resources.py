@@ -86,6 +86,7 @@ class PipelineSettings(dg.ConfigurableResource):
     training_cutoffs: int | None = None       # None: chosen from the span of history (training_windows.py)
     training_cadence_days: int | None = None
     clv_fit_users: int = 100_000        # BG/NBD is fitted on a hash sample of at most this many users per date
+    active_window_days: int = 28        # the population: users with an event in this many days before a date
     duckdb_memory_limit: str = "6GB"
 
     @property
@@ -367,6 +368,7 @@ def build_resources(settings: Settings) -> dict:
                                      training_cutoffs=settings.training_cutoffs,
                                      training_cadence_days=settings.training_cadence_days,
                                      clv_fit_users=settings.clv_fit_users,
+                                     active_window_days=settings.active_window_days,
                                      duckdb_memory_limit=settings.duckdb_memory_limit),
         "mlflow": MlflowStore(tracking_uri=paths.mlflow_tracking_uri, artifact_root=str(paths.mlflow_artifacts)),
         "training_policy": TrainingPolicy(

@@ -13,10 +13,11 @@ from dagster_project.defs.reviews import with_version_review_features
 from dagster_project.defs.sequences import add_scoring_tokens
 from dagster_project.defs.training import with_clv
 from dagster_project.markdown import frame_to_markdown
+from dagster_project.targets import TARGETS
 from dagster_project.warehouse import replace_dates
 from ml.predict import REASON_COLUMNS, score
 from ml.registry import CHAMPION, load_by_alias, version_by_alias
-from ml.targets import TARGETS, Target
+from ml.targets import Target
 
 SCORING_POPULATION = dg.AssetKey(["marts", "fct_scoring_population"])
 POPULATION_SQL = with_clv("marts.fct_scoring_population", "t.as_of_date between ? and ? and ({population})")

@@ -8,7 +8,7 @@ from dagster_project.defs.partitions import as_of_daily
 from dagster_project.defs.resources import ServingResource, WarehouseResource, as_of_dates
 from dagster_project.markdown import frame_to_markdown
 from dagster_project.serving import PUBLISHED_TABLES, read_manifest, verify
-from ml.targets import TARGETS
+from dagster_project.targets import TARGETS
 
 SERVING = dg.AssetKey(["serving", "shopcast"])
 PUBLISHED = [dg.AssetKey([schema, table]) for schema, table, _ in PUBLISHED_TABLES

@@ -21,10 +21,11 @@ from dagster_project.defs.resources import MlflowStore, TrainingPolicy, Warehous
 from dagster_project.defs.reviews import training_review_features, with_version_review_features
 from dagster_project.faults import failpoint
 from dagster_project.markdown import frame_to_markdown
+from dagster_project.targets import TARGETS
 from dagster_project.warehouse import hash_sample_sql
 from ml.gate import apply, backtest_candidate, decide, register
 from ml.registry import version_for_date
-from ml.targets import TARGETS, Target
+from ml.targets import Target
 from ml.train import NotEligible, train_candidates
 
 

@@ -29,7 +29,8 @@ examples as (
         f.*,
         l.purchase_next_7d,
         l.churn_next_7d,
-        l.revenue_next_28d
+        l.revenue_next_28d,
+        l.purchase_next_90d
     from cutoffs as c
     inner join {{ ref('feat_user_daily') }} as f
         on f.as_of_date = c.as_of_date
