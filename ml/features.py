@@ -88,6 +88,17 @@ def feature_columns(frame: pd.DataFrame, allow_personal: bool = False) -> list[s
             and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
 
 
+def varies(values: pd.Series) -> bool:
+    """Whether a column varies in the rows models are fitted on. A (nearly) constant one says nothing there, and a
+    scaler would blow its tiny spread up to unit variance: BG/NBD's P(alive) within 1e-5 of 1 at every training cutoff
+    of a sparse shop (the Amazon reviews), then 0.37 for one user at scoring, was 10^5 standard deviations, and a
+    logistic regression then gave the whole population a mean probability of 0.90 against a base rate of 0.32."""
+    known = values.dropna().astype(float)
+    if known.empty:
+        return False
+    return float(known.max() - known.min()) > 1e-4 * max(1.0, float(known.abs().max()))
+
+
 def to_matrix(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """The model input frame: the given columns as float64 (NULLs become NaN), in that order."""
     missing = [c for c in columns if c not in frame.columns]

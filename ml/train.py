@@ -34,11 +34,12 @@ from ml.calibration import (
 )
 from ml.evaluate import best_f1_threshold, plots, predict_scores, regression_plots, target_metrics
 from ml.explain import global_importance
-from ml.features import feature_columns, feature_sets, to_matrix
+from ml.features import feature_columns, feature_sets, to_matrix, varies
 from ml.models import FAMILIES, REGRESSION_FAMILIES, Family
 from ml.registry import Store
 from ml.review_features import ARTIFACT as REVIEW_ARTIFACT
 from ml.review_features import ReviewFeatures, reads_reviews, save
+from ml.sequences import is_token
 from ml.targets import Eligibility, Target
 
 # MLflow saves scikit-learn models with skops, which loads only types it is told to trust. These are the ones
@@ -342,8 +343,10 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
     split = time_split(frame, target, eligibility.min_examples_per_class)
     split.train = bounded(split.train, max_training_rows)
     split.fit = bounded(split.fit, max_training_rows)  # the tuning cutoff is scored whole, like validation
-    # features with a value in the rows models are fitted on (BG/NBD outputs are missing at cutoffs too young to fit)
-    columns = [c for c in feature_columns(split.train, allow_personal_features) if split.fit[c].notna().any()]
+    # features with a value in the rows models are fitted on (BG/NBD outputs are missing at cutoffs too young to fit),
+    # and that vary there (ml/features.varies; a sequence's tokens are one input, padding and all)
+    columns = [c for c in feature_columns(split.train, allow_personal_features)
+               if split.fit[c].notna().any() and (is_token(c) or varies(split.train[c]))]
     sets = feature_sets(columns, feature_set_names)
     chosen = families_for(target, families)
     regression = target.is_regression

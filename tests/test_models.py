@@ -223,8 +223,8 @@ def test_the_budget_bounds_the_whole_search_and_every_family_still_tries_its_fir
 @pytest.mark.parametrize("signal_in", ["behaviour", "counts"])
 def test_each_family_is_a_candidate_on_each_feature_set_and_validation_chooses(store, signal_in):
     """The behaviour set (counts plus intent, prices, habits...) is published only where it scores better: with the
-    label driven by the open cart, the best candidate uses it; where the open cart carries nothing over the same
-    counts, the candidates tie and the smaller set is chosen."""
+    label driven by the open cart, the best candidate uses it; where the open cart is the same for everyone it is no
+    feature at all (ml/features.varies), the behaviour set is the counts set, and only that one is searched."""
     rng = np.random.default_rng(3)
     frame = _panel(intercept=-1.5)
     if signal_in == "behaviour":  # the label follows the open cart; the counts lose their signal
@@ -232,13 +232,13 @@ def test_each_family_is_a_candidate_on_each_feature_set_and_validation_chooses(s
         frame["cart_count_28d"] = rng.normal(size=len(frame))
         frame["fav_count_28d"] = rng.normal(size=len(frame))
     else:
-        frame["open_cart_items"] = 0.0  # no information: the sets tie
+        frame["open_cart_items"] = 0.0  # no information, and no variation: no feature
     families = ["logistic_regression", "gradient_boosting"]
     both = train_candidates(frame, TARGET, store, families=families, budget_seconds=60,
                             eligibility=Eligibility(min_examples_per_class=20))
+    searched = ("counts", "behaviour") if signal_in == "behaviour" else ("counts",)
     assert [(c.family, c.feature_set, "open_cart_items" in c.columns, list(c.model.feature_names_in_) == c.columns)
-            for c in both.candidates] == [(f, s, s == "behaviour", True) for f in families
-                                          for s in ("counts", "behaviour")]
+            for c in both.candidates] == [(f, s, s == "behaviour", True) for f in families for s in searched]
     assert both.best.feature_set == signal_in
     if signal_in == "behaviour":  # every family ranks better with the set that holds the signal
         by = {(c.family, c.feature_set): c.metrics["pr_auc"] for c in both.candidates}
@@ -580,3 +580,13 @@ def test_the_gru_is_searched_on_the_sequence_set_alone_and_loads_back_from_mlflo
     assert [c.family for c in no_tokens.candidates] == ["logistic_regression"]
     run = store.activate().get_run(no_tokens.parent_run_id)
     assert "no sequence tokens" in run.data.tags["left_out.gru"]
+
+
+def test_a_column_constant_where_models_are_fitted_is_no_feature():
+    """BG/NBD's P(alive) within 1e-5 of 1 at every training cutoff, then far below it at scoring, was blown up by the
+    scaler to 10^5 standard deviations (the Amazon reviews: mean probability 0.90 against a base rate of 0.32)."""
+    from ml.features import varies
+
+    assert not varies(pd.Series([1.0, 0.99999, 1.0, None]))          # a spread of 1e-5 of its size
+    assert not varies(pd.Series([0.0, 0.0])) and not varies(pd.Series([None, None], dtype=float))
+    assert varies(pd.Series([0.0, 1.0])) and varies(pd.Series([1000.0, 1000.5]))

@@ -201,3 +201,54 @@ def test_amazon_reviews_load_as_reviews_with_a_purchase_each_and_reload_as_a_dup
     assert purchases == total_events == 10_261
     again = load_file(warehouse, path, "amazon-reviews")
     assert again.duplicate_file and again.rows_duplicate == 10_261 and again.rows_accepted == 0
+
+
+@pytest.mark.slow
+def test_the_amazon_reviews_sample_trains_and_scores_the_90_day_target_with_review_features(tmp_path):
+    """`shopcast sample amazon-reviews` as a user runs it: reviews loaded (each also a purchase), the reviewers
+    active in the 90 days before each date scored on the 90-day purchase target the sample's settings add; the review
+    features are among its candidates. Slimmed like the other samples: one family, a short budget."""
+    import json
+    import subprocess
+    import sys
+
+    home = tmp_path / "amazon"
+    env = {**os.environ, "SHOPCAST_HOME": str(home), "SHOPCAST_LOG_LEVEL": "WARNING",
+           "SHOPCAST_MODEL_FAMILIES": "logistic_regression", "SHOPCAST_FEATURE_SETS": "behaviour,reviews",
+           "SHOPCAST_TRAINING_BUDGET_SECONDS": "20", "SHOPCAST_GATE_MARGIN": "0.0", "SHOPCAST_CLV_FIT_USERS": "2000",
+           "SHOPCAST_RECOMMENDATION_CANDIDATES": "ease"}
+    for key in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "SHOPCAST_BUSINESS_TZ", "SHOPCAST_TRAINING_CUTOFFS",
+                "SHOPCAST_TRAINING_CADENCE_DAYS", "SHOPCAST_MIN_CLASS_EXAMPLES", "SHOPCAST_MIN_ROC_AUC",
+                "SHOPCAST_MIN_PR_AUC_SKILL", "SHOPCAST_MIN_EXPECTED_OVER_OBSERVED",
+                "SHOPCAST_MAX_EXPECTED_OVER_OBSERVED", "SHOPCAST_BACKTEST_CUTOFFS"):
+        env.pop(key, None)
+    shopcast = str(Path(sys.executable).parent / "shopcast")
+    proc = subprocess.run([shopcast, "sample", "amazon-reviews", "--datasets", str(DATASETS)], env=env,
+                          capture_output=True, text=True, timeout=1800, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    settings = tomllib.loads((home / "shopcast.toml").read_text())
+    assert (settings["extra_targets"], settings["active_window_days"]) == ("purchase_propensity_90d", 90)
+    assert "12 training cutoffs every 7 days" in proc.stdout
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        audit = con.execute("select rows_read, rows_accepted, rows_rejected, rows_duplicate "
+                            "from raw.load_audit").fetchall()
+        as_of, predicted, population, expected = con.execute("""
+            select p.as_of_date, count(*),
+                   (select count(*) from marts.fct_scoring_population where as_of_date = p.as_of_date),
+                   sum(probability)
+            from predictions.purchase_propensity_90d p group by p.as_of_date""").fetchone()
+        published = {t: n for t, n in con.execute(
+            "select 'churn', count(*) from predictions.churn_probability_7d union all "
+            "select 'revenue', count(*) from predictions.predicted_revenue_28d").fetchall()}
+    assert audit == [(10_261, 10_261, 0, 0)]
+    # ~440 reviewers a quarter; about a third of them review (buy) again within 90 days
+    assert predicted == population > 300 and 0.15 * population < expected < 0.6 * population
+    # every reviewer active in the last week reviews again later in this 5-core sample (no churner to learn from),
+    # and reviews carry no price (no revenue): neither is published, and the status says why
+    assert published == {"churn": 0, "revenue": 0}
+    status = json.loads(subprocess.run([shopcast, "status", "--json"], env=env, capture_output=True, text=True,
+                                       check=True).stdout)
+    target = {t["target"]: t for t in status["targets"]}["purchase_propensity_90d"]
+    assert target["champion"] is not None and target["latest_predictions"]["as_of_date"] == str(as_of)[:10]
+    candidates = target["latest_training"]["candidates"]
+    assert {"logistic_regression (behaviour)", "logistic_regression (reviews)"} <= set(candidates), candidates
