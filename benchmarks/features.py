@@ -78,7 +78,7 @@ def with_reviews(home: Path, frame: pd.DataFrame):
 
 
 def measure(home: Path, label: str, budget: float | None, families: list[str] | None, folds: int,
-            targets: list[str] | None = None, variants: list[str] | None = None) -> dict:
+            targets: list[str] | None = None, variants: list[str] | None = None, where: str | None = None) -> dict:
     os.environ["SHOPCAST_HOME"] = str(home)
     from dagster_project.settings import load_settings
     from ml.backtest import backtest
@@ -88,6 +88,12 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
 
     settings = load_settings()
     frame = training_sample(home)
+    reviewed = None   # the sample with its review features, on the first reviews variant (or for --where)
+    if where:  # every variant on the same rows: those the condition (on the review features too) keeps
+        with_review_columns, fitted = with_reviews(home, frame)
+        kept = with_review_columns.query(where).index
+        print(f"{where}: {len(kept)} of {len(frame)} rows", file=sys.stderr)
+        frame, reviewed = frame.loc[kept], (with_review_columns.loc[kept], fitted)
     eligibility = Eligibility(settings.min_class_examples, settings.min_roc_auc, settings.min_pr_auc_skill,
                               settings.min_normalized_gini, settings.min_expected_over_observed,
                               settings.max_expected_over_observed)
@@ -101,10 +107,9 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
     rows = [r for r in json.loads(path.read_text())["rows"]
             if r["target"] not in measured or r.get("features") not in chosen] if path.exists() else []
     result = {"label": label, "home": str(home), "budget_seconds": budget, "families": families or "all",
-              "folds": folds, "rows": rows}
+              "folds": folds, "where": where, "rows": rows}
     RUNS.mkdir(parents=True, exist_ok=True)
     sequences = None  # the sample with its tokens, built on the first sequence variant
-    reviewed = None   # the sample with its review features, on the first reviews variant
     for target in TARGETS.values():
         if target.name not in measured:
             continue
@@ -252,6 +257,9 @@ def main() -> None:
                         help="comma-separated: counts, behaviour, both, sequence (the GRU: needs the deep extra), "
                              "reviews (the home must hold reviews) (default: all but sequence and reviews)")
     parser.add_argument("--groups", action="store_true", help="each behaviour group added to counts alone")
+    parser.add_argument("--where", default=None,
+                        help="train and backtest every variant on the rows this pandas condition keeps (it may name "
+                             "review features: the home must hold reviews), e.g. 'review_count >= 5'")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -264,7 +272,8 @@ def main() -> None:
         return
     measure(args.home.resolve(), args.label, args.budget,
             args.families.split(",") if args.families else None, args.folds,
-            args.targets.split(",") if args.targets else None, args.variants.split(",") if args.variants else None)
+            args.targets.split(",") if args.targets else None, args.variants.split(",") if args.variants else None,
+            args.where)
 
 
 if __name__ == "__main__":

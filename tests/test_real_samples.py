@@ -118,11 +118,12 @@ def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
         env.pop(key, None)
     shopcast = str(Path(sys.executable).parent / "shopcast")
     sample = get(name)
-    if name == "ga-merch":
+    if name in ("ga-merch", "online-retail"):
         # the logistic regression alone: on GA it is the best family of purchase and churn on the counts set
         # (benchmarks/results/features.md), and gradient boosting's five fits a target (tuning, refit, three
         # cross-fits) on the 105k training rows took 4 of the run's 9 minutes (measured beside other work), the
-        # revenue hurdle's 2 of them; the family itself is tested on Online Retail and Taobao
+        # revenue hurdle's 2 of them; on Online Retail about a minute of the run; the family itself is tested on
+        # Taobao (every family) and in tests/test_models.py
         env["SHOPCAST_MODEL_FAMILIES"] = "logistic_regression"
     if name == "taobao":
         # a user's own export, not the sample command: ingest, then run, with no window setting; the eligibility
@@ -206,15 +207,16 @@ def test_amazon_reviews_load_as_reviews_with_a_purchase_each_and_reload_as_a_dup
 @pytest.mark.slow
 def test_the_amazon_reviews_sample_trains_and_scores_the_90_day_target_with_review_features(tmp_path):
     """`shopcast sample amazon-reviews` as a user runs it: reviews loaded (each also a purchase), the reviewers
-    active in the 90 days before each date scored on the 90-day purchase target the sample's settings add; the review
-    features are among its candidates. Slimmed like the other samples: one family, a short budget."""
+    active in the 90 days before each date scored on the 90-day purchase target the sample's settings add, by a
+    model that reads review features. Slimmed like the other samples: one family on the reviews set, a short budget
+    (what the reviews add on these data: benchmarks/features.py, docs/reviews.md)."""
     import json
     import subprocess
     import sys
 
     home = tmp_path / "amazon"
     env = {**os.environ, "SHOPCAST_HOME": str(home), "SHOPCAST_LOG_LEVEL": "WARNING",
-           "SHOPCAST_MODEL_FAMILIES": "logistic_regression", "SHOPCAST_FEATURE_SETS": "behaviour,reviews",
+           "SHOPCAST_MODEL_FAMILIES": "logistic_regression", "SHOPCAST_FEATURE_SETS": "reviews",
            "SHOPCAST_TRAINING_BUDGET_SECONDS": "20", "SHOPCAST_GATE_MARGIN": "0.0", "SHOPCAST_CLV_FIT_USERS": "2000",
            "SHOPCAST_RECOMMENDATION_CANDIDATES": "ease"}
     for key in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "SHOPCAST_BUSINESS_TZ", "SHOPCAST_TRAINING_CUTOFFS",
@@ -251,4 +253,4 @@ def test_the_amazon_reviews_sample_trains_and_scores_the_90_day_target_with_revi
     target = {t["target"]: t for t in status["targets"]}["purchase_propensity_90d"]
     assert target["champion"] is not None and target["latest_predictions"]["as_of_date"] == str(as_of)[:10]
     candidates = target["latest_training"]["candidates"]
-    assert {"logistic_regression (behaviour)", "logistic_regression (reviews)"} <= set(candidates), candidates
+    assert set(candidates) == {"logistic_regression (reviews)"}, candidates
