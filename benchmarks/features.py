@@ -81,9 +81,10 @@ def measure(home: Path, label: str, budget: float | None, families: list[str] | 
             targets: list[str] | None = None, variants: list[str] | None = None, where: str | None = None) -> dict:
     os.environ["SHOPCAST_HOME"] = str(home)
     from dagster_project.settings import load_settings
+    from dagster_project.targets import TARGETS  # the home's: the default ones and its extra_targets
     from ml.backtest import backtest
     from ml.registry import Store
-    from ml.targets import TARGETS, Eligibility
+    from ml.targets import Eligibility
     from ml.train import NotEligible, train_candidates
 
     settings = load_settings()
