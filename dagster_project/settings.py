@@ -176,6 +176,11 @@ class Settings(BaseSettings):
     backtest_cutoffs: int = Field(
         3, ge=1, description="closed cutoffs on which a candidate is backtested against the champion before the gate "
                              "decides")
+    purge_overlapping_labels: bool = Field(
+        True, description="a model judged on a cutoff (validation, tuning, each backtest fold) trains only on cutoffs "
+                          "whose label windows close by it; false trains on overlapping windows too, for a history "
+                          "too short for that (the 9-day Taobao sample), and every run says its figures are "
+                          "optimistic")
     training_rows_per_cutoff: int = Field(
         200_000, ge=100, description="training and the gate read at most about this many users per cutoff: a hash "
                                      "sample of user ids taken in the warehouse (the same users at every cutoff)")

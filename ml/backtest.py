@@ -25,6 +25,7 @@ from ml.evaluate import predict_scores, target_metrics
 from ml.features import to_matrix
 from ml.models import FAMILIES
 from ml.targets import Target
+from ml.train import cutoff_dates, purged_before
 
 
 @dataclass(frozen=True)
@@ -92,20 +93,21 @@ def _has_both_classes(frame: pd.DataFrame, target: Target, minimum: int) -> bool
 def backtest(frame: pd.DataFrame, target: Target, candidate_model, family: str, *, incumbent_model=None,
              incumbent_frame: pd.DataFrame | None = None, incumbent_name: str | None = None, incumbent_training_dates: set[str] = frozenset(),
              folds: int = 3, min_examples_per_class: int = 20, max_training_rows: int = 100_000,
-             candidate_scores: dict[str, float] | None = None) -> Backtest:
+             candidate_scores: dict[str, float] | None = None, purge: bool = True) -> Backtest:
     """Score the candidate (refit per fold) and the incumbent (as it is; the baseline when None) on the ``folds``
     newest closed cutoffs of ``frame`` (the training set). Folds without enough training data are skipped; the
     newest one always has them (the candidate was trained that way). ``candidate_scores`` (as-of date: primary
     metric) are folds training already measured the same way (ml.train.Candidate.fold_scores): not refitted.
     ``incumbent_frame``: the same rows (same index) as the incumbent reads them, where its inputs differ (review
-    features of its own encoder); ``frame`` by default."""
+    features of its own encoder); ``frame`` by default. Each fold trains on the cutoffs purged for it, as training
+    does (ml.train.purged_before: label windows closed by the fold; ``purge=False``: every older cutoff)."""
     known = candidate_scores or {}
     labelled = target.select(frame[frame[target.label].notna()])
-    ranks = sorted(labelled["cutoff_rank"].unique())
+    dates = cutoff_dates(labelled)
     result = Backtest(target.primary_metric, incumbent_name or "baseline")
-    for rank in ranks[:folds]:
+    for rank in dates.index[:folds]:
         test = labelled[labelled.cutoff_rank == rank]
-        train = labelled[labelled.cutoff_rank > rank]
+        train = labelled[labelled.cutoff_rank.isin(purged_before(dates, dates[rank], target.horizon_days, purge))]
         if train.empty or not _has_both_classes(train, target, min_examples_per_class) \
                 or not _has_both_classes(test, target, 1):
             continue

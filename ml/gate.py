@@ -74,7 +74,7 @@ def champions_reading_tokens(store: Store) -> list[str]:
 
 
 def backtest_candidate(store: Store, target: Target, candidate: RegisteredModel, frame: pd.DataFrame, *,
-                       folds: int, min_examples_per_class: int, max_training_rows: int,
+                       folds: int, min_examples_per_class: int, max_training_rows: int, purge: bool = True,
                        frame_for: Callable[[RegisteredModel, object, pd.DataFrame], pd.DataFrame] | None = None
                        ) -> Backtest:
     """The candidate (its configuration refit per fold; folds training measured are reused from the version's
@@ -94,7 +94,7 @@ def backtest_candidate(store: Store, target: Target, candidate: RegisteredModel,
                     incumbent_model=incumbent, incumbent_frame=incumbent_frame, incumbent_name=name,
                     incumbent_training_dates=trained_on, folds=folds,
                     min_examples_per_class=min_examples_per_class, max_training_rows=max_training_rows,
-                    candidate_scores=json.loads(candidate.tags.get("fold_scores", "{}")))
+                    candidate_scores=json.loads(candidate.tags.get("fold_scores", "{}")), purge=purge)
 
 
 def decide(target: Target, candidate_version: str, tested: Backtest, margin: float,

@@ -307,6 +307,51 @@ def test_too_few_examples_of_a_class_make_a_target_not_eligible(store):
     assert time_split(frame, TARGET, min_examples_per_class=20).valid_as_of == "2026-10-25"
 
 
+def _ninety_day_panel(cadence_days: int, cutoffs: int = 12) -> pd.DataFrame:
+    return _panel(n_per_cutoff=300, cutoffs=cutoffs).assign(
+        as_of_date=lambda f: pd.Timestamp("2026-10-25") - pd.to_timedelta(cadence_days * (f.cutoff_rank - 1), "D"),
+        purchase_next_90d=lambda f: f.purchase_next_7d)
+
+
+def test_a_judged_cutoff_trains_only_on_cutoffs_whose_labels_closed_by_it(monkeypatch):
+    from ml.backtest import backtest
+    from ml.targets import PURCHASE_PROPENSITY_90D as NINETY
+    from ml.train import NotEligible
+
+    # weekly cutoffs span 77 days: every older cutoff's 90-day label window overlaps the validation one's
+    with pytest.raises(NotEligible, match=r"no training cutoff's 90-day label window closes by the validation cutoff "
+                                          r"2026-10-25 \(the oldest, 2026-08-09, is 77 days before it\)"):
+        time_split(_ninety_day_panel(7), NINETY)
+    overlapping = time_split(_ninety_day_panel(7), NINETY, purge=False)  # the old, optimistic split
+    assert len(overlapping.train_as_of) == 11 and not overlapping.purged and "optimistic" in overlapping.describe(90)
+    # 4 weeks apart: ranks 2-4 (28, 56, 84 days before) are purged; 5-12 train, 5 tunes, 9-12 fit for it
+    split = time_split(_ninety_day_panel(28), NINETY)
+    assert split.valid_as_of == "2026-10-25" and split.train_as_of[-1] == "2026-07-05"  # 112 days before
+    assert len(split.train_as_of) == 8 and split.tune_as_of == "2026-07-05" and not split.tune_is_holdout
+    assert sorted(split.fit.cutoff_rank.unique()) == [9, 10, 11, 12] and split.purged
+    # the gate's folds follow the same rule: the third fold (rank 3, 2026-08-30) trains on ranks 7-12 alone
+    frame = _ninety_day_panel(28)
+    columns = ["cart_count_28d", "fav_count_28d"]
+    trained_rows = []
+
+    def refit_seen(model, family, train, target):
+        trained_rows.append(sorted(train.cutoff_rank.unique()))
+        return LogisticRegression().fit(train[columns], train[target.label])
+
+    monkeypatch.setattr("ml.backtest.refit", refit_seen)
+    model = LogisticRegression().fit(frame[columns], frame.purchase_next_90d)
+    backtest(frame, NINETY, model, "logistic_regression", incumbent_model=model, folds=3, min_examples_per_class=20)
+    assert trained_rows == [list(range(5, 13)), list(range(6, 13)), list(range(7, 13))]
+
+
+def test_the_7_day_targets_lose_no_weekly_cutoff_to_the_purge_and_one_cutoff_tunes_on_held_out_users():
+    split = time_split(_panel(cutoffs=4), TARGET)
+    assert split.train_as_of == ["2026-10-04", "2026-10-11", "2026-10-18"] and split.tune_as_of == "2026-10-18"
+    assert sorted(split.fit.cutoff_rank.unique()) == [3, 4]
+    two = time_split(_panel(cutoffs=2), TARGET)
+    assert two.tune_is_holdout and set(two.fit.user_id).isdisjoint(two.tune.user_id)
+
+
 def test_the_quality_floor_keeps_a_weak_candidate_from_being_published(store):
     weak_metrics = {"roc_auc": 0.58, "pr_auc": 0.30, "base_rate": 0.29}
     problems = Eligibility(min_roc_auc=0.6, min_pr_auc_skill=0.05).quality_problems(weak_metrics)
@@ -342,7 +387,8 @@ def _revenue_panel(n_per_cutoff=800, cutoffs=3, seed=1) -> pd.DataFrame:
         buys = rng.random(n_per_cutoff) < 1 / (1 + np.exp(-(-1.5 + 2.0 * carts)))
         amount = past * rng.lognormal(0, 0.3, n_per_cutoff)
         frames.append(pd.DataFrame({
-            "cutoff_rank": rank, "as_of_date": pd.Timestamp("2026-10-04") - pd.Timedelta(days=7 * (rank - 1)),
+            # 28 days apart: each cutoff's 28-day label closes by the next one's (ml.train purges the overlapping)
+            "cutoff_rank": rank, "as_of_date": pd.Timestamp("2026-10-04") - pd.Timedelta(days=28 * (rank - 1)),
             "user_id": [f"u{i}" for i in range(n_per_cutoff)], "events_28d": rng.integers(1, 50, n_per_cutoff),
             "days_since_last_event": rng.integers(1, 28, n_per_cutoff), "cart_count_28d": carts,
             "revenue_90d": past, "revenue_next_28d": np.where(buys, amount, 0.0),

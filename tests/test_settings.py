@@ -146,6 +146,15 @@ def test_a_long_history_gets_twelve_weekly_cutoffs_and_a_medium_one_as_many_as_f
     assert min(six_weeks.cutoff_dates(dt.date(2026, 11, 1))) > dt.date(2026, 9, 20)
 
 
+def test_a_90_day_label_puts_the_cutoffs_four_weeks_apart_so_that_most_can_train_the_validation_one():
+    years = choose_windows(dt.date(2014, 7, 24), dt.date(2010, 1, 1), horizon_days=90)
+    assert (years.cutoffs, years.cadence_days) == (12, 28) and "4 weeks apart" in years.reason
+    assert years.cutoff_dates(dt.date(2014, 7, 24))[0] == dt.date(2014, 4, 25)  # 90 days before
+    # too short for 4-weekly cutoffs (4 need 84 days of room): weekly ones
+    short = choose_windows(dt.date(2026, 11, 1), dt.date(2026, 6, 1), horizon_days=90)
+    assert short.cadence_days == 7
+
+
 def test_too_short_a_history_says_how_many_more_days_it_needs():
     windows = choose_windows(dt.date(2026, 11, 1), dt.date(2026, 10, 25))  # 7 days: no closed label yet
     assert windows.cutoffs == 2 and "2 more day(s) of history would give 2" in windows.reason

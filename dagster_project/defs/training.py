@@ -134,6 +134,7 @@ def build_target_assets(target: Target) -> list:
                                        allow_personal_features=training_policy.allow_personal_features,
                                        max_training_rows=training_policy.max_training_rows,
                                        review_features=review_features,
+                                       purge=training_policy.purge_overlapping_labels,
                                        tags={"dagster_run_id": context.run.run_id, "as_of_date": as_of,
                                              "dbt_manifest_checksum": _manifest_checksum()})
         except NotEligible as not_eligible:  # an expected outcome on small or young data, not an error
@@ -146,6 +147,7 @@ def build_target_assets(target: Target) -> list:
                             "feature_set": outcome.best.feature_set, "dagster_run_id": context.run.run_id,
                             "quality_problems": "; ".join(outcome.quality_problems),
                             "fold_scores": json.dumps(outcome.best.fold_scores),
+                            "validation_split": "purged" if outcome.split.purged else "overlapping",
                             **{k: round(v, 6) for k, v in outcome.best.metrics.items()}})
         failpoint("training.after_register")
         table = {c.name: c.metrics for c in outcome.candidates} | {f"baseline ({outcome.baseline_name})": outcome.baseline}
@@ -161,6 +163,8 @@ def build_target_assets(target: Target) -> list:
                 "reliability": dg.MetadataValue.md(frame_to_markdown(outcome.reliability, float_format="{:.3f}"))}
                if outcome.best.calibration else {}),
             "validation_as_of_date": outcome.split.valid_as_of,
+            "validation_split": outcome.split.describe(target.horizon_days),
+            "training_as_of_dates": ", ".join(outcome.split.train_as_of),
             "training_rows": len(outcome.split.train),
             "training_set_rows_loaded": len(frame),
             "review_features": reviews_done,
@@ -191,7 +195,7 @@ def build_target_assets(target: Target) -> list:
         tested = backtest_candidate(
             store, target, candidate, frame, folds=training_policy.backtest_cutoffs,
             min_examples_per_class=max(1, training_policy.min_examples_per_class // 10),
-            max_training_rows=training_policy.max_training_rows,
+            max_training_rows=training_policy.max_training_rows, purge=training_policy.purge_overlapping_labels,
             frame_for=lambda version, model, rows: with_version_review_features(warehouse, store, version, model, rows))
         problems = [p for p in candidate.tags.get("quality_problems", "").split("; ") if p]
         decision = decide(target, candidate.version, tested, training_policy.margin, problems)
