@@ -39,8 +39,13 @@ create table if not exists raw.items (
     category_id varchar,
     brand       varchar,
     price       double,
-    load_id     varchar not null
+    load_id     varchar not null,
+    description  varchar,               -- the item's name or description, as the source gives it
+    described_at timestamp              -- UTC: the newest event that gave it (the newest description wins)
 );
+-- homes made before item descriptions were loaded
+alter table raw.items add column if not exists description varchar;
+alter table raw.items add column if not exists described_at timestamp;
 create table if not exists raw.users (
     user_id   varchar not null,
     signup_ts timestamp,

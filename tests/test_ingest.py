@@ -35,6 +35,18 @@ def test_a_clean_file_loads_once_and_reloading_it_adds_nothing(tmp_path):
     assert revenue == pytest.approx(11.0)
 
 
+def test_item_descriptions_reach_raw_items_the_newest_per_item_and_never_from_a_rejected_row(tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    path = tmp_path / "events.csv"
+    _events(user_id=["u1", "u2", ""], item_description=["Red mug", " Red mug, large ", "Blue mug"],
+            item_id=["i1", "i1", "i2"]).to_csv(path, index=False)
+    report = load_file(warehouse, path)
+    assert report.rows_rejected == 1 and report.items_described == 1  # i2's only row has no user: quarantined
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("select item_id, description, described_at from raw.items").fetchall() == [
+            ("i1", "Red mug, large", pd.Timestamp("2026-01-01 11:00:00").to_pydatetime())]
+
+
 def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
     warehouse = tmp_path / "w.duckdb"
     path = tmp_path / "bad.csv"

@@ -2,7 +2,8 @@
 
 Each returns (reader, SELECT over ``_source``) with the columns the loader validates: _row_number, event_id,
 user_id, event_ts_raw (a UTC timestamp or text), event_type, item_id, category_id, price_raw, quantity_raw,
-session_id and _format_reason (a format-specific rejection, or NULL).
+session_id, item_description (the item's name or description where the export has one, into raw.items) and
+_format_reason (a format-specific rejection, or NULL).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dagster_project.ingest.readers import IngestError, reader_sql, require_colu
 from dagster_project.ingest.reviews import REVIEW_FORMATS
 
 CANONICAL_REQUIRED = ("user_id", "event_ts", "event_type")
-CANONICAL_OPTIONAL = ("event_id", "item_id", "category_id", "price", "quantity", "session_id")
+CANONICAL_OPTIONAL = ("event_id", "item_id", "category_id", "price", "quantity", "session_id", "item_description")
 
 def canonical_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
     """(reader, SELECT over ``_source`` producing the staged canonical columns) for a canonical-schema file."""
@@ -35,6 +36,7 @@ def canonical_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, s
             {optional['price']} as price_raw,
             {optional['quantity']} as quantity_raw,
             cast({optional['session_id']} as varchar) as session_id,
+            cast({optional['item_description']} as varchar) as item_description,
             cast(null as varchar) as _format_reason
         from _source
     """
@@ -69,6 +71,7 @@ def taobao_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]
             cast(null as double) as price_raw,
             cast(null as integer) as quantity_raw,
             cast(null as varchar) as session_id,
+            cast(null as varchar) as item_description,
             case when "timestamp" is not null and try_cast("timestamp" as bigint) is null
                  then 'bad_timestamp' end as _format_reason
         from _source
@@ -103,6 +106,7 @@ def ga_merch_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, st
             {optional['price']} as price_raw,
             {optional['quantity']} as quantity_raw,
             concat_ws('-', full_visitor_id, visit_id) as session_id,
+            cast({optional['product_name']} as varchar) as item_description,
             cast(null as varchar) as _format_reason
         from _source
     """
@@ -117,8 +121,9 @@ RETAIL_REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPri
 
 def online_retail_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, str]:
     reader = reader_sql(path)
-    require_columns(con, path, reader, RETAIL_REQUIRED)
-    return reader, """
+    columns = require_columns(con, path, reader, RETAIL_REQUIRED)
+    description = '"Description"' if "Description" in columns else "null"
+    return reader, f"""
         select
             _row_number,
             cast(null as varchar) as event_id,
@@ -132,10 +137,11 @@ def online_retail_select(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[st
             UnitPrice as price_raw,
             abs(try_cast(Quantity as integer)) as quantity_raw,
             cast(InvoiceNo as varchar) as session_id,
+            cast({description} as varchar) as item_description,
             case
                 when CustomerID is null then 'missing_customer'
                 when upper(cast(InvoiceNo as varchar)) like 'A%' then 'adjustment_invoice'
-                when not regexp_matches(cast(StockCode as varchar), '^[0-9]{5}') then 'non_product_code'
+                when not regexp_matches(cast(StockCode as varchar), '^[0-9]{{5}}') then 'non_product_code'
             end as _format_reason
         from _source
     """

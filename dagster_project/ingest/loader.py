@@ -39,6 +39,7 @@ class LoadReport:
     rows_duplicate_in_file: int = 0   # valid rows whose id repeats an earlier row of the same file
     rows_already_loaded: int = 0      # valid first copies whose id raw.events already holds
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    items_described: int = 0          # items whose name or description this file gave (raw.items)
     duplicate_file: bool = False
     load_id: str | None = None
 
@@ -184,6 +185,18 @@ def _load_rows(con: duckdb.DuckDBPyConnection, report: LoadReport, load_id: str,
         """,
         [load_id],
     )
+    # the items' names or descriptions, where the export has them: one row per item and file, its newest text
+    con.execute(
+        """
+        insert into raw.items (item_id, category_id, brand, price, load_id, description, described_at)
+        select item_id, null, null, null, ?, arg_max(trim(item_description), event_ts), max(event_ts)
+        from _accepted
+        where item_id is not null and nullif(trim(item_description), '') is not null
+        group by item_id
+        """,
+        [load_id],
+    )
+    (report.items_described,) = con.execute("select count(*) from raw.items where load_id = ?", [load_id]).fetchone()
     con.execute(
         """
         insert into raw.rejected_events

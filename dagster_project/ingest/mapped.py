@@ -30,7 +30,7 @@ from dagster_project.ingest.reviews import staged_reviews_sql
 from dagster_project.warehouse import CANONICAL_EVENT_TYPES
 
 CANONICAL_FIELDS = ("user_id", "event_ts", "event_type", "event_id", "item_id", "category_id", "price", "quantity",
-                    "session_id")
+                    "session_id", "item_description")
 EPOCH_UNITS = {"epoch_seconds": 1, "epoch_milliseconds": 1000}
 
 
@@ -211,6 +211,7 @@ def mapped_select(con: duckdb.DuckDBPyConnection, path: Path, mapping: Path | No
             {source('price')} as price_raw,
             {source('quantity')} as quantity_raw,
             {source('session_id')} as session_id,
+            {source('item_description')} as item_description,
             {bad} as _format_reason
         from _source
     """

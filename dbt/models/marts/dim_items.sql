@@ -1,6 +1,7 @@
 {#-
     The items as of the run's as-of date, from events strictly before it: category, brand and price (raw.items
-    where a catalogue is loaded, else the latest the events show), first and last day seen, and popularity over
+    where a catalogue is loaded, else the latest the events show), the name or description (raw.items: the
+    newest one an export gave before the as-of date, else a catalogue's), first and last day seen, and popularity over
     the last 28 days and all history. What the served recommendations are described with (category, price); not
     a model input, so one current row per item suffices.
 -#}
@@ -37,7 +38,12 @@ catalogue as (
         item_id,
         max(category_id) as category_id,
         max(brand) as brand,
-        max(price) as price
+        max(price) as price,
+        -- the newest text an event export gave before the as-of date; a catalogue row without a date after it
+        coalesce(
+            max_by(description, described_at) filter (where described_at < {{ as_of_date() }}),
+            max(description) filter (where described_at is null)
+        ) as description
     from {{ source('shop', 'items') }}
     group by 1
 
@@ -67,6 +73,7 @@ select
     coalesce(c.category_id, cat.category_id) as category_id,
     c.brand,
     coalesce(c.price, price.max_price) as price,
+    c.description,
     a.first_seen_date,
     a.last_seen_date,
     a.users_28d,
