@@ -33,7 +33,7 @@ RUNS = RESULTS / "recommendations"
 
 
 def build_interactions(home: Path, dates: list[dt.date], truth_until: dt.date) -> float:
-    """dbt builds the item days up to ``truth_until`` (the truth of the last cutoff) and the interactions of
+    """dbt builds the item days (and the staged events they read) up to ``truth_until`` (the truth of the last cutoff) and the interactions of
     ``dates`` in the home's warehouse, keeping them all; returns seconds."""
     os.environ["SHOPCAST_HOME"] = str(home)
     from dagster_project.settings import DBT_PROJECT_DIR, load_settings
@@ -41,7 +41,7 @@ def build_interactions(home: Path, dates: list[dt.date], truth_until: dt.date) -
     settings = load_settings()
     iso = [d.isoformat() for d in sorted(dates)]
     base = {**settings.dbt_vars(), "training_cutoffs": 2, "training_cadence_days": 7}
-    builds = [("int_user_item_daily", {"min_as_of_date": iso[0], "as_of_date": truth_until.isoformat()}),
+    builds = [("+int_user_item_daily", {"min_as_of_date": iso[0], "as_of_date": truth_until.isoformat()}),
               ("fct_user_item_interactions", {"min_as_of_date": iso[0], "as_of_date": iso[-1], "as_of_dates": iso,
                                               "interaction_dates_kept": iso})]
     started = time.perf_counter()

@@ -41,7 +41,7 @@ create table if not exists raw.items (
     price       double,
     load_id     varchar not null,
     description  varchar,               -- the item's name or description, as the source gives it
-    described_at timestamp              -- UTC: the newest event that gave it (the newest description wins)
+    described_at timestamp              -- UTC: the first event that showed this text (a run reads the newest before it)
 );
 -- homes made before item descriptions were loaded
 alter table raw.items add column if not exists description varchar;

@@ -35,7 +35,7 @@ def test_a_clean_file_loads_once_and_reloading_it_adds_nothing(tmp_path):
     assert revenue == pytest.approx(11.0)
 
 
-def test_item_descriptions_reach_raw_items_the_newest_per_item_and_never_from_a_rejected_row(tmp_path):
+def test_item_descriptions_reach_raw_items_dated_by_their_first_event_and_never_from_a_rejected_row(tmp_path):
     warehouse = tmp_path / "w.duckdb"
     path = tmp_path / "events.csv"
     _events(user_id=["u1", "u2", ""], item_description=["Red mug", " Red mug, large ", "Blue mug"],
@@ -43,7 +43,8 @@ def test_item_descriptions_reach_raw_items_the_newest_per_item_and_never_from_a_
     report = load_file(warehouse, path)
     assert report.rows_rejected == 1 and report.items_described == 1  # i2's only row has no user: quarantined
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        assert con.execute("select item_id, description, described_at from raw.items").fetchall() == [
+        assert con.execute("select item_id, description, described_at from raw.items order by 3").fetchall() == [
+            ("i1", "Red mug", pd.Timestamp("2026-01-01 10:00:00").to_pydatetime()),  # renamed an hour later
             ("i1", "Red mug, large", pd.Timestamp("2026-01-01 11:00:00").to_pydatetime())]
 
 

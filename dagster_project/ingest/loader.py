@@ -185,18 +185,20 @@ def _load_rows(con: duckdb.DuckDBPyConnection, report: LoadReport, load_id: str,
         """,
         [load_id],
     )
-    # the items' names or descriptions, where the export has them: one row per item and file, its newest text
+    # the items' names or descriptions, where the export has them: one row per item, text and file, dated by the
+    # first event that shows the text, so that a run reads the text an item had on its as-of date (dim_items)
     con.execute(
         """
         insert into raw.items (item_id, category_id, brand, price, load_id, description, described_at)
-        select item_id, null, null, null, ?, arg_max(trim(item_description), event_ts), max(event_ts)
+        select item_id, null, null, null, ?, trim(item_description), min(event_ts)
         from _accepted
         where item_id is not null and nullif(trim(item_description), '') is not null
-        group by item_id
+        group by item_id, trim(item_description)
         """,
         [load_id],
     )
-    (report.items_described,) = con.execute("select count(*) from raw.items where load_id = ?", [load_id]).fetchone()
+    (report.items_described,) = con.execute("select count(distinct item_id) from raw.items where load_id = ?",
+                                            [load_id]).fetchone()
     con.execute(
         """
         insert into raw.rejected_events

@@ -39,7 +39,8 @@ catalogue as (
         max(category_id) as category_id,
         max(brand) as brand,
         max(price) as price,
-        -- the newest text an event export gave before the as-of date; a catalogue row without a date after it
+        -- the text the item had on the as-of date: the newest an event export first showed before it; a catalogue
+        -- row without a date after it
         coalesce(
             max_by(description, described_at) filter (where described_at < {{ as_of_date() }}),
             max(description) filter (where described_at is null)

@@ -1,0 +1,63 @@
+"""The content-based recommender (ml/content.py): item texts known at the cutoff, and items nobody has touched."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.content import ContentBased, item_texts
+from ml.recommend import RecommendationInputError
+
+DESCRIPTIONS = pd.Series({
+    "mug-red": "red ceramic coffee mug", "mug-blue": "blue ceramic coffee mug", "chair": "oak dining chair",
+    "table": "oak dining table", "mug-new": "large red ceramic mug",  # mug-new: no interaction before the cutoff
+})
+
+
+def _interactions(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "weight", "purchases"])
+
+
+def test_a_user_is_offered_the_new_items_described_like_theirs_with_the_item_that_made_it():
+    interactions = _interactions([("u1", "mug-red", 3.0, 1), ("u1", "mug-blue", 1.0, 0), ("u2", "chair", 2.0, 1)])
+    model = ContentBased().fit(interactions, DESCRIPTIONS)
+    cold = model.recommend(["u1", "u2", "nobody"], k=2, candidates=["mug-new", "table"])
+    assert cold.groupby("user_id").item_id.apply(list).to_dict() == {"u1": ["mug-new", "table"],
+                                                                      "u2": ["table", "mug-new"]}
+    first = cold.set_index(["user_id", "rank"])
+    assert first.loc[("u1", 1), "reason"] == "described like mug-red"
+    assert first.loc[("u2", 1), "reason"] == "described like chair"
+    assert first.loc[("u1", 1), "score"] > first.loc[("u1", 2), "score"] >= 0
+    # the cross-sell list leaves out what the user bought, not what they only viewed
+    anything = model.recommend(["u1"], k=5, new_only=True)
+    assert "mug-red" not in set(anything.item_id) and "mug-blue" in set(anything.item_id)
+    # reduced by an SVD the same neighbour wins
+    lsa = ContentBased(dimensions=3).fit(interactions, DESCRIPTIONS)
+    assert lsa.recommend(["u1"], k=1, candidates=["mug-new", "table"]).item_id.tolist() == ["mug-new"]
+
+
+def test_item_texts_read_only_reviews_written_before_the_cutoff_and_join_description_and_category():
+    reviews = pd.DataFrame({"item_id": ["a", "a", "b"], "review_ts": pd.to_datetime(["2026-01-01", "2026-02-01",
+                                                                                     "2026-03-01"]),
+                            "title": ["Great", "Broke", "Later"], "text": ["sturdy strings", "snapped", "x"]})
+    texts = item_texts(pd.Series({"a": "Guitar strings", "c": "  "}), pd.Series({"a": "music"}), reviews,
+                       before="2026-02-01")
+    assert texts.to_dict() == {"a": "Guitar strings music Great sturdy strings"}  # b's review is after; c is blank
+    with pytest.raises(ValueError, match="cutoff"):
+        item_texts(reviews=reviews)
+
+
+def test_non_finite_weights_or_no_text_are_refused():
+    with pytest.raises(RecommendationInputError, match="non-finite"):
+        ContentBased().fit(_interactions([("u1", "mug-red", np.inf, 1)]), DESCRIPTIONS)
+    with pytest.raises(RecommendationInputError, match="no item has a text"):
+        ContentBased().fit(_interactions([("u1", "mug-red", 1.0, 1)]), pd.Series(dtype=object))
+
+
+def test_the_cold_start_benchmark_scores_recall_against_the_truth_and_a_random_order_exactly():
+    from benchmarks.cold_start import _none_drawn, recall_and_hits
+
+    ranked = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "c"], "rank": [1, 2, 1]})
+    truth = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "item_id": ["a", "z", "y", "a"]})
+    # u1: 1 of 2, u2: 0 of 1, u3 (no list): 0 of 1
+    assert recall_and_hits(ranked, truth) == pytest.approx((0.5 / 3, 1 / 3))
+    assert _none_drawn(10, 1, 3) == pytest.approx(0.7) and _none_drawn(4, 2, 3) == 0.0
