@@ -23,7 +23,6 @@ The home must hold the events (`shopcast ingest` or `shopcast sample`) loaded wi
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import sys
@@ -35,7 +34,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import measure as measured
-from benchmarks.recommendations import build_interactions
+from benchmarks.recommendations import build_interactions, protocol_arguments
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "cold_start"
@@ -199,19 +198,10 @@ def report() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", type=Path)
-    parser.add_argument("--label")
-    parser.add_argument("--cutoffs", help="comma-separated ISO dates")
-    parser.add_argument("--horizon", type=int, default=28)
-    parser.add_argument("--report", action="store_true")
-    args = parser.parse_args()
-    if args.report:
-        print(report())
-        return
-    if not (args.home and args.label and args.cutoffs):
-        parser.error("--home, --label and --cutoffs are needed (or --report)")
-    run(args.home.resolve(), args.label, [dt.date.fromisoformat(c) for c in args.cutoffs.split(",")], args.horizon)
+    parsed = protocol_arguments(__doc__, report_of=report)
+    if parsed is not None:
+        args, cutoffs = parsed
+        run(args.home.resolve(), args.label, cutoffs, args.horizon)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -134,21 +135,32 @@ def report() -> str:
     return text
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def protocol_arguments(description: str, extra: Callable[[argparse.ArgumentParser], None] = lambda _: None,
+                       report_of: Callable[[], str] | None = None) -> tuple[argparse.Namespace, list[dt.date]] | None:
+    """The arguments of a benchmark on the cutoffs protocol (--home, --label, --cutoffs, --horizon, --report, and
+    what ``extra`` adds): (arguments, cutoffs), or None after printing ``report_of()`` for --report."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--home", type=Path)
     parser.add_argument("--label")
     parser.add_argument("--cutoffs", help="comma-separated ISO dates")
     parser.add_argument("--horizon", type=int, default=28)
-    parser.add_argument("--candidates", help="comma-separated names (default: every candidate)")
     parser.add_argument("--report", action="store_true")
+    extra(parser)
     args = parser.parse_args()
     if args.report:
-        print(report())
-        return
+        print((report_of or report)())
+        return None
     if not (args.home and args.label and args.cutoffs):
         parser.error("--home, --label and --cutoffs are needed (or --report)")
-    cutoffs = [dt.date.fromisoformat(c) for c in args.cutoffs.split(",")]
+    return args, [dt.date.fromisoformat(c) for c in args.cutoffs.split(",")]
+
+
+def main() -> None:
+    parsed = protocol_arguments(__doc__, lambda parser: parser.add_argument(
+        "--candidates", help="comma-separated names (default: every candidate)"))
+    if parsed is None:
+        return
+    args, cutoffs = parsed
     run(args.home.resolve(), args.label, cutoffs, args.horizon,
         args.candidates.split(",") if args.candidates else None)
 
