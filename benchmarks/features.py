@@ -69,8 +69,10 @@ def with_reviews(home: Path, frame: pd.DataFrame):
     asset fits them: on the reviews before the sample's newest cutoff; and the fitted ReviewFeatures."""
     from dagster_project.defs.resources import WarehouseResource
     from dagster_project.defs.reviews import training_review_features
+    from dagster_project.settings import load_settings
 
-    data, fitted, done = training_review_features(WarehouseResource(path=str(home / "warehouse.duckdb")), frame)
+    data, fitted, done = training_review_features(WarehouseResource(path=str(home / "warehouse.duckdb")), frame,
+                                                  str(load_settings(home=home).text_model_dir or ""))
     print(done, file=sys.stderr)
     if fitted is None:
         raise SystemExit(f"{home}: {done}")

@@ -192,6 +192,10 @@ class Settings(BaseSettings):
                                      "sample), then applied to every user")
     personal_features: bool = Field(
         False, description="true lets personal attributes (age, gender, region...) be model features")
+    text_model_dir: Path | None = Field(
+        None, description="a local sentence-transformers model folder (one SentenceTransformer.save wrote, copied "
+                          "from a machine with internet; the deep extra) that encodes review text; read, never "
+                          "downloaded; unset: TF-IDF with a truncated SVD (docs/reviews.md)")
     # -- recommendations (which items each user buys next)
     recommendation_horizon_days: int = Field(
         28, ge=1, le=90, description="the recommendations' truth: the items a user buys in this many days after a "

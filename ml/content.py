@@ -3,11 +3,11 @@ interacted with yet, which no collaborative model can recommend (the cold-start 
 
 An item's text is its name or description (``marts.dim_items.description``), its category, and the titles and texts
 of its newest reviews written before the cutoff (``item_texts``). ``ContentBased`` encodes every described item's
-text (TF-IDF, or TF-IDF reduced by a truncated SVD: ml/text.py), fitted only on the texts known at the cutoff; a
-user's profile is the weighted mean of the encodings of the items they interacted with before it (the interaction
-mart's weight), and an item's score is the cosine of the profile and the item's encoding. Any described item can be
-recommended, one without interactions too. The reason names the user's item most like the recommended one:
-``described like <item>``.
+text (TF-IDF, TF-IDF reduced by a truncated SVD, or a local sentence-transformers model: ml/text.py), fitted only on
+the texts known at the cutoff; a user's profile is the weighted mean of the encodings of the items they interacted
+with before it (the interaction mart's weight), and an item's score is the cosine of the profile and the item's
+encoding. Any described item can be recommended, one without interactions too. The reason names the user's item
+most like the recommended one: ``described like <item>``.
 
 Measured on items held out from training (benchmarks/cold_start.py, docs/reviews.md): it is judged there against
 what a shop has without text, the popularity of the item's category and a random order of the new items.
@@ -22,7 +22,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from ml.recommend import RECOMMENDATION_COLUMNS, RecommendationInputError, positions_in
-from ml.text import TfidfSvdEncoder
+from ml.text import SentenceEncoder, TfidfSvdEncoder
 
 ITEM_TEXT_REVIEWS = 20          # an item's text holds its newest this many reviews before the cutoff
 SCORE_CELLS_PER_BATCH = 20_000_000  # users x candidate items scored at once (float32): bounds memory
@@ -64,11 +64,11 @@ class ContentBased:
 
     name = "content"
 
-    def __init__(self, dimensions: int | None = None, min_df: int = 1):
-        self.dimensions, self.min_df = dimensions, min_df
+    def __init__(self, dimensions: int | None = None, min_df: int = 1, text_model_dir: str | None = None):
+        self.dimensions, self.min_df, self.text_model_dir = dimensions, min_df, text_model_dir
 
     def get_params(self) -> dict:
-        return {"dimensions": self.dimensions, "min_df": self.min_df}
+        return {"dimensions": self.dimensions, "min_df": self.min_df, "text_model_dir": self.text_model_dir}
 
     def fit(self, interactions: pd.DataFrame, texts: pd.Series) -> ContentBased:
         missing = [c for c in ("user_id", "item_id", "weight", "purchases") if c not in interactions.columns]
@@ -78,7 +78,10 @@ class ContentBased:
         if texts.empty:
             raise RecommendationInputError("ContentBased: no item has a text to encode")
         self.items_ = pd.Index(texts.index.astype(str), name="item_id")
-        if self.dimensions is None:
+        if self.text_model_dir:  # a local sentence-transformers model (ml/text.py)
+            self.encoder_ = SentenceEncoder(self.text_model_dir, self.dimensions or 64).fit(texts.to_numpy())
+            self.vectors_ = sp.csr_matrix(self.encoder_.transform(texts.to_numpy()), dtype=np.float32)
+        elif self.dimensions is None:
             self.encoder_ = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, strip_accents="unicode",
                                             min_df=min(self.min_df, len(texts)))
             self.vectors_ = sp.csr_matrix(self.encoder_.fit_transform(texts.to_numpy()), dtype=np.float32)

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 
 from ml.features import REVIEW_PREFIX, is_review
-from ml.text import TfidfSvdEncoder, text_columns
+from ml.text import text_columns, text_encoder
 
 LOW_RATING = 2            # a rating at or below it is a low one (of 1-5)
 COUNT_COLUMNS = ("review_count", "review_mean_rating", "review_last_rating", "review_low_share",
@@ -30,7 +30,7 @@ COUNT_COLUMNS = ("review_count", "review_mean_rating", "review_last_rating", "re
 ARTIFACT = "review_features.skops"   # its name in the training run (the parent of the version's run)
 MAX_TERMS = 20_000  # words and word pairs each encoder keeps: enough for a few dimensions, and a small artifact
 # what skops may rebuild when loading it (the scikit-learn parts are trusted by skops itself)
-TRUSTED_TYPES = ["ml.review_features.ReviewFeatures", "ml.text.TfidfSvdEncoder"]
+TRUSTED_TYPES = ["ml.review_features.ReviewFeatures", "ml.text.TfidfSvdEncoder", "ml.text.SentenceEncoder"]
 
 
 def review_text_columns(dimensions: int) -> list[str]:
@@ -61,10 +61,11 @@ def load(path: Path) -> ReviewFeatures:
 
 
 class ReviewFeatures(BaseEstimator):
-    """Features of each user's reviews before an as-of date. ``dimensions``: the mean text embedding's size."""
+    """Features of each user's reviews before an as-of date. ``dimensions``: the mean text embedding's size;
+    ``text_model_dir``: a local sentence-transformers model folder to encode with (ml/text.py), else TF-IDF."""
 
-    def __init__(self, dimensions: int = 4, random_state: int = 0):
-        self.dimensions, self.random_state = dimensions, random_state
+    def __init__(self, dimensions: int = 4, random_state: int = 0, text_model_dir: str | None = None):
+        self.dimensions, self.random_state, self.text_model_dir = dimensions, random_state, text_model_dir
 
     def fit(self, reviews: pd.DataFrame, cutoff) -> ReviewFeatures:
         """Learn the encoder and the satisfaction model from the reviews written before ``cutoff`` only."""
@@ -72,12 +73,10 @@ class ReviewFeatures(BaseEstimator):
         texts = _text(before)
         self.cutoff_ = pd.Timestamp(cutoff).isoformat()  # a string: what skops stores without trusting pandas
         self.reviews_fitted_on_ = len(before)
-        self.encoder_ = TfidfSvdEncoder(dimensions=self.dimensions, max_terms=MAX_TERMS,
-                                        random_state=self.random_state).fit(texts)
+        self.encoder_ = text_encoder(self.dimensions, self.text_model_dir, MAX_TERMS, self.random_state).fit(texts)
         low = (before["rating"].to_numpy(dtype=float) <= LOW_RATING).astype(int)
         # the text's own reading of satisfaction: its richer encoding (more dimensions than the features keep)
-        self.satisfaction_encoder_ = TfidfSvdEncoder(dimensions=32, max_terms=MAX_TERMS,
-                                                     random_state=self.random_state).fit(texts)
+        self.satisfaction_encoder_ = text_encoder(32, self.text_model_dir, MAX_TERMS, self.random_state).fit(texts)
         self.satisfaction_ = (LogisticRegression(C=1.0, max_iter=1000).fit(
             self.satisfaction_encoder_.transform(texts), low) if len(np.unique(low)) == 2 else None)
         return self

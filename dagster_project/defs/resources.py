@@ -243,6 +243,7 @@ class TrainingPolicy(dg.ConfigurableResource):
     rows_per_cutoff: int = 200_000      # training reads at most about this many users per cutoff (a hash sample)
     max_training_rows: int = 100_000    # models are fitted on at most this many rows (a uniform sample)
     purge_overlapping_labels: bool = True  # judged cutoffs train on cutoffs whose labels closed by them (ml/train.py)
+    text_model_dir: str = ""            # a local sentence-transformers folder for review text ("": TF-IDF)
 
     @property
     def allow_personal_features(self) -> bool:
@@ -381,7 +382,8 @@ def build_resources(settings: Settings) -> dict:
             min_expected_over_observed=settings.min_expected_over_observed,
             max_expected_over_observed=settings.max_expected_over_observed, backtest_cutoffs=settings.backtest_cutoffs,
             personal_features=settings.personal_features, rows_per_cutoff=settings.training_rows_per_cutoff,
-            max_training_rows=settings.max_training_rows, purge_overlapping_labels=settings.purge_overlapping_labels),
+            max_training_rows=settings.max_training_rows, purge_overlapping_labels=settings.purge_overlapping_labels,
+            text_model_dir=str(settings.text_model_dir or "")),
         "recommendation_policy": RecommendationPolicy(
             horizon_days=settings.recommendation_horizon_days, candidates=settings.recommendation_candidates,
             per_user=settings.recommendations_per_user, min_buyers=settings.recommendation_min_buyers,

@@ -37,26 +37,28 @@ def reviews_of(warehouse: WarehouseResource, keys: pd.DataFrame) -> pd.DataFrame
                               [newest, keys["user_id"].astype(str).unique().tolist()])
 
 
-def fit_review_features(warehouse: WarehouseResource, cutoff) -> ReviewFeatures:
-    """A ReviewFeatures fitted on the reviews written before ``cutoff`` (the newest FIT_REVIEWS_AT_MOST)."""
+def fit_review_features(warehouse: WarehouseResource, cutoff, text_model_dir: str = "") -> ReviewFeatures:
+    """A ReviewFeatures fitted on the reviews written before ``cutoff`` (the newest FIT_REVIEWS_AT_MOST), its text
+    encoded by the local model in ``text_model_dir`` where set (ml/text.py), else by TF-IDF."""
     day = pd.Timestamp(cutoff).date()
     reviews = warehouse.query_df(f"{_SELECT} where review_date < ? order by review_ts_local desc, user_id limit ?",
                                  [day, FIT_REVIEWS_AT_MOST])
-    return ReviewFeatures().fit(reviews, day)
+    return ReviewFeatures(text_model_dir=text_model_dir or None).fit(reviews, day)
 
 
-def training_review_features(warehouse: WarehouseResource,
-                             frame: pd.DataFrame) -> tuple[pd.DataFrame, ReviewFeatures | None, str]:
+def training_review_features(warehouse: WarehouseResource, frame: pd.DataFrame,
+                             text_model_dir: str = "") -> tuple[pd.DataFrame, ReviewFeatures | None, str]:
     """(the training frame with its review columns, the ReviewFeatures fitted for them, what was done): the frame
     unchanged and None where there are no reviews before its newest cutoff."""
     cutoff = frame["as_of_date"].max()
     written = reviews_before(warehouse, cutoff)
     if written == 0:
         return frame, None, f"no review features: no review written before {pd.Timestamp(cutoff).date()}"
-    fitted = fit_review_features(warehouse, cutoff)
+    fitted = fit_review_features(warehouse, cutoff, text_model_dir)
     out = with_review_columns(frame, fitted.transform(reviews_of(warehouse, frame), frame))
     reviewers = int((out["review_count"] > 0).sum())
-    return out, fitted, (f"review features fitted on {fitted.reviews_fitted_on_} reviews before "
+    encoder = f"the text model in {text_model_dir}" if text_model_dir else "TF-IDF"
+    return out, fitted, (f"review features ({encoder}) fitted on {fitted.reviews_fitted_on_} reviews before "
                          f"{pd.Timestamp(cutoff).date()}; {reviewers} of {len(out)} training rows have reviews")
 
 

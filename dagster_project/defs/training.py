@@ -124,7 +124,8 @@ def build_target_assets(target: Target) -> list:
     def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
                    training_policy: TrainingPolicy) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
-        frame, review_features, reviews_done = training_review_features(warehouse, _training_frame(warehouse, target))
+        frame, review_features, reviews_done = training_review_features(warehouse, _training_frame(warehouse, target),
+                                                                        training_policy.text_model_dir)
         context.log.info(f"{target.name}: {reviews_done}")
         try:
             outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=training_policy.budget_seconds,
