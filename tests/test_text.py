@@ -51,7 +51,8 @@ WORDS = ["works", "great", "love", "it", "stopped", "working", "returned", "wast
 def sentence_model(tmp_path_factory):
     pytest.importorskip("sentence_transformers", reason="the sentence-transformers encoder needs the deep extra")
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     root = tmp_path_factory.mktemp("text_model")
@@ -63,8 +64,7 @@ def sentence_model(tmp_path_factory):
                          intermediate_size=32, max_position_embeddings=64)).save_pretrained(bert)
     BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
     folder = root / "model"
-    SentenceTransformer(modules=[models.Transformer(str(bert), max_seq_length=32),
-                                 models.Pooling(16, "mean")]).save(str(folder))
+    SentenceTransformer(modules=[Transformer(str(bert), max_seq_length=32), Pooling(16, "mean")]).save(str(folder))
     return folder
 
 
