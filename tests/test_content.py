@@ -53,11 +53,36 @@ def test_non_finite_weights_or_no_text_are_refused():
         ContentBased().fit(_interactions([("u1", "mug-red", 1.0, 1)]), pd.Series(dtype=object))
 
 
-def test_the_cold_start_benchmark_scores_recall_against_the_truth_and_a_random_order_exactly():
-    from benchmarks.cold_start import _none_drawn, recall_and_hits
+def test_the_cold_start_protocol_scores_recall_against_the_truth_and_a_random_order_exactly():
+    from ml.cold_start import none_drawn, recall_and_hits
 
     ranked = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "c"], "rank": [1, 2, 1]})
     truth = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "item_id": ["a", "z", "y", "a"]})
     # u1: 1 of 2, u2: 0 of 1, u3 (no list): 0 of 1
     assert recall_and_hits(ranked, truth) == pytest.approx((0.5 / 3, 1 / 3))
-    assert _none_drawn(10, 1, 3) == pytest.approx(0.7) and _none_drawn(4, 2, 3) == 0.0
+    assert none_drawn(10, 1, 3) == pytest.approx(0.7) and none_drawn(4, 2, 3) == 0.0
+
+
+def test_on_held_out_items_the_text_finds_what_users_buy_where_categories_and_chance_cannot():
+    from ml.cold_start import cold_start_fold, measure
+
+    kinds = {"mug": "red ceramic coffee mug", "chair": "oak dining chair"}
+    items = [f"{kind}-{i}" for kind in kinds for i in range(10)]
+    rows, bought = [], []
+    for u in range(40):  # half the users buy mugs, half chairs: before the cutoff, and one more after it
+        kind = "mug" if u % 2 else "chair"
+        rows += [(f"u{u}", f"{kind}-{j}", "home", 1, 0, 0, 1.0, 3) for j in range(u % 3, 10, 3)]
+        bought.append((f"u{u}", f"{kind}-{(u * 7) % 10}", "2026-02-03", 1))
+    interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "category_id", "views", "carts", "purchases",
+                                               "weight", "days_since_last"])
+    item_days = pd.DataFrame(bought, columns=["user_id", "item_id", "activity_date", "n_purchase"])
+    descriptions = pd.DataFrame({"item_id": items, "description": [f"{kinds[i.split('-')[0]]} {i}" for i in items],
+                                 "described_at": pd.Timestamp("2026-01-01")})
+    fold = cold_start_fold(pd.Timestamp("2026-02-01").date(), 7, interactions, item_days, descriptions, None,
+                           share=0.5)
+    assert fold.held_out_items == len(fold.candidates) > 0 and not fold.training.item_id.isin(fold.candidates).any()
+    row = measure(fold, k=3)
+    assert row["test_users"] > 5
+    # one category for every item: the category rankings know nothing the random order does not
+    assert row["content"]["recall_at_3"] > 1.5 * max(row["random"]["recall_at_3"],
+                                                     row["user_categories"]["recall_at_3"])
