@@ -64,3 +64,41 @@ def test_later_reviews_change_neither_the_features_nor_the_fitted_text_model():
     seen = before["review_count"] > 0
     assert (before.loc[unhappy & seen, "review_text_dissatisfaction"].mean()
             > before.loc[~unhappy & seen, "review_text_dissatisfaction"].mean() + 0.3)
+
+
+def test_a_training_run_fits_the_review_features_once_and_new_reviews_before_the_cutoff_refit_them(
+        tmp_path, monkeypatch):
+    import duckdb
+
+    from dagster_project.defs.resources import WarehouseResource
+    from dagster_project.defs.reviews import fit_review_features
+
+    reviews = _reviews().assign(review_id=lambda f: [f"r{i}" for i in range(len(f))], title="",
+                                review_ts_local=lambda f: f.review_ts, review_date=lambda f: f.review_ts.dt.date)
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema staging")
+        con.execute("create table staging.stg_shop__reviews as select * from reviews")
+    warehouse, cache = WarehouseResource(path=str(path)), tmp_path / "cache"
+    first = fit_review_features(warehouse, "2026-02-15", cache_dir=cache)
+    assert len(list(cache.glob("*.skops"))) == 1
+
+    def refit(*args, **kwargs):
+        raise AssertionError("fitted again")
+
+    with monkeypatch.context() as patched:  # the other targets of the run load the same fit
+        patched.setattr(ReviewFeatures, "fit", refit)
+        again = fit_review_features(warehouse, "2026-02-15", cache_dir=cache)
+        keys = reviews[["user_id"]].drop_duplicates().assign(as_of_date=dt.date(2026, 2, 15))
+        pd.testing.assert_frame_equal(again.transform(reviews, keys), first.transform(reviews, keys))
+        with duckdb.connect(str(path)) as con:  # a review after the cutoff is not what the fit learns from
+            con.execute("insert into staging.stg_shop__reviews select * replace ('late' as review_id, "
+                        "timestamp '2026-03-20' as review_ts_local, date '2026-03-20' as review_date) "
+                        "from staging.stg_shop__reviews where review_id = 'r0'")
+        fit_review_features(warehouse, "2026-02-15", cache_dir=cache)
+    with duckdb.connect(str(path)) as con:  # one that arrives late but was written before it is
+        con.execute("insert into staging.stg_shop__reviews select * replace ('arrived-late' as review_id, "
+                    "timestamp '2026-01-02' as review_ts_local, date '2026-01-02' as review_date) "
+                    "from staging.stg_shop__reviews where review_id = 'r0'")
+    refitted = fit_review_features(warehouse, "2026-02-15", cache_dir=cache)
+    assert refitted.reviews_fitted_on_ == first.reviews_fitted_on_ + 1 and len(list(cache.glob("*.skops"))) == 2

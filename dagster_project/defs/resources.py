@@ -97,6 +97,11 @@ class PipelineSettings(dg.ConfigurableResource):
     def warehouse_file(self) -> Path:
         return Path(self.home) / "warehouse.duckdb"
 
+    @property
+    def review_features_cache(self) -> Path:
+        """Where a training run's ReviewFeatures fit is kept for its other targets (defs/reviews.py)."""
+        return Path(self.home) / "cache" / "review_features"
+
     def windows(self, as_of: dt.date) -> TrainingWindows:
         """The training windows of a run at ``as_of``: pinned by the settings, or chosen from the events' span."""
         first_day = None

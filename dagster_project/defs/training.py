@@ -17,7 +17,13 @@ from dagster_project.dbt_project import dbt_project
 from dagster_project.defs.clv import CUTOFFS_KEY
 from dagster_project.defs.dbt_assets import STAGED_REVIEWS, TRAINING_SET
 from dagster_project.defs.partitions import as_of_daily
-from dagster_project.defs.resources import MlflowStore, TrainingPolicy, WarehouseResource, as_of_dates
+from dagster_project.defs.resources import (
+    MlflowStore,
+    PipelineSettings,
+    TrainingPolicy,
+    WarehouseResource,
+    as_of_dates,
+)
 from dagster_project.defs.reviews import training_review_features, with_version_review_features
 from dagster_project.faults import failpoint
 from dagster_project.markdown import frame_to_markdown
@@ -122,10 +128,11 @@ def build_target_assets(target: Target) -> list:
               kinds={"scikit-learn", "mlflow"}, pool="duckdb",
               description=f"Candidate models for {target.name}: {target.description} Best one registered.")
     def candidates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowStore,
-                   training_policy: TrainingPolicy) -> dg.MaterializeResult:
+                   training_policy: TrainingPolicy, settings: PipelineSettings) -> dg.MaterializeResult:
         as_of = as_of_dates(context)[-1].isoformat()
-        frame, review_features, reviews_done = training_review_features(warehouse, _training_frame(warehouse, target),
-                                                                        training_policy.text_model_dir)
+        frame, review_features, reviews_done = training_review_features(
+            warehouse, _training_frame(warehouse, target), training_policy.text_model_dir,
+            settings.review_features_cache)
         context.log.info(f"{target.name}: {reviews_done}")
         try:
             outcome = train_candidates(frame, target, mlflow.store(), budget_seconds=training_policy.budget_seconds,
