@@ -42,6 +42,7 @@ PUBLISHED_TABLES = (
     ("predictions", "clv", True),
     ("predictions", "next_items", True),
     ("predictions", "new_items", True),
+    ("predictions", "cold_start_items", True),
     ("predictions", "user_scores_latest", False),
     ("audiences", "aud_likely_purchasers_7d", True),
     ("audiences", "aud_likely_churning_high_value", True),

@@ -206,6 +206,10 @@ class Settings(BaseSettings):
                            "sequence recommenders (gru4rec, history_engaged_then_gru4rec) only when named")
     recommendations_per_user: int = Field(10, ge=1, le=100, description="items in each user's next_items and "
                                                                          "new_items lists")
+    cold_start_window_days: int = Field(
+        28, ge=1, le=365, description="the cold-start list offers items first seen within this many days before the "
+                                      "date, by their text (docs/reviews.md); published where the text beats the "
+                                      "rankings without text on items held out from training")
     recommendation_training_users: int = Field(
         100_000, ge=100, description="the recommenders are fitted and backtested on at most this many users (those "
                                      "with the smallest hash of their id, the same from run to run); every user is "

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ml.content import ContentBased, item_texts
-from ml.recommend import item_categories
+from ml.recommend import RECOMMENDATION_COLUMNS, item_categories
 from ml.recommendations import truth_after
 
 K = 10
@@ -73,6 +73,16 @@ def none_drawn(n: int, good: int, draws: int) -> float:
     return p
 
 
+def texts_at(day: dt.date, descriptions: pd.DataFrame, categories: pd.Series, reviews: pd.DataFrame | None
+             ) -> pd.Series:
+    """Each item's text known on ``day`` (ml/content.item_texts): its newest description described before it
+    (``descriptions``: raw.items' item_id, description, described_at), its category, its reviews written before it."""
+    known = descriptions[pd.to_datetime(descriptions.described_at) < pd.Timestamp(day)]
+    known = known.sort_values("described_at").drop_duplicates("item_id", keep="last").set_index("item_id")
+    return item_texts(known.description if len(known) else None, categories if len(categories) else None,
+                      reviews, before=day)
+
+
 @dataclass
 class ColdStartFold:
     """One cutoff of the protocol: what the methods are fitted on and what they are judged by."""
@@ -106,11 +116,8 @@ def cold_start_fold(cutoff: dt.date, horizon_days: int, interactions: pd.DataFra
     out = set(items[held_out(items, share)].astype(str))
     training = interactions[~interactions.item_id.astype(str).isin(out)]
     truth = truth_after(item_days, cutoff, horizon_days, training)
-    known = descriptions[pd.to_datetime(descriptions.described_at) < pd.Timestamp(cutoff)]
-    known = known.sort_values("described_at").drop_duplicates("item_id", keep="last").set_index("item_id")
     categories = item_categories(interactions)
-    texts = item_texts(known.description if len(known) else None,
-                       categories if len(categories) else None, reviews, before=cutoff)
+    texts = texts_at(cutoff, descriptions, categories, reviews)
     candidates = pd.Index(sorted(out & set(texts.index)))
     truth = truth[truth.item_id.astype(str).isin(candidates)].reset_index(drop=True)
     return ColdStartFold(cutoff, training, texts, categories, candidates, truth, len(items), len(out))
@@ -144,3 +151,60 @@ def measure(fold: ColdStartFold, methods: dict[str, ContentBased] | None = None,
             recall, hit = recall_and_hits(ranked_by(category_scores(users, frame, training, personal), k), truth, k)
             row[name] = {f"recall_at_{k}": recall, f"hit_rate_at_{k}": hit}
     return row
+
+
+# -- the served cold-start list: published only where the text wins on the protocol ------------------------------
+
+MODEL_NAME = "cold_start_items"   # the list's name in the decision log and the prediction table
+METHOD = "content"                # what the list is made with (ml/content.py, TF-IDF)
+
+
+@dataclass
+class ColdStartDecision:
+    publish: bool
+    reason: str
+    content: float                # mean Recall@K of the content list over the folds with test users
+    baseline: str                 # the strongest text-free ranking on the same folds
+    baseline_score: float
+    folds: list[dict]             # each fold's sizes and scores (measure)
+
+
+def decide(rows: list[dict], min_test_users: int, margin: float = 0.0, k: int = K) -> ColdStartDecision:
+    """Publish the content list where its mean Recall@k over the folds beats the strongest text-free ranking's (the
+    user's categories, the category's popularity, a random order) by more than ``margin``, on folds with at least
+    ``min_test_users`` test users in all. A pure function of the measured folds."""
+    metric = f"recall_at_{k}"
+    judged = [r for r in rows if METHOD in r]
+    users = sum(r["test_users"] for r in judged)
+    if not judged or users < min_test_users:
+        return ColdStartDecision(False, f"not published: {users} test users bought a held-out item with a text in "
+                                        f"the folds (at least {min_test_users} needed)", float("nan"), "", float("nan"),
+                                 rows)
+    mean = lambda name: float(np.mean([r[name][metric] for r in judged if name in r]))
+    content = mean(METHOD)
+    baselines = {name: mean(name) for name in TEXT_FREE if all(name in r for r in judged)}
+    baseline = max(baselines, key=baselines.get)
+    publish = content > baselines[baseline] + margin
+    verb = "published" if publish else "not published"
+    relation = "beats" if publish else "does not beat"
+    return ColdStartDecision(publish, f"{verb}: the text's Recall@{k} on items held out from training {content:.3f} "
+                                      f"{relation} {baseline} {baselines[baseline]:.3f} (margin {margin}) over "
+                                      f"{len(judged)} fold(s), {users} test users", content, baseline,
+                             baselines[baseline], rows)
+
+
+def new_items(first_seen: pd.Series, as_of: dt.date, window_days: int) -> pd.Index:
+    """The items first seen (``first_seen``: item_id -> first business day with an event) within ``window_days``
+    before ``as_of``: the new arrivals the cold-start list offers."""
+    days = pd.to_datetime(first_seen)
+    start, end = pd.Timestamp(as_of) - pd.Timedelta(days=window_days), pd.Timestamp(as_of)
+    return pd.Index(first_seen.index[(days >= start) & (days < end)].astype(str))
+
+
+def cold_start_lists(interactions: pd.DataFrame, texts: pd.Series, candidates: pd.Index, users, k: int = K
+                     ) -> pd.DataFrame:
+    """k of the ``candidates`` (new items with a text) per user, by ``ContentBased``: user_id, rank, item_id,
+    score, reason; nothing the user bought, nothing for a user without an interaction on a described item."""
+    if not len(candidates) or texts.empty:
+        return pd.DataFrame({c: [] for c in RECOMMENDATION_COLUMNS})
+    return ContentBased().fit(interactions, texts).recommend(users, k=k, new_only=True, candidates=candidates)

@@ -62,6 +62,10 @@ NOT_BROKEN_HERE = {
     ("predictions/predicted_revenue_28d", "predictions_are_complete"):
         "the test pipeline has no revenue champion (no closed 28-day window), so nothing is scored to break; the "
         "check is the same code as the two targets' above (defs/scoring.build_scoring_assets)",
+    ("predictions/cold_start_items", "lists_offer_new_items_only"):
+        "the generated shop's items have no text but their category, and there the text does not beat the category "
+        "rankings on held-out items: no list is published to break; the check's query is tested on hand-made lists "
+        "(tests/test_cold_start.py), and the published list of Online Retail passes it (tests/test_real_samples.py)",
 }
 
 

@@ -86,3 +86,36 @@ def test_on_held_out_items_the_text_finds_what_users_buy_where_categories_and_ch
     # one category for every item: the category rankings know nothing the random order does not
     assert row["content"]["recall_at_3"] > 1.5 * max(row["random"]["recall_at_3"],
                                                      row["user_categories"]["recall_at_3"])
+
+
+def _fold_row(users: int, content: float, categories: float | None, random: float = 0.05) -> dict:
+    row = {"cutoff": "2026-01-01", "test_users": users, "held_out_with_text": 50,
+           "content": {"recall_at_10": content}, "random": {"recall_at_10": random}}
+    if categories is not None:
+        row |= {"user_categories": {"recall_at_10": categories}, "category_popularity": {"recall_at_10": 0.01}}
+    return row
+
+
+def test_the_cold_start_list_is_published_only_where_the_text_beats_the_strongest_ranking_without_it():
+    from ml.cold_start import decide
+
+    won = decide([_fold_row(40, 0.30, 0.20), _fold_row(35, 0.25, 0.22)], min_test_users=50)
+    assert won.publish and won.baseline == "user_categories" and won.content == pytest.approx(0.275)
+    assert won.reason.startswith("published: the text's Recall@10 on items held out from training 0.275 beats "
+                                 "user_categories 0.210")
+    lost = decide([_fold_row(40, 0.19, 0.20)], min_test_users=30)
+    assert not lost.publish and lost.reason.startswith("not published") and "does not beat user_categories" in lost.reason
+    # without categories the strongest ranking without text is chance; a margin raises the bar
+    assert decide([_fold_row(40, 0.10, None)], 30).baseline == "random"
+    assert not decide([_fold_row(40, 0.10, None)], 30, margin=0.06).publish
+    few = decide([_fold_row(12, 0.9, 0.1)], min_test_users=30)
+    assert not few.publish and few.reason.startswith("not published: 12 test users")
+
+
+def test_new_items_are_those_first_seen_in_the_window_before_the_date():
+    import datetime as dt
+
+    from ml.cold_start import new_items
+
+    first = pd.Series({"old": dt.date(2026, 1, 1), "new": dt.date(2026, 3, 1), "today": dt.date(2026, 3, 10)})
+    assert list(new_items(first, dt.date(2026, 3, 10), 28)) == ["new"]  # "today" is not before the date

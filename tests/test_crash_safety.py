@@ -68,9 +68,10 @@ VERSIONS = frozenset({"model_version", "candidate_version", "incumbent", "backte
                       *(f"{t.short_name}_model_version" for t in TARGETS.values())})  # user_scores_latest
 
 
-# The kill points fire in the propensity targets' training; the recommendations (their own group, decided earlier in
-# the run) append their decisions independently, each row atomic: the comparisons read the propensity targets' rows.
-PROPENSITY_DECISIONS = {"monitoring.model_decisions": "target <> 'next_items'",
+# The kill points fire in the propensity targets' training; the recommendations and the cold-start list (their own
+# group, decided apart in the run) append their decisions independently, each row atomic: the comparisons read the
+# propensity targets' rows.
+PROPENSITY_DECISIONS = {"monitoring.model_decisions": "target not in ('next_items', 'cold_start_items')",
                         # the serving file's hash of the whole log (its propensity rows are compared above)
                         "serving.published_tables": "table_name <> 'model_decisions'"}
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("crash_safety")]  # one worker: the reference is built once
@@ -174,7 +175,7 @@ def _aliases(paths: ShopcastPaths) -> dict:
 def _decisions(paths: ShopcastPaths) -> list[tuple]:
     with duckdb.connect(str(paths.warehouse), read_only=True) as con:
         return con.execute("select target, decision, promoted, candidate_family, round(candidate_score, 6), "
-                           "round(incumbent_score, 6) from monitoring.model_decisions where target <> 'next_items' "
+                           "round(incumbent_score, 6) from monitoring.model_decisions where target not in ('next_items', 'cold_start_items') "
                            "order by decided_at").fetchall()
 
 

@@ -461,6 +461,24 @@ def test_both_recommendation_lists_are_published_ranked_and_gated(pipeline):
                                             "fallback_rows": shown["lists"]["next_items"]["fallback_rows"]}
 
 
+def test_the_cold_start_list_is_decided_on_held_out_items_and_not_published_where_the_text_loses(pipeline):
+    """The generated shop's items have no text but their category: on items held out from training the text ranks
+    no better than the category rankings do, so the decision withholds the list, with its figures, and the table
+    (published in the serving file all the same) holds nothing for the date."""
+    decision = _read(pipeline, "select * from monitoring.model_decisions where target = 'cold_start_items'")
+    assert len(decision) == 1 and not decision.promoted.iloc[0]
+    row = decision.iloc[0]
+    assert row.reason.startswith("not published: the text's Recall@10 on items held out from training")
+    assert row.candidate_score <= row.incumbent_score and row.incumbent in ("user_categories", "category_popularity",
+                                                                            "random")
+    assert len(pd.read_json(pd.io.common.StringIO(row.backtest_folds))) >= 1
+    assert _read(pipeline, "select count(*) as n from predictions.cold_start_items").n.iloc[0] == 0
+    from tests.support import served
+
+    with duckdb.connect(str(served(pipeline)), read_only=True) as con:
+        assert con.execute("select count(*) from predictions.cold_start_items").fetchone()[0] == 0
+
+
 def test_served_lists_are_measured_once_their_horizon_has_closed(pipeline):
     """The feedback SQL on a real warehouse: the lists of a date whose 28 days have passed (the demo's, copied 30
     days back) are judged on the purchases that followed; today's are not judged yet."""

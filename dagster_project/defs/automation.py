@@ -12,6 +12,7 @@ EXECUTOR = dg.in_process_executor
 
 from dagster_project.asset_keys import candidates_key, champion_key
 from dagster_project.defs.clv import CUTOFFS_KEY
+from dagster_project.defs.cold_start import EVIDENCE as COLD_START_EVIDENCE
 from dagster_project.defs.dbt_assets import TRAINING_CUTOFF_FEATURES
 from dagster_project.defs.dbt_assets import TRAINING_SET as TRAINING_SET_KEY
 from dagster_project.defs.partitions import as_of_daily
@@ -42,7 +43,8 @@ feature_backfill = dg.define_asset_job(
 
 TRAINING = dg.AssetSelection.assets(TRAINING_CUTOFF_FEATURES, CUTOFFS_KEY, TRAINING_SAMPLE, TRAINING_SEQUENCES,
                                     *[key(t) for t in TARGETS for key in (candidates_key, champion_key)],
-                                    RECOMMENDATION_CUTOFFS, RECOMMENDATION_CANDIDATES, RECOMMENDATION_CHAMPION)
+                                    RECOMMENDATION_CUTOFFS, RECOMMENDATION_CANDIDATES, RECOMMENDATION_CHAMPION,
+                                    COLD_START_EVIDENCE)
 
 # Daily: ingest, features, checks and scores with the current champion, no retraining (and so no training set:
 # twelve cutoffs of features joined with their labels, rebuilt when a run trains, with any cutoff's features missing).

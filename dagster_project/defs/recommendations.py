@@ -60,11 +60,11 @@ LIST_COLUMNS = ["user_id", "as_of_date", "rank", "item_id", "category_id", "scor
                 "model_version", "scored_at"]
 
 
-def _protocol(settings: PipelineSettings, policy: RecommendationPolicy, as_of: dt.date):
+def protocol_of(settings: PipelineSettings, policy: RecommendationPolicy, as_of: dt.date):
     return policy.dates(as_of, settings.windows(as_of).cadence_days)
 
 
-def _interactions(warehouse: WarehouseResource, dates: list[dt.date], users_at_most: int | None = None,
+def interactions_on(warehouse: WarehouseResource, dates: list[dt.date], users_at_most: int | None = None,
                   sampled_at: dt.date | None = None) -> dict[dt.date, pd.DataFrame]:
     """The interactions at ``dates``, per date; with ``users_at_most``, of that many users at most: those of
     ``sampled_at`` with the smallest hash of their id, so that the sample is the same from run to run and mostly
@@ -95,7 +95,7 @@ def recommendation_cutoff_interactions(context: dg.AssetExecutionContext, dbt: S
                                        warehouse: WarehouseResource,
                                        recommendation_policy: RecommendationPolicy) -> dg.MaterializeResult:
     as_of = as_of_dates(context)[-1]
-    protocol = _protocol(settings, recommendation_policy, as_of)
+    protocol = protocol_of(settings, recommendation_policy, as_of)
     wanted = [d for d in protocol.all if d != as_of]  # the run's own date: the daily marts build it
     built = set()
     if warehouse.has_table("marts", "fct_user_item_interactions"):
@@ -130,17 +130,17 @@ def next_items_candidates(context: dg.AssetExecutionContext, settings: PipelineS
                           warehouse: WarehouseResource, mlflow: MlflowStore,
                           recommendation_policy: RecommendationPolicy) -> dg.MaterializeResult:
     as_of = as_of_dates(context)[-1]
-    protocol = _protocol(settings, recommendation_policy, as_of)
+    protocol = protocol_of(settings, recommendation_policy, as_of)
     users = int(warehouse.query_df("select count(distinct user_id) as n from marts.fct_user_item_interactions "
                                    "where as_of_date = ?", [as_of]).n.iloc[0])
     sampled = users > recommendation_policy.training_users
     sample_size = recommendation_policy.training_users if sampled else None
     # the folds' and the date's interactions now; a labelled snapshot's only when a candidate reads it
-    interactions = _interactions(warehouse, sorted({*protocol.folds, as_of}), sample_size, as_of)
+    interactions = interactions_on(warehouse, sorted({*protocol.folds, as_of}), sample_size, as_of)
 
     def interactions_at(day: dt.date) -> pd.DataFrame:
         if day not in interactions:
-            interactions.update(_interactions(warehouse, [day], sample_size, as_of))
+            interactions.update(interactions_on(warehouse, [day], sample_size, as_of))
         return interactions[day]
 
     if sampled:
@@ -258,7 +258,7 @@ def next_items_champion(context: dg.AssetExecutionContext, warehouse: WarehouseR
     })
 
 
-def _table_ddl(table: str) -> str:
+def table_ddl(table: str) -> str:
     return (f"create table if not exists predictions.{table} (user_id varchar, as_of_date date, rank integer, "
             "item_id varchar, category_id varchar, score double, reason varchar, model_name varchar, "
             "model_version varchar, scored_at timestamp)")
@@ -361,7 +361,7 @@ def score_population(warehouse: WarehouseResource, recommender: Recommender, ver
     date's rows again each time: ten scans at 1M users). The fallback's popularity is learned once, from a hash
     sample of the date's users, and each item's category is the one most of the date's rows name
     (item_categories), computed in the warehouse."""
-    sample = _interactions(warehouse, [as_of], FALLBACK_USERS, as_of)[as_of]
+    sample = interactions_on(warehouse, [as_of], FALLBACK_USERS, as_of)[as_of]
     fallback = Popularity(within_categories=True).fit(sample) if len(sample) else None
     category = warehouse.query_df("""
         select item_id, category_id from (
@@ -409,7 +409,7 @@ def next_items_predictions(context: dg.AssetExecutionContext, warehouse: Warehou
     with warehouse.writer() as con:
         con.execute("create schema if not exists predictions")
         for table in ("next_items", "new_items"):
-            con.execute(_table_ddl(table))
+            con.execute(table_ddl(table))
     store = mlflow.store()
     champion = version_by_alias(store, MODEL_NAME, CHAMPION)
     if champion is None:

@@ -285,6 +285,7 @@ class RecommendationPolicy(dg.ConfigurableResource):
     gate_margin: float = 0.0
     training_users: int = 100_000       # fitted and backtested on a hash sample of at most this many users
     budget_seconds: int = 300           # the model search's budget (the naive candidates and the champion's always run)
+    cold_start_window_days: int = 28    # the cold-start list's new items: first seen within this many days
 
     @property
     def candidate_list(self) -> list[str]:
@@ -393,7 +394,8 @@ def build_resources(settings: Settings) -> dict:
             horizon_days=settings.recommendation_horizon_days, candidates=settings.recommendation_candidates,
             per_user=settings.recommendations_per_user, min_buyers=settings.recommendation_min_buyers,
             backtest_cutoffs=settings.backtest_cutoffs, gate_margin=settings.gate_margin,
-            training_users=settings.recommendation_training_users, budget_seconds=settings.training_budget_seconds),
+            training_users=settings.recommendation_training_users, budget_seconds=settings.training_budget_seconds,
+            cold_start_window_days=settings.cold_start_window_days),
         "monitoring_policy": MonitoringPolicy(
             psi_warn=settings.psi_warn, psi_fail=settings.psi_fail, null_rate_jump=settings.null_rate_jump,
             informational_features=settings.drift_informational_features,
