@@ -461,22 +461,64 @@ def test_both_recommendation_lists_are_published_ranked_and_gated(pipeline):
                                             "fallback_rows": shown["lists"]["next_items"]["fallback_rows"]}
 
 
-def test_the_cold_start_list_is_decided_on_held_out_items_and_not_published_where_the_text_loses(pipeline):
-    """The generated shop's items have no text but their category: on items held out from training the text ranks
-    no better than the category rankings do, so the decision withholds the list, with its figures, and the table
-    (published in the serving file all the same) holds nothing for the date."""
+def _cold_start_run(as_of: dt.date, *, check_only: bool = False) -> dg.ExecuteInProcessResult:
+    """The cold-start list of one date and its blocking check; ``check_only``: the check and what is below the list
+    (the serving file), as a run of the graph's job."""
+    key = dg.AssetKey(["predictions", "cold_start_items"])
+    check = dg.AssetCheckKey(key, "lists_offer_new_items_only")
+    below = set(runs.definitions().resolve_asset_graph().get(key).child_keys)
+    job = runs.definitions().resolve_job_def("shopcast_graph").get_subset(
+        asset_selection=below if check_only else {key}, asset_check_selection={check})
+    with runs.instance() as instance:
+        return job.execute_in_process(instance=instance, partition_key=as_of.isoformat(), raise_on_error=False)
+
+
+def test_the_cold_start_list_is_decided_on_held_out_items_and_offers_new_items_by_their_text(pipeline, tmp_path):
+    """The gate of the cold-start list measured the text (here the items' categories: the generator names no item)
+    on items held out from training and published the list, with its figures. The test shop's 400 items are all
+    seen in its first days, so the list is empty until new items arrive: then each user gets items first seen in
+    the 28 days before the date, none they bought, each with the item of theirs it is described like, and the
+    blocking check refuses a broken list."""
     decision = _read(pipeline, "select * from monitoring.model_decisions where target = 'cold_start_items'")
-    assert len(decision) == 1 and not decision.promoted.iloc[0]
+    assert len(decision) == 1
     row = decision.iloc[0]
-    assert row.reason.startswith("not published: the text's Recall@10 on items held out from training")
-    assert row.candidate_score <= row.incumbent_score and row.incumbent in ("user_categories", "category_popularity",
-                                                                            "random")
+    assert row.promoted and row.reason.startswith("published: the text's Recall@10 on items held out from training")
+    assert row.candidate_score > row.incumbent_score
+    assert row.incumbent in ("user_categories", "category_popularity", "random")
     assert len(pd.read_json(pd.io.common.StringIO(row.backtest_folds))) >= 1
     assert _read(pipeline, "select count(*) as n from predictions.cold_start_items").n.iloc[0] == 0
-    from tests.support import served
-
-    with duckdb.connect(str(served(pipeline)), read_only=True) as con:
-        assert con.execute("select count(*) from predictions.cold_start_items").fetchone()[0] == 0
+    # five new items, each viewed once in the last days before the date by a scored user of its category
+    favourite = _read(pipeline, """
+        select user_id, category_id from (
+            select user_id, category_id, row_number() over (partition by user_id order by sum(weight) desc,
+                                                            category_id) as k
+            from marts.fct_user_item_interactions where as_of_date = ? and category_id is not null
+              and user_id in (select user_id from marts.fct_scoring_population where as_of_date = ?)
+            group by 1, 2)
+        where k = 1 order by user_id limit 5""", [DEMO_AS_OF, DEMO_AS_OF])
+    arrivals = pd.DataFrame({"user_id": favourite.user_id, "category_id": favourite.category_id,
+                             "item_id": [f"new-{i}" for i in range(len(favourite))], "event_type": "view",
+                             "event_ts": pd.Timestamp(DEMO_AS_OF) - pd.Timedelta(days=3)})
+    arrivals.to_parquet(tmp_path / "arrivals.parquet")
+    runs.ingest("canonical", [str(tmp_path / "arrivals.parquet")])
+    _build_interactions(DEMO_AS_OF)
+    assert _cold_start_run(DEMO_AS_OF).success
+    lists = _read(pipeline, "select * from predictions.cold_start_items where as_of_date = ?", [DEMO_AS_OF])
+    population = set(_read(pipeline, "select user_id from marts.fct_scoring_population where as_of_date = ?",
+                           [DEMO_AS_OF]).user_id)
+    assert set(lists.item_id) <= set(arrivals.item_id) and lists.item_id.nunique() > 1
+    assert len(set(lists.user_id)) > 5 and set(lists.user_id) <= population
+    assert lists.reason.str.startswith("described like ").all() and lists.model_name.eq("cold_start_items").all()
+    # the text here is the category: a user's first item is one of their favourite category
+    first = lists[lists["rank"] == 1].merge(favourite, on="user_id", suffixes=("", "_favourite"))
+    assert len(first) == len(favourite) and (first.category_id == first.category_id_favourite).all()
+    with duckdb.connect(str(pipeline.warehouse)) as con:
+        con.execute("update predictions.cold_start_items set rank = rank + 1 where user_id = "
+                    "(select min(user_id) from predictions.cold_start_items)")
+    broken = _cold_start_run(DEMO_AS_OF, check_only=True)
+    (evaluation,) = broken.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.metadata["broken_lists"].value == 1
+    assert not broken.success and broken.get_asset_materialization_events() == []  # the serving file waits
 
 
 def test_served_lists_are_measured_once_their_horizon_has_closed(pipeline):

@@ -63,7 +63,7 @@ def test_review_features_lift_churn_on_every_backtest_fold_and_the_champion_scor
     assert set(candidates) == {"logistic_regression (behaviour)", "logistic_regression (reviews)"}
     # what the reviews candidate read is what a run fits: each fold's configuration refit on the older cutoffs
     frame, _, done = training_review_features(warehouse, _training_frame(warehouse, target))
-    assert "review features fitted on" in done, done
+    assert "review features (TF-IDF) fitted on" in done, done  # the default encoder: no text_model_dir
     folds = {}
     for name, run in candidates.items():
         model = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
