@@ -200,7 +200,9 @@ def test_each_sample_runs_end_to_end_and_produces_predictions(name, tmp_path):
         listed, described, users = con.execute(
             "select count(*), count(*) filter (where reason like 'described like %'), count(distinct user_id) "
             "from predictions.cold_start_items where as_of_date = ?", [as_of]).fetchone()
-    assert promoted == (content > baseline) and reason.startswith("published" if promoted else "not published")
+    # (no figure where too few test users bought a held-out item: Taobao's 9 days)
+    assert promoted == (content is not None and content > baseline)
+    assert reason.startswith("published" if promoted else "not published")
     assert (promoted or listed == 0) and described == listed
     if name == "online-retail":  # product descriptions: 0.217 against chance's 0.017 (benchmarks/cold_start.py)
         assert promoted and content > 3 * baseline and listed > 0 and 0 < users <= population, reason
