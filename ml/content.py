@@ -21,12 +21,13 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from ml.recommend import RECOMMENDATION_COLUMNS, RecommendationInputError, positions_in
+from ml.recommend import RECOMMENDATION_COLUMNS, RecommendationInputError, _strongest_items, positions_in
 from ml.text import SentenceEncoder, TfidfSvdEncoder
 
 ITEM_TEXT_REVIEWS = 20          # an item's text holds its newest this many reviews before the cutoff
 SCORE_CELLS_PER_BATCH = 20_000_000  # users x candidate items scored at once (float32): bounds memory
 REASON_OWN_ITEMS = 20           # a recommendation is explained by one of the user's this many strongest items
+REASON_PAIRS = 2_000_000        # (recommended, own) item pairs compared at once: bounds the reasons' memory
 
 
 def _clean(values: pd.Series) -> pd.Series:
@@ -131,19 +132,32 @@ class ContentBased:
                 scores[own.nonzero()] = -np.inf
             top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
             top_scores = np.take_along_axis(scores, top, axis=1)
-            for i, user in enumerate(part):
-                kept = np.isfinite(top_scores[i])
-                items = columns[top[i][kept]]
-                frames.append(pd.DataFrame({
-                    "user_id": user_ids[user], "rank": np.arange(1, kept.sum() + 1, dtype=np.int64),
-                    "item_id": self.items_[items].to_numpy(), "score": top_scores[i][kept].astype(float),
-                    "reason": self._reasons(weights[user], items)}))
+            kept = np.isfinite(top_scores)  # -inf (bought) sorts last: what is kept is each row's first ranks
+            local = np.repeat(np.arange(len(part))[:, None], k, axis=1)[kept]
+            items = columns[top[kept]]
+            frames.append(pd.DataFrame({
+                "user_id": user_ids[part[local]], "rank": np.tile(np.arange(1, k + 1), (len(part), 1))[kept],
+                "item_id": self.items_[items].to_numpy(), "score": top_scores[kept].astype(float),
+                "reason": self._reasons(weights[part], local, items)}))
         return pd.concat(frames, ignore_index=True)[list(RECOMMENDATION_COLUMNS)]
 
-    def _reasons(self, user_weights: sp.csr_matrix, items: np.ndarray) -> list[str]:
-        """``described like <item>``: the user's item (of their REASON_OWN_ITEMS strongest) nearest each one."""
-        own = user_weights.indices[np.argsort(-user_weights.data, kind="stable")[:REASON_OWN_ITEMS]]
-        if not len(items) or not len(own):
-            return [""] * len(items)
-        similarity = np.asarray((self.vectors_[items] @ self.vectors_[own].T).todense())
-        return [f"described like {self.items_[own[j]]}" for j in similarity.argmax(axis=1)]
+    def _reasons(self, user_weights: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``described like <item>`` for each recommended (row of ``user_weights``, item position): of the row's user's
+        REASON_OWN_ITEMS strongest items, the one whose encoding is nearest the recommended one's (ties: the first
+        by position). Worked out for REASON_PAIRS (recommended, own) pairs at a time."""
+        own, _ = _strongest_items(user_weights, REASON_OWN_ITEMS)
+        reasons = np.full(len(items), "", dtype=object)
+        if not len(items) or own.shape[1] == 0:
+            return reasons
+        step = max(1, REASON_PAIRS // own.shape[1])
+        for start in range(0, len(items), step):
+            candidates = own[rows[start:start + step]]                     # recommendations x own items
+            valid = candidates >= 0
+            recommended = np.repeat(items[start:start + step], own.shape[1])[valid.ravel()]
+            similarity = np.full(candidates.shape, -np.inf)
+            similarity[valid] = np.asarray(self.vectors_[recommended].multiply(
+                self.vectors_[candidates[valid]]).sum(axis=1)).ravel()
+            nearest = candidates[np.arange(len(candidates)), similarity.argmax(axis=1)]
+            found = nearest >= 0
+            reasons[start:start + step][found] = "described like " + self.items_[nearest[found]].astype(str)
+        return reasons
