@@ -28,7 +28,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import measure as measured
-from benchmarks.recommendations import build_interactions, protocol_arguments
+from benchmarks.recommendations import build_interactions, protocol_arguments, read_interactions
 from ml.cold_start import HELD_OUT_SHARE, cold_start_fold, measure
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,15 +39,11 @@ def run(home: Path, label: str, cutoffs: list[dt.date], horizon: int) -> dict:
     import duckdb
 
     from dagster_project.warehouse import ensure_raw_schema
-    from ml.recommend import INTERACTION_COLUMNS
 
     ensure_raw_schema(home / "warehouse.duckdb")  # a home made before raw.items had descriptions gains the columns
     build_seconds = build_interactions(home, cutoffs, max(cutoffs) + dt.timedelta(days=horizon))
+    interactions, item_days = read_interactions(home, cutoffs)
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
-        interactions = {d: con.execute(f"select {', '.join(INTERACTION_COLUMNS)} from marts.fct_user_item_interactions "
-                                       "where as_of_date = ?", [d]).df() for d in cutoffs}
-        item_days = con.execute("select user_id, item_id, activity_date, n_purchase from intermediate.int_user_item_daily "
-                                "where n_purchase > 0").df()
         descriptions = con.execute("select item_id, description, described_at from raw.items "
                                    "where description is not null").df()
         reviews = con.execute("select item_id, review_ts, title, text from raw.reviews").df() \

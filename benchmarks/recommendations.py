@@ -24,10 +24,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import measure as measured
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "recommendations"
@@ -54,10 +58,23 @@ def build_interactions(home: Path, dates: list[dt.date], truth_until: dt.date) -
     return time.perf_counter() - started
 
 
-def run(home: Path, label: str, cutoffs: list[dt.date], horizon: int, candidates: list[str] | None) -> dict:
+def read_interactions(home: Path, dates: list[dt.date]) -> tuple[dict[dt.date, pd.DataFrame], pd.DataFrame]:
+    """({date: the interactions at it}, the item days with a purchase) of a home built by build_interactions."""
     import duckdb
 
-    from ml.recommend import INTERACTION_COLUMNS, Snapshot
+    from ml.recommend import INTERACTION_COLUMNS
+
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        interactions = {d: con.execute(f"select {', '.join(INTERACTION_COLUMNS)} from marts.fct_user_item_interactions "
+                                       "where as_of_date = ?", [d]).df() for d in dates}
+        item_days = con.execute("select user_id, item_id, activity_date, n_purchase from intermediate.int_user_item_daily "
+                                "where n_purchase > 0").df()
+    return interactions, item_days
+
+
+def run(home: Path, label: str, cutoffs: list[dt.date], horizon: int, candidates: list[str] | None) -> dict:
+
+    from ml.recommend import Snapshot
     from ml.recommendations import (
         CANDIDATES,
         PRIMARY_METRIC,
@@ -72,11 +89,7 @@ def run(home: Path, label: str, cutoffs: list[dt.date], horizon: int, candidates
     snapshots = {c: snapshot_cutoffs(c, horizon) for c in cutoffs}
     dates = sorted(set(cutoffs) | {s for dates in snapshots.values() for s in dates})
     build_seconds = build_interactions(home, dates, max(cutoffs) + dt.timedelta(days=horizon))
-    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
-        interactions = {d: con.execute(f"select {', '.join(INTERACTION_COLUMNS)} from marts.fct_user_item_interactions "
-                                       "where as_of_date = ?", [d]).df() for d in dates}
-        item_days = con.execute("select user_id, item_id, activity_date, n_purchase from intermediate.int_user_item_daily "
-                                "where n_purchase > 0").df()
+    interactions, item_days = read_interactions(home, dates)
     empty = [d for d, rows in interactions.items() if rows.empty]
     if empty:
         raise SystemExit(f"no interactions before {', '.join(map(str, empty))}: the home's events start later")
