@@ -177,6 +177,11 @@ def fitted_parameters(models: ClvModels) -> dict[str, float]:
     return params
 
 
+DESCRIPTION = ("BG/NBD (purchase frequency and dropout) with Gamma-Gamma (spend per order), fitted by maximum a "
+               "posteriori on each user's purchase history: the statistical baseline every purchase, churn and "
+               "revenue candidate must beat on the backtest, and its predictions in predictions.clv.")
+
+
 def log_and_register(store, models: ClvModels, rfm: pd.DataFrame, tags: dict, fitted_users: int | None = None):
     """Log the fitted pair as one MLflow pyfunc model, register it as `clv_bgnbd` and point `champion` at it: the
     statistical baseline is refit on every run, it is not gated."""
@@ -204,7 +209,10 @@ def log_and_register(store, models: ClvModels, rfm: pd.DataFrame, tags: dict, fi
     version = mlflow.register_model(f"runs:/{run.info.run_id}/model", CLV_MODEL_NAME,
                                     tags={k: str(v) for k, v in tags.items()})
     set_alias(store, CLV_MODEL_NAME, CHAMPION, str(version.version))
-    return RegisteredModel(CLV_MODEL_NAME, str(version.version), run.info.run_id, dict(tags))
+    entry = RegisteredModel(CLV_MODEL_NAME, str(version.version), run.info.run_id, dict(tags))
+    store.describe(entry, DESCRIPTION, f"{CHAMPION}: refit on {len(rfm):,} users' purchases before "
+                                       f"{tags.get('as_of_date')} (the baseline is refit every run, not gated)")
+    return entry
 
 
 def _requirement(name: str) -> str:

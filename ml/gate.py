@@ -117,7 +117,23 @@ def decide(target: Target, candidate_version: str, tested: Backtest, margin: flo
                         [f.as_dict() for f in tested.folds])
 
 
-def apply(store: Store, decision: GateDecision) -> None:
-    """Carry a decision out: the candidate version gets its alias and the decision's tags (``gate_reason``...)."""
+def apply(store: Store, decision: GateDecision, description: str | None = None) -> None:
+    """Carry a decision out: the candidate version gets its alias and the decision's tags (``gate_reason``...), and
+    is described by the decision's reason; the registered model by ``description`` (a target's by default)."""
     set_alias(store, decision.target, decision.alias, decision.candidate_version)
     tag_version(store, decision.target, decision.candidate_version, decision.as_tags())
+    entry = RegisteredModel(decision.target, decision.candidate_version, "", {})
+    store.describe(entry, description or model_description(ALL_TARGETS[decision.target], decision.margin),
+                   f"{decision.alias}: {decision.reason}")
+
+
+def model_description(target: Target, margin: float) -> str:
+    """What a target's registered model is, for the registry's page: the prediction, who is scored, the metric and
+    the rule that moves ``champion``."""
+    who = f"users active in the scoring window with {target.population}" if target.population else \
+        "every user active in the scoring window"
+    return (f"{target.description}\n\nScored for: {who}, daily, into predictions.{target.name}.\n"
+            f"Compared on: {target.primary_metric}, on time-based cutoffs (label windows closed).\n"
+            f"Gate: a new version becomes @{CHAMPION} only if it meets the quality floor and its mean "
+            f"{target.primary_metric} over the backtest's cutoffs beats the current champion's (the baseline's, "
+            f"{target.naive_name} or BG/NBD, for the first) by more than {margin}; otherwise it is @{CHALLENGER}.")

@@ -343,6 +343,16 @@ def register(store, run_id: str, candidate: str, tags: dict):
     return RegisteredModel(MODEL_NAME, str(mv.version), run_id, all_tags)
 
 
+def model_description(margin: float) -> str:
+    """What the registered recommender is, for the registry's page (ml/gate.model_description's counterpart)."""
+    return (f"The {K} items each user is most likely to buy next (predictions.next_items), and the {K} they have not "
+            "bought (predictions.new_items, the cross-sell list), for every user of the scoring population.\n"
+            f"Compared on: {PRIMARY_METRIC} over time-based cutoffs (interactions before each, purchases in its "
+            "horizon after it).\n"
+            f"Gate: the first champion is the best naive candidate; a new version becomes champion only if its mean "
+            f"{PRIMARY_METRIC} over the same cutoffs beats the champion's by more than {margin}.")
+
+
 def decide(candidate: str, candidate_version: str, incumbent: str, incumbent_label: str,
            scores: dict[str, dict[str, float]], margin: float):
     """The gate's decision, from the backtest alone: the candidate's configuration and the incumbent's (the

@@ -15,6 +15,49 @@ from mlflow.exceptions import MlflowException
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# MLflow 3's UI opens an experiment without this tag in its GenAI layout (traces, tokens); these are model-training
+# experiments, and with it the UI opens on their runs
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+# MLflow keeps absolute artifact URIs in its store: these columns of its SQL schema (MLflow 3) hold them
+ARTIFACT_URI_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                        ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+_FOLLOWED: set[tuple[str, Path]] = set()  # the stores this process has checked
+
+
+def follow_artifact_root(tracking_uri: str, artifact_root: Path) -> str | None:
+    """A home copied or moved elsewhere keeps its MLflow store, whose artifact URIs still point into the old home:
+    rewrite them to ``artifact_root`` (the home's own artifact folder), so that ``@champion`` loads from the copy
+    and never from the original. Returns the old root when it rewrote, None when nothing had moved. Only a local
+    SQLite store whose experiments keep their artifacts in a local folder is rewritten (a tracking server or an
+    object store is not the home's to move)."""
+    import sqlite3
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not database.exists():
+        return None
+    new_root = artifact_root.absolute().as_uri()
+    with sqlite3.connect(database) as con:
+        tables = {name for (name,) in con.execute("select name from sqlite_master where type = 'table'")}
+        if "experiments" not in tables:
+            return None
+        # each experiment's folder is <root>/<its name> (Store.experiment_id), so its location gives the root
+        roots = {location.rsplit("/", 1)[0] for (location,) in con.execute("select artifact_location from experiments where name != 'Default' "
+                                                "and artifact_location like 'file://%'")}
+        old_roots = sorted(root for root in roots if root != new_root)
+        if not old_roots:
+            return None
+        for old_root in old_roots:
+            for table, column in ARTIFACT_URI_COLUMNS:
+                if table in tables:
+                    con.execute(f"update {table} set {column} = ? || substr({column}, ?) "
+                                f"where {column} like ? escape '\\'",
+                                [new_root, len(old_root) + 1, old_root.replace("%", "\\%").replace("_", "\\_")
+                                 + "/%"])
+    return ", ".join(old_roots)
 
 
 @dataclass(frozen=True)
@@ -25,15 +68,32 @@ class Store:
     def activate(self) -> MlflowClient:
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
+        if (self.tracking_uri, self.artifact_root) not in _FOLLOWED:
+            follow_artifact_root(self.tracking_uri, self.artifact_root)
+            _FOLLOWED.add((self.tracking_uri, self.artifact_root))
         return MlflowClient(self.tracking_uri, self.tracking_uri)
 
-    def experiment_id(self, name: str) -> str:
+    def experiment_id(self, name: str, description: str = "") -> str:
+        """The experiment of a registered model's training runs, created on first use as a model-training experiment
+        (an older store's experiment is tagged when next used), described in the UI by ``description``."""
         client = self.activate()
         experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        self.artifact_root.mkdir(parents=True, exist_ok=True)
-        return client.create_experiment(name, artifact_location=(self.artifact_root / name).as_uri())
+        tags = EXPERIMENT_KIND | ({"mlflow.note.content": description} if description else {})
+        if experiment is None:
+            self.artifact_root.mkdir(parents=True, exist_ok=True)
+            return client.create_experiment(name, artifact_location=(self.artifact_root.absolute() / name).as_uri(), tags=tags)
+        for key, value in tags.items():
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
+        return experiment.experiment_id
+
+    def describe(self, entry: RegisteredModel, model: str, version: str) -> None:
+        """What the registered model is (``model``: its target, population, metric and gate rule) and what this
+        version is (``version``: its family, data and the gate's reason), shown on the registry's pages."""
+        client = self.activate()
+        if client.get_registered_model(entry.name).description != model:
+            client.update_registered_model(entry.name, description=model)
+        client.update_model_version(entry.name, entry.version, description=version)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from ml.evaluate import top_decile
 from ml.gate import apply, backtest_candidate, decide, register
 from ml.models import FAMILIES, REGRESSION_FAMILIES
 from ml.predict import score
-from ml.registry import CHALLENGER, CHAMPION, Store, load_by_alias, version_by_alias
+from ml.registry import CHALLENGER, CHAMPION, Store, follow_artifact_root, load_by_alias, version_by_alias
 from ml.targets import CHURN_PROBABILITY_7D, Eligibility
 from ml.targets import PURCHASE_PROPENSITY_7D as TARGET
 from ml.train import SKOPS_TRUSTED_TYPES, time_split, train_candidates
@@ -161,6 +161,40 @@ def test_a_first_model_that_does_not_beat_the_baseline_is_not_champion(store):
     decision = _gate(store, TARGET, noise, frame, margin=0.0)
     assert not decision.promoted and decision.incumbent == "baseline (recency/frequency)"
     assert version_by_alias(store, TARGET.name, CHAMPION) is None
+
+
+def test_a_moved_store_serves_its_champion_and_describes_itself_in_the_ui(tmp_path):
+    """Issue 26: MLflow keeps absolute artifact URIs; a home moved (or copied, the original deleted) must still
+    load ``@champion`` from its own folder. The experiment opens on its runs (a model-training experiment, not
+    MLflow 3's GenAI layout), and the registry says what the model is and why this version holds its alias."""
+    import shutil
+
+    before = Store(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}", tmp_path / "home" / "artifacts")
+    frame = _panel()
+    entry, valid = _registered(before, frame, ["cart_count_28d"])
+    _gate(before, TARGET, entry, frame)
+    expected = load_by_alias(before, TARGET.name, CHAMPION)[0].predict_proba(valid[["cart_count_28d"]])[:, 1]
+    client = before.activate()
+    experiment = client.get_experiment_by_name(TARGET.name)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    described = client.get_registered_model(TARGET.name).description
+    assert described.startswith(TARGET.description) and "Gate: a new version becomes @champion" in described
+    assert client.get_model_version(TARGET.name, entry.version).description.startswith("champion: promoted: beats")
+
+    shutil.move(tmp_path / "home", tmp_path / "moved")
+    moved = Store(f"sqlite:///{tmp_path / 'moved' / 'mlflow.db'}", tmp_path / "moved" / "artifacts")
+    loaded, champion = load_by_alias(moved, TARGET.name, CHAMPION)
+    assert champion.version == entry.version
+    np.testing.assert_allclose(loaded.predict_proba(valid[["cart_count_28d"]])[:, 1], expected)
+    client = moved.activate()
+    locations = [client.get_experiment_by_name(TARGET.name).artifact_location,
+                 client.get_run(entry.run_id).info.artifact_uri,
+                 client.get_model_version(TARGET.name, entry.version).source]
+    assert all("/moved/" in uri or uri.startswith("models:/") for uri in locations), locations
+    # a new run of the moved home logs into it, and nothing is rewritten twice
+    assert follow_artifact_root(moved.tracking_uri, moved.artifact_root) is None
+    again, _ = _registered(moved, frame, ["cart_count_28d"])
+    assert client.get_run(again.run_id).info.artifact_uri.startswith((tmp_path / "moved").as_uri())
 
 
 def test_training_logs_candidates_and_the_registered_model_predicts_the_same_after_loading(store):

@@ -40,6 +40,7 @@ from ml.recommendations import (
     LazySnapshots,
     decide,
     fold_scores,
+    model_description,
     register,
     train_candidates,
     truth_after,
@@ -230,14 +231,14 @@ def next_items_champion(context: dg.AssetExecutionContext, warehouse: WarehouseR
                              float(pd.Series(scores[naive.tags["candidate"]]).mean()), "none", float("nan"), 0.0,
                              f"first champion: the best naive candidate ({naive.tags['candidate']}), the ranking a "
                              "learned recommender must beat")
-        apply(store, first)
+        apply(store, first, model_description(recommendation_policy.gate_margin))
         made.append(first)
         champion = naive
     if champion.version != candidate.version:
         label = f"champion v{champion.version}"
         made.append(decide(candidate.tags["candidate"], candidate.version, champion.tags["candidate"], label, scores,
                            recommendation_policy.gate_margin))
-        apply(store, made[-1])
+        apply(store, made[-1], model_description(recommendation_policy.gate_margin))
     with warehouse.writer() as con:
         for decision in made:
             decisions.record(con, as_of_date=as_of, target=MODEL_NAME, trigger=trigger,
