@@ -195,3 +195,23 @@ def calibration_drifts(table: pd.DataFrame, store, targets, low: float, high: fl
             signals[target.name] = (f"realised expected/observed {ratio:.2f} over {len(recent)} closed date(s) is "
                                     f"outside [{low}, {high}]: the published scores no longer add up")
     return signals
+
+
+def drift_summary(latest: pd.DataFrame) -> pd.DataFrame:
+    """Per target: the judged features' largest PSI and their warn/fail counts, apart from the informational
+    features' (shown, never judged), and the score's PSI."""
+    if not len(latest):
+        return pd.DataFrame()
+    rows = latest.assign(judged=latest.status != "info")
+
+    def largest(frame: pd.DataFrame) -> float:
+        return float(frame.psi.max()) if frame.psi.notna().any() else float("nan")
+
+    return pd.DataFrame([{
+        "target": target, "judged_features": int(group.judged.sum()),
+        "max_psi_judged": largest(group[group.judged]),
+        "warn": int((group.status == "warn").sum()), "fail": int((group.status == "fail").sum()),
+        "score_psi": largest(group[group.feature == SCORE_FEATURE]),
+        "informational_features": int((~group.judged).sum()),
+        "max_psi_informational (not judged)": largest(group[~group.judged]),
+    } for target, group in rows.groupby("target")])

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from dagster_project import decisions
 from ml.backtest import backtest
-from ml.monitoring import SCORE_FEATURE, DriftLimits, drift_table, psi, realised_performance
+from ml.monitoring import SCORE_FEATURE, DriftLimits, drift_summary, drift_table, psi, realised_performance
 from ml.targets import PURCHASE_PROPENSITY_7D as TARGET
 from tests.test_models import _panel
 
@@ -96,6 +96,18 @@ def test_features_that_move_by_construction_are_reported_but_never_fail():
     assert table.loc["view_count_7d", "status"] == "ok"
     judged = drift_table(reference, current, features, DriftLimits(informational=())).set_index("feature")
     assert judged.loc[["tenure_days", "clv_p_alive"], "status"].tolist() == ["fail", "fail"]
+
+
+def test_the_drift_summary_keeps_informational_features_apart_from_the_judged_ones():
+    """Issue 26: a summary whose max PSI was an informational feature's (2.6-3.0 on the demo) beside "warn 0, fail 0"
+    read as an alarm; the judged features' largest PSI and the informational ones' are separate columns."""
+    latest = pd.DataFrame({"target": ["t"] * 4, "feature": ["tenure_days", "view_count_7d", "cart_count_7d",
+                                                             SCORE_FEATURE],
+                           "psi": [2.8, 0.12, 0.03, 0.05], "status": ["info", "warn", "ok", "ok"]})
+    (row,) = drift_summary(latest).to_dict("records")
+    assert row == {"target": "t", "judged_features": 3, "max_psi_judged": 0.12, "warn": 1, "fail": 0,
+                   "score_psi": 0.05, "informational_features": 1, "max_psi_informational (not judged)": 2.8}
+    assert drift_summary(latest.iloc[:0]).empty
 
 
 def test_backtest_refits_per_fold_and_leaves_out_folds_the_champion_was_trained_on():

@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.patches import Patch
 
 from dagster_project.asset_keys import CLV, predictions_key
 from dagster_project.defs.partitions import as_of_daily
@@ -32,6 +33,7 @@ from ml.features import to_matrix
 from ml.monitoring import (
     SCORE_FEATURE,
     calibration_drifts,
+    drift_summary,
     drift_table,
     performance_drops,
     realised_performance,
@@ -134,17 +136,29 @@ def prediction_performance(context: dg.AssetExecutionContext, warehouse: Warehou
     })
 
 
+DRIFT_COLOURS = {"ok": "tab:green", "warn": "tab:orange", "fail": "tab:red", "info": "tab:grey"}
+
+
 def _psi_plot(latest: pd.DataFrame, limits):
     targets = sorted(latest.target.unique())
     figure, axes = plt.subplots(1, max(1, len(targets)), figsize=(5 * max(1, len(targets)), 4), squeeze=False)
     for ax, target in zip(axes[0], targets):
         rows = latest[latest.target == target].nlargest(15, "psi").iloc[::-1]
-        colours = rows.status.map({"ok": "tab:green", "warn": "tab:orange", "fail": "tab:red", "info": "tab:grey"})
-        ax.barh(rows.feature, rows.psi, color=colours)
+        colours = rows.status.map(DRIFT_COLOURS)
+        # an informational feature (expected to move with time: tenure, recency) is drawn and named as such: its
+        # PSI is shown, never judged, so a long grey bar beside "warn 0, fail 0" is not an alarm
+        labels = [f"{f} (informational)" if s == "info" else "the score" if f == SCORE_FEATURE else f
+                  for f, s in zip(rows.feature, rows.status)]
+        ax.barh(labels, rows.psi, color=colours)
         ax.axvline(limits.psi_warn, color="tab:orange", linestyle="--")
         ax.axvline(limits.psi_fail, color="tab:red", linestyle="--")
         ax.set_title(f"{target}: PSI, top 15", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
+    handles = [Patch(color=colour, label=label) for label, colour in (
+        ("ok", DRIFT_COLOURS["ok"]), (f"warn (> {limits.psi_warn})", DRIFT_COLOURS["warn"]),
+        (f"fail (> {limits.psi_fail})", DRIFT_COLOURS["fail"]), ("informational: not judged", DRIFT_COLOURS["info"]))]
+    figure.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     return figure
 
 
@@ -212,12 +226,7 @@ def feature_drift(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     for target, reason in signals.items():
         context.log.warning(f"{target}: {reason}: a retrain will be requested")
     latest = drift[drift.as_of_date == dates[-1]] if len(drift) else drift
-    summary = (latest.groupby("target").agg(features=("feature", "size"), max_psi=("psi", "max"),
-                                            warn=("status", lambda s: int((s == "warn").sum())),
-                                            fail=("status", lambda s: int((s == "fail").sum())),
-                                            score_psi=("psi", lambda s: float(s[latest.loc[s.index, "feature"]
-                                                                               == SCORE_FEATURE].max())))
-               .reset_index() if len(latest) else pd.DataFrame())
+    summary = drift_summary(latest)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(drift), RETRAIN_METADATA: dg.MetadataValue.json(signals),
         "summary": dg.MetadataValue.md(frame_to_markdown(summary, "{:.3f}") if len(summary) else "no champion yet"),
