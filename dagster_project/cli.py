@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from dagster_project.ingest.formats import FORMATS
-from dagster_project.settings import SettingsError, ensure_home
+from dagster_project.settings import SettingsError, ensure_home, load_settings
 
 
 def _date(text: str) -> dt.date:
@@ -71,13 +71,16 @@ def cmd_run(args) -> int:
     print(f"done in {time.perf_counter() - started:.0f}s: as-of date {outcome['as_of_date']}, runs "
           + ", ".join(f"{job} {run_id}" for job, run_id in outcome["runs"].items()))
     print(f"training windows: {outcome['training_windows']}")
+    span, settings = runs.event_span(), load_settings()
+    print(f"data: events on {span.first_date} .. {span.last_date} ({settings.business_tz} business days); daily "
+          f"partitions from {settings.partitions_start} (partitions_start), the Dagster UI's partition bar")
     return 0
 
 
 def cmd_sample(args) -> int:
     """Load a real public sample into this home with its settings, then run the whole graph."""
     from dagster_project import samples
-    from dagster_project.settings import PROJECT_FILE, load_settings, read_project_file, write_project_file
+    from dagster_project.settings import PROJECT_FILE, read_project_file, write_project_file
     from dagster_project.warehouse import connect, table_exists
 
     sample = samples.get(args.name)
@@ -144,7 +147,7 @@ def cmd_status(args) -> int:
 
 def cmd_config(args) -> int:
     """The effective settings, where each came from, and (with --dbt-vars / --env) what dbt and the UIs get."""
-    from dagster_project.settings import PROJECT_FILE, describe, load_settings
+    from dagster_project.settings import PROJECT_FILE, describe
 
     settings = load_settings()
     if args.dbt_vars:
@@ -184,8 +187,6 @@ def cmd_ui(args) -> int:
 
 
 def cmd_mlflow_ui(args) -> int:
-    from dagster_project.settings import load_settings
-
     paths = load_settings().paths
     bin_dir = Path(sys.executable).parent
     return _serve([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", paths.mlflow_tracking_uri,

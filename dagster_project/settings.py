@@ -134,7 +134,9 @@ class Settings(BaseSettings):
                                         "history (training_windows.py)")
     training_cadence_days: int | None = Field(
         None, ge=1, le=28, description="days between training cutoffs; unset: chosen from the span of history")
-    partitions_start: dt.date = Field(dt.date(2010, 1, 1), description="the first as-of date a run may ask for")
+    partitions_start: dt.date = Field(
+        dt.date(2010, 1, 1), description="the first as-of date a run may ask for (the daily partitions' start): each "
+                                         "load moves it back to its data's first business day, in the project file")
     active_window_days: int = Field(
         28, ge=1, le=365, description="who is scored and trained on at an as-of date: users with an event in this "
                                       "many days before it (90 or more where customers buy a few times a year)")
@@ -398,6 +400,24 @@ def write_project_file(home: Path, values: dict[str, Any], comment: str) -> Path
     file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     (home / LEGACY_SETTINGS_FILE).unlink(missing_ok=True)
     return file
+
+
+def start_partitions_at(home: Path, first_event_day: dt.date) -> dt.date | None:
+    """Partitions start where the home's data starts: after a load whose first event's business day is before the
+    project file's ``partitions_start`` (or the file has none), write that day there, keeping the file's other
+    settings and comments. Returns the new start, or None when the file already covers the data. (The environment
+    still overrides the file; the Dagster UI reads the new start when its code location is next loaded.)"""
+    values = read_project_file(home)
+    current = values.get("partitions_start")
+    if current is not None and dt.date.fromisoformat(str(current)) <= first_event_day:
+        return None
+    file = home / PROJECT_FILE
+    comments = [line.removeprefix("# ") for line in file.read_text(encoding="utf-8").splitlines()
+                if line.startswith("#")] if file.is_file() else []
+    note = "partitions_start: the first event's business day of the loaded data (written by each load)"
+    write_project_file(home, {**values, "partitions_start": first_event_day},
+                       "\n".join([*[c for c in comments if c != note], note]))
+    return first_event_day
 
 
 def _toml_value(value: Any) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import duckdb
@@ -98,6 +99,10 @@ def test_cli_generate_then_ingest_through_the_dagster_cli_then_status(home):
     with duckdb.connect(str(home.warehouse), read_only=True) as con:
         rows, loads = con.execute("select (select count(*) from raw.events), (select count(*) from raw.load_audit)").fetchone()
     assert 4_000 < rows < 6_000 and loads == 1
+    # the partitions start on the data's first business day (UTC here), not at the 2010 default (issue 26)
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        first_day = con.execute("select cast(min(event_ts) as date) from raw.events").fetchone()[0]
+    assert tomllib.loads((home.home / "shopcast.toml").read_text())["partitions_start"] == first_day
     proc = _run([str(BIN / "shopcast"), "ingest", str(landed[0])])
     assert "accepted 0" in proc.stdout and f"duplicate {rows:,}" in proc.stdout
     status = json.loads(_run([str(BIN / "shopcast"), "status", "--json"]).stdout)

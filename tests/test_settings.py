@@ -18,6 +18,7 @@ from dagster_project.settings import (
     load_settings,
     settings_table_markdown,
     sources,
+    start_partitions_at,
     write_project_file,
 )
 from dagster_project.training_windows import choose_windows
@@ -46,6 +47,21 @@ def test_defaults_then_the_project_file_then_the_environment(clean_env, monkeypa
     origin = sources(settings)
     assert (origin["business_tz"], origin["min_class_examples"], origin["psi_warn"]) == ("file", "environment",
                                                                                         "default")
+
+
+def test_the_partitions_start_where_the_loaded_data_starts_and_keep_the_files_other_settings(clean_env):
+    """Issue 26: a home's partition bar starts at its data (not 6,000 empty days from 2010); a later load of newer
+    data leaves the start, one of older data moves it back; a sample's preset and its comment stay."""
+    assert load_settings().partitions_start == dt.date(2010, 1, 1)
+    write_project_file(clean_env, {"business_tz": "Europe/London"}, "shopcast sample online-retail: a preset")
+    assert start_partitions_at(clean_env, dt.date(2010, 12, 1)) == dt.date(2010, 12, 1)
+    assert start_partitions_at(clean_env, dt.date(2011, 3, 1)) is None
+    assert start_partitions_at(clean_env, dt.date(2010, 11, 20)) == dt.date(2010, 11, 20)
+    settings = load_settings()
+    assert (settings.partitions_start, settings.business_tz) == (dt.date(2010, 11, 20), "Europe/London")
+    text = (clean_env / PROJECT_FILE).read_text()
+    assert text.startswith("# shopcast sample online-retail: a preset\n# partitions_start: the first event")
+    assert text.count("# partitions_start") == 1
 
 
 @pytest.mark.parametrize(("variable", "value", "message"), [

@@ -9,7 +9,8 @@ import pandas as pd
 from dagster_project.defs.resources import PipelineSettings, WarehouseResource
 from dagster_project.ingest import FORMATS, LoadReport, load_path
 from dagster_project.markdown import frame_to_markdown
-from dagster_project.warehouse import ensure_raw_schema
+from dagster_project.settings import start_partitions_at
+from dagster_project.warehouse import ensure_raw_schema, event_day_bounds
 
 RAW_EVENTS = dg.AssetKey(["raw", "events"])
 
@@ -47,6 +48,10 @@ def raw_events(config: IngestConfig, warehouse: WarehouseResource, settings: Pip
                for r in load_path(warehouse.file, target, config.format, mapping, new_files_only=not config.paths)]
     ensure_raw_schema(warehouse.file)  # downstream models read raw.* even when nothing has landed yet
     total = warehouse.scalar("select count(*) from raw.events")
+    with warehouse.reader() as con:
+        first_day, last_day = event_day_bounds(con, settings.business_timezone)
+    # the partitions start where the data does, not at the 2010 default (a bar of 6,000 empty days)
+    moved = start_partitions_at(Path(settings.home), first_day) if first_day is not None else None
     return dg.MaterializeResult(
         metadata={
             "files": len(reports),
@@ -55,6 +60,9 @@ def raw_events(config: IngestConfig, warehouse: WarehouseResource, settings: Pip
             "rows_rejected": sum(r.rows_rejected for r in reports),
             "rows_duplicate": sum(r.rows_duplicate for r in reports),
             "dagster/row_count": total,
+            "first_event_day": str(first_day), "last_event_day": str(last_day),
+            "partitions_start": (f"{moved} (written to the project file: reload the code location to see the "
+                                 "partitions from it)" if moved else "unchanged"),
             "loads": dg.MetadataValue.md(_report_table(reports)),
         }
     )
