@@ -44,7 +44,14 @@ $(VENV)/.installed-deep: $(VENV)/.installed requirements-deep.lock
 		$(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS)) -e '.[deep]'
 	touch $@
 
-install: $(VENV)/.installed $(if $(DEEP),$(VENV)/.installed-deep)
+# Great Expectations' Data Docs load their scripts and styles from CDNs: the same files from the npm registry, once,
+# so that the pages render offline (expectations/data_docs.py)
+DATA_DOCS_ASSETS := expectations/vendor/.fetched
+$(DATA_DOCS_ASSETS): $(VENV)/.installed expectations/data_docs.py
+	$(BIN)/python -m expectations.data_docs
+	touch $@
+
+install: $(VENV)/.installed $(DATA_DOCS_ASSETS) $(if $(DEEP),$(VENV)/.installed-deep)
 
 install-deep: $(VENV)/.installed-deep
 

@@ -168,22 +168,42 @@ def cmd_config(args) -> int:
     return 0
 
 
-def _serve(command: list[str], what: str) -> int:
-    """Run a UI in the foreground with the home's instance and stores (the environment the settings derive)."""
+def _serve(command: list[str], what: str, beside: list[list[str]] = ()) -> int:
+    """Run a UI in the foreground with the home's instance and stores (the environment the settings derive), and
+    the ``beside`` processes for as long as it runs."""
     import subprocess
 
     settings = ensure_home()
     env = {**os.environ, **settings.subprocess_env()}
     print(f"{what} for the home {settings.home} (Ctrl-C stops it)", flush=True)
-    return subprocess.call(command, env=env)
+    helpers = [subprocess.Popen(helper, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for helper in beside]
+    try:
+        return subprocess.call(command, env=env)
+    finally:
+        for helper in helpers:
+            helper.terminate()
+            helper.wait(timeout=10)
 
 
 def cmd_ui(args) -> int:
+    from urllib.parse import urlparse
+
     from dagster_project.settings import REPO_ROOT
 
+    settings = load_settings()
     bin_dir = Path(sys.executable).parent
+    # the checks' Data Docs links point at data_docs_url: a static server of the home's site there (a browser
+    # refuses file:// links from the Dagster UI's http page)
+    site = settings.paths.data_docs_site
+    site.mkdir(parents=True, exist_ok=True)
+    docs = urlparse(settings.data_docs_url)
+    docs_server = [sys.executable, "-m", "http.server", str(docs.port or 80), "--bind", docs.hostname,
+                   "--directory", str(site)]
     return _serve([str(bin_dir / "dagster"), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", args.host,
-                   "-p", str(args.port)], f"Dagster on http://{args.host}:{args.port}")
+                   "-p", str(args.port)],
+                  f"Dagster on http://{args.host}:{args.port}, its checks' Data Docs on {settings.data_docs_url}",
+                  beside=[docs_server])
 
 
 def cmd_mlflow_ui(args) -> int:

@@ -96,7 +96,7 @@ def _explain_check(evaluation) -> list[str]:
         bound = f", allowed {failed['bound']}" if failed.get("bound") else ""
         lines.append(f"    {failed['batch']}: {failed['expectation']}{column}: observed {failed['observed']}{bound}")
     if meta.get("data_docs"):
-        lines.append(f"    Data Docs: {meta['data_docs']}")
+        lines.append(f"    Data Docs: {meta['data_docs']} (served by `shopcast ui`)")
     return lines
 
 

@@ -244,6 +244,10 @@ class Settings(BaseSettings):
         "v1.0.0", pattern=r"^v\d+\.\d+\.\d+$", description="the oldest DuckDB that must open the serving file (BI "
                                                             "drivers lag behind)")
     # -- operations
+    data_docs_url: str = Field(
+        "http://127.0.0.1:3001", pattern=r"^https?://[^/\s]+/?$",
+        description="where `shopcast ui` serves the home's Great Expectations Data Docs (its port is this address's): "
+                    "the checks' links point there")
     run_lock_timeout_seconds: float = Field(
         1800, gt=0, allow_inf_nan=False, description="how long a run waits for another run of the same home before "
                                                      "it fails")
@@ -524,6 +528,12 @@ class ShopcastPaths:
     @property
     def warehouse(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    @property
+    def data_docs_site(self) -> Path:
+        """Great Expectations' local Data Docs site in the home's file context (expectations/runner.py: the context's
+        root is <home>/gx, and GX keeps its files in a gx/ folder there)."""
+        return self.home / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
 
     @property
     def dagster_home(self) -> Path:

@@ -16,6 +16,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 import great_expectations as gx
 
+from expectations.data_docs import localize, page_url
 from expectations.suites import build_suite
 
 DATASOURCE = "shopcast_batches"
@@ -31,6 +32,7 @@ class ValidationSummary:
     evaluated: int
     failed: list[dict] = field(default_factory=list)
     data_docs_url: str | None = None
+    result_identifier: object = None  # the validation result's, for its page in the Data Docs
 
     def markdown(self) -> str:
         lines = [(f"**{self.suite}** on `{self.batch}`: {'passed' if self.success else 'FAILED'} "
@@ -77,7 +79,7 @@ class SuiteValidator:
 
     def run(self, df: pd.DataFrame, batch: str) -> ValidationSummary:
         result = self.checkpoint.run(batch_parameters={"dataframe": df}, run_id=gx.RunIdentifier(run_name=batch))
-        (validation,) = result.run_results.values()
+        ((identifier, validation),) = result.run_results.items()
         failed = [
             {
                 "expectation": r.expectation_config.type,
@@ -96,13 +98,26 @@ class SuiteValidator:
             success=bool(result.success),
             evaluated=int(validation.statistics["evaluated_expectations"]),
             failed=failed,
+            result_identifier=identifier,
         )
 
-    def finish(self, summaries: list[ValidationSummary]) -> list[ValidationSummary]:
-        """Rebuild Data Docs and stamp their address on the summaries."""
+    def finish(self, summaries: list[ValidationSummary], data_docs_url: str) -> list[ValidationSummary]:
+        """Rebuild Data Docs, make them render offline (their scripts and styles from the site itself), and stamp
+        each summary with its validation page's http address under ``data_docs_url`` (where `shopcast ui` serves
+        the site: a browser refuses file:// links from the Dagster UI, and the address follows the home)."""
         self.context.build_data_docs()
-        sites = self.context.get_docs_sites_urls()
+        (index,) = [site["site_url"] for site in self.context.get_docs_sites_urls()]
+        site = _path(index).parent
+        localize(site)
         for summary in summaries:
-            summary.data_docs_url = sites[0]["site_url"] if sites else None
+            (page,) = [s["site_url"] for s in self.context.get_docs_sites_urls(
+                resource_identifier=summary.result_identifier)]
+            summary.data_docs_url = page_url(site, _path(page), data_docs_url)
         return summaries
+
+
+def _path(file_url: str) -> Path:
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(file_url).path))
 

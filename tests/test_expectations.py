@@ -28,6 +28,38 @@ def test_the_training_set_suite_on_its_columns_alone_passes_good_rows_and_fails_
     assert summary.evaluated == len(validator.context.suites.get("fct_training_set").expectations)
 
 
+def test_data_docs_open_over_http_and_render_offline(tmp_path):
+    """Issue 26: each summary links its validation page at the address `shopcast ui` serves the site from (never a
+    file:// URL a browser refuses from the Dagster UI), and no page loads a script or style from a CDN: each is the
+    site's own copy of the npm package, by a path relative to the page (the site moves with the home)."""
+    import re
+    from urllib.parse import urlparse
+
+    from expectations.data_docs import PACKAGES
+
+    rows = pd.DataFrame({
+        "user_id": [f"u{i}" for i in range(40)], "as_of_date": pd.Timestamp("2026-10-01"), "cutoff_rank": 1,
+        "purchase_next_7d": [1, 0, 0, 0] * 10, "churn_next_7d": [0, 1] * 20, "revenue_next_28d": 12.5,
+    })[suite_columns("fct_training_set")]
+    validator = SuiteValidator(tmp_path / "gx", "fct_training_set")
+    (summary,) = validator.finish([validator.run(rows, batch="good")], "http://127.0.0.1:3001/")
+    site = tmp_path / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"  # GX keeps its context in gx/
+    url = urlparse(summary.data_docs_url)
+    assert (url.scheme, url.netloc) == ("http", "127.0.0.1:3001") and url.path.startswith("/validations/")
+    page = site / url.path.lstrip("/")
+    assert page.is_file() and "fct_training_set" in page.read_text()
+    pages = list(site.rglob("*.html"))
+    assert len(pages) >= 2  # the index and the validation page
+    cdn = [u for p in PACKAGES for u, _ in p.urls]
+    for html in pages:
+        text = html.read_text()
+        assert not [u for u in cdn if f'"{u}"' in text], html
+        for local in re.findall(r'(?:src|href)="([^"]*static/vendor/[^"]*)"', text):
+            assert (html.parent / local).is_file(), (html, local)
+    styles = re.findall(r'href="([^"]*bootstrap\.min\.css)"', page.read_text())
+    assert styles and (page.parent / styles[0]).read_text().startswith("/*!\n * Bootstrap v4.3.1")
+
+
 def test_the_feature_suite_follows_the_population_window_of_the_settings():
     from expectations.suites import build_suite
 

@@ -35,7 +35,8 @@ def _result(summaries: list[ValidationSummary], explanation: str | None = None, 
             "batches_failed": len(failed),
             "expectations_evaluated": sum(s.evaluated for s in summaries),
             "result": dg.MetadataValue.md("\n\n".join(s.markdown() for s in (failed or summaries[-1:]))),
-            "data_docs": dg.MetadataValue.url(summaries[-1].data_docs_url or ""),
+            # the first failed batch's page (what a user opens the link for), else the newest's
+            "data_docs": dg.MetadataValue.url((failed or summaries)[0 if failed else -1].data_docs_url or ""),
         },
     )
 
@@ -96,7 +97,7 @@ def _validate_days(context, warehouse, settings, suite: str, table: str, date_co
                                    [batch[0], batch[-1]])
         name = batch[0].isoformat() + (f"..{batch[-1].isoformat()}" if len(batch) > 1 else "")
         summaries.append(validator.run(frame, batch=f"{suite}-{name}"))
-    return _result(validator.finish(summaries), **extra)
+    return _result(validator.finish(summaries, settings.data_docs_url), **extra)
 
 
 def _empty_newest_day(empty: list[dt.date]) -> str:

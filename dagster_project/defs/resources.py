@@ -88,6 +88,7 @@ class PipelineSettings(dg.ConfigurableResource):
     clv_fit_users: int = 100_000        # BG/NBD is fitted on a hash sample of at most this many users per date
     active_window_days: int = 28        # the population: users with an event in this many days before a date
     duckdb_memory_limit: str = "6GB"
+    data_docs_url: str = "http://127.0.0.1:3001"  # where `shopcast ui` serves the Data Docs (the checks link there)
 
     @property
     def gx_dir(self) -> Path:
@@ -377,7 +378,8 @@ def build_resources(settings: Settings) -> dict:
                                      training_cadence_days=settings.training_cadence_days,
                                      clv_fit_users=settings.clv_fit_users,
                                      active_window_days=settings.active_window_days,
-                                     duckdb_memory_limit=settings.duckdb_memory_limit),
+                                     duckdb_memory_limit=settings.duckdb_memory_limit,
+                                     data_docs_url=settings.data_docs_url),
         "mlflow": MlflowStore(tracking_uri=paths.mlflow_tracking_uri, artifact_root=str(paths.mlflow_artifacts)),
         "training_policy": TrainingPolicy(
             budget_seconds=settings.training_budget_seconds, families=settings.model_families,
