@@ -141,7 +141,7 @@ def cmd_status(args) -> int:
 
     ensure_home()
     report = collect()
-    print(json.dumps(report, indent=2, default=str) if args.json else render(report))
+    print(json.dumps(report, indent=2, default=str) if args.json else render(report, verbose=args.verbose))
     return 0
 
 
@@ -286,8 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "same tables as daily runs, less overhead); default 1: a run per day")
     sim.set_defaults(func=cmd_simulate)
 
-    st = sub.add_parser("status", help="tables, row counts and the latest check results")
+    st = sub.add_parser("status", help="the summary: failed checks, targets and champions, lists, audiences, "
+                                       "decisions (--verbose: every table and check too)")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--verbose", action="store_true", help="every table's row count and every check's latest result")
     st.set_defaults(func=cmd_status)
 
     cfg = sub.add_parser("config", help="the effective settings and where each came from (default, file, "
@@ -310,6 +312,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the commands that start Dagster runs: one line per step on the console, the whole log in a file (console.py)
+RUNNING_COMMANDS = {"ingest", "run", "sample", "backfill", "simulate"}
+
+
+def _follow_runs(command: str) -> None:
+    from dagster_project import runs
+    from dagster_project.console import keep_libraries_quiet, log_file_for
+
+    log_file = log_file_for(ensure_home().paths.logs, command)
+    keep_libraries_quiet(log_file)
+    print(f"shopcast {command}: the whole log (every run's events, the libraries' warnings) in {log_file}",
+          flush=True)
+    console = sys.stdout  # the terminal's: while a run executes, its own stdout goes to the log file
+
+    def say(line: str) -> None:
+        console.write(line + "\n")
+        console.flush()
+
+    runs.follow_runs_on_console(log_file, say=say)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from dagster_project.ingest import IngestError
@@ -318,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     from dagster_project.warehouse import WarehouseBusy
 
     try:
+        if args.command in RUNNING_COMMANDS:
+            _follow_runs(args.command)
         return args.func(args)
     except (RunFailed, RunLocked, WarehouseBusy, IngestError, FileNotFoundError, SettingsError) as exc:
         print(f"shopcast {args.command}: {exc}", file=sys.stderr)

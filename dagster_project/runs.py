@@ -6,11 +6,16 @@ the same job definitions the schedule uses: nothing here bypasses the graph.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import os
+import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -26,6 +31,17 @@ class RunFailed(RuntimeError):
     def __init__(self, message: str, result: dg.ExecuteInProcessResult | None = None):
         super().__init__(message)
         self.result = result
+
+
+_console: Callable[[str], None] | None = None  # set by the CLI: runs are followed step by step (console.py)
+_log_file: Path | None = None
+
+
+def follow_runs_on_console(log_file: Path, say: Callable[[str], None] = print) -> None:
+    """Runs started from now on print one line per step through ``say`` instead of Dagster's console log, and
+    write every event to ``log_file``."""
+    global _console, _log_file
+    _console, _log_file = say, log_file
 
 
 def definitions() -> dg.Definitions:
@@ -52,16 +68,36 @@ def _execute(job_name: str, *, run_config: dict | None = None, partition_key: st
              partition_range: tuple[str, str] | None = None, tags: dict | None = None,
              asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
     job = definitions().resolve_job_def(job_name)
-    # The console shows INFO and above (step messages, dbt's progress, the gate's decision); the full event
-    # stream, DEBUG included, is in the Dagster UI's run view.
-    run_config = {**(run_config or {}), "loggers": {"console": {"config": {
-        "log_level": load_settings().log_level}}}}
+    settings = load_settings()
+    # Without a console watcher (tests, Python callers), Dagster's console logger prints at the log level; the CLI
+    # silences it and prints one line per step instead, the whole log going to a file (console.py). Either way the
+    # full event stream, DEBUG included, is in the Dagster UI's run view.
+    level = "CRITICAL" if _console is not None else settings.log_level
+    run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": level}}}}
     tags = dict(tags or {})
     if partition_range:
         tags |= {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}
+    run_id = str(uuid.uuid4())
     with instance() as inst:
-        result = job.execute_in_process(run_config=run_config, instance=inst, partition_key=partition_key,
-                                        tags=tags, raise_on_error=False, asset_selection=asset_selection)
+        watcher = None
+        if _console is not None:
+            from dagster_project.console import RunWatcher
+
+            steps = job.get_subset(asset_selection=set(asset_selection)) if asset_selection else job
+            _console(f"{job_name} run {run_id}")
+            watcher = RunWatcher(inst, run_id, job_name, len(steps.graph.node_dict), _log_file,
+                                 logging.getLevelName(settings.log_level), say=_console).start()
+        try:
+            # what the run prints itself (dagster-dbt copies dbt's output to stdout, MLflow its registry notices to
+            # stderr) goes to the log file
+            with (contextlib.redirect_stdout(watcher) if watcher is not None else contextlib.nullcontext(),
+                  contextlib.redirect_stderr(watcher) if watcher is not None else contextlib.nullcontext()):
+                result = job.execute_in_process(run_config=run_config, instance=inst, partition_key=partition_key,
+                                                tags=tags, raise_on_error=False, asset_selection=asset_selection,
+                                                run_id=run_id)
+        finally:
+            if watcher is not None:
+                watcher.stop()
     if not result.success:
         raise RunFailed(_failure_message(job_name, result), result)
     return result
@@ -91,6 +127,7 @@ def _explain_check(evaluation) -> list[str]:
     lines = [f"  check {evaluation.asset_check_key.to_user_string()} failed{partition}{blocking}"]
     if meta.get("explanation"):
         lines.append(f"    {meta['explanation']}")
+    lines += [f"    {problem}" for problem in meta.get("problems") or []]  # the checks that list what they found
     for failed in meta.get("failed_expectations") or []:
         column = f" on column {failed['column']}" if failed.get("column") else ""
         bound = f", allowed {failed['bound']}" if failed.get("bound") else ""

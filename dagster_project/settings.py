@@ -252,7 +252,8 @@ class Settings(BaseSettings):
         1800, gt=0, allow_inf_nan=False, description="how long a run waits for another run of the same home before "
                                                      "it fails")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        "INFO", description="console level of CLI-started runs (the UI keeps every event)")
+        "WARNING", description="the run messages the CLI prints beside its one line per step (every event is in the "
+                               "command's log file under the home and in the UI)")
     duckdb_memory_limit: str = Field(
         "6GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
         description="DuckDB memory bound for dbt and loads (beyond it they spill under the home)")

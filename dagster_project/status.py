@@ -43,6 +43,8 @@ def collect() -> dict:
             "check": key.to_user_string(),
             "status": record.status.value if record else "never run",
             "passed": getattr(evaluation, "passed", None),
+            # a WARN check that did not pass warns; an ERROR one fails (what blocks downstream when blocking)
+            "severity": evaluation.severity.value if getattr(evaluation, "severity", None) is not None else None,
             "partition": record.partition if record else None,
             "at": dt.datetime.fromtimestamp(record.create_timestamp).isoformat(timespec="seconds") if record else None,
         })
@@ -195,9 +197,18 @@ def _target_status(name: str, paths) -> dict:
     return out
 
 
-def render(report: dict) -> str:
-    lines = [f"warehouse: {report['warehouse']}", "", "tables:"]
-    lines += [f"  {t['table']:<45} {t['rows']:>12,}" for t in report["tables"]] or ["  (none yet)"]
+def render(report: dict, verbose: bool = False) -> str:
+    """The summary first (checks that failed, targets and champions, lists, audiences, decisions); the tables and
+    every check's latest result only with ``verbose`` (60-odd lines a user rarely came for)."""
+    run = [c for c in report["checks"] if c["status"] != "never run"]
+    failed = [c for c in run if c["passed"] is False]
+    errors = [c for c in failed if c.get("severity") != "WARN"]
+    lines = [f"warehouse: {report['warehouse']}",
+             f"checks: {len(run) - len(failed)} of {len(run)} passed in their latest run"
+             + (f"; {len(errors)} FAILED" if errors else "") + (f"; {len(failed) - len(errors)} warned"
+                                                               if len(failed) > len(errors) else "")]
+    lines += [f"  {'FAILED' if c in errors else 'warned'} {c['check']} {c['partition'] or ''}".rstrip()
+              for c in failed]
     if report.get("loads"):
         lines += ["", "loads (rows read = accepted + rejected + duplicate):"]
         for load in report["loads"]:
@@ -205,12 +216,6 @@ def render(report: dict) -> str:
             lines.append(f"  {Path(load['file']).name} ({load['format']}): read {load['read']:,}, accepted "
                          f"{load['accepted']:,}, rejected {load['rejected']:,}, duplicate {load['duplicate']:,}; "
                          f"rejected by reason: {reasons}")
-    lines += ["", "checks (latest):"]
-    for c in report["checks"]:
-        if c["status"] == "never run":
-            continue
-        verdict = {True: "passed", False: "FAILED", None: c["status"]}[c["passed"]]
-        lines.append(f"  {c['check']:<60} {verdict:<8} {c['partition'] or ''}")
     for t in report.get("targets", []):
         lines += ["", f"target {t['target']}:"]
         target = TARGETS[t["target"]]
@@ -269,6 +274,17 @@ def render(report: dict) -> str:
         lines += ["", "model decisions (latest; monitoring.model_decisions):"]
         lines += [f"  {d['as_of_date']} {d['target']:<24} {d['trigger']:<34} {d['decision']:<10} {d['reason']}"
                   for d in report["decisions"]]
+    if verbose:
+        lines += ["", "tables:"]
+        lines += [f"  {t['table']:<45} {t['rows']:>12,}" for t in report["tables"]] or ["  (none yet)"]
+        lines += ["", "checks (latest):"]
+        for c in run:
+            verdict = {True: "passed", False: "warned" if c.get("severity") == "WARN" else "FAILED",
+                       None: c["status"]}[c["passed"]]
+            lines.append(f"  {c['check']:<60} {verdict:<8} {c['partition'] or ''}")
+    else:
+        lines += ["", (f"the {len(report['tables'])} tables' row counts and each of the {len(run)} checks: "
+                      "shopcast status --verbose")]
     lines += ["", "open the Dagster UI: make ui  (then http://127.0.0.1:3000)",
               "open the MLflow UI: make mlflow-ui  (then http://127.0.0.1:5000)",
               (f"query the serving file (read-only; runs never block it, docs/serving.md): .venv/bin/python -c "
