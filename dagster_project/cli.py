@@ -77,6 +77,17 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    from dagster_project import runs
+
+    ensure_home()
+    found = runs.explore(args.as_of)
+    print(f"exploration of the events {found['window']} (as-of date {found['as_of_date']}): {found['events']:,} "
+          f"events, {found['buyers']:,} buyers, {found['rejected_rows']:,} rows rejected at load")
+    print(f"report: {found['report_file']}\n  (with `shopcast ui` running: {found['report']})")
+    return 0
+
+
 def cmd_sample(args) -> int:
     """Load a real public sample into this home with its settings, then run the whole graph."""
     from dagster_project import samples
@@ -286,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "same tables as daily runs, less overhead); default 1: a run per day")
     sim.set_defaults(func=cmd_simulate)
 
+    exp = sub.add_parser("explore", help="the data exploration report (events, funnel, cohorts, features by label, "
+                                         "missing values, top items, rejections) of the 90 days before an as-of date")
+    exp.add_argument("--as-of", type=_date, default=None, help="default: the date `shopcast run` would take")
+    exp.set_defaults(func=cmd_explore)
+
     st = sub.add_parser("status", help="the summary: failed checks, targets and champions, lists, audiences, "
                                        "decisions (--verbose: every table and check too)")
     st.add_argument("--json", action="store_true")
@@ -313,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # the commands that start Dagster runs: one line per step on the console, the whole log in a file (console.py)
-RUNNING_COMMANDS = {"ingest", "run", "sample", "backfill", "simulate"}
+RUNNING_COMMANDS = {"ingest", "run", "sample", "backfill", "simulate", "explore"}
 
 
 def _follow_runs(command: str) -> None:

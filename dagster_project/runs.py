@@ -228,6 +228,18 @@ def launch(request: dg.RunRequest, job_name: str = "weekly_training") -> dg.Exec
                     asset_selection=list(request.asset_selection) if request.asset_selection else None)
 
 
+def explore(as_of: dt.date | None = None) -> dict:
+    """The data exploration report for ``as_of`` (default: the date a run would take), materialized as its asset
+    (defs/exploration.py) from the marts the last run built; returns the asset's metadata."""
+    from dagster_project.defs.exploration import EXPLORATION
+
+    if as_of is None:
+        as_of = event_span().history_end + dt.timedelta(days=1)
+    result = _execute("shopcast_graph", partition_key=as_of.isoformat(), asset_selection=[EXPLORATION])
+    (materialization,) = result.asset_materializations_for_node("reports__exploration")
+    return {"as_of_date": as_of.isoformat(), **{k: v.value for k, v in materialization.metadata.items()}}
+
+
 def run_graph(as_of: dt.date | None = None, *, progress=print) -> dict:
     """Materialize the whole graph for ``as_of`` (default: the day after the history's last complete day, which is
     the day of the latest event unless that day was cut short by the export). On a fresh warehouse

@@ -540,3 +540,36 @@ def test_served_lists_are_measured_once_their_horizon_has_closed(pipeline):
     assert set(table.as_of_date) == {earlier} and set(table.target) == {"next_items", "new_items"}
     judged = table.set_index("target").loc["next_items"]
     assert judged.users == buyers > 0 and 0 < judged.recall_at_10 <= 1 and judged.model_version != "fallback"
+
+
+def test_the_exploration_report_describes_the_window_before_the_as_of_date(pipeline):
+    """Issue 26: the data exploration asset of the run's date, its HTML served beside the Data Docs (self-contained:
+    no script or style from elsewhere), its funnel equal to the raw events', its cohorts unknown where a week has
+    not begun."""
+    from dagster_project.defs.exploration import EXPLORATION
+    from dagster_project.explore import FUNNEL, WINDOW_DAYS, explore
+
+    with runs.instance() as instance:
+        (record,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=EXPLORATION, asset_partitions=[DEMO_AS_OF.isoformat()]), limit=1).records
+    meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    assert meta["report"] == f"http://127.0.0.1:3001/exploration/{DEMO_AS_OF.isoformat()}.html"
+    page = pipeline.data_docs_site / "exploration" / f"{DEMO_AS_OF.isoformat()}.html"
+    text = page.read_text()
+    assert meta["report_file"] == str(page) and text.count("<img ") == 4
+    assert not re.search(r"<(script|link)\b", text) and "http://" not in text and "https://" not in text
+    start = DEMO_AS_OF - dt.timedelta(days=WINDOW_DAYS)
+    with duckdb.connect(str(pipeline.warehouse), read_only=True) as con:
+        found = explore(con, DEMO_AS_OF)
+        by_type = dict(con.execute(
+            "select event_type, count(distinct user_id) from raw.events where event_ts >= ? and event_ts < ? "
+            "group by 1", [start, DEMO_AS_OF]).fetchall())
+        events = con.execute("select count(*) from raw.events where event_ts >= ? and event_ts < ?",
+                             [start, DEMO_AS_OF]).fetchone()[0]
+    assert dict(zip(found.funnel.stage, found.funnel.users)) == {s: by_type.get(s, 0) for s in FUNNEL}
+    assert meta["events"] == events == found.events_by_day.events.sum()
+    weeks = [c for c in found.cohorts.columns if c.startswith("week_")]
+    assert (found.cohorts.week_0 == 1).all() and found.cohorts[weeks].stack().between(0, 1).all()
+    newest = found.cohorts.iloc[-1]
+    assert newest[weeks[1:]].isna().all() and newest.cohort_week > DEMO_AS_OF - dt.timedelta(days=14)
+    assert set(found.features_by_label.label) == {0, 1} and found.label_date < DEMO_AS_OF

@@ -21,7 +21,7 @@ from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
 from dagster_project.dbt_project import dbt_project
 from dagster_project.locking import PID_TAG, recover_crashed_runs, run_lock
 from dagster_project.serving import CURRENT_LINK, PARQUET_DIR, Publish, ServingOptions, publish, serving_path
-from dagster_project.settings import DBT_RUN_VARS_ENV, Settings, load_settings
+from dagster_project.settings import DBT_RUN_VARS_ENV, Settings, ShopcastPaths, load_settings
 from dagster_project.training_windows import TrainingWindows, choose_windows
 from dagster_project.warehouse import connect, ensure_raw_schema, history_start, table_exists
 
@@ -97,6 +97,11 @@ class PipelineSettings(dg.ConfigurableResource):
     @property
     def warehouse_file(self) -> Path:
         return Path(self.home) / "warehouse.duckdb"
+
+    @property
+    def data_docs_site(self) -> Path:
+        """The Data Docs site `shopcast ui` serves at data_docs_url (the exploration reports live there too)."""
+        return ShopcastPaths(Path(self.home)).data_docs_site
 
     @property
     def review_features_cache(self) -> Path:
