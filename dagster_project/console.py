@@ -26,6 +26,7 @@ import dagster as dg
 NOT_FOR_THE_CONSOLE = ("Logging an `AssetObservation` instead of an `AssetCheckResult`",)
 STEP_EVENTS = {"STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"}
 POLL_SECONDS = 0.5
+LOCKED_RETRIES = 10
 # the libraries whose loggers print to the console on their own (each adds a stream handler at import)
 CHATTY_LOGGERS = ("mlflow", "alembic", "py.warnings", "pytensor", "pymc", "pymc_marketing", "great_expectations",
                   "urllib3", "httpx", "dagster", "dagster_dbt", "numexpr", "matplotlib")
@@ -100,12 +101,28 @@ class RunWatcher:
         if not self.instance.has_run(self.run_id):
             return
         while True:
-            batch = self.instance.get_records_for_run(self.run_id, cursor=self.cursor, limit=1000)
+            batch = self._records()
             for record in batch.records:
                 self._record(record.event_log_entry)
             self.cursor = batch.cursor
             if not batch.has_more:
                 return
+
+    def _records(self):
+        """The next events after the cursor. The run writes its event log while this thread reads it: SQLite may
+        answer "database is locked" for a moment; a read is tried again (then the error is raised)."""
+        import sqlite3
+
+        import sqlalchemy.exc
+
+        for attempt in range(LOCKED_RETRIES):
+            try:
+                return self.instance.get_records_for_run(self.run_id, cursor=self.cursor, limit=1000)
+            except (sqlite3.OperationalError, sqlalchemy.exc.OperationalError):
+                if attempt == LOCKED_RETRIES - 1:
+                    raise
+                time.sleep(POLL_SECONDS)
+        raise AssertionError("unreachable")
 
     def _record(self, entry) -> None:
         event = entry.dagster_event
