@@ -189,6 +189,11 @@ def _serve(command: list[str], what: str, beside: list[list[str]] = ()) -> int:
     print(f"{what} for the home {settings.home} (Ctrl-C stops it)", flush=True)
     helpers = [subprocess.Popen(helper, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for helper in beside]
+    time.sleep(1 if helpers else 0)
+    for helper, command_line in zip(helpers, beside):
+        if helper.poll() is not None:  # e.g. its port is taken: say so, the UI itself still starts
+            print(f"could not start {' '.join(command_line[1:4])} (exit code {helper.returncode}): is its port in "
+                  "use? (the setting data_docs_url names it)", file=sys.stderr, flush=True)
     try:
         return subprocess.call(command, env=env)
     finally:

@@ -25,7 +25,9 @@ import dagster as dg
 # source): true and harmless, one per test and run; kept in the log file
 NOT_FOR_THE_CONSOLE = ("Logging an `AssetObservation` instead of an `AssetCheckResult`",)
 STEP_EVENTS = {"STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"}
-POLL_SECONDS = 0.5
+# each poll opens the run's event log (SQLite: a connection and a schema check each time): every 2 s is enough for a
+# person watching, and cheap beside the run
+POLL_SECONDS = 2.0
 LOCKED_RETRIES = 10
 # the libraries whose loggers print to the console on their own (each adds a stream handler at import)
 CHATTY_LOGGERS = ("mlflow", "alembic", "py.warnings", "pytensor", "pymc", "pymc_marketing", "great_expectations",
@@ -121,7 +123,7 @@ class RunWatcher:
             except (sqlite3.OperationalError, sqlalchemy.exc.OperationalError):
                 if attempt == LOCKED_RETRIES - 1:
                     raise
-                time.sleep(POLL_SECONDS)
+                time.sleep(0.5)
         raise AssertionError("unreachable")
 
     def _record(self, entry) -> None:

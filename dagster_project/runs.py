@@ -107,15 +107,21 @@ def _failure_message(job_name: str, result: dg.ExecuteInProcessResult) -> str:
     lines = [f"run {result.run_id} of job {job_name} failed"]
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
-            error = event.step_failure_data.error
-            while error is not None and error.cause is not None:  # the asset's own error, not Dagster's wrapper
-                error = error.cause
-            lines.append(f"  step {event.step_key}: {error.message.strip() if error else 'failed'}")
+            lines.append(f"  step {event.step_key}: {_innermost(event.step_failure_data.error)}")
+        if event.event_type_value == "RESOURCE_INIT_FAILURE":  # e.g. the warehouse's run lock held by another run
+            lines.append(f"  {event.message.rstrip('.')}: {_innermost(event.event_specific_data.error)}")
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
             if not evaluation.passed:
                 lines += _explain_check(evaluation)
     return "\n".join(lines)
+
+
+def _innermost(error) -> str:
+    """The error's own message, not Dagster's wrappers around it."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message.strip() if error else "failed"
 
 
 def _explain_check(evaluation) -> list[str]:
