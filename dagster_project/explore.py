@@ -11,10 +11,8 @@ Data Docs site ``shopcast ui`` serves, or as a file).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from dagster_project.markdown import figure_to_png_base64
 
 WINDOW_DAYS = 90      # the events explored: the 90 days before the as-of date
 COHORT_WEEKS = 12     # cohorts of first-seen weeks in the window, followed for as many weeks as the window holds
@@ -213,13 +213,6 @@ def figures(exploration: Exploration) -> dict[str, plt.Figure]:
     return charts
 
 
-def _png(figure: plt.Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=72, bbox_inches="tight")
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def write_html(exploration: Exploration, path: Path, home: str = "", charts: dict | None = None) -> Path:
     """One self-contained HTML page (no script, no stylesheet from elsewhere); ``charts``: ``figures``' (drawn
     here when not given)."""
@@ -235,7 +228,7 @@ def write_html(exploration: Exploration, path: Path, home: str = "", charts: dic
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in exploration.notes]
     for title, figure in (charts or figures(exploration)).items():
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
-                     f"src='data:image/png;base64,{_png(figure)}'>")
+                     f"src='data:image/png;base64,{figure_to_png_base64(figure, dpi=72)}'>")
     for title, table in tables.items():
         body = table.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0) if len(table) else \
             "<p>none</p>"
