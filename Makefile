@@ -85,11 +85,12 @@ validate: manifest
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 # The UIs start through the CLI, which gives them the home's Dagster instance and MLflow store (shopcast config --env)
+# PORT=... serves on another port than 3000 (ui) or the setting mlflow_ui_url's (mlflow-ui)
 ui: manifest
-	$(BIN)/shopcast ui
+	$(BIN)/shopcast ui $(if $(PORT),--port $(PORT))
 
 mlflow-ui: install
-	$(BIN)/shopcast mlflow-ui
+	$(BIN)/shopcast mlflow-ui $(if $(PORT),--port $(PORT))
 
 lint: install
 	$(BIN)/ruff check dagster_project ml expectations tests benchmarks

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 from dagster_project.ingest.formats import FORMATS
@@ -185,7 +186,10 @@ def _serve(command: list[str], what: str, beside: list[list[str]] = ()) -> int:
     import subprocess
 
     settings = ensure_home()
-    env = {**os.environ, **settings.subprocess_env()}
+    # the venv's executables first: `dagster dev` parses the dbt project with the `dbt` it finds on PATH, and a user
+    # may start .venv/bin/shopcast without activating the venv (the code location then failed to load)
+    env = {**os.environ, **settings.subprocess_env(),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     print(f"{what} for the home {settings.home} (Ctrl-C stops it)", flush=True)
     helpers = [subprocess.Popen(helper, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for helper in beside]
@@ -223,11 +227,35 @@ def cmd_ui(args) -> int:
 
 
 def cmd_mlflow_ui(args) -> int:
-    paths = load_settings().paths
+    from urllib.parse import urlparse
+
+    from ml.registry import ui_link
+
+    settings = load_settings()
+    paths, address = settings.paths, urlparse(settings.mlflow_ui_url)
+    host, port = args.host or address.hostname, args.port or address.port or 80
+    url = f"{address.scheme}://{host}:{port}"
     bin_dir = Path(sys.executable).parent
+    # MLflow 3.17's UI opens experiments in its GenAI view unless the address asks for the model-training one
+    print("experiments (model-training view):", ui_link(url, "experiments"))
+    for name, experiment_id in _experiments(paths):
+        print(f"  {name}: {ui_link(url, f'experiments/{experiment_id}')}")
     return _serve([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", paths.mlflow_tracking_uri,
-                   "--default-artifact-root", paths.mlflow_artifacts.as_uri(), "--host", args.host,
-                   "--port", str(args.port)], f"MLflow on http://{args.host}:{args.port}")
+                   "--default-artifact-root", paths.mlflow_artifacts.as_uri(), "--host", host,
+                   "--port", str(port)], f"MLflow on {url}")
+
+
+def _experiments(paths) -> list[tuple[str, str]]:
+    """The home's experiments (name, id), none before its first run: read from the tracking store's SQLite file."""
+    import sqlite3
+
+    store = paths.mlflow_dir / "mlflow.db"
+    if not store.is_file():
+        return []
+    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as con:
+        return [(name, str(eid)) for eid, name in con.execute(
+            "select experiment_id, name from experiments where lifecycle_stage = 'active' and name <> 'Default' "
+            "order by name")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui.set_defaults(func=cmd_ui)
 
     mui = sub.add_parser("mlflow-ui", help="the MLflow UI on this home's tracking store and registry")
-    mui.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    mui.add_argument("--port", type=int, default=5000)
+    mui.add_argument("--host", help="bind address (default: the setting mlflow_ui_url's host, loopback)")
+    mui.add_argument("--port", type=int, help="(default: the setting mlflow_ui_url's port, 5000)")
     mui.set_defaults(func=cmd_mlflow_ui)
     return parser
 

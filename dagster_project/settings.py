@@ -248,6 +248,10 @@ class Settings(BaseSettings):
         "http://127.0.0.1:3001", pattern=r"^https?://[^/\s]+/?$",
         description="where `shopcast ui` serves the home's Great Expectations Data Docs (its port is this address's): "
                     "the checks' links point there")
+    mlflow_ui_url: str = Field(
+        "http://127.0.0.1:5000", pattern=r"^https?://[^/\s]+/?$",
+        description="where `shopcast mlflow-ui` serves the MLflow UI (its port is this address's): the training "
+                    "assets' links point there, in MLflow's model-training view")
     run_lock_timeout_seconds: float = Field(
         1800, gt=0, allow_inf_nan=False, description="how long a run waits for another run of the same home before "
                                                      "it fails")

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import io
 import os
+import re
 import shutil
 import tarfile
 import urllib.request
@@ -25,6 +26,9 @@ from pathlib import Path
 REGISTRY = "https://registry.npmjs.org"
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"  # filled by `make install` (git-ignored)
 SITE_VENDOR = "static/vendor"  # inside the Data Docs site
+# GX's navbar takes its logo from S3 with the data context's id in the address (a usage beacon, seen in a browser
+# test): the same image ships in the package, and is served from the site instead
+GX_LOGO = re.compile(r'"https://great-expectations-web-assets\.s3[^"/]*\.amazonaws\.com/([\w.-]+\.png)(?:\?[^"]*)?"')
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def localize(site_dir: Path, vendor_dir: Path = VENDOR_DIR) -> int:
         text = page.read_text(encoding="utf-8")
         if "https://" not in text:
             continue
-        new = text
+        new = GX_LOGO.sub(lambda found, page=page: f'"{_gx_image(site_vendor, found.group(1), page)}"', text)
         for package in PACKAGES:
             for url, path in package.urls:
                 if url in new:
@@ -159,6 +163,17 @@ def localize(site_dir: Path, vendor_dir: Path = VENDOR_DIR) -> int:
             page.write_text(new, encoding="utf-8")
             rewritten += 1
     return rewritten
+
+
+def _gx_image(site_vendor: Path, name: str, page: Path) -> str:
+    """The path, relative to ``page``, of GX's own copy of an image its templates load from S3."""
+    import great_expectations.render.view as gx_view
+
+    local = site_vendor / "great_expectations" / name
+    if not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(gx_view.__file__).parent / "static" / "images" / name, local)
+    return Path(os.path.relpath(local, page.parent)).as_posix()
 
 
 def page_url(site_dir: Path, page: Path, base_url: str) -> str:

@@ -15,9 +15,16 @@ from mlflow.exceptions import MlflowException
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-# MLflow 3's UI opens an experiment without this tag in its GenAI layout (traces, tokens); these are model-training
-# experiments, and with it the UI opens on their runs
+# These are model-training experiments: the tag says so to MLflow's clients and APIs. MLflow 3.17's UI ignores it
+# (seen in a browser: an experiment opens on its GenAI traces page unless the page's address, or the user's toggle
+# in the sidebar, says workflowType=machine_learning), so every link the project gives carries that parameter.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_link(ui_url: str, route: str) -> str:
+    """An MLflow UI address (``route``: e.g. ``experiments/4`` or ``runs/<id>``) in the model-training view."""
+    return f"{ui_url.rstrip('/')}/#/{route}?{MODEL_TRAINING_VIEW}"
 
 
 # MLflow keeps absolute artifact URIs in its store: these columns of its SQL schema (MLflow 3) hold them

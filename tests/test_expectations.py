@@ -54,6 +54,11 @@ def test_data_docs_open_over_http_and_render_offline(tmp_path):
     for html in pages:
         text = html.read_text()
         assert not [u for u in cdn if f'"{u}"' in text], html
+        # nothing a page loads comes from another host (GX's logo came from S3 with the context's id)
+        loaded_elsewhere = re.findall(r'(?:src=|<link[^>]*href=)"(https?://[^"]*)"', text)  # (links to docs may)
+        assert not loaded_elsewhere, (html, loaded_elsewhere)
+        for local in re.findall(r'src="([^"]*static/vendor/great_expectations/[^"]*)"', text):
+            assert (html.parent / local).is_file(), (html, local)
         for local in re.findall(r'(?:src|href)="([^"]*static/vendor/[^"]*)"', text):
             assert (html.parent / local).is_file(), (html, local)
     styles = re.findall(r'href="([^"]*bootstrap\.min\.css)"', page.read_text())

@@ -226,6 +226,7 @@ class MlflowStore(dg.ConfigurableResource):
 
     tracking_uri: str
     artifact_root: str
+    ui_url: str = "http://127.0.0.1:5000"  # where `shopcast mlflow-ui` serves (setting mlflow_ui_url)
 
     def store(self):
         from ml.registry import Store
@@ -233,7 +234,13 @@ class MlflowStore(dg.ConfigurableResource):
         return Store(self.tracking_uri, Path(self.artifact_root))
 
     def run_link(self, run_id: str) -> str:
-        return f"http://127.0.0.1:5000/#/runs/{run_id}"  # make mlflow-ui
+        """The run's page in the MLflow UI, in its model-training view (MLflow's /runs/<id> redirect drops the view)."""
+        from mlflow import MlflowClient
+
+        from ml.registry import ui_link
+
+        experiment_id = MlflowClient(tracking_uri=self.tracking_uri).get_run(run_id).info.experiment_id
+        return ui_link(self.ui_url, f"experiments/{experiment_id}/runs/{run_id}")
 
 
 class TrainingPolicy(dg.ConfigurableResource):
@@ -385,7 +392,8 @@ def build_resources(settings: Settings) -> dict:
                                      active_window_days=settings.active_window_days,
                                      duckdb_memory_limit=settings.duckdb_memory_limit,
                                      data_docs_url=settings.data_docs_url),
-        "mlflow": MlflowStore(tracking_uri=paths.mlflow_tracking_uri, artifact_root=str(paths.mlflow_artifacts)),
+        "mlflow": MlflowStore(tracking_uri=paths.mlflow_tracking_uri, artifact_root=str(paths.mlflow_artifacts),
+                              ui_url=settings.mlflow_ui_url),
         "training_policy": TrainingPolicy(
             budget_seconds=settings.training_budget_seconds, families=settings.model_families,
             feature_sets=settings.feature_sets,
