@@ -207,11 +207,16 @@ def test_hostile_values_are_refused_or_stored_verbatim_never_run_as_sql(pipeline
 def test_uis_bind_to_localhost_and_no_credentials_are_committed():
     makefile = (REPO_ROOT / "Makefile").read_text()
     # make ui / mlflow-ui start the UIs through the CLI, whose bind address defaults to loopback
-    assert "$(BIN)/shopcast ui\n" in makefile and "$(BIN)/shopcast mlflow-ui\n" in makefile
-    from dagster_project.cli import build_parser
+    assert "$(BIN)/shopcast ui $(if $(PORT)" in makefile and "$(BIN)/shopcast mlflow-ui $(if $(PORT)" in makefile
+    from urllib.parse import urlparse
 
-    for command in ("ui", "mlflow-ui"):
-        assert build_parser().parse_args([command]).host == "127.0.0.1"
+    from dagster_project.cli import build_parser
+    from dagster_project.settings import Settings
+
+    assert build_parser().parse_args(["ui"]).host == "127.0.0.1"
+    # mlflow-ui binds to the host of the setting mlflow_ui_url unless told otherwise
+    assert build_parser().parse_args(["mlflow-ui"]).host is None
+    assert urlparse(Settings.model_fields["mlflow_ui_url"].default).hostname == "127.0.0.1"
     if (REPO_ROOT / ".git").exists():
         tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True,
                                  check=True).stdout.split()
