@@ -64,6 +64,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def uis(built_home, tmp_path_factory):
     """The built demo home (a copy: the UIs' daemon writes to its instance) with both UIs serving it, and the
     seconds from `make ui` to the first page that shows the home's runs."""
+    from playwright.sync_api import Error as BrowserError
     from playwright.sync_api import sync_playwright
 
     root = tmp_path_factory.mktemp("browser")
@@ -79,7 +80,13 @@ def uis(built_home, tmp_path_factory):
             try:
                 page = browser.new_page()
                 _wait_for(page, f"http://127.0.0.1:{dagster_port}/runs", servers["dagster"], root / "ui.log")
-                page.get_by_text("shopcast_graph").first.wait_for(timeout=STARTUP_SECONDS * 1000)
+                try:
+                    page.get_by_text("shopcast_graph").first.wait_for(timeout=STARTUP_SECONDS * 1000)
+                except BrowserError as nothing:
+                    page.screenshot(path=str(root / "runs.png"))
+                    raise AssertionError(f"make ui shows none of the home's runs (is the UI on the home's instance, "
+                                         f"DAGSTER_HOME?): {page.locator('body').inner_text()[:600]!r}; "
+                                         f"screenshot {root / 'runs.png'}") from nothing
                 usable = time.monotonic() - started
                 page.close()
                 print(f"make ui to a page showing the home's runs: {usable:.0f} s")
