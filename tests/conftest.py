@@ -95,7 +95,8 @@ HEAVIEST_FIRST = ["test_crash_safety.py", "test_feedback_loop.py",
                   "test_real_samples.py::test_each_sample_runs_end_to_end_and_produces_predictions[ga-merch]",
                   "test_real_samples.py::test_each_sample_runs_end_to_end_and_produces_predictions[online-retail]",
                   "test_real_samples.py::test_the_amazon_reviews_sample_trains_and_scores_the_90_day_target_with_review_features",
-                  "test_serving_under_load.py", "test_sequence_signal.py", "test_review_signal.py", "test_pipeline.py", "test_serving.py"]
+                  "test_serving_under_load.py", "test_sequence_signal.py", "test_review_signal.py", "test_browser.py", "test_pipeline.py",
+                  "test_serving.py"]
 
 
 def pytest_collection_modifyitems(config, items):
