@@ -81,3 +81,26 @@ def test_the_fit_sample_is_bounded_deterministic_and_independent_of_row_order():
     # a later date with more users keeps the users it shares with the earlier one (hash order, not a fresh draw)
     grown = pd.concat([users, _histories(n=100, seed=9).assign(user_id=lambda f: "new" + f.user_id)])
     assert len(set(clv.fit_sample(grown, 120).user_id) & set(sample.user_id)) >= 90
+
+
+def test_the_compiled_once_fit_equals_pymc_marketings_own_map_fit_on_each_of_several_data_sets():
+    """ml.clv compiles the log-density once and swaps each date's data in; pymc-marketing's fit() recompiles per call.
+    Same priors, likelihood and optimiser: the same parameters and predictions, data set after data set (the second
+    and third fits reuse the first one's compiled graph with other sizes)."""
+    from pymc_marketing import clv as pmc
+
+    for n, seed in ((1500, 5), (700, 6), (1100, 7)):
+        rfm = _histories(n, seed)
+        ours = clv.fit(rfm)
+        data = clv._inputs(rfm)
+        bgnbd = pmc.BetaGeoModel(data=data[["customer_id", "frequency", "recency", "T"]])
+        bgnbd.fit(fit_method="map", progressbar=False)
+        repeat = data[(data.frequency > 0) & (data.monetary_value > 0)]
+        gamma_gamma = pmc.GammaGammaModel(data=repeat[["customer_id", "frequency", "monetary_value"]])
+        gamma_gamma.fit(fit_method="map", progressbar=False)
+        reference = clv.ClvModels(bgnbd, gamma_gamma, ours.mean_spend)
+        theirs_params, our_params = clv.fitted_parameters(reference), clv.fitted_parameters(ours)
+        assert set(our_params) == set(theirs_params) >= {"bgnbd_alpha", "bgnbd_r", "gamma_gamma_p"}
+        for name, value in theirs_params.items():
+            assert our_params[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+        pd.testing.assert_frame_equal(clv.predict(ours, rfm), clv.predict(reference, rfm), rtol=1e-6)
