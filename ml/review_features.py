@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import skops.io
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 
@@ -51,12 +50,17 @@ def with_review_columns(frame: pd.DataFrame, features: pd.DataFrame) -> pd.DataF
 
 def save(model: ReviewFeatures, path: Path) -> Path:
     # compressed: skops writes the encoders' vocabularies as JSON, term by term (60 MB for 2 x 50,000 terms; ~6 %
-    # of it compressed)
+    # of it compressed). skops is imported here, not above: importing it imports every scikit-learn estimator (and
+    # PyTorch through them), seconds that every process loading the pipeline's definitions paid
+    import skops.io
+
     skops.io.dump(model, path, compression=zipfile.ZIP_DEFLATED)
     return path
 
 
 def load(path: Path) -> ReviewFeatures:
+    import skops.io
+
     return skops.io.load(path, trusted=TRUSTED_TYPES)
 
 
