@@ -160,14 +160,16 @@ def test_every_check_of_the_run_passed_and_status_reports_it(pipeline):
     assert tables["raw.events"] > 35_000 and tables["marts.fct_training_set"] > 0
 
 
-def _build_interactions(as_of: dt.date) -> None:
-    """The user x item interactions (and the item days they sum) of one as-of date, as a Dagster materialization."""
+def _build_interactions(as_of: dt.date, with_features: bool = False) -> None:
+    """The user x item interactions (and the item days they sum) of one as-of date, as a Dagster materialization;
+    ``with_features``: the features and their checks too, in the same run (one dbt build of each layer for both)."""
+    features = [["marts", "feat_user_daily"], ["marts", "feat_user_rfm"]] if with_features else []
     defs = runs.definitions()
     with runs.instance() as instance:
         result = dg.materialize(
             [*defs.assets, *defs.asset_checks], partition_key=as_of.isoformat(), instance=instance,
             resources=defs.resources,
-            selection=dg.AssetSelection.assets(["marts", "fct_user_item_interactions"]).upstream()
+            selection=dg.AssetSelection.assets(["marts", "fct_user_item_interactions"], *features).upstream()
             - dg.AssetSelection.groups("ingest"))
     assert result.success
 
@@ -210,8 +212,7 @@ def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
     })
     late.to_parquet(tmp_path / "late.parquet")
     runs.ingest("canonical", [str(tmp_path / "late.parquet")])
-    runs.backfill_features(as_of, as_of)
-    _build_interactions(as_of)
+    _build_interactions(as_of, with_features=True)
     _build_sequences(as_of)
     after = _read(pipeline, FEATURES_SQL, [as_of])
     pd.testing.assert_frame_equal(before, after)
@@ -221,8 +222,7 @@ def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
     early = late.head(2).assign(event_ts=pd.Timestamp(as_of) - pd.Timedelta(hours=1), item_id=["early-0", "early-1"])
     early.to_parquet(tmp_path / "early.parquet")
     runs.ingest("canonical", [str(tmp_path / "early.parquet")])
-    runs.backfill_features(as_of, as_of)
-    _build_interactions(as_of)
+    _build_interactions(as_of, with_features=True)
     _build_sequences(as_of)
     changed = _read(pipeline, FEATURES_SQL, [as_of]).set_index("user_id")
     was = before.set_index("user_id")
