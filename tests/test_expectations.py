@@ -65,6 +65,27 @@ def test_data_docs_open_over_http_and_render_offline(tmp_path):
     assert styles and (page.parent / styles[0]).read_text().startswith("/*!\n * Bootstrap v4.3.1")
 
 
+def test_a_later_run_renders_its_own_pages_and_the_index_lists_every_run(tmp_path):
+    """Data Docs grow by each run's pages: an earlier run's page is not rendered again (a whole rebuild renders
+    every validation the home ever stored, on every run), and the index links both runs."""
+    rows = pd.DataFrame({
+        "user_id": [f"u{i}" for i in range(40)], "as_of_date": pd.Timestamp("2026-10-01"), "cutoff_rank": 1,
+        "purchase_next_7d": [1, 0, 0, 0] * 10, "churn_next_7d": [0, 1] * 20, "revenue_next_28d": 12.5,
+    })[suite_columns("fct_training_set")]
+    site = tmp_path / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    validator = SuiteValidator(tmp_path / "gx", "fct_training_set")
+    (first,) = validator.finish([validator.run(rows, batch="first")], "http://127.0.0.1:3001/")
+    first_page = site / first.data_docs_url.split("3001/", 1)[1]
+    first_page.write_text(first_page.read_text() + "<!-- untouched -->")
+    later = SuiteValidator(tmp_path / "gx", "fct_training_set")  # the next run: a new process, the same home
+    (second,) = later.finish([later.run(rows, batch="second")], "http://127.0.0.1:3001/")
+    second_page = site / second.data_docs_url.split("3001/", 1)[1]
+    assert second_page.is_file() and second_page != first_page
+    assert first_page.read_text().endswith("<!-- untouched -->")
+    index = (site / "index.html").read_text()
+    assert "first" in index and "second" in index
+
+
 def test_the_feature_suite_follows_the_population_window_of_the_settings():
     from expectations.suites import build_suite
 
