@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+# before Great Expectations is first imported (in the functions below: importing it takes seconds that every
+# process loading the pipeline's definitions paid, most of which never validate anything)
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-
-import great_expectations as gx
 
 from expectations.data_docs import localize, page_url
 from expectations.suites import build_suite
@@ -45,6 +45,8 @@ class ValidationSummary:
 
 
 def _context(gx_dir: Path):
+    import great_expectations as gx
+
     gx_dir.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
@@ -58,6 +60,8 @@ class SuiteValidator:
     """
 
     def __init__(self, gx_dir: Path, suite_name: str, **params):
+        import great_expectations as gx
+
         self.context = _context(Path(gx_dir))
         self.suite_name = suite_name
         source = self.context.data_sources.add_or_update_pandas(DATASOURCE)
@@ -78,6 +82,8 @@ class SuiteValidator:
         )
 
     def run(self, df: pd.DataFrame, batch: str) -> ValidationSummary:
+        import great_expectations as gx
+
         result = self.checkpoint.run(batch_parameters={"dataframe": df}, run_id=gx.RunIdentifier(run_name=batch))
         ((identifier, validation),) = result.run_results.items()
         failed = [

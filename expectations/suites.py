@@ -6,8 +6,10 @@ never a whole history.
 
 from __future__ import annotations
 
-import great_expectations as gx
-import great_expectations.expectations as gxe
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import great_expectations as gx
 
 EVENT_TYPES = ["view", "cart", "remove_from_cart", "fav", "purchase", "checkout", "return"]
 FEATURE_WINDOWS = (1, 7, 14, 28, 90)
@@ -15,6 +17,8 @@ FEATURE_WINDOWS = (1, 7, 14, 28, 90)
 
 def raw_events() -> list:
     """The events of one or more whole business days, as staged from raw.events."""
+    import great_expectations.expectations as gxe
+
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectTableColumnsToMatchSet(
@@ -37,6 +41,8 @@ def feat_user_daily(active_window_days: int = 28) -> list:
     window = active_window_days
     active_in_28d = 1 if window <= 28 else 0  # a longer window scores users quiet for the last 28 days too
     counts = [f"{t}_count_{w}d" for w in FEATURE_WINDOWS for t in EVENT_TYPES]
+    import great_expectations.expectations as gxe
+
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         *(gxe.ExpectColumnToExist(column=c) for c in ("as_of_date", "user_id", *counts)),
@@ -72,6 +78,8 @@ def fct_training_set() -> list:
     """The training examples of one cutoff (validated cutoff by cutoff, so that memory stays bounded): labels
     binary, rates within sane bounds. That there are enough cutoffs is checked across them, in SQL
     (dagster_project/defs/quality.py: MIN_TRAINING_CUTOFFS)."""
+    import great_expectations.expectations as gxe
+
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "as_of_date"]),
@@ -88,6 +96,8 @@ def fct_training_set() -> list:
 
 
 def fct_scoring_population() -> list:
+    import great_expectations.expectations as gxe
+
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
@@ -119,4 +129,6 @@ def build_suite(name: str, **params) -> gx.ExpectationSuite:
     """The suite ``name``; ``params``: its builder's settings (feat_user_daily's active_window_days)."""
     if name not in SUITES:
         raise KeyError(f"no expectation suite named {name!r}; known: {', '.join(SUITES)}")
+    import great_expectations as gx
+
     return gx.ExpectationSuite(name=name, expectations=SUITES[name](**params))
