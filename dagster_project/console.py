@@ -29,6 +29,7 @@ STEP_EVENTS = {"STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"}
 # person watching, and cheap beside the run
 POLL_SECONDS = 2.0
 LOCKED_RETRIES = 10
+LOCKED_RETRY_SECONDS = 0.5  # between reads of an event log the run is writing (SQLite: "database is locked")
 # the libraries whose loggers print to the console on their own (each adds a stream handler at import)
 CHATTY_LOGGERS = ("mlflow", "alembic", "py.warnings", "pytensor", "pymc", "pymc_marketing", "great_expectations",
                   "urllib3", "httpx", "dagster", "dagster_dbt", "numexpr", "matplotlib")
@@ -123,7 +124,7 @@ class RunWatcher:
             except (sqlite3.OperationalError, sqlalchemy.exc.OperationalError):
                 if attempt == LOCKED_RETRIES - 1:
                     raise
-                time.sleep(0.5)
+                time.sleep(LOCKED_RETRY_SECONDS)
         raise AssertionError("unreachable")
 
     def _record(self, entry) -> None:

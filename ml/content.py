@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from ml.recommend import RECOMMENDATION_COLUMNS, RecommendationInputError, _strongest_items, positions_in
+from ml.recommend import RECOMMENDATION_COLUMNS, RecommendationInputError, positions_in, strongest_items
 from ml.text import SentenceEncoder, TfidfSvdEncoder
 
 ITEM_TEXT_REVIEWS = 20          # an item's text holds its newest this many reviews before the cutoff
@@ -145,7 +145,7 @@ class ContentBased:
         """``described like <item>`` for each recommended (row of ``user_weights``, item position): of the row's user's
         REASON_OWN_ITEMS strongest items, the one whose encoding is nearest the recommended one's (ties: the first
         by position). Worked out for REASON_PAIRS (recommended, own) pairs at a time."""
-        own, _ = _strongest_items(user_weights, REASON_OWN_ITEMS)
+        own, _ = strongest_items(user_weights, REASON_OWN_ITEMS)
         reasons = np.full(len(items), "", dtype=object)
         if not len(items) or own.shape[1] == 0:
             return reasons

@@ -507,7 +507,7 @@ class _ItemToItem(Recommender):
     def _reasons(self, view: UserRows, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Per (user, recommended item): which of the user's own items (their REASON_OWN_ITEMS strongest) adds the
         most to it (ties: the first by position), not the item itself."""
-        own, weight = _strongest_items(self._user_rows(view, rows[:, 0]), REASON_OWN_ITEMS)
+        own, weight = strongest_items(self._user_rows(view, rows[:, 0]), REASON_OWN_ITEMS)
         reasons = np.full(items.shape, "from your history", dtype=object)
         if not own.shape[1]:
             return reasons
@@ -521,7 +521,7 @@ class _ItemToItem(Recommender):
         return reasons
 
 
-def _strongest_items(user_rows: sp.csr_matrix, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def strongest_items(user_rows: sp.csr_matrix, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """(item positions, weights), users x M: each user's at most ``limit`` items of largest positive weight, in
     position order, padded with -1 and weight 0 (M: the most any user has, up to ``limit``)."""
     coo = sp.coo_matrix(user_rows)
