@@ -18,6 +18,7 @@ import pandas as pd
 from dagster_dbt import DbtCliResource
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
 
+from dagster_project.dbt_in_process import PARTIAL_PARSE, InProcessDbt, in_process
 from dagster_project.dbt_project import dbt_project
 from dagster_project.locking import PID_TAG, recover_crashed_runs, run_lock
 from dagster_project.serving import CURRENT_LINK, PARQUET_DIR, Publish, ServingOptions, publish, serving_path
@@ -138,13 +139,12 @@ DBT_INVOCATIONS_KEPT = 20  # the newest target folders stay for a look at their 
 
 
 class ShopcastDbt(DbtCliResource):
-    """dbt, invoked so that it parses the project once per home rather than on every invocation.
+    """dbt, run in the run's own process with the project parsed once per process (dagster_project/dbt_in_process.py).
 
-    A dbt invocation re-parses the whole project when its --vars differ from the last parse's (~3.5 s of a ~6 s
-    invocation on demo data, measured) or when its profile does (the warehouse path is in it). So the vars that
-    come from the settings (``settings_vars``: the same on every invocation of a home) go as --vars, and what each
-    run decides as DBT_RUN_VARS_ENV; each invocation's target folder lies in the home, and starts from the parse
-    its predecessor left there. dbt checks that parse against the project's files itself."""
+    The vars that come from the settings (``settings_vars``: the same on every invocation of a home) go as --vars,
+    and what each run decides as DBT_RUN_VARS_ENV, read only when dbt executes: so one parse serves every
+    invocation of a process, and a new process starts from the partial parse the last one left in the home.
+    Each invocation's target folder (its artifacts and dbt.log) lies in the home."""
 
     settings_vars: str            # JSON: dagster_project/settings.py dbt_base_vars
     invocations_dir: str          # <home>/dbt
@@ -155,16 +155,11 @@ class ShopcastDbt(DbtCliResource):
         the asset (``context``, which a dbt asset passes for its selection) or ``name``."""
         root = Path(self.invocations_dir)
         root.mkdir(parents=True, exist_ok=True)
-        earlier = sorted(p for p in root.iterdir() if p.is_dir())  # named by their start time
+        _prune(root)
         name = name or (context.op_execution_context.op.name if context else "dbt")
         target = root / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{name}-{uuid.uuid4().hex[:6]}"
         target.mkdir()
-        parses = [p / PARTIAL_PARSE for p in reversed(earlier) if (p / PARTIAL_PARSE).is_file()]
-        if parses:
-            shutil.copy(parses[0], target / PARTIAL_PARSE)
-        for old in earlier[:max(0, len(earlier) + 1 - DBT_INVOCATIONS_KEPT)]:
-            shutil.rmtree(old, ignore_errors=True)
-        with _environment(DBT_RUN_VARS_ENV, json.dumps(run_vars)):  # dbt's process starts within cli()
+        with in_process(InProcessDbt(environment={DBT_RUN_VARS_ENV: json.dumps(run_vars)}, parse_folder=root)):
             return self.cli([*args, "--vars", self.settings_vars], target_path=target, context=context, **kwargs)
 
     def _initialize_dbt_core_adapter(self, args) -> None:
@@ -173,20 +168,13 @@ class ShopcastDbt(DbtCliResource):
         on each invocation (6 s on the first, 1.3 s after, measured). dagster-dbt runs without one."""
 
 
-PARTIAL_PARSE = "partial_parse.msgpack"
-
-
-@contextmanager
-def _environment(name: str, value: str):
-    saved = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = saved
+def _prune(root: Path) -> None:
+    """Keep the newest DBT_INVOCATIONS_KEPT target folders, and always the newest parse (the next process's start)."""
+    earlier = sorted(p for p in root.iterdir() if p.is_dir())  # named by their start time
+    parses = [p for p in earlier if (p / PARTIAL_PARSE).is_file()]
+    for old in earlier[:max(0, len(earlier) + 1 - DBT_INVOCATIONS_KEPT)]:
+        if not parses or old != parses[-1]:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 class ServingResource(dg.ConfigurableResource):
