@@ -55,6 +55,11 @@ def test_in_process_dbt_reports_what_a_dbt_process_reports_parses_once_and_relea
     parses = list(set(pipeline.dbt_invocations.glob("*-parse")) - built_by)
     assert len(parses) == 1 and (parses[0] / dbt_in_process.PARTIAL_PARSE).is_file()
     assert all((f / "dbt.log").stat().st_size > 0 for f in pipeline.dbt_invocations.glob("*-first-*"))
+    # a new process (no parse in memory) starts from the parse the last one left: nothing to parse again
+    dbt_in_process._MANIFESTS.clear()
+    _build(dbt, run_vars, "new-process").wait()
+    (again,) = set(pipeline.dbt_invocations.glob("*-parse")) - built_by - set(parses)
+    assert "Partial parsing enabled, no changes found, skipping parsing" in (again / "dbt.log").read_text()
     # dbt-duckdb kept its database open: released, so the run's own connections (other settings) open it
     with duckdb.connect(str(pipeline.warehouse), read_only=True, config={"memory_limit": "1GB"}) as con:
         assert con.execute("select count(*) from staging.stg_shop__events").fetchone()[0] > 0
