@@ -202,14 +202,16 @@ def plots(y, p, threshold: float, model=None, X: pd.DataFrame | None = None, max
 
 
 def permutation_drops(model, X: pd.DataFrame, y, n_repeats: int = 3, seed: int = 0,
-                      rows_per_call: int = 500_000) -> pd.Series:
+                      rows_per_call: int = 50_000) -> pd.Series:
     """Mean drop in PR-AUC when one column's values are shuffled across the rows, per column; a sequence model's
     event sequence (its token columns) is shuffled as one, as a whole sequence per row: shuffling one position's
     token alone would measure nothing a user could act on, and cost a forward pass per token column.
 
     The shuffled copies are stacked and predicted together, up to ``rows_per_call`` rows a call: a model's
     per-call cost (its pipeline's, the calibrator's) was most of this on small validation sets (150 calls for 50
-    features: a third of a demo target's training). Each row's score depends on that row alone: the same result."""
+    features: a third of a demo target's training). Each row's score depends on that row alone: the same result.
+    Not for a sequence model: its cost is the GRU's pass over the tokens, which it keeps for the tokens it last saw
+    (ml/sequences.py), and only the sequence's own shuffle changes them: stacked, every copy would pass again."""
     groups = {c: [c] for c in X.columns if not is_token(c)}
     tokens = [c for c in X.columns if is_token(c)]
     if tokens:
@@ -217,7 +219,7 @@ def permutation_drops(model, X: pd.DataFrame, y, n_repeats: int = 3, seed: int =
     rng = np.random.default_rng(seed)
     y = np.asarray(y)
     base = average_precision_score(y, model.predict_proba(X)[:, 1])
-    copies = max(1, rows_per_call // max(len(X), 1))  # shuffled copies per call
+    copies = 1 if tokens else max(1, rows_per_call // max(len(X), 1))  # shuffled copies per call
     shuffles = [(name, columns) for name, columns in groups.items() for _ in range(n_repeats)]
     scores: dict[str, list[float]] = {name: [] for name in groups}
     for start in range(0, len(shuffles), copies):
