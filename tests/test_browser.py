@@ -51,13 +51,19 @@ def _make(target: str, port: int, home: Path, log: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
+def _stop(servers: list[subprocess.Popen], grace_seconds: float = 20) -> None:
+    """SIGINT to every server's process group at once, SIGKILL to those still up after ``grace_seconds``
+    (`dagster dev` sometimes waits a minute for its webserver after its daemon has stopped: 60 s of CI's teardown)."""
+    running = [proc for proc in servers if proc.poll() is None]
+    for proc in running:
         os.killpg(proc.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace_seconds
+    for proc in running:
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +102,7 @@ def uis(built_home, tmp_path_factory):
             finally:
                 browser.close()
     finally:
-        for server in servers.values():
-            _stop(server)
+        _stop(list(servers.values()))
 
 
 def _wait_for(page, url: str, server: subprocess.Popen, log: Path) -> None:
