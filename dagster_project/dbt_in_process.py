@@ -8,9 +8,11 @@ process, fed the project parsed once (dbt's documented reuse of a parsed manifes
 log lines a ``dbt`` process prints: dagster-dbt turns them into materializations and asset checks exactly as
 before, so nothing else changes.
 
-What makes the parse reusable: the vars that come from the settings are part of the cache key (a new home, a new
-parse), and what each run decides reaches dbt in the environment, read only when dbt executes (macros/as_of.sql),
-never when it parses. The project's files are part of the key too (a model edited while a process lives).
+What makes the parse reusable: the vars that come from the settings are part of the cache key (other settings, a
+new parse), except the two only the profile reads (``PROFILE_ONLY_VARS``: where the warehouse is), so one parse
+serves every home; what each run decides reaches dbt in the environment, read only when dbt executes
+(macros/as_of.sql), never when it parses. The project's files are part of the key too (a model edited while a
+process lives).
 
 dbt's event manager and dbt-duckdb's connection are process-wide: one in-process invocation runs at a time
 (``_ONE_AT_A_TIME``; the jobs run their steps one after another anyway, and the dbt assets share a pool)."""
@@ -40,6 +42,14 @@ _PRINTED_LEVELS = frozenset({"info", "warn", "error"})
 # dbt's console stays quiet in-process (the lines go to dagster-dbt instead); its file log is written as before
 _QUIET = ["--log-level", "none", "--log-level-file", "debug"]
 _ONE_AT_A_TIME = threading.Lock()
+# The vars only dbt/profiles.yml reads (where the warehouse is, how much memory DuckDB may take), with the fixed
+# value the project is parsed with. No model reads them, so the parse is the same for any value, but dbt's
+# partial-parse state includes the profile's connection: parsed with a home's own values, a parse was useless to any
+# other home (each new or copied home parsed in full: ~5 s), and a process moving to another home parsed again.
+# Each invocation still runs with the home's values (its --vars, and the profile they render). The file name is
+# kept: dbt-duckdb names the database after it, and the parsed nodes carry that name.
+PROFILE_ONLY_VARS = {"warehouse_path": lambda path: f"/shopcast-parse/{Path(path).name}",
+                     "duckdb_memory_limit": lambda _limit: "1GB"}
 _MANIFESTS: dict[tuple, Any] = {}
 
 
@@ -159,27 +169,41 @@ def _project_files_key(project_dir: Path) -> tuple:
     return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files if p.exists())
 
 
+def _parse_vars(args: Sequence[str]) -> str | None:
+    """The invocation's --vars with fixed values in place of those only the profile reads (see
+    ``PROFILE_ONLY_VARS``)."""
+    given = _option(args, "--vars")
+    if given is None:
+        return None
+    values = json.loads(given)
+    for name, fixed in PROFILE_ONLY_VARS.items():
+        if name in values:
+            values[name] = fixed(values[name])
+    return json.dumps(values, sort_keys=True)
+
+
 def _parsed_manifest(args: Sequence[str], parse_folder: Path):
-    """The project parsed with these args' vars and profile, once per process (a parse of its own, in
-    ``parse_folder``, starting from the newest partial parse beside it: ~0.4 s)."""
+    """The project parsed with these args' vars (the profile's own with fixed values) and profile, once per
+    process (a parse of its own, in ``parse_folder``, starting from the newest partial parse beside it: ~0.4 s)."""
     from dbt.cli.main import dbtRunner
 
     project_dir = Path(os.environ["DBT_PROJECT_DIR"])
     profile_args = [a for name in ("--profile", "--target") if (v := _option(args, name)) for a in (name, v)]
-    key = (str(project_dir), os.environ.get("DBT_PROFILES_DIR"), _option(args, "--vars"), *profile_args,
+    parse_vars = _parse_vars(args)
+    key = (str(project_dir), os.environ.get("DBT_PROFILES_DIR"), parse_vars, *profile_args,
            _project_files_key(project_dir))
     if key not in _MANIFESTS:
         folder = parse_folder / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-parse"
         folder.mkdir(parents=True)
-        earlier = sorted((p for p in parse_folder.glob(f"*/{PARTIAL_PARSE}")), key=lambda p: p.parent.name)
+        earlier = sorted((p for p in parse_folder.glob(f"*-parse/{PARTIAL_PARSE}")), key=lambda p: p.parent.name)
         if earlier:
             shutil.copy(earlier[-1], folder / PARTIAL_PARSE)
-        vars_args = ["--vars", v] if (v := _option(args, "--vars")) else []
+        vars_args = ["--vars", parse_vars] if parse_vars else []
         parsed = dbtRunner().invoke(["parse", *vars_args, *profile_args, "--target-path", str(folder),
                                      "--log-path", str(folder), *_QUIET])
         if not parsed.success:
             raise RuntimeError(f"dbt parse failed (log: {folder / 'dbt.log'}): {parsed.exception}")
-        _MANIFESTS.clear()  # one home per process is the rule: keep one parse
+        _MANIFESTS.clear()  # one parse at a time (a process parses again only when the project or a var changes)
         _MANIFESTS[key] = parsed.result
     return _MANIFESTS[key]
 

@@ -57,7 +57,7 @@ def built_home(tmp_path_factory, worker_id) -> Path:
     one builds); tests copy it before changing anything, so it is never written after the build."""
     from filelock import FileLock
 
-    from dagster_project import runs
+    from dagster_project import dbt_in_process, runs
     from dagster_project.generate.synthetic import GeneratorConfig, generate
 
     # under xdist each worker's base folder lies in the session's folder, which they share; without xdist the base
@@ -71,6 +71,8 @@ def built_home(tmp_path_factory, worker_id) -> Path:
             try:
                 shutil.rmtree(home.parent, ignore_errors=True)  # what a worker that failed mid-build left
                 paths = _point_at(home)
+                # built as a new process builds it (`make demo`): without a parse held from another test's home
+                dbt_in_process._MANIFESTS.clear()
                 generate(GeneratorConfig(**DEMO), paths.landing / "canonical")
                 runs.ingest("canonical", [str(paths.landing / "canonical")])
                 runs.run_graph(DEMO_AS_OF, progress=lambda _: None)

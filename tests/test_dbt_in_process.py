@@ -74,3 +74,38 @@ def test_a_dbt_error_in_process_fails_the_invocation_with_dbts_message(pipeline)
                   manifest=dbt_project.manifest_path, dagster_dbt_translator=translator).wait()
     # and the next invocation of the process runs normally
     assert _build(dbt, good, "after").wait().is_successful()
+
+
+def test_one_parse_serves_every_home_and_each_builds_its_own_warehouse(pipeline, tmp_path):
+    """The parse is made with fixed values for the vars only the profile reads (where the warehouse is), so a home
+    copied elsewhere starts from the parse it carries instead of parsing in full, and a process moving to another
+    home keeps the parse it holds; each build still writes to its own home's warehouse."""
+    import shutil
+
+    from tests.conftest import _point_at
+
+    dbt_in_process._MANIFESTS.clear()
+    resources = build_resources(load_settings())
+    _build(resources["dbt"], resources["settings"].dbt_run_vars([DEMO_AS_OF]), "first").wait()
+    copy = _point_at(shutil.copytree(pipeline.home, tmp_path / "moved", symlinks=True))
+    with duckdb.connect(str(copy.warehouse)) as con:
+        con.execute("drop schema staging cascade")
+    copied_parses = set(copy.dbt_invocations.glob("*-parse"))
+
+    def build_in_copy(name: str):
+        settings = load_settings()
+        assert settings.paths.warehouse == copy.warehouse
+        moved = build_resources(settings)
+        return _build(moved["dbt"], moved["settings"].dbt_run_vars([DEMO_AS_OF]), name).wait()
+
+    assert build_in_copy("same-process").is_successful()
+    assert set(copy.dbt_invocations.glob("*-parse")) == copied_parses  # the parse in memory served the other home
+    dbt_in_process._MANIFESTS.clear()  # a new process in the moved home
+    assert build_in_copy("new-process").is_successful()
+    (parse,) = set(copy.dbt_invocations.glob("*-parse")) - copied_parses
+    assert "Partial parsing enabled, no changes found, skipping parsing" in (parse / "dbt.log").read_text()
+    with duckdb.connect(str(copy.warehouse), read_only=True) as con:
+        assert con.execute("select count(*) from staging.stg_shop__events").fetchone()[0] > 0
+    with duckdb.connect(str(pipeline.warehouse), read_only=True) as con:
+        assert con.execute("select count(*) from staging.stg_shop__events").fetchone()[0] > 0
+    assert not (dbt_in_process.Path("/shopcast-parse")).exists()  # the parse's stand-in path is never opened

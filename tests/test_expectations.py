@@ -99,3 +99,34 @@ def test_the_feature_suite_follows_the_population_window_of_the_settings():
     # a user of a 90-day population may have had no event in the last 28 days
     assert bounds(shipped, "events_28d")[0] == 1 and bounds(quarterly, "events_28d")[0] == 0
     assert bounds(quarterly, "hours_since_last_event") == (0, 90 * 24)
+
+
+def test_a_run_validates_the_suite_the_code_builds_reusing_the_stored_one_only_when_it_is_the_same(tmp_path):
+    """The code is the source of truth: an earlier run's stored suite is reused only when its expectations equal
+    what the code builds now (rewriting it each run compared 96 expectations pairwise: 3 s), and replaced when
+    the settings changed it or someone edited the stored copy."""
+    from expectations.runner import _expectations
+    from expectations.suites import build_suite
+
+    def window(validator) -> int:
+        (bound,) = [e.max_value for e in validator.checkpoint.validation_definitions[0].suite.expectations
+                    if getattr(e, "column", None) == "days_since_last_event" and hasattr(e, "max_value")]
+        return bound
+
+    gx_dir = tmp_path / "gx"
+    first = SuiteValidator(gx_dir, "feat_user_daily")
+    stored_id = first.checkpoint.validation_definitions[0].suite.id
+    again = SuiteValidator(gx_dir, "feat_user_daily")
+    assert again.checkpoint.validation_definitions[0].suite.id == stored_id and window(again) == 28
+    quarterly = SuiteValidator(gx_dir, "feat_user_daily", active_window_days=90)
+    assert window(quarterly) == 90
+    assert _expectations(quarterly.context.suites.get("feat_user_daily")) == \
+        _expectations(build_suite("feat_user_daily", active_window_days=90))
+    # an edited stored copy (one expectation dropped by hand) is replaced by the code's suite
+    edited = quarterly.context.suites.get("feat_user_daily")
+    edited.expectations.pop()
+    edited.save()
+    assert len(SuiteValidator(gx_dir, "feat_user_daily", active_window_days=90).checkpoint
+               .validation_definitions[0].suite.expectations) == len(edited.expectations) + 1
+    assert _expectations(quarterly.context.suites.get("feat_user_daily")) == \
+        _expectations(build_suite("feat_user_daily", active_window_days=90))
