@@ -62,8 +62,17 @@
     {%- if tz == 'UTC' -%}
         {{ column }}
     {%- else -%}
-        cast(({{ column }} at time zone 'UTC') at time zone '{{ tz }}' as timestamp)
+        {{ return(adapter.dispatch('utc_to_zone')(column, tz)) }}
     {%- endif -%}
+{%- endmacro %}
+
+{#- A UTC timestamp as wall-clock time in zone tz (the engines spell it differently). -#}
+{% macro default__utc_to_zone(column, tz) -%}
+    cast(({{ column }} at time zone 'UTC') at time zone '{{ tz }}' as timestamp)
+{%- endmacro %}
+
+{% macro spark__utc_to_zone(column, tz) -%}
+    from_utc_timestamp({{ column }}, '{{ tz }}')
 {%- endmacro %}
 
 {#- Whole days from an earlier date to a later one. -#}
