@@ -50,7 +50,7 @@ _ONE_AT_A_TIME = threading.Lock()
 # kept: dbt-duckdb names the database after it, and the parsed nodes carry that name.
 PROFILE_ONLY_VARS = {"warehouse_path": lambda path: f"/shopcast-parse/{Path(path).name}",
                      "duckdb_memory_limit": lambda _limit: "1GB"}
-_MANIFESTS: dict[tuple, Any] = {}
+_parsed: tuple[tuple, Any] | None = None  # (what the parse depends on, the parsed manifest): one at a time
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,7 @@ class DbtThread:
 
     def _print(self, event) -> None:  # dbt calls it synchronously, for every event, on its own threads
         if event.info.level in _PRINTED_LEVELS:
-            from dbt_common.events.functions import msg_to_dict
-
-            self.stdout.queue.put(json.dumps(msg_to_dict(event)).encode())
+            self.stdout.queue.put(json.dumps(self._to_dict(event)).encode())
 
     def _error(self, message: str) -> None:
         self.stdout.queue.put(json.dumps({"info": {"level": "error", "msg": message, "name": "InProcessError"},
@@ -130,7 +128,9 @@ class DbtThread:
         try:
             with _ONE_AT_A_TIME, _environment(self._environment):
                 from dbt.cli.main import dbtRunner
+                from dbt_common.events.functions import msg_to_dict
 
+                self._to_dict = msg_to_dict
                 manifest = _parsed_manifest(self.args, self._request.parse_folder)
                 try:
                     result = dbtRunner(manifest=manifest, callbacks=[self._print]).invoke([*self.args[1:], *_QUIET])
@@ -192,7 +192,8 @@ def _parsed_manifest(args: Sequence[str], parse_folder: Path):
     parse_vars = _parse_vars(args)
     key = (str(project_dir), os.environ.get("DBT_PROFILES_DIR"), parse_vars, *profile_args,
            _project_files_key(project_dir))
-    if key not in _MANIFESTS:
+    global _parsed
+    if _parsed is None or _parsed[0] != key:
         folder = parse_folder / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-parse"
         folder.mkdir(parents=True)
         earlier = sorted((p for p in parse_folder.glob(f"*-parse/{PARTIAL_PARSE}")), key=lambda p: p.parent.name)
@@ -203,9 +204,14 @@ def _parsed_manifest(args: Sequence[str], parse_folder: Path):
                                      "--log-path", str(folder), *_QUIET])
         if not parsed.success:
             raise RuntimeError(f"dbt parse failed (log: {folder / 'dbt.log'}): {parsed.exception}")
-        _MANIFESTS.clear()  # one parse at a time (a process parses again only when the project or a var changes)
-        _MANIFESTS[key] = parsed.result
-    return _MANIFESTS[key]
+        _parsed = (key, parsed.result)  # a process parses again only when the project or a var changes
+    return _parsed[1]
+
+
+def forget_parse() -> None:
+    """Drop the parse this process holds: the next invocation starts as a new process's first one does."""
+    global _parsed
+    _parsed = None
 
 
 @contextlib.contextmanager

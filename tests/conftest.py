@@ -72,7 +72,7 @@ def built_home(tmp_path_factory, worker_id) -> Path:
                 shutil.rmtree(home.parent, ignore_errors=True)  # what a worker that failed mid-build left
                 paths = _point_at(home)
                 # built as a new process builds it (`make demo`): without a parse held from another test's home
-                dbt_in_process._MANIFESTS.clear()
+                dbt_in_process.forget_parse()
                 generate(GeneratorConfig(**DEMO), paths.landing / "canonical")
                 runs.ingest("canonical", [str(paths.landing / "canonical")])
                 runs.run_graph(DEMO_AS_OF, progress=lambda _: None)

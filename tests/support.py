@@ -66,6 +66,19 @@ def shopcast(args, env=None, timeout=1800, check=True) -> subprocess.CompletedPr
     return proc
 
 
+def materialize(selection, as_of) -> None:
+    """The selected assets of the pipeline's definitions, with their checks, for one as-of date, in this process on
+    the home's Dagster instance (as a run materializes them); a failed step fails the test."""
+    import dagster as dg
+
+    from dagster_project import runs
+
+    defs = runs.definitions()
+    with runs.instance() as instance:
+        assert dg.materialize([*defs.assets, *defs.asset_checks], partition_key=as_of.isoformat(), instance=instance,
+                              resources=defs.resources, selection=selection).success
+
+
 def served(paths: ShopcastPaths) -> Path:
     return serving_path(paths.serving)
 

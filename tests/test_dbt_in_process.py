@@ -38,7 +38,7 @@ def _build(dbt, run_vars: dict, name: str):
 def test_in_process_dbt_reports_what_a_dbt_process_reports_parses_once_and_releases_the_warehouse(pipeline):
     resources = build_resources(load_settings())
     dbt, run_vars = resources["dbt"], resources["settings"].dbt_run_vars([DEMO_AS_OF])
-    dbt_in_process._MANIFESTS.clear()  # this process may have parsed another home's project
+    dbt_in_process.forget_parse()  # this process may hold a parse already: start as a new one
     built_by = set(pipeline.dbt_invocations.glob("*-parse"))  # the runs that built the home
 
     in_process = [_events(_build(dbt, run_vars, "first")), _events(_build(dbt, run_vars, "second"))]
@@ -56,7 +56,7 @@ def test_in_process_dbt_reports_what_a_dbt_process_reports_parses_once_and_relea
     assert len(parses) == 1 and (parses[0] / dbt_in_process.PARTIAL_PARSE).is_file()
     assert all((f / "dbt.log").stat().st_size > 0 for f in pipeline.dbt_invocations.glob("*-first-*"))
     # a new process (no parse in memory) starts from the parse the last one left: nothing to parse again
-    dbt_in_process._MANIFESTS.clear()
+    dbt_in_process.forget_parse()
     _build(dbt, run_vars, "new-process").wait()
     (again,) = set(pipeline.dbt_invocations.glob("*-parse")) - built_by - set(parses)
     assert "Partial parsing enabled, no changes found, skipping parsing" in (again / "dbt.log").read_text()
@@ -84,7 +84,7 @@ def test_one_parse_serves_every_home_and_each_builds_its_own_warehouse(pipeline,
 
     from tests.conftest import _point_at
 
-    dbt_in_process._MANIFESTS.clear()
+    dbt_in_process.forget_parse()
     resources = build_resources(load_settings())
     _build(resources["dbt"], resources["settings"].dbt_run_vars([DEMO_AS_OF]), "first").wait()
     copy = _point_at(shutil.copytree(pipeline.home, tmp_path / "moved", symlinks=True))
@@ -100,7 +100,7 @@ def test_one_parse_serves_every_home_and_each_builds_its_own_warehouse(pipeline,
 
     assert build_in_copy("same-process").is_successful()
     assert set(copy.dbt_invocations.glob("*-parse")) == copied_parses  # the parse in memory served the other home
-    dbt_in_process._MANIFESTS.clear()  # a new process in the moved home
+    dbt_in_process.forget_parse()  # a new process in the moved home
     assert build_in_copy("new-process").is_successful()
     (parse,) = set(copy.dbt_invocations.glob("*-parse")) - copied_parses
     assert "Partial parsing enabled, no changes found, skipping parsing" in (parse / "dbt.log").read_text()

@@ -12,6 +12,7 @@ import pytest
 
 from dagster_project import runs
 from tests.conftest import DEMO_AS_OF
+from tests.support import materialize
 
 pytestmark = pytest.mark.slow
 
@@ -76,11 +77,7 @@ def test_the_first_run_computes_the_features_of_its_training_cutoffs_not_of_ever
     assert metadata["dagster/row_count"] == _read(pipeline, "select count(*) from marts.fct_training_set").iloc[0, 0]
     # a retrain of the same date finds them built and computes nothing (the asset alone, as the weekly training
     # job runs it: the rest of that job adds nothing to what is asserted)
-    defs = runs.definitions()
-    with runs.instance() as instance:
-        assert dg.materialize([*defs.assets, *defs.asset_checks], partition_key=DEMO_AS_OF.isoformat(),
-                              instance=instance, resources=defs.resources,
-                              selection=dg.AssetSelection.assets(["marts", "training_cutoff_features"])).success
+    materialize(dg.AssetSelection.assets(["marts", "training_cutoff_features"]), DEMO_AS_OF)
     metadata = _metadata(["marts", "training_cutoff_features"])
     assert (metadata["computed"], metadata["already_built"]) == (0, 3)
 
@@ -169,14 +166,8 @@ def _build_interactions(as_of: dt.date, with_features: bool = False) -> None:
     """The user x item interactions (and the item days they sum) of one as-of date, as a Dagster materialization;
     ``with_features``: the features and their checks too, in the same run (one dbt build of each layer for both)."""
     features = [["marts", "feat_user_daily"], ["marts", "feat_user_rfm"]] if with_features else []
-    defs = runs.definitions()
-    with runs.instance() as instance:
-        result = dg.materialize(
-            [*defs.assets, *defs.asset_checks], partition_key=as_of.isoformat(), instance=instance,
-            resources=defs.resources,
-            selection=dg.AssetSelection.assets(["marts", "fct_user_item_interactions"], *features).upstream()
-            - dg.AssetSelection.groups("ingest"))
-    assert result.success
+    materialize(dg.AssetSelection.assets(["marts", "fct_user_item_interactions"], *features).upstream()
+                - dg.AssetSelection.groups("ingest"), as_of)
 
 
 def _build_sequences(as_of: dt.date) -> None:
@@ -256,13 +247,7 @@ def test_events_after_the_as_of_date_change_no_feature_row(pipeline, tmp_path):
 def test_materializing_a_partition_twice_gives_identical_tables(pipeline):
     tables = ["marts.feat_user_daily", "marts.fct_training_set", "intermediate.int_user_daily_activity"]
     snapshot = {t: _read(pipeline, f"select * from {t} order by all") for t in tables}
-    defs = runs.definitions()
-    with runs.instance() as instance:  # dagster.materialize: the in-process API, with the project's resources
-        result = dg.materialize(
-            [*defs.assets, *defs.asset_checks], partition_key=DEMO_AS_OF.isoformat(), instance=instance,
-            resources=defs.resources, selection=dg.AssetSelection.groups("staging", "intermediate", "marts"),
-        )
-    assert result.success
+    materialize(dg.AssetSelection.groups("staging", "intermediate", "marts"), DEMO_AS_OF)
     for table, rows in snapshot.items():
         pd.testing.assert_frame_equal(rows, _read(pipeline, f"select * from {table} order by all"), obj=table)
 

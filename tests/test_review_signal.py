@@ -43,16 +43,13 @@ def test_review_features_lift_churn_on_every_backtest_fold_and_the_champion_scor
     from ml.registry import CHAMPION, load_by_alias, load_review_features
     from ml.review_features import ARTIFACT, reads_reviews
     from ml.targets import TARGETS
+    from tests.support import materialize
 
     generate(GeneratorConfig(**SHOP), home.landing / "canonical")
     runs.ingest("canonical", [str(home.landing / "canonical")])
     runs.ingest("reviews", [str(home.landing / "reviews")])
-    defs = runs.definitions()
-    selection = (dg.AssetSelection.assets(predictions_key(TARGET)).upstream() - dg.AssetSelection.groups("ingest"))
-    with runs.instance() as instance:
-        built = dg.materialize([*defs.assets, *defs.asset_checks], partition_key=AS_OF.isoformat(),
-                               instance=instance, resources=defs.resources, selection=selection)
-    assert built.success
+    materialize(dg.AssetSelection.assets(predictions_key(TARGET)).upstream() - dg.AssetSelection.groups("ingest"),
+                AS_OF)
 
     resources = build_resources(load_settings())
     warehouse, store = resources["warehouse"], resources["mlflow"].store()

@@ -42,16 +42,13 @@ def _fold_scores(paths, monkeypatch, order_signal: bool) -> dict[str, float]:
     from dagster_project.settings import load_settings
     from ml.targets import TARGETS
     from ml.train import train_candidates
+    from tests.support import materialize
 
     generate(GeneratorConfig(**SHOP, order_signal=order_signal), paths.landing / "canonical")
     runs.ingest("canonical", [str(paths.landing / "canonical")])
-    defs = runs.definitions()
-    upstream = (dg.AssetSelection.assets(candidates_key(TARGET)).upstream() - dg.AssetSelection.groups("ingest")
-                - dg.AssetSelection.assets(candidates_key(TARGET))) | dg.AssetSelection.assets(TRAINING_SEQUENCES)
-    with runs.instance() as instance:
-        built = dg.materialize([*defs.assets, *defs.asset_checks], partition_key=AS_OF.isoformat(),
-                               instance=instance, resources=defs.resources, selection=upstream)
-    assert built.success
+    materialize((dg.AssetSelection.assets(candidates_key(TARGET)).upstream() - dg.AssetSelection.groups("ingest")
+                 - dg.AssetSelection.assets(candidates_key(TARGET))) | dg.AssetSelection.assets(TRAINING_SEQUENCES),
+                AS_OF)
     resources = build_resources(load_settings())
     policy, store = resources["training_policy"], resources["mlflow"].store()
     store.activate()
