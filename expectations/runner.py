@@ -1,7 +1,8 @@
 """Validate one bounded pandas batch against a suite in a Great Expectations file context.
 
 The file context (results, Data Docs) lives under ``<home>/gx``: state, not source. The suites come from
-``expectations/suites.py`` and are written into the context on every run, so the code is the source of truth.
+``expectations/suites.py``: a run writes its suite into the context whenever the stored one differs from what the
+code builds, so the code is the source of truth.
 """
 
 from __future__ import annotations
