@@ -22,8 +22,8 @@ from expectations.data_docs import localize, page_url
 from expectations.suites import build_suite
 
 DATASOURCE = "shopcast_batches"
+RESULT_FORMAT = "SUMMARY"  # the checkpoints' (a stored checkpoint with another format is rewritten)
 # The arguments of an expectation that say what was allowed (shown beside the observed value when it fails).
-RESULT_FORMAT = "SUMMARY"
 BOUND_KWARGS = ("min_value", "max_value", "value_set", "type_", "regex", "mostly", "strict_min", "strict_max")
 
 
