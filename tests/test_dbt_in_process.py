@@ -35,8 +35,17 @@ def _build(dbt, run_vars: dict, name: str):
                      dagster_dbt_translator=translator)
 
 
-def test_in_process_dbt_reports_what_a_dbt_process_reports_parses_once_and_releases_the_warehouse(pipeline):
+def test_in_process_dbt_reports_what_a_dbt_process_reports_parses_once_and_releases_the_warehouse(pipeline,
+                                                                                                   monkeypatch):
+    import dagster_dbt.core.resource
+    from dbt.version import __version__
+
+    def no_version_process(args, *_, **__):  # the version is this process's dbt-core's: no `dbt --version` process
+        raise AssertionError(f"dagster-dbt started {args}")
+
+    monkeypatch.setattr(dagster_dbt.core.resource, "check_output", no_version_process)
     resources = build_resources(load_settings())
+    assert str(resources["dbt"]._cli_version) == __version__
     dbt, run_vars = resources["dbt"], resources["settings"].dbt_run_vars([DEMO_AS_OF])
     dbt_in_process.forget_parse()  # this process may hold a parse already: start as a new one
     built_by = set(pipeline.dbt_invocations.glob("*-parse"))  # the runs that built the home
