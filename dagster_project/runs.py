@@ -58,6 +58,50 @@ def _definitions(settings: Settings) -> dg.Definitions:
     return defs()
 
 
+# Every asset check of the definitions, stored in the Dagster home with what they were derived from: `shopcast
+# status` lists each check's latest result, and loading the definitions only to learn their names took ~8 s of its
+# ~10 (measured on the GA sample's home).
+CHECK_KEYS_FILE = "asset_check_keys.json"
+CODE_PACKAGES = ("dagster_project", "ml", "expectations")
+
+
+def _definitions_fingerprint(settings: Settings) -> str:
+    """What the definitions are built from: the settings (the targets, the checks' thresholds; not where the home
+    lies, so that a moved or copied home keeps its list), the code, and the dbt manifest (dbt's tests are checks
+    too)."""
+    import hashlib
+    import json
+
+    from dagster_project.settings import DBT_PROJECT_DIR, REPO_ROOT
+
+    # (the manifest dagster-dbt loads, named without importing it: status reads this on every call)
+    files = [DBT_PROJECT_DIR / "target" / "manifest.json"] + sorted(
+        f for package in CODE_PACKAGES for f in (REPO_ROOT / package).rglob("*.py"))
+    stamps = [(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.is_file()]
+    payload = json.dumps([settings.model_dump(mode="json", exclude={"home"}), stamps], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def asset_check_keys() -> list[dg.AssetCheckKey]:
+    """Every asset check of the definitions: stored beside the Dagster instance when the definitions they were
+    read from are unchanged, read from the definitions (and stored) otherwise."""
+    import json
+
+    settings = ensure_home()
+    stored = settings.paths.dagster_home / CHECK_KEYS_FILE
+    fingerprint = _definitions_fingerprint(settings)
+    if stored.is_file():
+        saved = json.loads(stored.read_text())
+        if saved.get("fingerprint") == fingerprint:
+            return [dg.AssetCheckKey(dg.AssetKey(path), name) for path, name in saved["checks"]]
+    keys = sorted(definitions().resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string())
+    written = stored.with_suffix(f".{uuid.uuid4().hex}.tmp")  # whole or not at all: a reader may be starting
+    written.write_text(json.dumps({"fingerprint": fingerprint,
+                                   "checks": [[list(k.asset_key.path), k.name] for k in keys]}))
+    written.replace(stored)
+    return keys
+
+
 def instance() -> dg.DagsterInstance:
     """The home's Dagster instance (what `make ui` shows), whatever DAGSTER_HOME this process was given."""
     settings = ensure_home()
@@ -68,6 +112,7 @@ def _execute(job_name: str, *, run_config: dict | None = None, partition_key: st
              partition_range: tuple[str, str] | None = None, tags: dict | None = None,
              asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
     job = definitions().resolve_job_def(job_name)
+    asset_check_keys()  # stored for `shopcast status` while the definitions are loaded
     settings = load_settings()
     # Without a console watcher (tests, Python callers), Dagster's console logger prints at the log level; the CLI
     # silences it and prints one line per step instead, the whole log going to a file (console.py). Either way the

@@ -16,7 +16,7 @@ from dagster_project.warehouse import column_exists, connect, qualified, table_e
 
 
 def collect() -> dict:
-    from dagster_project.runs import definitions, instance
+    from dagster_project.runs import asset_check_keys, instance
 
     paths = get_paths()
     report: dict = {"shopcast_home": str(paths.home), "warehouse": str(paths.warehouse),
@@ -30,7 +30,7 @@ def collect() -> dict:
             report["decisions"] = _decisions(con)
             report["recommendations"] = _recommendations(con, paths)
     report["targets"] = [_target_status(name, paths) for name in TARGETS]
-    check_keys = list(definitions().resolve_asset_graph().asset_check_keys)
+    check_keys = asset_check_keys()
     with instance() as inst:
         latest = inst.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
         for target in report["targets"]:
@@ -102,10 +102,11 @@ def _realised_by_week(con) -> list[dict]:
 
 def _recommendations(con, paths) -> dict:
     """The recommendations target: its champion and the latest lists (docs/recommendations.md)."""
-    from ml.recommendations import MODEL_NAME
     from ml.registry import CHAMPION, Store, version_by_alias
+    from ml.targets import RECOMMENDATIONS_MODEL
 
-    champion = version_by_alias(Store(paths.mlflow_tracking_uri, paths.mlflow_artifacts), MODEL_NAME, CHAMPION)
+    champion = version_by_alias(Store(paths.mlflow_tracking_uri, paths.mlflow_artifacts), RECOMMENDATIONS_MODEL,
+                                CHAMPION)
     lists = {}
     for table in ("next_items", "new_items"):
         if table_exists(con, "predictions", table):

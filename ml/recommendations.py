@@ -38,6 +38,7 @@ from ml.recommend import (
 )
 from ml.recommend_sequence import GRU4Rec
 from ml.sequences import torch_missing
+from ml.targets import RECOMMENDATIONS_MODEL
 
 K = 10
 PRIMARY_METRIC = f"recall_at_{K}"
@@ -231,7 +232,7 @@ def best(results: pd.DataFrame, among: tuple[str, ...] | None = None) -> str:
 
 # -- training, the registry and the gate -------------------------------------------------------------------------
 
-MODEL_NAME = "next_items"  # the registered model: one model serves both lists (new_items is its cross-sell list)
+MODEL_NAME = RECOMMENDATIONS_MODEL  # the registered model: one model serves both lists (ml/targets.py)
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):

@@ -174,6 +174,9 @@ TARGETS = {t.name: t for t in (PURCHASE_PROPENSITY_7D, CHURN_PROBABILITY_7D, PRE
 OPTIONAL_TARGETS = {t.name: t for t in (PURCHASE_PROPENSITY_90D,)}
 ALL_TARGETS = {**TARGETS, **OPTIONAL_TARGETS}
 LABELS = frozenset(t.label for t in ALL_TARGETS.values())
+# The recommendations target (ml/recommendations.py): its registered model, one model serving both lists (new_items
+# is its cross-sell list). Named here, apart from the recommenders' heavy imports, for readers such as the status.
+RECOMMENDATIONS_MODEL = "next_items"
 
 
 def enabled_targets(extra: list[str] | tuple[str, ...] = ()) -> dict[str, Target]:

@@ -162,6 +162,28 @@ def test_every_check_of_the_run_passed_and_status_reports_it(pipeline):
     assert tables["raw.events"] > 35_000 and tables["marts.fct_training_set"] > 0
 
 
+def test_status_lists_the_checks_the_run_stored_and_reads_the_definitions_again_when_the_settings_change(
+        pipeline, monkeypatch):
+    expected = sorted(runs.definitions().resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string())
+    assert len(expected) > 80
+
+    def not_loaded():
+        raise AssertionError("the definitions were loaded")
+
+    monkeypatch.setattr(runs, "definitions", not_loaded)
+    assert runs.asset_check_keys() == expected  # stored by the run that built the home (this is a copy of it)
+    # another target (a new process's definitions hold its checks too): the stored list is not trusted
+    monkeypatch.setenv("SHOPCAST_EXTRA_TARGETS", "purchase_propensity_90d")
+    with pytest.raises(AssertionError, match="definitions were loaded"):
+        runs.asset_check_keys()
+    monkeypatch.undo()
+    monkeypatch.setenv("SHOPCAST_EXTRA_TARGETS", "purchase_propensity_90d")
+    again = runs.asset_check_keys()
+    assert again == sorted(runs.definitions().resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string())
+    monkeypatch.setattr(runs, "definitions", not_loaded)
+    assert runs.asset_check_keys() == again  # and stored for the next status
+
+
 def _build_interactions(as_of: dt.date, with_features: bool = False) -> None:
     """The user x item interactions (and the item days they sum) of one as-of date, as a Dagster materialization;
     ``with_features``: the features and their checks too, in the same run (one dbt build of each layer for both)."""
