@@ -72,8 +72,11 @@ endif
 # Tests run on both cores (pytest-xdist), heaviest first (tests/conftest.py): loadgroup hands out one test at a time
 # as a worker frees up, and a module marked with an xdist_group whole (its module fixture is then built once);
 # --no-loadscope-reorder keeps that order instead of putting the groups first.
+# The project's own modules are compiled first: where PYTHONDONTWRITEBYTECODE is set (as on CI machines), every
+# process the tests start would compile them again (the venv's packages are compiled by the install).
 TEST_WORKERS ?= 2
 test: manifest install-deep
+	$(BIN)/python -m compileall -q dagster_project ml expectations tests > /dev/null
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The base of the pyramid (a few minutes): Python unit tests, dbt unit tests on an empty warehouse, the CLI on small

@@ -86,10 +86,10 @@ def test_the_fit_sample_is_bounded_deterministic_and_independent_of_row_order():
 def test_the_compiled_once_fit_equals_pymc_marketings_own_map_fit_on_each_of_several_data_sets():
     """ml.clv compiles the log-density once and swaps each date's data in; pymc-marketing's fit() recompiles per call.
     Same priors, likelihood and optimiser: the same parameters and predictions, data set after data set (the second
-    and third fits reuse the first one's compiled graph with other sizes)."""
+    fit reuses the first one's compiled graph with another size; each reference fit compiles its own, ~10 s)."""
     from pymc_marketing import clv as pmc
 
-    for n, seed in ((1500, 5), (700, 6), (1100, 7)):
+    for n, seed in ((1500, 5), (700, 6)):
         rfm = _histories(n, seed)
         ours = clv.fit(rfm)
         data = clv._inputs(rfm)
