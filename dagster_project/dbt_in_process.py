@@ -35,6 +35,8 @@ from typing import Any, Self
 import dagster_dbt.core.resource as _dbt_resource
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
 
+from dagster_project.settings import dbt_source_stamps
+
 PARTIAL_PARSE = "partial_parse.msgpack"
 # the levels a `dbt` process prints by default (info): the result lines dagster-dbt reads are among them; the
 # debug events go only to the invocation's dbt.log, as before
@@ -161,14 +163,6 @@ def _option(args: Sequence[str], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args else None
 
 
-def _project_files_key(project_dir: Path) -> tuple:
-    """What changes a parse: every file of the project dbt reads (not its target or packages' installs)."""
-    files = [p for folder in ("models", "macros", "tests", "seeds", "snapshots", "analyses")
-             for p in sorted((project_dir / folder).rglob("*")) if p.is_file()]
-    files += [project_dir / name for name in ("dbt_project.yml", "packages.yml", "package-lock.yml")]
-    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files if p.exists())
-
-
 def _parse_vars(args: Sequence[str]) -> str | None:
     """The invocation's --vars with fixed values in place of those only the profile reads (see
     ``PROFILE_ONLY_VARS``)."""
@@ -191,7 +185,7 @@ def _parsed_manifest(args: Sequence[str], parse_folder: Path):
     profile_args = [a for name in ("--profile", "--target") if (v := _option(args, name)) for a in (name, v)]
     parse_vars = _parse_vars(args)
     key = (str(project_dir), os.environ.get("DBT_PROFILES_DIR"), parse_vars, *profile_args,
-           _project_files_key(project_dir))
+           dbt_source_stamps(project_dir))
     global _parsed
     if _parsed is None or _parsed[0] != key:
         folder = parse_folder / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-parse"

@@ -67,17 +67,15 @@ CODE_PACKAGES = ("dagster_project", "ml", "expectations")
 
 def _definitions_fingerprint(settings: Settings) -> str:
     """What the definitions are built from: the settings (the targets, the checks' thresholds; not where the home
-    lies, so that a moved or copied home keeps its list), the code, and the dbt manifest (dbt's tests are checks
-    too)."""
+    lies, so that a moved or copied home keeps its list), the code, and the dbt project's files (dbt's tests are
+    checks too; their files, not the manifest, which every parse rewrites with its own time stamp)."""
     import hashlib
     import json
 
-    from dagster_project.settings import DBT_PROJECT_DIR, REPO_ROOT
+    from dagster_project.settings import REPO_ROOT, dbt_source_stamps
 
-    # (the manifest dagster-dbt loads, named without importing it: status reads this on every call)
-    files = [DBT_PROJECT_DIR / "target" / "manifest.json"] + sorted(
-        f for package in CODE_PACKAGES for f in (REPO_ROOT / package).rglob("*.py"))
-    stamps = [(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.is_file()]
+    code = sorted(f for package in CODE_PACKAGES for f in (REPO_ROOT / package).rglob("*.py"))
+    stamps = [(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in code] + list(dbt_source_stamps())
     payload = json.dumps([settings.model_dump(mode="json", exclude={"home"}), stamps], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
