@@ -39,8 +39,7 @@
         {%- endfor %}
     ) as t(as_of_date)
     {%- else -%}
-    select cast(range as date) as as_of_date
-    from range({{ min_as_of_date() }}, {{ dbt.dateadd('day', 1, as_of_date()) }}, interval 1 day)
+    {{ date_series(min_as_of_date(), as_of_date(), 'as_of_date') }}
     {%- endif -%}
 {%- endmacro %}
 

@@ -3,8 +3,8 @@
     buyers' and whose churn probability is above the median of the scored users (deciles 1-5). Who to win back first;
     with their purchase probability and revenue forecast (NULL where not published): what they are expected to bring.
 -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='as_of_date',
-          on_schema_change='append_new_columns') }}
+{{ config(materialized='incremental', incremental_strategy=replace_by_key_strategy(), unique_key='as_of_date',
+          partition_by=partitioned_by_key('as_of_date'), on_schema_change='append_new_columns') }}
 
 with
 

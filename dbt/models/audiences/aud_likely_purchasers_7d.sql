@@ -3,8 +3,8 @@
     "likely 7-day purchasers"), with the score and its strongest reason, and the user's 28-day revenue forecast
     (NULL where revenue is not published): summed, the audience's expected buyers and expected revenue.
 -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='as_of_date',
-          on_schema_change='append_new_columns') }}
+{{ config(materialized='incremental', incremental_strategy=replace_by_key_strategy(), unique_key='as_of_date',
+          partition_by=partitioned_by_key('as_of_date'), on_schema_change='append_new_columns') }}
 
 select
     p.user_id,

@@ -4,8 +4,8 @@
     bought before (predictions.next_items, predictions.new_items), each with its reason: who to target and with
     what, in one row a marketer exports. Users without lists yet (no recommender champion) keep NULL items.
 -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='as_of_date',
-          on_schema_change='append_new_columns') }}
+{{ config(materialized='incremental', incremental_strategy=replace_by_key_strategy(), unique_key='as_of_date',
+          partition_by=partitioned_by_key('as_of_date'), on_schema_change='append_new_columns') }}
 
 with
 

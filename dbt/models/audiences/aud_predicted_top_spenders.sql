@@ -2,8 +2,8 @@
     Predicted top spenders: the top 5 % of predicted_revenue_28d at each as-of date (GA4's "predicted top spenders"),
     with their 7-day purchase probability (NULL where purchase is not published).
 -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='as_of_date',
-          on_schema_change='append_new_columns') }}
+{{ config(materialized='incremental', incremental_strategy=replace_by_key_strategy(), unique_key='as_of_date',
+          partition_by=partitioned_by_key('as_of_date'), on_schema_change='append_new_columns') }}
 
 with
 

@@ -3,12 +3,13 @@
     population: such a user has an event before it, so the minimum is before it too.
     Incremental: the first build reads the whole history once; later builds read only the daily activity of the
     run's window (a far smaller grain than events) and write the users seen for the first time, or earlier than
-    recorded (late events).
+    recorded (late events). On Spark, whose Parquet tables cannot replace rows by user, it is rebuilt whole (one
+    distributed aggregation of the events; the same rows).
 -#}
 -- depends_on: {{ ref('int_user_daily_activity') }}
 {{
     config(
-        materialized='incremental',
+        materialized='table' if target.type == 'spark' else 'incremental',
         incremental_strategy='delete+insert',
         unique_key='user_id',
     )

@@ -9,8 +9,9 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy=replace_by_key_strategy(),
         unique_key='activity_date',
+        partition_by=partitioned_by_key('activity_date'),
     )
 }}
 

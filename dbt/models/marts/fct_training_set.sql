@@ -18,7 +18,7 @@ cutoffs as (
         k as cutoff_rank,
         cast({{ dbt.dateadd('day', '-(' ~ label_horizon ~ ' + (k - 1) * ' ~ run_var('training_cadence_days') ~ ')',
                             as_of_date()) }} as date) as as_of_date
-    from range(1, {{ run_var('training_cutoffs') }} + 1) as t(k)
+    from {{ integer_series(1, run_var('training_cutoffs'), 'k') }}
 
 ),
 

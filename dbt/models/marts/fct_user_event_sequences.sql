@@ -13,11 +13,11 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy=replace_by_key_strategy(),
         unique_key='as_of_date',
+        partition_by=partitioned_by_key('as_of_date'),
         tags=['sequences'],
-        post_hook="delete from {{ this }} where as_of_date < {{ min_as_of_date() }}"
-                  "{% for day in (run_var('sequence_dates_kept') or []) %} and as_of_date <> {{ _iso_date(day, 'sequence_dates_kept') }}{% endfor %}",
+        post_hook="{{ prune_as_of_dates('sequence_dates_kept') }}",
     )
 }}
 

@@ -12,10 +12,10 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy=replace_by_key_strategy(),
         unique_key='as_of_date',
-        post_hook="delete from {{ this }} where as_of_date < {{ min_as_of_date() }}"
-                  "{% for day in (run_var('interaction_dates_kept') or []) %} and as_of_date <> {{ _iso_date(day, 'interaction_dates_kept') }}{% endfor %}",
+        partition_by=partitioned_by_key('as_of_date'),
+        post_hook="{{ prune_as_of_dates('interaction_dates_kept') }}",
     )
 }}
 

@@ -8,8 +8,9 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy=replace_by_key_strategy(),
         unique_key='as_of_date',
+        partition_by=partitioned_by_key('as_of_date'),
         on_schema_change='append_new_columns',
     )
 }}
@@ -49,13 +50,11 @@ history as (
     -- each population row with every activity day in its lookback window, and how many days back it lies
     select
         p.as_of_date,
-        p.user_id,
         {{ days_between('a.activity_date', 'p.as_of_date') }} as days_ago,
         -- days since the user's previous active day in the window (NULL on the first)
         {{ days_between('lag(a.activity_date) over (partition by p.as_of_date, p.user_id order by a.activity_date)',
                         'a.activity_date') }} as days_since_previous_active_day,
-        a.*
-    exclude (user_id)
+        a.*  -- its user_id is the population row's (the join's key)
     from population as p
     inner join activity as a
         on a.user_id = p.user_id
@@ -108,9 +107,10 @@ windowed as (
         min(days_since_previous_active_day) as min_days_between_active_days_{{ lookback }}d,
         min(days_ago) - cast(max(days_ago) - min(days_ago) as double) / nullif(count(*) - 1, 0)
             as active_day_overdue_days_{{ lookback }}d,
-        -- hours from the last event of a kind to the start of the as-of date (business time)
+        -- hours from the last event of a kind to the start of the as-of date (business time). Fractions are
+        -- doubles on every engine: Spark reads a literal such as 60.0 as a decimal and rounds the quotient to 6 places
         {% for event_type in ['view', 'cart', 'checkout', 'event'] -%}
-        {{ dbt.datediff('max(last_' ~ event_type ~ '_ts)', 'cast(as_of_date as timestamp)', 'minute') }} / 60.0
+        cast({{ dbt.datediff('max(last_' ~ event_type ~ '_ts)', 'cast(as_of_date as timestamp)', 'minute') }} as double) / 60
             as hours_since_last_{{ event_type }}{{ "," if not loop.last }}
         {% endfor -%}
     from history
@@ -192,7 +192,7 @@ open_carts as (
         user_id,
         count(*) as open_cart_items,
         sum(carted_value) as open_cart_value,
-        {{ dbt.datediff('min(last_carted_ts)', 'cast(as_of_date as timestamp)', 'minute') }} / 60.0
+        cast({{ dbt.datediff('min(last_carted_ts)', 'cast(as_of_date as timestamp)', 'minute') }} as double) / 60
             as open_cart_age_hours
     from cart_items
     where last_carted_ts is not null
@@ -215,7 +215,8 @@ final as (
         coalesce(b.distinct_categories_28d, 0) as distinct_categories_28d,
         {{ days_between('f.first_seen_date', 'w.as_of_date') }} as tenure_days,
         -- daily event rate of the last 7 days over that of the 21 days before them (+1 smooths new users)
-        (w.events_7d / 7.0 + 1.0) / ((w.events_28d - w.events_7d) / 21.0 + 1.0) as activity_trend_7d_vs_21d,
+        (cast(w.events_7d as double) / 7 + 1) / (cast(w.events_28d - w.events_7d as double) / 21 + 1)
+            as activity_trend_7d_vs_21d,
         coalesce(h.purchase_days_all, 0) as purchase_days_all,
         coalesce(h.revenue_all, 0) as revenue_all,
         cast(h.purchase_span_days as double) / nullif(h.purchase_days_all - 1, 0) as mean_days_between_purchase_days_all,

@@ -10,8 +10,9 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy=replace_by_key_strategy(),
         unique_key='as_of_date',
+        partition_by=partitioned_by_key('as_of_date'),
     )
 }}
 
