@@ -20,7 +20,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 EVENTS ?= 300000
 PYTEST_ARGS ?=
 
-.PHONY: install install-deep manifest demo test test-fast ui mlflow-ui validate lint bench bench-scale bench-recommendations-scale bench-sequences-scale clean
+.PHONY: install install-deep install-spark manifest demo test test-fast ui mlflow-ui validate lint bench bench-scale bench-recommendations-scale bench-sequences-scale clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ $(VENV)/.installed-deep: $(VENV)/.installed requirements-deep.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c requirements-deep.lock \
 		$(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS)) -e '.[deep]'
 	touch $@
+
+# The `spark` extra (pyspark, dbt-spark): the dbt project on Apache Spark (docs/scale_out.md). Not in the default
+# install; tests/test_spark.py runs with it and is skipped, saying so, without it.
+$(VENV)/.installed-spark: $(VENV)/.installed requirements-spark.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c requirements-spark.lock -e '.[spark]'
+	touch $@
+
+install-spark: $(VENV)/.installed-spark
 
 # Great Expectations' Data Docs load their scripts and styles from CDNs: the same files from the npm registry, once,
 # so that the pages render offline (expectations/data_docs.py)

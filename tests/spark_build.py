@@ -1,0 +1,47 @@
+"""The dbt project built on Spark, for tests/test_spark.py: a process of its own (the JVM and dbt-spark's session
+stay out of the test worker). Run as ``python tests/spark_build.py WAREHOUSE FOLDER VARS_JSON RUNS_JSON``: the DuckDB
+warehouse's raw layer is published to a local SparkSession in FOLDER (dagster_project/spark_engine.py), then one
+``dbt build --target spark`` per entry of RUNS_JSON (each run's values, as a run passes them), then every table of
+staging, intermediate and marts written to FOLDER/out/<schema>.<table>.parquet, and the raw counts to
+FOLDER/out/raw_counts.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from dagster_project.settings import DBT_PROJECT_DIR, DBT_RUN_VARS_ENV
+from dagster_project.spark_engine import SPARK_TARGET, local_session, publish_raw_layer
+
+LAYERS = ("staging", "intermediate", "marts")
+
+
+def main(warehouse: str, folder: str, settings_vars: str, runs: str) -> None:
+    from dbt.cli.main import dbtRunner
+
+    root, out = Path(folder), Path(folder) / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    spark = local_session(root / "spark")
+    spark.sparkContext.setLogLevel("ERROR")
+    (out / "raw_counts.json").write_text(json.dumps(publish_raw_layer(spark, Path(warehouse), root / "raw")))
+    os.chdir(DBT_PROJECT_DIR)
+    for run_vars in json.loads(runs):
+        os.environ[DBT_RUN_VARS_ENV] = json.dumps(run_vars)
+        result = dbtRunner().invoke(["build", "--target", SPARK_TARGET, "--select", *LAYERS, "--vars", settings_vars,
+                                     "--exclude-resource-type", "unit_test", "--target-path", str(root / "target"),
+                                     "--log-path", str(root / "logs")])
+        if not result.success:
+            failed = [f"{r.node.unique_id}: {r.message}" for r in (result.result or [])
+                      if r.status not in ("success", "pass")]
+            raise SystemExit(f"dbt build on Spark failed for {run_vars}: {result.exception or failed}")
+    for layer in LAYERS:
+        for row in spark.sql(f"show tables in {layer}").collect():
+            if row.isTemporary:  # dbt-spark's session views (<model>__dbt_tmp), listed with every database
+                continue
+            spark.table(f"{layer}.{row.tableName}").toPandas().to_parquet(out / f"{layer}.{row.tableName}.parquet")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
