@@ -9,10 +9,16 @@ BIN := $(VENV)/bin
 # dbt and dagster run as subprocesses of each other: they must find the venv's executables
 export PATH := $(abspath $(BIN)):$(PATH)
 DATA ?= generated
+# make demo ENGINE=spark builds the dbt project on a local Apache Spark session (the spark extra, installed then;
+# docs/scale_out.md), in a home of its own: a home runs on one engine
+ENGINE ?=
 ifeq ($(DATA),generated)
-export SHOPCAST_HOME ?= $(CURDIR)/data
+export SHOPCAST_HOME ?= $(CURDIR)/data$(if $(filter spark,$(ENGINE)),/spark-demo)
 else
-export SHOPCAST_HOME ?= $(CURDIR)/data/$(DATA)
+export SHOPCAST_HOME ?= $(CURDIR)/data/$(DATA)$(if $(filter spark,$(ENGINE)),-spark)
+endif
+ifneq ($(ENGINE),)
+export SHOPCAST_ENGINE := $(ENGINE)
 endif
 export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 export GX_ANALYTICS_ENABLED := False
@@ -20,7 +26,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 EVENTS ?= 300000
 PYTEST_ARGS ?=
 
-.PHONY: install install-deep install-spark manifest demo test test-fast ui mlflow-ui validate lint bench bench-scale bench-recommendations-scale bench-sequences-scale clean
+.PHONY: install install-deep install-spark manifest demo test test-fast ui mlflow-ui validate lint bench bench-scale bench-recommendations-scale bench-sequences-scale bench-engines clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +65,8 @@ $(DATA_DOCS_ASSETS): $(VENV)/.installed expectations/data_docs.py
 	$(BIN)/python -m expectations.data_docs
 	touch $@
 
-install: $(VENV)/.installed $(DATA_DOCS_ASSETS) $(if $(DEEP),$(VENV)/.installed-deep)
+install: $(VENV)/.installed $(DATA_DOCS_ASSETS) $(if $(DEEP),$(VENV)/.installed-deep) \
+	$(if $(filter spark,$(ENGINE)),$(VENV)/.installed-spark)
 
 install-deep: $(VENV)/.installed-deep
 
@@ -124,6 +131,11 @@ bench-recommendations-scale: manifest
 # (needs the deep extra): a section of benchmarks/results/scale.md
 bench-sequences-scale: manifest
 	$(BIN)/python benchmarks/sequences_scale.py
+
+# The marts on DuckDB and on a local Spark session (needs the spark extra) at 1M and 10M events:
+# benchmarks/results/engines.md
+bench-engines: manifest $(VENV)/.installed-spark
+	$(BIN)/python benchmarks/engines.py $(if $(SIZES),--sizes $(SIZES))
 
 clean:
 	rm -rf $(SHOPCAST_HOME) dbt/target dbt/logs

@@ -26,7 +26,7 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,7 @@ class InProcessDbt:
 
     environment: Mapping[str, str]
     parse_folder: Path
+    after: Callable[[], object] | None = None  # run when dbt succeeded, before the invocation ends (engine=spark)
 
 
 _REQUESTED: ContextVar[InProcessDbt | None] = ContextVar("shopcast_dbt_in_process", default=None)
@@ -138,6 +139,8 @@ class DbtThread:
                     result = dbtRunner(manifest=manifest, callbacks=[self._print]).invoke([*self.args[1:], *_QUIET])
                 finally:
                     _release_warehouse()
+                if result.success and self._request.after is not None:
+                    self._request.after()
             if result.exception is not None:
                 self._error(f"dbt raised {type(result.exception).__name__}: {result.exception}")
             self.returncode = 0 if result.success else (2 if result.exception is not None else 1)

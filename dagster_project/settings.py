@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     home: Path = Field(Path("data"), description="all state: warehouse, MLflow, Dagster home, landing files")
     business_tz: TimeZoneName = Field(
         "UTC", description="the zone business days (partitions, windows) follow; raw timestamps stay UTC")
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb", description="what builds the dbt project: DuckDB in the home's one file, or Apache Spark (the spark "
+                              "extra; a local session with its tables under the home: docs/scale_out.md). A home runs "
+                              "on one engine")
     # -- training windows
     training_cutoffs: int | None = Field(
         None, ge=2, le=104, description="training cutoffs in the training set; unset: chosen from the span of "
@@ -585,6 +589,12 @@ class ShopcastPaths:
     @property
     def locks(self) -> Path:
         return self.home / "locks"
+
+    @property
+    def spark(self) -> Path:
+        """engine=spark: Spark's warehouse (the dbt project's tables) and metastore, and the Parquet copies of the
+        DuckDB tables the models read (dagster_project/spark_engine.py)."""
+        return self.home / "spark"
 
     @property
     def dbt_invocations(self) -> Path:

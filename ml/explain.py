@@ -19,6 +19,8 @@ then predicts a dozen features' changed rows instead of sixty.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
@@ -260,20 +262,37 @@ def explained_values(X: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([X.drop(columns=tokens), event_counts(X)], axis=1)
 
 
-def reason_codes(model, X: pd.DataFrame, regression: bool, top: int = TOP_REASONS,
-                 candidates: int = REASON_CANDIDATES) -> pd.DataFrame:
-    """reason_k (feature name), reason_k_value (the user's value) and reason_k_effect (how much it raises the
-    score), k = 1 .. top, strongest first, among the ``candidates`` most important features of these rows; NULL
-    where fewer features raise the score. The rows' order matters only through the importance sample: give them
-    in a fixed order (ml.predict sorts by user)."""
+@dataclass(frozen=True)
+class ReasonPlan:
+    """What a population's reasons are measured against, from the whole population: the reference user (the median
+    of each feature) and the features that may be named (the ``candidates`` most important on a sample; None: all).
+    Given the plan, each row's reasons depend on that row alone, so rows may be explained in any batches (a Spark
+    partition each: dagster_project/spark_engine.py) with the same result."""
+
+    reference: pd.Series
+    columns: list[str] | None
+
+
+def reason_plan(model, X: pd.DataFrame, regression: bool, candidates: int = REASON_CANDIDATES) -> ReasonPlan:
+    """The plan of ``X``'s reasons. The rows' order matters only through the importance sample: give them in a
+    fixed order (ml.predict sorts by user)."""
+    reference = X.median()
     shown = explained_values(X)
-    if shown.shape[1] > candidates:
-        reference = X.median()
-        importance = global_importance(model, X, regression, reference=reference)
-        chosen = set(importance.index[:candidates])
-        contributions = effects(model, X, regression, reference, [c for c in shown.columns if c in chosen])
-    else:
-        contributions = effects(model, X, regression)
+    if shown.shape[1] <= candidates:
+        return ReasonPlan(reference, None)
+    importance = global_importance(model, X, regression, reference=reference)
+    chosen = set(importance.index[:candidates])
+    return ReasonPlan(reference, [c for c in shown.columns if c in chosen])
+
+
+def reason_codes(model, X: pd.DataFrame, regression: bool, top: int = TOP_REASONS,
+                 candidates: int = REASON_CANDIDATES, plan: ReasonPlan | None = None) -> pd.DataFrame:
+    """reason_k (feature name), reason_k_value (the user's value) and reason_k_effect (how much it raises the
+    score), k = 1 .. top, strongest first, among the features of the population's ``plan`` (default: the plan of
+    these rows, ``reason_plan``); NULL where fewer features raise the score."""
+    plan = plan or reason_plan(model, X, regression, candidates)
+    shown = explained_values(X)
+    contributions = effects(model, X, regression, plan.reference, plan.columns)
     X = shown[contributions.columns]
     # rounded, so that effects equal but for floating-point noise (which varies with the batch's size in BLAS)
     # rank the same way in every batch: a range of dates gets the reasons the days one by one would

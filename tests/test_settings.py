@@ -259,3 +259,22 @@ def test_an_export_cut_short_on_its_last_day_ends_the_history_the_day_before(tmp
         assert note.startswith("the last day with events, 2011-11-21, holds 26 events, 26% of the median day")
         con.execute(insert, ["more-", dt.datetime(2011, 11, 21, 3), 30])  # 56 of 100: not cut short
         assert history_end(con, "UTC") == (dt.date(2011, 11, 21), None)
+
+
+def test_engine_spark_without_the_spark_extra_or_java_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    from dagster_project import spark_engine
+
+    assert load_settings(home=tmp_path).engine == "duckdb"
+    with pytest.raises(ValueError, match="engine"):
+        load_settings(home=tmp_path, engine="bigquery")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(RuntimeError, match=r"spark extra is not installed: make install-spark"):
+        spark_engine.session_for(tmp_path / "spark")
+    monkeypatch.undo()
+    if importlib.util.find_spec("pyspark") is not None:  # the extra present: Java is what is looked for next
+        monkeypatch.setattr(spark_engine.shutil, "which", lambda name: None)
+        monkeypatch.delenv("JAVA_HOME", raising=False)
+        with pytest.raises(RuntimeError, match="no Java is found"):
+            spark_engine.session_for(tmp_path / "spark")

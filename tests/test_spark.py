@@ -4,8 +4,10 @@ and a daily build that prunes the older dates. Needs the spark extra (make insta
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import pandas as pd
 import pytest
 
 from dagster_project.settings import DBT_PROJECT_DIR, DBT_RUN_VARS_ENV, REPO_ROOT, load_settings
-from tests.conftest import DEMO_AS_OF
+from tests.conftest import DEMO_AS_OF, TEST_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("pyspark") is None or shutil.which("java") is None,
@@ -123,3 +125,101 @@ def test_every_staging_intermediate_and_mart_table_built_on_spark_equals_the_duc
         == ["2026-10-18", "2026-11-02"]
     assert sorted(built["marts.fct_user_event_sequences"].as_of_date.astype(str).str[:10].unique()) \
         == ["2026-10-25", "2026-11-02"]
+
+
+# What differs between two runs of the same graph on the same data, whatever the engine: when things happened,
+# which MLflow runs and publishes they were (and the serving file's hash of each table, which covers its times)
+RUN_COLUMNS = {"decided_at", "scored_at", "mlflow_run_id", "run_id", "dagster_run_id", "trained_at", "published_at",
+               "computed_at", "created_at", "observed_at", "publish_id", "content_hash"}
+
+_SECONDS = r'"seconds": [-+.0-9eE]+'
+
+
+@pytest.fixture(scope="module")
+def spark_home(built_home, tmp_path_factory) -> Path:
+    """The demo's raw layer (the built home's loads, load ids and all) in a home of its own set to engine=spark, and
+    the whole graph run there for the demo's date by `shopcast run`, as the built home ran it on DuckDB."""
+    home = tmp_path_factory.mktemp("spark-engine") / "home"
+    home.mkdir()
+    with duckdb.connect(str(home / "warehouse.duckdb")) as con:
+        con.execute(f"attach '{built_home / 'warehouse.duckdb'}' as built (read_only)")
+        con.execute("create schema raw")
+        for (table,) in con.execute("select table_name from duckdb_tables() where database_name = 'built' "
+                                    "and schema_name = 'raw'").fetchall():
+            con.execute(f'create table raw."{table}" as select * from built.raw."{table}"')
+    env = {**os.environ, **TEST_ENV, "SHOPCAST_HOME": str(home), "SHOPCAST_ENGINE": "spark"}
+    proc = subprocess.run([sys.executable, "-m", "dagster_project.cli", "run", "--as-of", DEMO_AS_OF.isoformat()],
+                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    return home
+
+
+def _relations(warehouse: Path) -> dict[str, pd.DataFrame]:
+    """Every table and view of a warehouse but the raw layer, as frames without the run's own columns."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        names = con.execute("select schema_name || '.' || table_name from duckdb_tables() where schema_name <> 'raw' "
+                            "union all select schema_name || '.' || view_name from duckdb_views() where not internal "
+                            "order by 1").fetchall()
+        frames = {n: con.execute(f"select * from {n}").df() for (n,) in names}
+    out = {}
+    for name, frame in frames.items():
+        frame = frame.drop(columns=[c for c in frame.columns if c in RUN_COLUMNS])
+        for column in frame.columns[frame.dtypes.astype(str).isin(["object", "str", "string"])]:
+            # what a step measured of itself, inside the JSON of a decision's folds
+            frame[column] = frame[column].str.replace(_SECONDS, '"seconds": null', regex=True)
+        out[name] = frame
+    return out
+
+
+def test_the_whole_graph_on_spark_equals_the_graph_on_duckdb(built_home, spark_home):
+    """engine=spark: dbt builds every model on Spark and the assets read them there (views of the DuckDB warehouse
+    over Spark's Parquet files); the marts, the predictions scored from them, the audiences and monitoring built
+    from the predictions, and the serving file published from all of it equal the DuckDB home's."""
+    duck, spark = _relations(built_home / "warehouse.duckdb"), _relations(spark_home / "warehouse.duckdb")
+    assert set(spark) == set(duck)
+    differences = {t: d for t in sorted(duck) if (d := _differences(duck[t], spark[t]))}
+    assert differences == {}
+    # built by Spark, read through views: the DuckDB file of the Spark home holds no mart of its own
+    with duckdb.connect(str(spark_home / "warehouse.duckdb"), read_only=True) as con:
+        tables = {s for (s,) in con.execute("select distinct schema_name from duckdb_tables()").fetchall()}
+        assert not tables & {"staging", "intermediate", "marts", "audiences"}
+        view = con.execute("select sql from duckdb_views() where schema_name = 'marts' "
+                           "and view_name = 'feat_user_daily'").fetchone()[0]
+    assert str(spark_home / "spark" / "warehouse" / "marts.db" / "feat_user_daily") in view
+    # what the graph produced, so that the comparison is not of empty tables
+    assert len(duck["predictions.purchase_propensity_7d"]) > 300 and len(duck["predictions.next_items"]) > 1000
+    assert len(duck["audiences.aud_likely_purchasers_7d"]) > 10
+    published = {p.name for p in (spark_home / "serving").glob("*.duckdb")}
+    assert published, "the Spark home published no serving file"
+    for name in published:
+        served, expected = _relations(spark_home / "serving" / name), _relations(built_home / "serving" / name)
+        assert set(served) == set(expected)
+        differences = {t: d for t in sorted(expected) if (d := _differences(expected[t], served[t]))}
+        assert differences == {}
+
+
+def test_scoring_on_spark_partitions_equals_scoring_in_this_process(tmp_path):
+    """engine=spark scores on Spark's Python workers (mapInPandas): each partition's rows get the probability and
+    the reasons they get here (the reasons' plan and the deciles come from the whole population either way)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from dagster_project.spark_engine import session_for, spark_rows_scorer
+    from ml.explain import REASON_CANDIDATES
+    from ml.predict import score
+
+    rng = np.random.default_rng(7)
+    columns = [f"f{j:02d}" for j in range(REASON_CANDIDATES + 4)]  # more than may be named: the plan chooses
+    X = pd.DataFrame(rng.poisson(2.0, (3000, len(columns))).astype(float), columns=columns)
+    y = (X.f00 + 2 * X.f03 - X.f07 + rng.normal(0, 1.5, len(X)) > 3).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(X, y)
+    frame = X.assign(user_id=[f"u{i:05d}" for i in range(len(X))],
+                     as_of_date=np.where(np.arange(len(X)) % 3 == 0, dt.date(2026, 11, 1), dt.date(2026, 11, 2)))
+    frame = frame.sample(frac=1.0, random_state=3)  # rows in no order
+    here = score(frame, model, "purchase_propensity_7d", "4")
+    spark = session_for(tmp_path / "spark")
+    assert spark.sparkContext.defaultParallelism >= 2
+    on_spark = score(frame, model, "purchase_propensity_7d", "4", rows_scorer=spark_rows_scorer(spark))
+    assert list(on_spark.columns) == list(here.columns) and len(on_spark) == len(frame)
+    assert _differences(here.drop(columns="scored_at"), on_spark.drop(columns="scored_at")) == []
+    assert on_spark.user_id.tolist() == frame.user_id.tolist()  # in the population's order
+    assert on_spark.reason_1.notna().mean() > 0.5 and on_spark.decile.nunique() == 10

@@ -76,7 +76,9 @@ def interactions_on(warehouse: WarehouseResource, dates: list[dt.date], users_at
                   "where as_of_date = ?) order by hash(user_id), user_id limit ?)")
         params += [sampled_at, users_at_most]
     frame = warehouse.query_df(f"select as_of_date, {', '.join(INTERACTION_COLUMNS)} "
-                               f"from marts.fct_user_item_interactions where as_of_date in (select unnest(?)) {sample}",
+                               f"from marts.fct_user_item_interactions where as_of_date in (select unnest(?)) {sample} "
+                               # in a fixed order: the recommenders break ties by it (the same lists on any engine)
+                               "order by user_id, item_id",
                                params)
     stamps = pd.to_datetime(frame.pop("as_of_date"))  # compared as timestamps: a date object per row cost seconds
     return {d: frame[stamps == pd.Timestamp(d)].reset_index(drop=True) for d in dates}

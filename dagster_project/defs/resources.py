@@ -25,6 +25,7 @@ from dagster_project.dbt_project import dbt_project
 from dagster_project.locking import PID_TAG, recover_crashed_runs, run_lock
 from dagster_project.serving import CURRENT_LINK, PARQUET_DIR, Publish, ServingOptions, publish, serving_path
 from dagster_project.settings import DBT_RUN_VARS_ENV, Settings, ShopcastPaths, load_settings
+from dagster_project.spark_engine import SPARK_TARGET
 from dagster_project.training_windows import TrainingWindows, choose_windows
 from dagster_project.warehouse import connect, ensure_raw_schema, history_start, table_exists
 
@@ -92,6 +93,16 @@ class PipelineSettings(dg.ConfigurableResource):
     active_window_days: int = 28        # the population: users with an event in this many days before a date
     duckdb_memory_limit: str = "6GB"
     data_docs_url: str = "http://127.0.0.1:3001"  # where `shopcast ui` serves the Data Docs (the checks link there)
+    engine: str = "duckdb"              # settings.engine
+
+    def rows_scorer(self):
+        """How the scoring assets score their rows (ml.predict.score): on Spark's workers where the engine is Spark
+        (dagster_project/spark_engine.py), else in this process (None)."""
+        if self.engine != "spark":
+            return None
+        from dagster_project import spark_engine
+
+        return spark_engine.spark_rows_scorer(spark_engine.session_for(ShopcastPaths(Path(self.home)).spark))
 
     @property
     def gx_dir(self) -> Path:
@@ -150,6 +161,9 @@ class ShopcastDbt(DbtCliResource):
 
     settings_vars: str            # JSON: dagster_project/settings.py dbt_base_vars
     invocations_dir: str          # <home>/dbt
+    engine: str = "duckdb"        # settings.engine: "spark" builds on the home's local SparkSession
+    spark_dir: str = ""           # <home>/spark
+    warehouse_path: str = ""      # the DuckDB warehouse: the loaders' raw layer, the scoring assets' tables
 
     def build(self, args: Sequence[str], run_vars: dict, *, context: dg.AssetExecutionContext | None = None,
               name: str | None = None, **kwargs) -> DbtCliInvocation:
@@ -161,8 +175,23 @@ class ShopcastDbt(DbtCliResource):
         name = name or (context.op_execution_context.op.name if context else "dbt")
         target = root / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{name}-{uuid.uuid4().hex[:6]}"
         target.mkdir()
-        with in_process(InProcessDbt(environment={DBT_RUN_VARS_ENV: json.dumps(run_vars)}, parse_folder=root)):
-            return self.cli([*args, "--vars", self.settings_vars], target_path=target, context=context, **kwargs)
+        environment, after, engine_args = {DBT_RUN_VARS_ENV: json.dumps(run_vars)}, None, []
+        if self.engine == "spark":
+            after, engine_args = self._on_spark(), ["--target", SPARK_TARGET]
+        with in_process(InProcessDbt(environment=environment, parse_folder=root, after=after)):
+            return self.cli([*args, *engine_args, "--vars", self.settings_vars], target_path=target, context=context,
+                            **kwargs)
+
+    def _on_spark(self):
+        """engine=spark: the home's SparkSession, the DuckDB tables the models read published to it (the raw layer,
+        the prediction tables), and what to do when dbt is done: its tables as views of the DuckDB warehouse."""
+        from dagster_project import spark_engine
+
+        folder, warehouse = Path(self.spark_dir), Path(self.warehouse_path)
+        spark = spark_engine.session_for(folder)
+        for schema in ("raw", "predictions"):
+            spark_engine.publish_schema(spark, warehouse, folder / "published", schema)
+        return lambda: spark_engine.mirror_to_duckdb(spark, warehouse)
 
     @cached_property
     def _cli_version(self) -> Version:
@@ -389,7 +418,7 @@ def build_resources(settings: Settings) -> dict:
                                      clv_fit_users=settings.clv_fit_users,
                                      active_window_days=settings.active_window_days,
                                      duckdb_memory_limit=settings.duckdb_memory_limit,
-                                     data_docs_url=settings.data_docs_url),
+                                     data_docs_url=settings.data_docs_url, engine=settings.engine),
         "mlflow": MlflowStore(tracking_uri=paths.mlflow_tracking_uri, artifact_root=str(paths.mlflow_artifacts),
                               ui_url=settings.mlflow_ui_url),
         "training_policy": TrainingPolicy(
@@ -416,7 +445,8 @@ def build_resources(settings: Settings) -> dict:
             min_expected_over_observed=settings.min_expected_over_observed,
             max_expected_over_observed=settings.max_expected_over_observed),
         "dbt": ShopcastDbt(project_dir=dbt_project, dbt_executable=_dbt_executable(),
-                           settings_vars=json.dumps(settings.dbt_vars()), invocations_dir=str(paths.dbt_invocations)),
+                           settings_vars=json.dumps(settings.dbt_vars()), invocations_dir=str(paths.dbt_invocations),
+                           engine=settings.engine, spark_dir=str(paths.spark), warehouse_path=str(paths.warehouse)),
     }
 
 

@@ -56,7 +56,7 @@ def build_scoring_assets(target: Target) -> list:
         # a model that reads review features (issue 25): computed by the encoder logged with its version
         population = with_version_review_features(warehouse, mlflow.store(), entry, model, population)
         scored = score(population, model, target.name, entry.version, score_column=target.score_column,
-                       regression=target.is_regression)
+                       regression=target.is_regression, rows_scorer=settings.rows_scorer())
         with warehouse.writer() as con:
             replace_dates(con, "predictions", target.name, scored)
         top = scored.sort_values(target.score_column, ascending=False).head(10)

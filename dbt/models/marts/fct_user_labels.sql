@@ -8,7 +8,7 @@
       purchase_next_90d any purchase in [as_of_date, as_of_date + purchase_90d_horizon_days): the optional target
                         of shops whose users buy a few times a year (review data: ml/targets.py)
 -#}
-{{ config(materialized='view') }}
+{{ config(materialized='table' if target.type == 'spark' else 'view') }}
 
 {%- set purchase_h = var('purchase_horizon_days') -%}
 {%- set churn_h = var('churn_horizon_days') -%}
