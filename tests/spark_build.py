@@ -1,9 +1,12 @@
-"""The dbt project built on Spark, for tests/test_spark.py: a process of its own (the JVM and dbt-spark's session
-stay out of the test worker). Run as ``python tests/spark_build.py WAREHOUSE FOLDER VARS_JSON RUNS_JSON``: the DuckDB
-warehouse's raw layer is published to a local SparkSession in FOLDER (dagster_project/spark_engine.py), then one
-``dbt build --target spark`` per entry of RUNS_JSON (each run's values, as a run passes them), then every table of
-staging, intermediate and marts written to FOLDER/out/<schema>.<table>.parquet, and the raw counts to
-FOLDER/out/raw_counts.json."""
+"""The dbt project built (or unit-tested) on Spark, for tests/test_spark.py: a process of its own (the JVM and
+dbt-spark's session stay out of the test worker).
+
+``python tests/spark_build.py WAREHOUSE FOLDER VARS_JSON RUNS_JSON``: the DuckDB warehouse's raw layer is published
+to a local SparkSession in FOLDER (dagster_project/spark_engine.py), then one ``dbt build --target spark`` per entry
+of RUNS_JSON (each run's values, as a run passes them), then every table of staging, intermediate and marts written
+to FOLDER/out/<schema>.<table>.parquet, and the raw counts to FOLDER/out/raw_counts.json.
+
+``python tests/spark_build.py unit HOME TARGET``: the dbt unit tests on Spark in a home that ran on it."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import sys
 from pathlib import Path
 
 from dagster_project.settings import DBT_PROJECT_DIR, DBT_RUN_VARS_ENV
-from dagster_project.spark_engine import SPARK_TARGET, local_session, publish_raw_layer
+from dagster_project.spark_engine import SPARK_TARGET, local_session, publish_raw_layer, session_for
 
 LAYERS = ("staging", "intermediate", "marts")
 
@@ -43,5 +46,23 @@ def main(warehouse: str, folder: str, settings_vars: str, runs: str) -> None:
             spark.table(f"{layer}.{row.tableName}").toPandas().to_parquet(out / f"{layer}.{row.tableName}.parquet")
 
 
+def unit_tests(home: str, target: str) -> None:
+    """The dbt project's unit tests on Spark, in the session of a home that ran on it (its tables are the inputs'
+    relations dbt reads the columns of); run_results.json lands in ``target``."""
+    from dbt.cli.main import dbtRunner
+
+    from dagster_project.settings import load_settings
+
+    settings = load_settings(home=Path(home))
+    session_for(settings.paths.spark)
+    os.chdir(DBT_PROJECT_DIR)
+    vars_ = {**settings.dbt_vars(), "training_cutoffs": 3, "training_cadence_days": 7}
+    dbtRunner().invoke(["test", "--target", SPARK_TARGET, "--select", "test_type:unit", "--vars", json.dumps(vars_),
+                        "--target-path", target, "--log-path", target])
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    if sys.argv[1] == "unit":
+        unit_tests(*sys.argv[2:4])
+    else:
+        main(*sys.argv[1:5])

@@ -223,3 +223,22 @@ def test_scoring_on_spark_partitions_equals_scoring_in_this_process(tmp_path):
     assert _differences(here.drop(columns="scored_at"), on_spark.drop(columns="scored_at")) == []
     assert on_spark.user_id.tolist() == frame.user_id.tolist()  # in the population's order
     assert on_spark.reason_1.notna().mean() > 0.5 and on_spark.decile.nunique() == 10
+
+
+def test_the_dbt_unit_tests_pass_on_spark(spark_home, tmp_path):
+    """The unit tests on hand-made rows (window logic, labels, business days, interactions, sequences) pass on Spark
+    as on DuckDB (tests/test_dbt_and_cli.py), every one of them."""
+    from dagster_project.dbt_project import dbt_project
+
+    target = tmp_path / "unit"
+    env = {**os.environ, **TEST_ENV, "SHOPCAST_HOME": str(spark_home), "SHOPCAST_ENGINE": "spark"}
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "spark_build.py"), "unit", str(spark_home),
+                           str(target)], env=env, capture_output=True, text=True, timeout=1200, check=False)
+    assert (target / "run_results.json").exists(), (proc.stdout + proc.stderr)[-4000:]
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    statuses = {r["unique_id"].split(".")[-1]: r["status"] for r in results}
+    unit_tests = {t["name"] for t in json.loads(Path(dbt_project.manifest_path).read_text())["unit_tests"].values()}
+    assert len(unit_tests) >= 17
+    assert statuses == dict.fromkeys(unit_tests, "pass"), {k: r["message"] for r in results
+                                                            if r["status"] != "pass"
+                                                            for k in [r["unique_id"].split(".")[-1]]}
