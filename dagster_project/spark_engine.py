@@ -55,16 +55,12 @@ def session_for(folder: Path, cores: int | None = None):
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         raise RuntimeError("the setting engine is spark, but no Java is found (neither `java` on the PATH nor "
                            "JAVA_HOME): Spark needs Java 17 or 21")
-    from pyspark.sql import SparkSession
-
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        wanted, has = str(folder / "warehouse"), active.conf.get("spark.sql.warehouse.dir")
-        if has.removeprefix("file:") != wanted:
-            raise RuntimeError(f"this process's SparkSession keeps its tables in {has}, not in {wanted}: one process "
-                               "runs one home on Spark (start another process for this home)")
-        return active
+    # getOrCreate: the process's session where one runs (whichever thread started it), else a new one
     session = local_session(folder, cores or os.cpu_count() or 2)
+    wanted, has = str(folder / "warehouse"), session.conf.get("spark.sql.warehouse.dir")
+    if has.removeprefix("file:") != wanted:
+        raise RuntimeError(f"this process's SparkSession keeps its tables in {has}, not in {wanted}: one process "
+                           "runs one home on Spark (start another process for this home)")
     session.sparkContext.setLogLevel("ERROR")
     return session
 

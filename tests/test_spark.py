@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import duckdb
@@ -218,6 +219,14 @@ def test_scoring_on_spark_partitions_equals_scoring_in_this_process(tmp_path):
     here = score(frame, model, "purchase_propensity_7d", "4")
     spark = session_for(tmp_path / "spark")
     assert spark.sparkContext.defaultParallelism >= 2
+    # the same session for the same home, from any thread; another home's is refused (a JVM keeps its metastore)
+    elsewhere: list = []
+    thread = threading.Thread(target=lambda: elsewhere.append(session_for(tmp_path / "spark")))
+    thread.start()
+    thread.join()
+    assert elsewhere == [spark] or elsewhere[0]._jsparkSession.equals(spark._jsparkSession)
+    with pytest.raises(RuntimeError, match="one process runs one home on Spark"):
+        session_for(tmp_path / "another-home")
     on_spark = score(frame, model, "purchase_propensity_7d", "4", rows_scorer=spark_rows_scorer(spark))
     assert list(on_spark.columns) == list(here.columns) and len(on_spark) == len(frame)
     assert _differences(here.drop(columns="scored_at"), on_spark.drop(columns="scored_at")) == []
