@@ -17,6 +17,8 @@ from pathlib import Path
 
 import duckdb
 
+from dagster_project.warehouse import connect, qualified, quote_identifier, string_literal
+
 SPARK_TARGET = "spark"  # the dbt target of dbt/profiles.yml
 RAW_SCHEMA = "raw"
 
@@ -68,7 +70,7 @@ def session_for(folder: Path, cores: int | None = None):
 def _fingerprint(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list:
     """What tells a table's rows apart from an earlier copy's: its rows, and (append-only raw tables aside) the
     newest scoring time where it has one. The raw layer changes only by loads, which the load audit records."""
-    name = f'{schema}."{table}"'
+    name = qualified(schema, table)
     columns = {c for (c,) in con.execute("select column_name from duckdb_columns() where schema_name = ? "
                                          "and table_name = ?", [schema, table]).fetchall()}
     stamp = [str(v) for v in con.execute(f"select count(*){', max(scored_at)' if 'scored_at' in columns else ''} "
@@ -91,7 +93,7 @@ def publish_schema(spark, warehouse: Path, folder: Path, schema: str) -> dict[st
     spark.sql(f"create database if not exists {schema}")
     existing = {t.name for t in spark.catalog.listTables(schema) if not t.isTemporary}
     counts = {}
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect(warehouse, read_only=True) as con:
         names = [t for (t,) in con.execute("select table_name from duckdb_tables() where schema_name = ? order by 1",
                                            [schema]).fetchall()]
         for table in names:
@@ -103,7 +105,7 @@ def publish_schema(spark, warehouse: Path, folder: Path, schema: str) -> dict[st
             for old in target.glob("*.parquet"):
                 old.unlink()
             # a folder per table (a Hive table's location is a folder), written by DuckDB's own Parquet writer
-            con.execute(f'copy {schema}."{table}" to \'{target / "part-0.parquet"}\' (format parquet)')
+            con.execute(f"copy {qualified(schema, table)} to {string_literal(target / 'part-0.parquet')} (format parquet)")
             spark.sql(f"drop table if exists {schema}.{table}")
             spark.sql(f"create table {schema}.{table} using parquet location '{target}'")
             counts[table] = spark.table(f"{schema}.{table}").count()
@@ -152,10 +154,6 @@ def table_location(spark, name: str) -> Path:
     raise RuntimeError(f"Spark gives no location for {name}")
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 # The schemas dbt builds (dbt_project.yml; user_scores_latest lands in predictions beside the scoring assets' tables)
 DBT_SCHEMAS = ("staging", "intermediate", "marts", "audiences", "monitoring", "predictions")
 
@@ -165,11 +163,11 @@ def mirror_to_duckdb(spark, warehouse: Path, schemas=DBT_SCHEMAS) -> list[str]:
     warehouse over the table's Parquet files, with Spark's columns and types: the assets, checks and BI exports read
     the marts where they read them on DuckDB, while Spark builds them. Returns the tables' names."""
     views = []
-    with duckdb.connect(str(warehouse)) as con:
+    with connect(warehouse) as con:
         for schema in schemas:
             if not spark.catalog.databaseExists(schema):
                 continue
-            con.execute(f'create schema if not exists "{schema}"')
+            con.execute(f"create schema if not exists {quote_identifier(schema)}")
             for table in spark.catalog.listTables(schema):
                 if table.isTemporary or table.tableType != "MANAGED":
                     continue
@@ -181,11 +179,11 @@ def mirror_to_duckdb(spark, warehouse: Path, schemas=DBT_SCHEMAS) -> list[str]:
                 location = table_location(spark, name)
                 has_files = any(location.rglob("*.parquet"))
                 # no rows, no files: the columns alone
-                columns = ", ".join(f'cast({_quoted(f.name) if has_files else "null"} as {duckdb_type(f.dataType)}) '
-                                    f'as {_quoted(f.name)}' for f in spark.table(name).schema.fields)
-                source = (f"read_parquet('{location}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
+                columns = ", ".join(f'cast({quote_identifier(f.name) if has_files else "null"} as {duckdb_type(f.dataType)}) '
+                                    f'as {quote_identifier(f.name)}' for f in spark.table(name).schema.fields)
+                source = (f"read_parquet({string_literal(f'{location}/**/*.parquet')}, hive_partitioning = true, union_by_name = true)"
                           if has_files else "(select 1) as empty where false")
-                con.execute(f'create or replace view {schema}."{table.name}" as select {columns} from {source}')
+                con.execute(f"create or replace view {qualified(schema, table.name)} as select {columns} from {source}")
                 views.append(name)
     return views
 
