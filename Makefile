@@ -51,7 +51,7 @@ $(VENV)/.installed-deep: $(VENV)/.installed requirements-deep.lock
 	touch $@
 
 # The `spark` extra (pyspark, dbt-spark): the dbt project on Apache Spark (docs/scale_out.md). Not in the default
-# install; tests/test_spark.py runs with it and is skipped, saying so, without it.
+# install; `make test` installs it (tests/test_spark.py; skipped, saying so, where Java is missing).
 $(VENV)/.installed-spark: $(VENV)/.installed requirements-spark.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c requirements-spark.lock -e '.[spark]'
 	touch $@
@@ -90,13 +90,13 @@ endif
 # The project's own modules are compiled first: where PYTHONDONTWRITEBYTECODE is set (as on CI machines), every
 # process the tests start would compile them again (the venv's packages are compiled by the install).
 TEST_WORKERS ?= 2
-test: manifest install-deep
+test: manifest install-deep install-spark
 	$(BIN)/python -m compileall -q dagster_project ml expectations tests > /dev/null
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The base of the pyramid (a few minutes): Python unit tests, dbt unit tests on an empty warehouse, the CLI on small
 # files; no whole-graph build (those are marked slow and run with `make test`).
-test-fast: manifest install-deep
+test-fast: manifest install-deep install-spark
 	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 validate: manifest

@@ -94,6 +94,8 @@ def pipeline(built_home, home, tmp_path) -> ShopcastPaths:
 # The longest work first (measured): xdist deals tests out in collection order, so the two cores finish together
 # instead of one running the three real-sample runs alone at the end.
 HEAVIEST_FIRST = ["test_crash_safety.py", "test_feedback_loop.py",
+                  # (Spark's builds wait on its scheduler more than they use the cores: beside the others, early)
+                  "test_spark.py",
                   "test_real_samples.py::test_each_sample_runs_end_to_end_and_produces_predictions[ga-merch]",
                   "test_real_samples.py::test_each_sample_runs_end_to_end_and_produces_predictions[online-retail]",
                   "test_real_samples.py::test_the_amazon_reviews_sample_trains_and_scores_the_90_day_target_with_review_features",
