@@ -72,10 +72,10 @@ def _definitions_fingerprint(settings: Settings) -> str:
     import hashlib
     import json
 
-    from dagster_project.settings import REPO_ROOT, dbt_source_stamps
+    from dagster_project.settings import REPO_ROOT, dbt_source_stamps, file_stamps
 
     code = sorted(f for package in CODE_PACKAGES for f in (REPO_ROOT / package).rglob("*.py"))
-    stamps = [(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in code] + list(dbt_source_stamps())
+    stamps = [*file_stamps(code), *dbt_source_stamps()]
     payload = json.dumps([settings.model_dump(mode="json", exclude={"home"}), stamps], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -85,7 +85,7 @@ def asset_check_keys() -> list[dg.AssetCheckKey]:
     read from are unchanged, read from the definitions (and stored) otherwise."""
     import json
 
-    settings = ensure_home()
+    settings = load_settings()  # (the entry points made the home: ensure_home)
     stored = settings.paths.dagster_home / CHECK_KEYS_FILE
     fingerprint = _definitions_fingerprint(settings)
     if stored.is_file():
@@ -93,6 +93,7 @@ def asset_check_keys() -> list[dg.AssetCheckKey]:
         if saved.get("fingerprint") == fingerprint:
             return [dg.AssetCheckKey(dg.AssetKey(path), name) for path, name in saved["checks"]]
     keys = sorted(definitions().resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string())
+    stored.parent.mkdir(parents=True, exist_ok=True)
     written = stored.with_suffix(f".{uuid.uuid4().hex}.tmp")  # whole or not at all: a reader may be starting
     written.write_text(json.dumps({"fingerprint": fingerprint,
                                    "checks": [[list(k.asset_key.path), k.name] for k in keys]}))

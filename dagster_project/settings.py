@@ -32,13 +32,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
 
 
+def file_stamps(files) -> tuple:
+    """(path, mtime, size) of each existing file: what tells a changed file from the one seen before, cheaply."""
+    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files if p.exists())
+
+
 def dbt_source_stamps(project_dir: Path = DBT_PROJECT_DIR) -> tuple:
-    """(path, mtime, size) of every file of the dbt project a parse reads (not its target or packages' installs):
-    what changes the manifest, apart from the vars."""
+    """``file_stamps`` of every file of the dbt project a parse reads (not its target or packages' installs): what
+    changes the manifest, apart from the vars."""
     files = [p for folder in ("models", "macros", "tests", "seeds", "snapshots", "analyses")
              for p in sorted((project_dir / folder).rglob("*")) if p.is_file()]
     files += [project_dir / name for name in ("dbt_project.yml", "packages.yml", "package-lock.yml")]
-    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files if p.exists())
+    return file_stamps(files)
 
 # What a run decides travels to dbt in this variable, not in --vars (defs/resources.py ShopcastDbt; read by the
 # macro run_var, dbt/macros/as_of.sql)

@@ -168,12 +168,13 @@ def mirror_to_duckdb(spark, warehouse: Path, schemas=DBT_SCHEMAS) -> list[str]:
             if not spark.catalog.databaseExists(schema):
                 continue
             con.execute(f"create schema if not exists {quote_identifier(schema)}")
+            duckdb_tables = {t for (t,) in con.execute("select table_name from duckdb_tables() where schema_name = ?",
+                                                       [schema]).fetchall()}
             for table in spark.catalog.listTables(schema):
                 if table.isTemporary or table.tableType != "MANAGED":
                     continue
                 name = f"{schema}.{table.name}"
-                if con.execute("select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
-                               [schema, table.name]).fetchone()[0]:
+                if table.name in duckdb_tables:
                     raise RuntimeError(f"{name} is a table of the DuckDB warehouse {warehouse}, built when this home "
                                        "ran on DuckDB: a home runs on one engine (start a new home for engine=spark)")
                 location = table_location(spark, name)

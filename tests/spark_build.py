@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from dagster_project.settings import DBT_PROJECT_DIR, DBT_RUN_VARS_ENV
-from dagster_project.spark_engine import SPARK_TARGET, local_session, publish_raw_layer, session_for
+from dagster_project.spark_engine import SPARK_TARGET, publish_raw_layer, session_for
 
 LAYERS = ("staging", "intermediate", "marts")
 
@@ -26,8 +26,7 @@ def main(warehouse: str, folder: str, settings_vars: str, runs: str) -> None:
 
     root, out = Path(folder), Path(folder) / "out"
     out.mkdir(parents=True, exist_ok=True)
-    spark = local_session(root / "spark")
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = session_for(root / "spark")
     (out / "raw_counts.json").write_text(json.dumps(publish_raw_layer(spark, Path(warehouse), root / "raw")))
     os.chdir(DBT_PROJECT_DIR)
     for run_vars in json.loads(runs):
