@@ -42,6 +42,8 @@ def local_session(folder: Path, cores: int = 2):
             # insert_overwrite replaces only the partitions (dates) a run wrote, as delete+insert does on DuckDB
             .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
             .config("spark.ui.enabled", "false")
+            # no stage progress bars on the console: the CLI prints one line per step (console.py)
+            .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .enableHiveSupport()
             .getOrCreate())

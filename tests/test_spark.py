@@ -154,6 +154,7 @@ def spark_home(built_home, tmp_path_factory) -> Path:
     proc = subprocess.run([sys.executable, "-m", "dagster_project.cli", "run", "--as-of", DEMO_AS_OF.isoformat()],
                           env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert "[Stage " not in proc.stdout + proc.stderr  # the CLI's one line per step, no Spark progress bars
     return home
 
 
