@@ -49,16 +49,21 @@ def local_session(folder: Path, cores: int = 2):
             .getOrCreate())
 
 
+def spark_missing() -> str | None:
+    """What this machine lacks to run Spark (the extra, or Java), said with what to install; None when nothing."""
+    if importlib.util.find_spec("pyspark") is None or importlib.util.find_spec("dbt.adapters.spark") is None:
+        return "the spark extra is not installed: make install-spark (or pip install 'shopcast[spark]')"
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        return "no Java is found (neither `java` on the PATH nor JAVA_HOME): Spark needs Java 17 or 21"
+    return None
+
+
 def session_for(folder: Path, cores: int | None = None):
     """This process's SparkSession for the home whose Spark folder is ``folder``: started here on first use
     (``local_session``), refused when the process already runs one for another home (a JVM keeps its first
     metastore and warehouse)."""
-    if importlib.util.find_spec("pyspark") is None or importlib.util.find_spec("dbt.adapters.spark") is None:
-        raise RuntimeError("the setting engine is spark, but the spark extra is not installed: make install-spark "
-                           "(or pip install 'shopcast[spark]')")
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        raise RuntimeError("the setting engine is spark, but no Java is found (neither `java` on the PATH nor "
-                           "JAVA_HOME): Spark needs Java 17 or 21")
+    if missing := spark_missing():
+        raise RuntimeError(f"the setting engine is spark, but {missing}")
     # getOrCreate: the process's session where one runs (whichever thread started it), else a new one
     session = local_session(folder, cores or os.cpu_count() or 2)
     wanted, has = str(folder / "warehouse"), session.conf.get("spark.sql.warehouse.dir")

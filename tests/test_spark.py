@@ -5,10 +5,8 @@ and a daily build that prunes the older dates. Needs the spark extra (make insta
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,13 +18,13 @@ import pandas as pd
 import pytest
 
 from dagster_project.settings import DBT_PROJECT_DIR, DBT_RUN_VARS_ENV, REPO_ROOT, load_settings
+from dagster_project.spark_engine import spark_missing
 from tests.conftest import DEMO_AS_OF, TEST_ENV
 
-SPARK_MISSING = importlib.util.find_spec("pyspark") is None or shutil.which("java") is None
+SPARK_MISSING = spark_missing()
 if os.environ.get("CI") and SPARK_MISSING:  # `make test` installs the extra and CI machines have Java: a failure
-    raise RuntimeError("CI: the spark extra (make install-spark) or Java is not installed: the Spark tests cannot run")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    SPARK_MISSING, reason="the spark extra (make install-spark) or Java is not installed")]
+    raise RuntimeError(f"CI: the Spark tests cannot run: {SPARK_MISSING}")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(SPARK_MISSING is not None, reason=str(SPARK_MISSING))]
 
 # A run's values, as a run passes them (defs/resources.py): the first build of the demo date; the weekly training
 # cutoffs of the same date, built incrementally on it; the next day's daily build, which prunes the older dates
