@@ -3,10 +3,12 @@ cutoff, on the training sample of a built home (generated or a real sample), for
 
     python benchmarks/calibration.py --home data/ga-merch --label ga-merch --tag after
     python benchmarks/calibration.py --report      # benchmarks/results/calibration.md from every results file
-    python benchmarks/calibration.py --home data --label generated --tag newest --calibration-window-days 1
+    python benchmarks/calibration.py --home data --label generated --tag newest --calibration-windows 1
 
-``--calibration-window-days`` overrides ml.train.CALIBRATION_WINDOW_DAYS (the training cutoffs the calibrator learns
-from: 1 = the newest alone, as before 2026-12-06); the report compares every candidate's sums across windows.
+``--calibration-windows`` overrides ml.calibration.WINDOWS, the numbers of newest training cutoffs the calibrator
+may learn from (a backtest over the training cutoffs chooses among them): ``1`` is the newest alone (the code of
+2026-12-06), ``4`` always four; the default chooses among 1, 2 and 4 (tag ``chosen``). The report compares every
+candidate's sums across these. (Tag ``window28`` holds an older run: the cutoffs of 28 days, as ``4`` here.)
 
 Each run trains every target's candidates afresh on the home's training sample (the rows a run trains on) into a
 temporary MLflow store, with the home's eligibility settings, and measures on the validation cutoff: PR-AUC,
@@ -43,12 +45,12 @@ def training_sample(home: Path) -> pd.DataFrame:
 
 
 def measure(home: Path, label: str, tag: str, budget: float, families: list[str] | None,
-            window_days: int | None = None) -> dict:
+            windows: tuple[int, ...] | None = None) -> dict:
     os.environ["SHOPCAST_HOME"] = str(home)
-    import ml.train
+    import ml.calibration
 
-    if window_days is not None:
-        ml.train.CALIBRATION_WINDOW_DAYS = window_days
+    if windows is not None:
+        ml.calibration.WINDOWS = windows
     from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
     from dagster_project.settings import load_settings
@@ -82,6 +84,7 @@ def measure(home: Path, label: str, tag: str, budget: float, families: list[str]
             # the family with its feature set where the code has feature sets
             row = {"target": target.name, "family": getattr(candidate, "name", candidate.family), "best": candidate is outcome.best,
                    "validation_as_of": outcome.split.valid_as_of, "rows": len(y), "positives": int((y > 0).sum()),
+                   "window_cutoffs": getattr(getattr(candidate, "calibration_window", None), "cutoffs", None),
                    "quality_problems": "; ".join(outcome.quality_problems) if candidate is outcome.best else ""}
             if target.is_regression:
                 row |= {"predicted_over_realised_total": float(p.sum() / y.sum()) if y.sum() else float("nan")}
@@ -95,7 +98,7 @@ def measure(home: Path, label: str, tag: str, budget: float, families: list[str]
         print(f"{label} {tag} {target.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     result = {"label": label, "tag": tag, "home": str(home), "budget_seconds": budget,
               "families": families or "all", "rows": rows,
-              "calibration_window_days": getattr(ml.train, "CALIBRATION_WINDOW_DAYS", None)}
+              "calibration_windows": list(getattr(ml.calibration, "WINDOWS", ()))}
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / f"{label}.{tag}.json").write_text(json.dumps(result, indent=1))
     return result
@@ -121,9 +124,11 @@ def report() -> str:
     if windows is not None:
         lines += ["", "## The calibration window: every candidate", "",
                   ("Each candidate's expected over observed positives on the validation cutoff (revenue: predicted "
-                   "over realised total), its calibrator learnt from the newest training cutoff alone (`newest`) or "
-                   "from the training cutoffs of the 28 days up to it (`window28`); same training sample, families "
-                   "and budget. `in_band`: the candidates within 0.9-1.1; `mean_abs_log`: the mean of |log ratio|."),
+                   "over realised total), its calibrator learnt from the newest training cutoff alone (`newest`), "
+                   "from the four newest (`window28`: the training cutoffs of 28 days up to it) or from as many as "
+                   "a backtest over the training cutoffs chose among 1, 2 and 4 (`chosen`, the shipped code); same "
+                   "training sample, families and budget. `in_band`: the candidates within 0.9-1.1; `mean_abs_log`: "
+                   "the mean of |log ratio|."),
                   "", windows.to_markdown(index=False, floatfmt=".3f")]
     text = "\n".join(lines) + "\n"
     (RESULTS / "calibration.md").write_text(text)
@@ -131,7 +136,7 @@ def report() -> str:
 
 
 def window_comparison(table: pd.DataFrame) -> pd.DataFrame | None:
-    table = table[table.code.isin(["newest", "window28"])]
+    table = table[table.code.isin(["newest", "window28", "chosen"])]
     if table.empty:
         return None
     ratio = table.expected_over_observed.fillna(table.get("predicted_over_realised_total"))
@@ -151,7 +156,7 @@ def main() -> None:
     parser.add_argument("--tag", default="after")
     parser.add_argument("--budget", type=float, default=120)
     parser.add_argument("--families", default=None, help="comma-separated (default: all)")
-    parser.add_argument("--calibration-window-days", type=int, default=None)
+    parser.add_argument("--calibration-windows", default=None, help="comma-separated cutoff counts, e.g. 1 or 1,2,4")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -159,7 +164,8 @@ def main() -> None:
         print(report())
         return
     measure(args.home.resolve(), args.label, args.tag, args.budget,
-            args.families.split(",") if args.families else None, args.calibration_window_days)
+            args.families.split(",") if args.families else None,
+            tuple(int(w) for w in args.calibration_windows.split(",")) if args.calibration_windows else None)
 
 
 if __name__ == "__main__":

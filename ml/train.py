@@ -7,7 +7,7 @@ purchases the judged rows are scored on (a 90-day label at weekly cutoffs: the s
 0.97 on the Amazon sample where no single feature reaches ROC-AUC 0.66). The newest cutoff that may train the
 validation one tunes: each configuration is fitted on the cutoffs purged for it and scored on it, which chooses the
 hyperparameters; the chosen one is refitted on every cutoff that may train the validation one (the published model)
-and calibrated on out-of-fold predictions for the newest training cutoff's users (ml/calibration.py), where the
+and calibrated on out-of-fold predictions for the newest training cutoffs' users (ml/calibration.py), where the
 decision threshold is chosen too. Where no cutoff may train the tuning one, a fixed share of its users (a hash of
 the user id) tunes instead. ``purge=False`` trains on overlapping label windows (a history too short for a purged
 split: the 9-day Taobao sample), and the runs say that their validation figures are optimistic.
@@ -33,8 +33,10 @@ from sklearn.utils.class_weight import compute_sample_weight
 from ml.calibration import (
     CLIP,
     CalibrationChoice,
+    WindowChoice,
     calibrate,
     calibration_metrics,
+    choose_window,
     reliability_table,
     scale_total,
 )
@@ -195,7 +197,8 @@ class Candidate:
     # which then need not be refitted.
     fold_scores: dict[str, float] = field(default_factory=dict)
     calibration: CalibrationChoice | None = None  # classification: how the published probability was calibrated
-    total_scale: float | None = None  # amounts: the factor that makes the tuning cutoff's total add up
+    total_scale: float | None = None  # amounts: the factor that makes the calibration cutoffs' total add up
+    calibration_window: WindowChoice | None = None  # how many training cutoffs calibrated it, and why
     feature_set: str = ""  # the feature set (ml/features.py) the tuning cutoff chose for this family
     columns: list[str] = field(default_factory=list)  # its columns: the model's inputs
 
@@ -242,38 +245,35 @@ def families_for(target: Target, names: list[str] | None = None) -> list[Family]
 
 CROSS_FIT_FOLDS = 3  # user folds of the out-of-fold predictions the calibrator learns from (ml/calibration.py)
 MIN_CALIBRATION_CLASS_ROWS = 20  # below this many of a class in the window, every training cutoff calibrates
-# The calibrator learns from the training cutoffs of this many days up to the newest one: 1, the newest alone. Four
-# weeks were measured (benchmarks/calibration.py --calibration-window-days 28): they smooth one week's sampling noise
-# (demo churn's sum 1.108 -> 1.015 of the churners: its newest cutoff's rate was 0.273 against 0.237-0.257 around it)
-# but lag a trend by weeks (GA purchase 1.017 -> 1.155; a 15 %-a-week revenue season: tests/test_calibration.py).
-CALIBRATION_WINDOW_DAYS = 1
 
 
 def out_of_fold(family: Family, columns: list[str], params: dict, split: Split, target: Target,
-                folds: int = CROSS_FIT_FOLDS) -> tuple[pd.DataFrame, np.ndarray]:
-    """(the rows the calibrator learns from, their out-of-fold predictions): the configuration fitted on every
-    training cutoff without a third of the users predicts those users (folds by user: no model predicts a user it
-    saw at any cutoff). The rows are those of the training cutoffs in the CALIBRATION_WINDOW_DAYS up to the newest,
-    unless they hold fewer than MIN_CALIBRATION_CLASS_ROWS of a class (amounts: spenders); then every training
-    cutoff's."""
+                folds: int = CROSS_FIT_FOLDS) -> tuple[pd.DataFrame, np.ndarray, WindowChoice]:
+    """(the rows the calibrator learns from, their out-of-fold predictions, how their window was chosen): the
+    configuration fitted on every training cutoff without a third of the users predicts those users (folds by user:
+    no model predicts a user it saw at any cutoff). The rows are those of the newest training cutoffs, as many as a
+    backtest over the training cutoffs chooses (ml/calibration.choose_window), unless they hold fewer than
+    MIN_CALIBRATION_CLASS_ROWS of a class (amounts: spenders); then every training cutoff's."""
     train = split.train.reset_index(drop=True)
     predictions = np.full(len(train), np.nan)
     for fitted_on, left_out in GroupKFold(n_splits=folds).split(train, groups=train["user_id"]):
         model = _fit(family, columns, params, train.iloc[fitted_on], target)
         predictions[left_out] = predict_scores(model, to_matrix(train.iloc[left_out], columns), target.is_regression)
+    window = choose_window(train["as_of_date"], predictions, train[target.label].to_numpy(dtype=float),
+                           amounts=target.is_regression)
     dates = pd.to_datetime(train["as_of_date"])
-    recent = (dates > dates.max() - pd.Timedelta(days=CALIBRATION_WINDOW_DAYS)).to_numpy()
+    recent = dates.isin(sorted(dates.unique())[-window.cutoffs:]).to_numpy()
     y = train.loc[recent, target.label] > 0
     if min(int(y.sum()), int((~y).sum())) < MIN_CALIBRATION_CLASS_ROWS:
-        return train, predictions
-    return train[recent], predictions[recent]
+        return train, predictions, window
+    return train[recent], predictions[recent], window
 
 
 def search(family: Family, split: Split, set_name: str, columns: list[str], target: Target,
            budget_seconds: float) -> Candidate:
     """Try the family's grid on one feature set, each configuration fitted on the fit cutoffs and scored on the
     tuning one, keep the best and refit it on every training cutoff: the published model. A classifier is then
-    calibrated (on out-of-fold predictions for the newest training cutoff's users: ml/calibration.py) and its
+    calibrated (on out-of-fold predictions for the newest training cutoffs' users: ml/calibration.py) and its
     F1-optimal threshold chosen on those calibrated predictions; an amount model's total is scaled the same way. The
     first configuration is always tried; another only while it, the refit and the cross-fits (projected from the
     last fit's time and the rows) still fit in the budget. An early-stopped family (the GRU) is also told to stop
@@ -305,18 +305,20 @@ def search(family: Family, split: Split, set_name: str, columns: list[str], targ
     fit_started = time.perf_counter()
     model = _fit(family, columns, params, split.train, target)
     fit_seconds = time.perf_counter() - fit_started
-    rows, predictions = out_of_fold(family, columns, params, split, target)
+    rows, predictions, window = out_of_fold(family, columns, params, split, target)
     y_rows = rows[target.label].to_numpy(dtype=float)
     dates = sorted({str(d)[:10] for d in rows["as_of_date"].unique()})
     calibrated_on = dates[0] if len(dates) == 1 else f"{dates[0]} .. {dates[-1]}"
     common = {"fit_seconds": fit_seconds, "configurations_tried": tried, "feature_set": set_name, "columns": columns}
     if target.is_regression:
         scaled, scale = scale_total(model, predictions, y_rows, as_of=calibrated_on)
-        return Candidate(family.name, params, score, 0.0, scaled, total_scale=scale, **common)
+        return Candidate(family.name, params, score, 0.0, scaled, total_scale=scale, calibration_window=window,
+                         **common)
     calibrated, choice = calibrate(model, predictions, y_rows, as_of=calibrated_on)
     threshold = best_f1_threshold(y_rows.astype(int),
                                   calibrated.calibrated(logit(np.clip(predictions, CLIP, 1 - CLIP))))
-    return Candidate(family.name, params, score, threshold, calibrated, calibration=choice, **common)
+    return Candidate(family.name, params, score, threshold, calibrated, calibration=choice,
+                     calibration_window=window, **common)
 
 
 @dataclass
@@ -437,11 +439,18 @@ def train_candidates(frame: pd.DataFrame, target: Target, store: Store, *, tags:
                 mlflow.log_params({**candidate.params, "family": family.name, "feature_set": candidate.feature_set,
                                    "features": len(candidate.columns),
                                    **(candidate.calibration.as_params() if candidate.calibration else {}),
-                                   **({"total_scale": candidate.total_scale} if candidate.total_scale else {})})
+                                   **({"total_scale": candidate.total_scale} if candidate.total_scale else {}),
+                                   **({"calibration_window_cutoffs": candidate.calibration_window.cutoffs}
+                                      if candidate.calibration_window else {})})
+                window_errors = ({str(w): e for w, e in candidate.calibration_window.errors.items()}
+                                 if candidate.calibration_window else {})
                 if candidate.calibration:
                     mlflow.log_dict({"out_of_fold_log_loss": candidate.calibration.log_loss,
+                                     "window_backtest_abs_log_ratio": window_errors,
                                      "reliability_validation": reliability_table(y_valid, p).to_dict("records")},
                                     "calibration.json")
+                elif window_errors:
+                    mlflow.log_dict({"window_backtest_abs_log_ratio": window_errors}, "calibration.json")
                 mlflow.log_metrics({k: v for k, v in candidate.metrics.items() if np.isfinite(v)}
                                    | {"tuning_score": candidate.tuning_score, "fit_seconds": candidate.fit_seconds,
                                      "configurations_tried": candidate.configurations_tried})

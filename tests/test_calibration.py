@@ -141,15 +141,56 @@ def test_every_trained_classifier_is_calibrated_and_its_probabilities_add_up_on_
     pd.testing.assert_frame_equal(single.split.train, two[two.cutoff_rank == 2])
 
 
-def test_the_calibrator_learns_from_the_newest_training_cutoff_or_the_window_up_to_it(monkeypatch):
-    import ml.train
+def _weekly_rates(rates, users=4000, seed=0):
+    """Out-of-fold-like predictions over weekly cutoffs whose positive rates are ``rates`` (oldest first): the
+    predictions rank (a logit of signal) but their level is the pooled one, as a model fitted on every cutoff."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i, rate in enumerate(rates):
+        signal = rng.normal(size=users)
+        p_true = 1 / (1 + np.exp(-(np.log(rate / (1 - rate)) + signal)))
+        frames.append(pd.DataFrame({"as_of_date": pd.Timestamp("2026-09-06") + pd.Timedelta(weeks=i),
+                                    "prediction": 1 / (1 + np.exp(-(-1.0 + signal))),
+                                    "y": (rng.random(users) < p_true).astype(int)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_the_calibration_window_follows_a_trend_and_pools_noise():
+    """A steady trend (the rate up 15 % a week): the newest cutoff alone predicts the next one best. A steady rate
+    that swings by a few points from week to week (demo churn's newest cutoff 0.273 against 0.237-0.257 around it):
+    pooling cutoffs does."""
+    from ml.calibration import choose_window
+
+    trending = _weekly_rates([0.10 * 1.15 ** i for i in range(8)], seed=1)
+    choice = choose_window(trending.as_of_date, trending.prediction, trending.y)
+    assert choice.cutoffs == 1 and choice.steps == 3 and set(choice.errors) == {1, 2, 4}
+    assert choice.errors[1] < choice.errors[2] < choice.errors[4]
+    # each window lags the trend by its mean age: one week for the newest alone (at most a week's 15 % growth in
+    # the rate), 2.5 for four
+    assert choice.errors[1] < np.log(1.15) and choice.errors[4] > 2 * choice.errors[1]
+
+    noisy = _weekly_rates([0.25, 0.24, 0.26, 0.25, 0.21, 0.29, 0.22, 0.28], users=1000, seed=2)
+    choice = choose_window(noisy.as_of_date, noisy.prediction, noisy.y)
+    assert choice.cutoffs in (2, 4) and choice.errors[choice.cutoffs] < 0.7 * choice.errors[1]
+    # too few cutoffs to backtest a window on every step: it is not tried; none left, the newest alone
+    assert set(choose_window(noisy.as_of_date[:5000], noisy.prediction[:5000], noisy.y[:5000]).errors) == {1, 2}
+    single = choose_window(noisy.as_of_date[:1000], noisy.prediction[:1000], noisy.y[:1000])
+    assert (single.cutoffs, single.errors, single.steps) == (1, {}, 0)
+    # amounts: the total's scale, backtested the same way
+    spend = trending.assign(y=trending.y * 50.0, prediction=trending.prediction * 40.0)
+    assert choose_window(spend.as_of_date, spend.prediction, spend.y, amounts=True).cutoffs == 1
+
+
+def test_the_calibrator_learns_from_the_window_the_backtest_chose(monkeypatch):
+    import ml.calibration
     from ml.models import FAMILIES
     from ml.train import out_of_fold, time_split
 
-    split = time_split(_panel(300, 7, seed=5), TARGET, min_examples_per_class=20)  # validation 10-25; trains 6
-    for window_days, dates in ((1, ["2026-10-18"]), (28, ["2026-09-27", "2026-10-04", "2026-10-11", "2026-10-18"])):
-        monkeypatch.setattr(ml.train, "CALIBRATION_WINDOW_DAYS", window_days)
-        rows, predictions = out_of_fold(FAMILIES["logistic_regression"], COLUMNS, {"C": 1.0}, split, TARGET)
+    split = time_split(_panel(300, 8, seed=5), TARGET, min_examples_per_class=20)  # validation 10-25; trains 7
+    for windows, dates in (((1,), ["2026-10-18"]), ((4,), ["2026-09-27", "2026-10-04", "2026-10-11", "2026-10-18"])):
+        monkeypatch.setattr(ml.calibration, "WINDOWS", windows)
+        rows, predictions, window = out_of_fold(FAMILIES["logistic_regression"], COLUMNS, {"C": 1.0}, split, TARGET)
+        assert window.cutoffs == windows[0] and set(window.errors) == set(windows)
         assert sorted(rows.as_of_date.dt.strftime("%Y-%m-%d").unique()) == dates
         assert len(rows) == len(predictions) == 300 * len(dates) and np.isfinite(predictions).all()
         assert rows.user_id.nunique() == 300
