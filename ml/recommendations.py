@@ -308,6 +308,9 @@ def train_candidates(folds: list[Fold], interactions: pd.DataFrame, history: lis
                 _log_figures(recommendation_plots(results, name))
                 if name in (chosen, naive):
                     fitted = fit(name, interactions, history)
+                    if getattr(fitted, "trees_", None):  # what early stopping chose, per list
+                        mlflow.log_params({f"trees_{'new' if new_only else 'next'}_items": trees
+                                           for new_only, trees in fitted.trees_.items()})
                     example = interactions[list(INTERACTION_COLUMNS)].head(20)
                     mlflow.pyfunc.log_model(
                         name="model", python_model=RecommenderModel(fitted), input_example=example,

@@ -270,6 +270,12 @@ def test_the_reranker_learns_from_earlier_snapshots_which_generator_to_trust():
     now = snapshot(40)
     model = Reranker(candidates=6, n_estimators=50, generators={
         "history": History("engaged"), "ease": EASE(l2=10.0)}).fit(now.interactions, history=history)
+    # the trees: boosting on the older snapshot stopped by the newest one's log loss, at most n_estimators; with
+    # one snapshot there is nothing to stop on and the default is fitted
+    assert set(model.trees_) == {False, True} and all(1 <= t <= 50 for t in model.trees_.values())
+    single = Reranker(candidates=6, n_estimators=50, default_trees=7, generators={
+        "history": History("engaged"), "ease": EASE(l2=10.0)}).fit(now.interactions, history=history[:1])
+    assert single.trees_ == {False: 7, True: 7} and single.models_[False].n_estimators == 7
     users = now.truth.user_id.unique()[rng.permutation(len(now.truth.user_id.unique()))[:20]]
     recs = model.recommend(users, k=3)
     _assert_lists(recs, 3)
