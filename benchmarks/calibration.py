@@ -2,6 +2,7 @@
 cutoff, on the training sample of a built home (generated or a real sample), for the report in issue 22.
 
     python benchmarks/calibration.py --home data/ga-merch --label ga-merch --tag after
+    python benchmarks/calibration.py --published --home data/ga-merch --label ga-merch   # after `make demo DATA=...`
     python benchmarks/calibration.py --report      # benchmarks/results/calibration.md from every results file
     python benchmarks/calibration.py --home data --label generated --tag newest --calibration-windows 1
 
@@ -9,6 +10,9 @@ cutoff, on the training sample of a built home (generated or a real sample), for
 may learn from (a backtest over the training cutoffs chooses among them): ``1`` is the newest alone (the code of
 2026-12-06), ``4`` always four; the default chooses among 1, 2 and 4 (tag ``chosen``). The report compares every
 candidate's sums across these. (Tag ``window28`` holds an older run: the cutoffs of 28 days, as ``4`` here.)
+
+``--published`` reads, instead, what a home's run published: each target's champion in the home's registry and
+the validation figures its training run logged (a `make demo DATA=...` run, all defaults).
 
 Each run trains every target's candidates afresh on the home's training sample (the rows a run trains on) into a
 temporary MLflow store, with the home's eligibility settings, and measures on the validation cutoff: PR-AUC,
@@ -104,13 +108,59 @@ def measure(home: Path, label: str, tag: str, budget: float, families: list[str]
     return result
 
 
+PUBLISHED_METRICS = ("pr_auc", "roc_auc", "log_loss", "brier", "expected_over_observed",
+                     "predicted_over_realised_total")
+
+
+def published(home: Path, label: str) -> dict:
+    """What a home's run published: each classification and amount target's champion (family, feature set, the
+    calibration window it chose) and the validation figures logged with it."""
+    os.environ["SHOPCAST_HOME"] = str(home)
+    from dagster_project.settings import load_settings
+    from ml.registry import CHAMPION, Store, version_by_alias
+    from ml.targets import TARGETS
+
+    paths = load_settings().paths
+    store = Store(paths.mlflow_tracking_uri, paths.mlflow_artifacts)
+    client = store.activate()
+    rows = []
+    for target in TARGETS.values():
+        champion = version_by_alias(store, target.name, CHAMPION)
+        if champion is None:
+            rows.append({"target": target.name, "family": "-", "note": "nothing published"})
+            continue
+        run = client.get_run(champion.run_id)
+        rows.append({"target": target.name, "version": champion.version,
+                     "family": f"{run.data.tags.get('family')} ({run.data.tags.get('feature_set')})",
+                     "window_cutoffs": run.data.params.get("calibration_window_cutoffs"),
+                     "validation_as_of": run.data.params.get("calibration_as_of_date"),
+                     **{k: run.data.metrics[k] for k in PUBLISHED_METRICS if k in run.data.metrics}})
+    result = {"label": label, "tag": "published", "home": str(home), "rows": rows}
+    RUNS.mkdir(parents=True, exist_ok=True)
+    (RUNS / f"{label}.published.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def published_table(table: pd.DataFrame) -> pd.DataFrame | None:
+    table = table[table.code == "published"]
+    if table.empty:
+        return None
+    shown = ["data", "target", "family", "window_cutoffs", "pr_auc", "roc_auc", "log_loss", "brier",
+             "expected_over_observed", "predicted_over_realised_total", "note"]
+    windows = pd.to_numeric(table.get("window_cutoffs"), errors="coerce")
+    table = table.assign(window_cutoffs=[f"newest {w:.0f}" if pd.notna(w) else "" for w in windows],
+                         note=table.get("note", pd.Series(index=table.index)).fillna(""))
+    return table[[c for c in shown if c in table.columns]].sort_values(["data", "target"])
+
+
 def report() -> str:
     frames = []
     for path in sorted(RUNS.glob("*.json")):
         result = json.loads(path.read_text())
         frames.append(pd.DataFrame(result["rows"]).assign(data=result["label"], code=result["tag"]))
     table = pd.concat(frames, ignore_index=True)
-    best = table[table.best.fillna(False).astype(bool) & table.code.isin(["before", "after"])]
+    best = table[table.get("best", pd.Series(False, index=table.index)).fillna(False).astype(bool)
+                 & table.code.isin(["before", "after"])]
     shown = ["data", "target", "code", "family", "positives", "pr_auc", "roc_auc", "log_loss", "brier",
              "expected_over_observed", "predicted_over_realised_total", "quality_problems"]
     best = best[[c for c in shown if c in best.columns]].sort_values(["data", "target", "code"], ascending=[
@@ -130,6 +180,14 @@ def report() -> str:
                    "training sample, families and budget. `in_band`: the candidates within 0.9-1.1; `mean_abs_log`: "
                    "the mean of |log ratio|."),
                   "", windows.to_markdown(index=False, floatfmt=".3f")]
+    champions = published_table(table)
+    if champions is not None:
+        lines += ["", "## Published: what `make demo DATA=...` runs published", "",
+                  ("Each target's champion in a home's registry after a `make demo` run with every default (all "
+                   "families, the default budget), with the validation figures its training logged "
+                   "(`--published`): the probabilities and totals a marketer sums. `window_cutoffs`: the newest "
+                   "training cutoffs its calibrator learnt from, as the backtest over them chose."), "",
+                  champions.to_markdown(index=False, floatfmt=".3f")]
     text = "\n".join(lines) + "\n"
     (RESULTS / "calibration.md").write_text(text)
     return text
@@ -158,10 +216,14 @@ def main() -> None:
     parser.add_argument("--families", default=None, help="comma-separated (default: all)")
     parser.add_argument("--calibration-windows", default=None, help="comma-separated cutoff counts, e.g. 1 or 1,2,4")
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--published", action="store_true", help="read what the home's run published")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if args.report:
         print(report())
+        return
+    if args.published:
+        print(json.dumps(published(args.home.resolve(), args.label), indent=1))
         return
     measure(args.home.resolve(), args.label, args.tag, args.budget,
             args.families.split(",") if args.families else None,
