@@ -170,27 +170,27 @@ def report() -> str:
              "the code before calibration, `after` with it), on the same training sample of each home."), "",
              best.to_markdown(index=False, floatfmt=".3f"), "",
              "Every candidate: benchmarks/results/calibration/*.json."]
-    windows = window_comparison(table)
-    if windows is not None:
-        lines += ["", "## The calibration window: every candidate", "",
-                  ("Each candidate's expected over observed positives on the validation cutoff (revenue: predicted "
-                   "over realised total), its calibrator learnt from the newest training cutoff alone (`newest`), "
-                   "from the four newest (`window28`: the training cutoffs of 28 days up to it) or from as many as "
-                   "a backtest over the training cutoffs chose among 1, 2 and 4 (`chosen`, the shipped code); same "
-                   "training sample, families and budget. `in_band`: the candidates within 0.9-1.1; `mean_abs_log`: "
-                   "the mean of |log ratio|."),
-                  "", windows.to_markdown(index=False, floatfmt=".3f")]
-    champions = published_table(table)
-    if champions is not None:
-        lines += ["", "## Published: what `make demo DATA=...` runs published", "",
-                  ("Each target's champion in a home's registry after a `make demo` run with every default (all "
-                   "families, the default budget), with the validation figures its training logged "
-                   "(`--published`): the probabilities and totals a marketer sums. `window_cutoffs`: the newest "
-                   "training cutoffs its calibrator learnt from, as the backtest over them chose."), "",
-                  champions.to_markdown(index=False, floatfmt=".3f")]
+    lines += section("The calibration window: every candidate", window_comparison(table), (
+        "Each candidate's expected over observed positives on the validation cutoff (revenue: predicted over "
+        "realised total), its calibrator learnt from the newest training cutoff alone (`newest`), from the four "
+        "newest (`window28`: the training cutoffs of 28 days up to it) or from as many as a backtest over the "
+        "training cutoffs chose among 1, 2 and 4 (`chosen`, the shipped code); same training sample, families and "
+        "budget. `in_band`: the candidates within 0.9-1.1; `mean_abs_log`: the mean of |log ratio|."))
+    lines += section("Published: what `make demo DATA=...` runs published", published_table(table), (
+        "Each target's champion in a home's registry after a `make demo` run with every default (all families, the "
+        "default budget), with the validation figures its training logged (`--published`): the probabilities and "
+        "totals a marketer sums. `window_cutoffs`: the newest training cutoffs its calibrator learnt from, as the "
+        "backtest over them chose."))
     text = "\n".join(lines) + "\n"
     (RESULTS / "calibration.md").write_text(text)
     return text
+
+
+def section(title: str, frame: pd.DataFrame | None, text: str) -> list[str]:
+    """A report section's lines: its title, what it shows and the table; none where nothing was measured."""
+    if frame is None:
+        return []
+    return ["", f"## {title}", "", text, "", frame.to_markdown(index=False, floatfmt=".3f")]
 
 
 def window_comparison(table: pd.DataFrame) -> pd.DataFrame | None:

@@ -802,8 +802,9 @@ class Reranker(Recommender):
     # 0.423 with 31 leaves at 0.05 against 0.430 here; Online Retail 0.330 and 0.329). How many trees is learned
     # from the shop itself: boosting on the older snapshots stops when the newest one's log loss has not improved
     # for `early_stopping_rounds` trees, and the ranker is refitted on every snapshot with that many (at most
-    # `n_estimators`; the fixed `default_trees` with one snapshot). GA: 108-233 trees chosen per fold, Recall@10
-    # 0.432 -> 0.437 with 200 fixed (benchmarks/results/recommendations.md).
+    # `n_estimators`; the fixed `default_trees` with one snapshot). GA: 108-233 trees chosen per fold; Recall@10
+    # against 200 fixed 0.4268 -> 0.4273 and 0.4315 -> 0.4372 on two builds of the same events, Online Retail
+    # 0.3300 -> 0.3307 (benchmarks/recommendations_notes.md).
     def __init__(self, candidates: int = 50, n_estimators: int = 1000, learning_rate: float = 0.02,
                  num_leaves: int = 15, random_state: int = 0, generators: dict[str, Recommender] | None = None,
                  early_stopping_rounds: int = 30, default_trees: int = 200):

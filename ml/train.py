@@ -18,7 +18,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mlflow
@@ -264,8 +264,8 @@ def out_of_fold(family: Family, columns: list[str], params: dict, split: Split, 
     dates = pd.to_datetime(train["as_of_date"])
     recent = dates.isin(sorted(dates.unique())[-window.cutoffs:]).to_numpy()
     y = train.loc[recent, target.label] > 0
-    if min(int(y.sum()), int((~y).sum())) < MIN_CALIBRATION_CLASS_ROWS:
-        return train, predictions, window
+    if min(int(y.sum()), int((~y).sum())) < MIN_CALIBRATION_CLASS_ROWS:  # every cutoff, and the window says so
+        return train, predictions, replace(window, cutoffs=dates.nunique())
     return train[recent], predictions[recent], window
 
 
